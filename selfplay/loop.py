@@ -164,6 +164,8 @@ class Run:
         if cfg is not None and cfg.digest() != saved.digest() and not force:
             diff = _config_diff(saved.model_dump(), cfg.model_dump())
             raise RunError(f"{root}: config differs from the saved one ({diff}); drop the changes, or pass --force to resume anyway")
+        for stale in root.rglob(".*.tmp"):  # left by a write that was killed; never read, so safe to drop
+            stale.unlink()
         return cls(root, cfg if cfg is not None and force else saved)
 
     def paths(self, k: int) -> IterPaths:

@@ -37,5 +37,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+bench: $(STAMP)
+	$(PY) bench/bench.py
+
 clean-venv:
 	rm -rf $(VENV)

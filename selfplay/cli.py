@@ -47,10 +47,11 @@ def _guard(fn):
         from selfplay.models import ModelError
         from selfplay.records import RecordError
         from selfplay.templates import TemplateError
+        from selfplay.train import NonFiniteWeightsError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, RunError, ModelError, RecordError, TemplateError) as err:
+        except (ConfigError, RunError, ModelError, RecordError, TemplateError, NonFiniteWeightsError) as err:
             _fail(str(err))
         except KeyboardInterrupt:
             _fail("interrupted; everything finished so far is on disk: rerun with --resume to continue")

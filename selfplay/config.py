@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # shipped data, prompts/, constitutions/
 
@@ -27,6 +27,30 @@ class Section(BaseModel):
 class PromptsConfig(Section):
     pool: str = Field("data/instructions.jsonl", description="prompt pool JSONL: {id, prompt} lines, or IFEval format {key, prompt, instruction_id_list, kwargs}")
     per_iteration: int = Field(48, ge=1, description="prompts sampled per iteration; iterations take disjoint slices of one seeded shuffle while the pool lasts")
+    source: Literal["pool", "self-instruct", "mixed"] = Field("pool", description="pool: per_iteration prompts from the pool; "
+                                                              "self-instruct: the policy writes self_instruct_new new prompts from few-shot "
+                                                              "pool examples (Self-Rewarding LMs §2.3; Self-Instruct, Wang et al. 2023); "
+                                                              "mixed: both. Held-out eval prompts are never examples")
+    self_instruct_new: int = Field(16, ge=1, description="self-instruct / mixed: new prompts wanted per iteration (fewer when "
+                                   "the filters drop more than the oversampling covers)")
+    self_instruct_oversample: float = Field(2.0, ge=1.0, description="candidates written per wanted prompt; the filters "
+                                            "(empty, length, refusal, near-duplicate) drop some")
+    self_instruct_shots: int = Field(8, ge=1, description="pool examples shown per candidate (Self-Instruct showed 8)")
+    self_instruct_template: str = Field("self-instruct", description="template in prompts/ (or a path) asking for one new task")
+    self_instruct_temperature: float = Field(0.7, gt=0.0, le=2.0, description="sampling temperature for writing prompts (Self-Instruct: 0.7)")
+    self_instruct_max_tokens: int = Field(96, ge=8, description="longest new prompt, tokens")
+    self_instruct_min_words: int = Field(3, ge=1, description="shorter new prompts are dropped (Self-Instruct: 3)")
+    self_instruct_max_words: int = Field(150, ge=1, description="longer new prompts are dropped (Self-Instruct: 150)")
+    self_instruct_ngram: int = Field(2, ge=1, description="word n-gram size for the near-duplicate check")
+    self_instruct_max_overlap: float = Field(0.7, gt=0.0, le=1.0, description="a new prompt sharing this fraction of its word "
+                                             "n-grams (over the shorter text's) with a pool, held-out or earlier new prompt is a "
+                                             "duplicate (Self-Instruct dropped ROUGE-L >= 0.7)")
+
+    @model_validator(mode="after")
+    def _self_instruct_lengths(self) -> "PromptsConfig":
+        if self.self_instruct_min_words > self.self_instruct_max_words:
+            raise ValueError(f"self_instruct_min_words ({self.self_instruct_min_words}) > self_instruct_max_words ({self.self_instruct_max_words})")
+        return self
 
 
 class GenerationConfig(Section):
@@ -37,6 +61,7 @@ class GenerationConfig(Section):
     max_tokens: int = Field(192, ge=1, description="new tokens per response")
     dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description="auto = bfloat16 where the hardware has fast bf16 (GPU, AVX512-BF16/AMX CPU), else float32")
     max_model_len: int = Field(2048, ge=256, description="context length given to the engine, tokens")
+    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes first for this)")
     enforce_eager: bool = Field(True, description="vLLM: skip graph compilation; starts in ~20 s instead of ~85 s on CPU")
     kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE), GiB")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave room for training")
@@ -44,13 +69,56 @@ class GenerationConfig(Section):
 
 
 class JudgeConfig(Section):
-    kind: Literal["pointwise"] = Field("pointwise", description="pointwise: an LLM rates each response on the template's scale")
-    template: str = Field("self-rewarding", description="a template name in prompts/ (or a path to a template file)")
-    method: Literal["text", "logprob"] = Field("logprob", description="text: sample the judge and parse its 'Score: N'; logprob: expected score over the score tokens after a forced 'Score:' (always defined)")
+    kind: Literal["pointwise", "pairwise", "constitution-revision", "constitution-pairwise", "program", "human"] = Field(
+        "pointwise", description="pointwise: an LLM rates each response on the template's scale; pairwise: an LLM compares "
+        "two responses in both orders, score = win rate; constitution-revision: critique then revise under a sampled "
+        "principle, pair = revision (chosen) vs original; constitution-pairwise: pairwise under a sampled principle's "
+        "comparison question; program: a Python function scores each response; human: scores or pairs from a labels file")
+    template: str = Field("self-rewarding", description="a template name in prompts/ (or a path to a template file); "
+                          "default per kind: pointwise self-rewarding, pairwise pairwise, constitution-pairwise constitution-pairwise")
+    method: Literal["text", "logprob"] = Field("logprob", description="text: sample the judge and parse its verdict ('Score: N', 'Verdict: A'); logprob: expected score over the score tokens (or P(A) vs P(B)) after the template's forced prefix (always defined)")
     samples: int = Field(1, ge=1, description="text method: judge samples per response, parsed scores averaged")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="text method: judge sampling temperature")
     max_tokens: int = Field(256, ge=1, description="text method: judge output length, tokens")
     model: str | None = Field(None, description="judge model; None = the current policy judges itself (self-rewarding)")
+    pairwise_mode: Literal["round-robin", "anchor"] = Field("round-robin", description="pairwise kinds, N responses: "
+                                                            "round-robin compares every pair (N(N-1) ordered comparisons); anchor compares each "
+                                                            "response with the first one only (2(N-1))")
+    constitution: str = Field("helpful-harmless", description="constitution kinds: a name in constitutions/ (or a path to a constitution file)")
+    critique_template: str = Field("constitution-critique", description="constitution-revision: template asking for the critique")
+    revision_template: str = Field("constitution-revision", description="constitution-revision: template asking for the revision")
+    program: str | None = Field(None, description="program kind: 'module:function' (or 'path/to/file.py:function') with "
+                                "score(prompt, response) -> float | None, e.g. selfplay.program_judges:length_bounds")
+    program_args: dict = Field({}, description="program kind: keyword arguments passed to the function, e.g. {min_words: 20, max_words: 150}")
+    labels: str | None = Field(None, description="human kind: labels JSONL of {prompt, response, score} or {prompt, chosen, rejected}, matched by prompt and response text")
+    endpoint: str | None = Field(None, description="external judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a vLLM server)")
+    endpoint_model: str | None = Field(None, description="external judge: the model name the endpoint serves")
+    endpoint_tokenizer: str | None = Field(None, description="external judge: local tokenizer (model dir or 'default') matching the served "
+                                           "model; prompts are chat-formatted here and sent as token ids. None = send ChatML text")
+    endpoint_timeout_s: float = Field(300.0, gt=0, description="external judge: seconds to wait for one HTTP request")
+    endpoint_api_key_env: str | None = Field(None, description="external judge: name of the environment variable holding a bearer token, if the server needs one")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _template_per_kind(cls, data: object) -> object:
+        # Each LLM kind reads templates with its own variables; pick the matching shipped one unless set.
+        if isinstance(data, dict) and "template" not in data:
+            default = {"pairwise": "pairwise", "constitution-pairwise": "constitution-pairwise"}.get(data.get("kind", ""))
+            if default:
+                data = {**data, "template": default}
+        return data
+
+    @model_validator(mode="after")
+    def _options_per_kind(self) -> "JudgeConfig":
+        if self.kind == "program" and not self.program:
+            raise ValueError("judge.kind=program needs judge.program, e.g. selfplay.program_judges:length_bounds")
+        if self.kind == "human" and not self.labels:
+            raise ValueError("judge.kind=human needs judge.labels, a labels JSONL file")
+        if self.endpoint and not self.endpoint_model:
+            raise ValueError("judge.endpoint needs judge.endpoint_model, the model name the server serves")
+        if self.endpoint and self.model:
+            raise ValueError("set judge.model (a local checkpoint) or judge.endpoint (an HTTP server), not both")
+        return self
 
 
 class PairingConfig(Section):
@@ -58,19 +126,136 @@ class PairingConfig(Section):
 
 
 class TrainConfig(Section):
-    algo: Literal["dpo"] = "dpo"
+    algo: Literal["dpo", "ppo", "rloo", "grpo", "rejection-sft", "rest"] = Field("dpo", description="dpo: iterative DPO on the pairs (TRL); ppo: our "
+                                                       "PPO against a reward model trained on the pairs (InstructGPT recipe); rloo / grpo: "
+                                                       "TRL's RLOOTrainer / GRPOTrainer against that reward model")
     lora: bool = Field(True, description="train a LoRA adapter (peft); False = full fine-tuning")
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dpo / rloo / grpo; ppo runs without dropout so the first "
+                                "minibatch's probability ratio is exactly 1")
     beta: float = Field(0.1, gt=0.0, description="DPO KL strength (Rafailov et al. 2023)")
-    learning_rate: float = Field(5e-5, gt=0.0)
+    learning_rate: float = Field(5e-5, gt=0.0, description="policy learning rate (dpo, ppo, rloo, grpo)")
     epochs: float = Field(1.0, gt=0.0)
-    batch_size: int = Field(8, ge=1, description="pairs per optimizer step (per device, before accumulation)")
+    batch_size: int = Field(8, ge=1, description="dpo: pairs per optimizer step (per device, before accumulation); rloo / grpo: "
+                            "completions per forward pass (micro-batch)")
     grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(448, ge=32, description="prompt + response tokens; longer pairs are truncated")
+    max_length: int = Field(448, ge=32, description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
+                            "reward-model training (TRL RewardTrainer drops them)")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where the hardware has fast bf16, else fp32")
+    precompute_ref: bool = Field(False, description="compute reference log-probs once before training instead of every step")
     min_pairs: int = Field(2, ge=1, description="fewer pairs than this: training is skipped and the policy carried over")
+
+    # Rejection-sampling fine-tuning (train.algo=rejection-sft; Llama 2, Touvron et al. 2023 §3.2.3) and ReST
+    # (train.algo=rest; Gulcehre et al. 2023): supervised fine-tuning (TRL SFTTrainer, loss on response tokens only)
+    # on the best judged responses. They use lora*, learning_rate, epochs, batch_size (examples per step), grad_accum,
+    # max_length and precision above; pairs are not used.
+    sft_top_k: int | None = Field(1, ge=1, description="rejection-sft: responses kept per prompt at most, best first (Llama 2 "
+                                  "kept the best of K); None = every response at or above sft_threshold")
+    sft_threshold: float | None = Field(None, description="rejection-sft: keep only responses scoring >= this, judge units; "
+                                        "None = the top-k whatever their score")
+    sft_min_examples: int = Field(1, ge=1, description="rejection-sft / rest: fewer kept responses than this and the fine-tune "
+                                  "is skipped (recorded, policy carried over); never an empty fine-tune")
+    rest_thresholds: list[float] = Field([0.5, 0.7, 0.9], min_length=1, description="rest: one Improve step per entry, each "
+                                         "filtering the Grow step's responses at a threshold that must not fall; judge units, or "
+                                         "quantiles (0..1) of the grown scores with rest_threshold_mode=quantile")
+    rest_threshold_mode: Literal["score", "quantile"] = Field("quantile", description="rest: score = rest_thresholds are judge "
+                                                              "scores (e.g. [3.0, 3.5, 4.0] on a 1..5 rubric); quantile = they are "
+                                                              "quantiles of the grown dataset's scores, whatever the judge's scale")
+    rest_top_k: int | None = Field(None, ge=1, description="rest: responses kept per prompt at most; None = all that pass "
+                                   "(ReST filters the whole grown dataset)")
+
+    # Reward model (ppo / rloo / grpo): a sequence classifier with one output, trained on the pairs with the
+    # Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) (Ouyang et al. 2022) by TRL's RewardTrainer.
+    reward_model: Literal["retrain", "frozen"] = Field("retrain", description="retrain: a fresh reward model each iteration on "
+                                                       "all pairs so far (plus the seed set); frozen: train it once (iteration 1, or "
+                                                       "use rm_path) and keep it, so the policy chases a fixed target")
+    rm_path: str | None = Field(None, description="a trained reward-model directory to use instead of training one (implies frozen)")
+    rm_base: str | None = Field(None, description="checkpoint the reward model starts from; None = the run's base model "
+                                "(InstructGPT initialises the RM from the SFT model)")
+    rm_lora: bool = Field(True, description="train the reward model as a LoRA adapter (plus its score head), merged on save; False = full")
+    rm_lora_r: int = Field(16, ge=1)
+    rm_lora_alpha: int = Field(32, ge=1)
+    rm_learning_rate: float = Field(1e-4, gt=0.0, description="reward-model learning rate")
+    rm_epochs: float = Field(1.0, gt=0.0, description="passes over the reward-model training pairs (InstructGPT: 1; more overfits)")
+    rm_batch_size: int = Field(8, ge=1, description="pairs per reward-model optimizer step")
+    rm_heldout: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pairs (grouped by prompt, seeded) held out to "
+                              "measure reward-model pair accuracy; 0 = none")
+    rm_margin: bool = Field(False, description="add the pair's judge margin to the loss, -log sigmoid(r_c - r_r - margin) "
+                            "(Llama 2, Touvron et al. 2023); margins are in judge score units")
+    rm_center_coef: float = Field(0.0, ge=0.0, description="penalty on mean(r)^2 so rewards centre on 0 (Eisenstein et al. 2023; "
+                                  "TRL suggests 0.01); 0 = off")
+
+    # Online RL (ppo / rloo / grpo): sampled rollouts of the policy, scored by the reward model.
+    rl_steps: int | None = Field(None, ge=1, description="policy updates (rollout batches) per iteration; None = one pass "
+                                 "over the iteration's prompts")
+    rl_rollout_prompts: int = Field(8, ge=1, description="prompts per rollout batch (ppo: one sample each; rloo / grpo: "
+                                    "rl_num_generations samples each)")
+    rl_num_generations: int = Field(4, ge=2, description="rloo / grpo: samples per prompt; the baseline is the other samples' "
+                                    "mean (RLOO, Ahmadian et al. 2024) or the group mean and std (GRPO, Shao et al. 2024)")
+    rl_max_new_tokens: int = Field(64, ge=1, description="rollout response length limit, tokens")
+    rl_temperature: float = Field(1.0, gt=0.0, le=2.0, description="rollout sampling temperature; log-probabilities are "
+                                  "taken at the same temperature so the ratio stays on-policy")
+    kl_coef: float = Field(0.05, ge=0.0, description="per-token KL penalty to the reference policy: ppo's initial coefficient "
+                           "(InstructGPT beta=0.02), rloo / grpo's fixed beta")
+
+    # PPO only (ours; Schulman et al. 2017, in the recipe of Ziegler et al. 2019 and Ouyang et al. 2022).
+    ppo_target_kl: float | None = Field(6.0, gt=0.0, description="adaptive KL controller target, nats per response "
+                                        "(Ziegler et al. 2019 used 6); None = keep kl_coef fixed")
+    ppo_kl_horizon: int = Field(10000, ge=1, description="adaptive KL horizon, responses: the coefficient moves by at most 20% "
+                                "per horizon (Ziegler et al. 2019)")
+    ppo_epochs: int = Field(4, ge=1, description="optimisation passes over each rollout batch")
+    ppo_minibatch: int = Field(4, ge=1, description="responses per PPO minibatch (one optimizer step each)")
+    ppo_clip: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017)")
+    ppo_value_clip: float = Field(0.2, gt=0.0, description="value prediction clip range around the rollout's values, reward units")
+    ppo_gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount per token; 1 = the score counts fully at every token")
+    ppo_lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda (Schulman et al. 2016): 0 = one-step TD, 1 = Monte Carlo")
+    ppo_whiten_advantages: bool = Field(True, description="normalise advantages to mean 0, std 1 over the batch's response tokens")
+    ppo_value_coef: float = Field(0.1, ge=0.0, description="weight of the value loss beside the policy loss")
+    ppo_max_grad_norm: float = Field(1.0, gt=0.0, description="gradient norm clip per step")
+
+    @model_validator(mode="after")
+    def _rl_options(self) -> "TrainConfig":
+        completions = self.rl_rollout_prompts * self.rl_num_generations
+        if self.algo in ("rloo", "grpo") and completions % self.batch_size:
+            raise ValueError(f"rloo/grpo: rl_rollout_prompts * rl_num_generations ({completions}) must be a multiple of "
+                             f"batch_size ({self.batch_size})")
+        if self.algo == "ppo" and self.ppo_minibatch > self.rl_rollout_prompts:
+            raise ValueError(f"ppo: ppo_minibatch ({self.ppo_minibatch}) exceeds rl_rollout_prompts ({self.rl_rollout_prompts})")
+        return self
+
+    @model_validator(mode="after")
+    def _rest_schedule(self) -> "TrainConfig":
+        if any(b < a for a, b in zip(self.rest_thresholds, self.rest_thresholds[1:])):
+            raise ValueError(f"rest_thresholds must rise (or stay) from one Improve step to the next, got {self.rest_thresholds}")
+        if self.rest_threshold_mode == "quantile" and not all(0.0 <= q <= 1.0 for q in self.rest_thresholds):
+            raise ValueError(f"rest_threshold_mode=quantile: rest_thresholds are quantiles in 0..1, got {self.rest_thresholds}")
+        return self
+
+
+class EvalConfig(Section):
+    """`selfplay eval`: greedy responses of each iteration's policy, scored by programs (IFEval) or judged head-to-head."""
+    ifeval: str = Field("data/ifeval/prompts.jsonl", description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) for verifiable instruction following")
+    prompts: str | None = Field(None, description="held-out prompts for head-to-head (pool or IFEval format); None = head-to-head only when --prompts is given")
+    max_prompts: int = Field(64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per comparison)")
+    max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (IFEval baselines in DESIGN.md used 512)")
+    judge_model: str | None = Field(None, description="head-to-head judge model; None = the run's judge.model, else the run's base model (never the policy being compared)")
+    judge_template: str = Field("pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head judge")
+    judge_max_tokens: int = Field(256, ge=1, description="head-to-head judge output length, tokens (greedy)")
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples (over prompts) for win-rate intervals")
+
+
+class MonitorConfig(Section):
+    """Per-iteration reward-hacking and bias monitors; a crossed threshold is a warning (None = monitor off)."""
+    max_abs_length_corr: float | None = Field(0.5, ge=0, le=1, description="|Pearson r| of judge score with response tokens; above = the judge may reward length")
+    max_length_gap_tokens: float | None = Field(40.0, ge=0, description="|mean chosen - rejected length|, tokens; above = pairs teach a length preference")
+    max_parse_failure: float | None = Field(0.5, ge=0, le=1, description="fraction of judgements without a score")
+    max_position_bias: float | None = Field(0.8, ge=0.5, le=1, description="pairwise: fraction won by the first-presented answer (or by the second) above this = position bias")
+    max_margin_drop: float | None = Field(None, ge=0, description="mean pair margin falling by more than this since the previous iteration (judge units)")
+    max_kl: float | None = Field(None, ge=0, description="KL to the reference policy where the trainer records it (nats)")
+    min_samples: int = Field(8, ge=1, description="a monitor with fewer data points than this reports but never warns")
+    stop_on: list[Literal["length_corr", "length_gap", "parse_failure", "position_bias", "margin_drop", "kl"]] = Field(
+        [], description="monitors whose warning stops the loop after the iteration")
 
 
 class RunConfig(Section):
@@ -82,6 +267,8 @@ class RunConfig(Section):
     judge: JudgeConfig = JudgeConfig()
     pairing: PairingConfig = PairingConfig()
     train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    monitors: MonitorConfig = MonitorConfig()
 
     def digest(self) -> str:
         """Hash of the resolved config; a resumed run must match it."""

@@ -83,7 +83,7 @@ class VLLMGenerator:
         self.llm = LLM(
             model=self.model_dir, seed=seed, dtype=resolve_dtype(cfg.dtype), enforce_eager=cfg.enforce_eager,
             max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
-            trust_remote_code=False, disable_log_stats=True,
+            enable_prefix_caching=cfg.prefix_caching, trust_remote_code=False, disable_log_stats=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.stop_ids = stop_token_ids(self.tokenizer)

@@ -97,3 +97,190 @@ def records_table(records: Sequence[BaseModel], stage: str) -> Table:
 def print_json(records: Sequence[BaseModel], console: Console | None = None) -> None:
     text = "\n".join(json.dumps(r.model_dump(mode="json"), ensure_ascii=False) for r in records)
     (console or Console()).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sorting, one prompt in full (`selfplay show`), and the same prompts across iterations (`selfplay diff`).
+
+SORT_KEYS = ("score", "tokens", "id")
+
+
+def sort_records(records: Sequence[BaseModel], key: str, *, descending: bool = False,
+                 lengths: dict[str, int] | None = None) -> list[BaseModel]:
+    """Sorted by score (judgement score, pair chosen score, as filter_records), tokens (generations; other
+    records through `lengths`, generation id -> tokens, by their first generation) or id. Records without
+    the key go last, in their original order."""
+    if key not in SORT_KEYS:
+        raise ValueError(f"unknown sort key {key!r}; one of {', '.join(SORT_KEYS)}")
+
+    def value(r: BaseModel):
+        match key:
+            case "id":
+                return getattr(r, "id", None)
+            case "score":
+                return getattr(r, "score", getattr(r, "chosen_score", None))
+            case "tokens":
+                if hasattr(r, "n_tokens"):
+                    return r.n_tokens
+                gid = (getattr(r, "generation_ids", None) or [getattr(r, "chosen_id", None)])[0]
+                return (lengths or {}).get(gid)
+
+    keyed = [(value(r), r) for r in records]
+    present = sorted(((v, r) for v, r in keyed if v is not None), key=lambda vr: vr[0], reverse=descending)
+    return [r for _, r in present] + [r for v, r in keyed if v is None]
+
+
+def generation_lengths(run: Run, k: int) -> dict[str, int]:
+    path = run.paths(k).generations
+    return {g.id: g.n_tokens for g in read_records(path, Generation)} if path.exists() else {}
+
+
+class CandidateView(BaseModel):
+    generation: Generation
+    judgements: list[Judgement]  # pointwise judgements of this candidate
+    role: str | None  # "chosen" | "rejected" | None (not in the pair)
+
+
+class PromptView(BaseModel):
+    iteration: int
+    prompt: Prompt
+    candidates: list[CandidateView]
+    pairwise: list[Judgement]  # judgements comparing two candidates, in presented order
+    pair: Pair | None
+    missing: list[str]  # stage files not (yet) written
+
+
+def _stage_or_empty(run: Run, k: int, stage: str, missing: list[str]) -> list:
+    stem, cls = STAGE_FILES[stage]
+    path = run.paths(k).dir / f"{stem}.jsonl"
+    if not path.exists():
+        missing.append(stage)
+        return []
+    return read_records(path, cls)
+
+
+def prompt_view(run: Run, k: int, ident: str) -> PromptView:
+    """One prompt of iteration k with every candidate, each judgement (raw output and score) and its pair.
+    `ident` is a prompt id, or a generation, judgement or pair id of that prompt."""
+    missing: list[str] = []
+    prompts = _stage_or_empty(run, k, "prompts", missing)
+    if "prompts" in missing:
+        raise ValueError(f"iteration {k} has no prompts ({run.paths(k).prompts} missing)")
+    gens = _stage_or_empty(run, k, "generations", missing)
+    judgements = _stage_or_empty(run, k, "judgements", missing)
+    pairs = _stage_or_empty(run, k, "pairs", missing)
+    by_id = {p.id: p for p in prompts}
+    pid = ident if ident in by_id else next(
+        (r.prompt_id for r in [*gens, *judgements, *pairs] if r.id == ident), None)
+    if pid is None:
+        raise ValueError(f"iteration {k}: no prompt, generation, judgement or pair with id {ident!r}")
+    pair = next((p for p in pairs if p.prompt_id == pid), None)
+    roles = {pair.chosen_id: "chosen", pair.rejected_id: "rejected"} if pair else {}
+    mine = [j for j in judgements if j.prompt_id == pid]
+    candidates = [CandidateView(generation=g, role=roles.get(g.id),
+                                judgements=[j for j in mine if j.generation_ids == [g.id]])
+                  for g in gens if g.prompt_id == pid]
+    return PromptView(iteration=k, prompt=by_id[pid], candidates=candidates,
+                      pairwise=[j for j in mine if len(j.generation_ids) > 1], pair=pair, missing=missing)
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in (text.splitlines() or [""]))
+
+
+def _judgement_lines(j: Judgement) -> list[str]:
+    lines = [f"  judgement {j.id}: score {_fmt(j.score, 2)}  ({j.status}, {j.judge}/{j.method}"
+             + (f", {j.template}" if j.template else "") + ")"]
+    for i, (raw, s) in enumerate(zip(j.raw, j.sample_scores + [None] * (len(j.raw) - len(j.sample_scores)))):
+        lines.append(f"    raw {i + 1} (parsed {_fmt(s, 2)}):")
+        lines.append(_indent(raw, "      "))
+    return lines
+
+
+def format_prompt_view(v: PromptView) -> str:
+    """Plain text for a terminal (print with markup off: model text may contain [brackets])."""
+    out = [f"iteration {v.iteration} · prompt {v.prompt.id} ({v.prompt.source})", _indent(v.prompt.text, "  "), ""]
+    if v.missing:
+        out += [f"(not written yet: {', '.join(v.missing)})", ""]
+    for c in v.candidates:
+        g = c.generation
+        tag = f"  [{c.role.upper()}]" if c.role else ""
+        out.append(f"── {g.id}: {g.n_tokens} tokens, {g.finish_reason}{tag}")
+        out.append(_indent(g.text or "(empty)"))
+        for j in c.judgements:
+            out += _judgement_lines(j)
+        out.append("")
+    for j in v.pairwise:
+        out.append(f"── pairwise {' vs '.join(j.generation_ids)} (first presented first)")
+        out += _judgement_lines(j)
+        out.append("")
+    if v.pair:
+        p = v.pair
+        out.append(f"pair {p.id}: chosen {p.chosen_id} ({_fmt(p.chosen_score, 2)}) over rejected {p.rejected_id} "
+                   f"({_fmt(p.rejected_score, 2)}), margin {_fmt(p.margin, 2)}")
+    elif "pairs" not in v.missing:
+        out.append("pair: none (a tie, too few scores, or dropped by pairing)")
+    return "\n".join(out).rstrip() + "\n"
+
+
+class DiffRow(BaseModel):
+    prompt_id: str
+    prompt: str
+    responses: dict[int, list[str]]  # iteration -> responses (one greedy eval response, or every sample)
+    tokens: dict[int, list[int]]
+
+
+class DiffView(BaseModel):
+    iterations: tuple[int, int]
+    source: str  # "eval" (greedy responses of each iteration's policy) | "train" (samples on shared training prompts)
+    note: str  # one line saying which, for the reader
+    rows: list[DiffRow]
+
+
+def diff_view(run: Run, a: int, b: int) -> DiffView:
+    """The same prompts' responses in iterations a and b. Prefers the eval responses (runs/R/eval/, same
+    held-out prompts for every iteration, greedy; iteration k = the policy trained in k, 0 = base); else the
+    training prompts both iterations drew (only when the pool wrapped; k = samples of the policy of k-1)."""
+    ev = run.root / "eval"
+    files = {k: ev / f"responses_iter_{k:03d}.jsonl" for k in (a, b)}
+    if all(f.exists() for f in files.values()):
+        texts = {p.id: p.text for p in read_records(ev / "prompts.jsonl", Prompt)} if (ev / "prompts.jsonl").exists() else {}
+        gens = {k: {g.prompt_id: g for g in read_records(f, Generation)} for k, f in files.items()}
+        common = sorted(gens[a].keys() & gens[b].keys())
+        rows = [DiffRow(prompt_id=pid, prompt=texts.get(pid, ""),
+                        responses={k: [gens[k][pid].text] for k in (a, b)}, tokens={k: [gens[k][pid].n_tokens] for k in (a, b)})
+                for pid in common]
+        note = (f"eval responses (greedy, held-out prompts) of the policies of iterations {a} and {b} "
+                f"(0 = base model): {len(rows)} prompts in common")
+        return DiffView(iterations=(a, b), source="eval", note=note, rows=rows)
+    for k in (a, b):
+        if not run.paths(k).generations.exists():
+            raise ValueError(f"iteration {k}: no eval responses ({files[k]}) and no generations "
+                             f"({run.paths(k).generations}); run `selfplay eval` first")
+    prompts = {k: {p.id: p for p in read_records(run.paths(k).prompts, Prompt)} for k in (a, b)}
+    gens = {k: read_records(run.paths(k).generations, Generation) for k in (a, b)}
+    common = sorted(prompts[a].keys() & prompts[b].keys())
+    rows = []
+    for pid in common:
+        per = {k: sorted((g for g in gens[k] if g.prompt_id == pid), key=lambda g: g.id) for k in (a, b)}
+        rows.append(DiffRow(prompt_id=pid, prompt=prompts[a][pid].text, responses={k: [g.text for g in per[k]] for k in (a, b)},
+                            tokens={k: [g.n_tokens for g in per[k]] for k in (a, b)}))
+    note = (f"training prompts drawn by both iterations {a} and {b} (samples of the policies of iterations {a - 1} and {b - 1}): "
+            f"{len(rows)} in common" + ("" if rows else "; iterations draw fresh prompts until the pool wraps, "
+                                                          "so run `selfplay eval` to compare iterations on the same prompts"))
+    return DiffView(iterations=(a, b), source="train", note=note, rows=rows)
+
+
+def format_diff_view(v: DiffView, width: int = 400) -> str:
+    a, b = v.iterations
+    out = [v.note, ""]
+    for row in v.rows:
+        out.append(f"═══ {row.prompt_id}: {_short(row.prompt, 100)}")
+        for k in (a, b):
+            for i, (text, n) in enumerate(zip(row.responses[k], row.tokens[k])):
+                label = f"iteration {k}" + (f" #{i}" if len(row.responses[k]) > 1 else "")
+                body = text if len(text) <= width else text[: width - 1] + "…"
+                out.append(f"── {label} ({n} tokens)")
+                out.append(_indent(body or "(empty)"))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

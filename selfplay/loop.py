@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 import selfplay
 from selfplay.config import RunConfig, dump_config, load_config
-from selfplay.judges import make_judge
+from selfplay.judges import judge_seed, make_judge, needs_generator
 from selfplay.pairing import PairingStats, make_pairs
 from selfplay.pool import sample_prompts
 from selfplay.records import (
@@ -133,7 +133,7 @@ class Run:
     """A run directory: config.yaml (written first), run.json, iter_NNN/, summary.jsonl."""
 
     def __init__(self, root: Path, cfg: RunConfig):
-        self.root, self.cfg = Path(root), cfg
+        self.root, self.cfg = Path(root).resolve(), cfg  # absolute: records name policy paths
 
     @classmethod
     def create(cls, root: Path, cfg: RunConfig) -> Run:
@@ -277,7 +277,9 @@ def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines 
             return gens
         case "judge":
             prompts, gens = read_records(p.prompts, Prompt), read_records(p.generations, Generation)
-            judgements = manifest.stage("judge", p.judgements, lambda: make_judge(cfg.judge, engines.judge()).judge(prompts, gens), Judgement)
+            # Program and human judges read no model: no engine is started for them.
+            judgements = manifest.stage("judge", p.judgements, lambda: make_judge(
+                cfg.judge, engines.judge() if needs_generator(cfg.judge) else None, judge_seed(cfg.seed, k)).judge(prompts, gens), Judgement)
             manifest.judge = judge_stats(judgements)
             return judgements
         case "pair":

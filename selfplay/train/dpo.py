@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from selfplay.config import TrainConfig
+from selfplay.filtering import FilterStats, ImproveStep
 from selfplay.models import bf16_is_fast
 from selfplay.records import Pair
 
@@ -31,8 +32,21 @@ class TrainResult(BaseModel):
     reward_accuracy: float | None  # fraction of pairs with chosen reward > rejected reward, last logged steps
     reward_margin: float | None  # mean (chosen - rejected) implicit reward, last logged steps
     skipped: str | None = None  # why training did not run, if it did not
+    nan_steps: int = 0  # optimizer steps skipped because a gradient was NaN/inf
     policy: str  # the directory the next iteration generates with
     adapter: str | None = None  # the LoRA adapter directory, when trained with LoRA
+    # Online RL (ppo, rloo, grpo); None for dpo. Rewards are reward-model (or program) scores per response.
+    prompts: int | None = None  # distinct prompts the rollouts were drawn from
+    reward_first: float | None = None  # mean score of the first logged steps' responses
+    reward_last: float | None = None  # mean score of the last logged steps' responses
+    kl_last: float | None = None  # KL(policy || reference), last logged steps: ppo nats per response, rloo/grpo TRL's per-token mean
+    kl_coef: float | None = None  # ppo: the adaptive KL coefficient at the end; rloo/grpo: the fixed beta
+    skipped_steps: int = 0  # ppo: rollout batches dropped because a reward was NaN or infinite
+    stats: str | None = None  # per-step stats JSONL (reward, KL, coefficient, losses)
+    # Supervised fine-tuning on judged responses (rejection-sft, rest); None for the others. pairs is 0 for these.
+    examples: int | None = None  # responses fine-tuned on (rest: the last Improve step that trained)
+    filtering: FilterStats | None = None  # rejection-sft: kept / dropped responses, in total and per prompt
+    improve: list[ImproveStep] | None = None  # rest: per Improve step, its threshold, kept fraction and losses
 
 
 def _mean_of(history: list[dict], key: str, last: bool) -> float | None:
@@ -51,9 +65,11 @@ class DPOTrainer:
     def train(self, pairs: Sequence[Pair], policy: Path, out_dir: Path) -> TrainResult:
         import torch
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
         from trl import DPOConfig
         from trl import DPOTrainer as TRLDPOTrainer
+
+        from selfplay.train.guard import NonFiniteGradGuard, check_finite
 
         cfg, started = self.cfg, time.monotonic()
         tokenizer = AutoTokenizer.from_pretrained(policy)
@@ -72,10 +88,14 @@ class DPOTrainer:
             num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=use_bf16,
             logging_steps=1, save_strategy="no", report_to="none", seed=self.seed, data_seed=self.seed,
-            use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(), disable_tqdm=True, precompute_ref_log_probs=cfg.precompute_ref,
         )
         dataset = Dataset.from_list([p.to_trl() for p in pairs])
         trainer = TRLDPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+        # Our summary reports the losses; the per-step log dicts would drown the run's own output.
+        trainer.remove_callback(PrinterCallback)
+        guard = NonFiniteGradGuard()
+        trainer.add_callback(guard)
         trainer.train()
         history = trainer.state.log_history
 
@@ -86,6 +106,7 @@ class DPOTrainer:
             merged = trainer.model.merge_and_unload()
         else:
             merged = trainer.model
+        check_finite(merged)
         merged.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
         tokenizer.save_pretrained(merged_dir)
         return TrainResult(
@@ -93,5 +114,5 @@ class DPOTrainer:
             loss_first=_mean_of(history, "loss", last=False), loss_last=_mean_of(history, "loss", last=True),
             reward_accuracy=_mean_of(history, "rewards/accuracies", last=True),
             reward_margin=_mean_of(history, "rewards/margins", last=True),
-            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
+            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, nan_steps=guard.skipped_steps,
         )

@@ -1,0 +1,546 @@
+"""Did an iteration make the model better? Verifiable checks (IFEval) and head-to-head judging.
+
+Iteration 0 is the base model; iteration k is the policy trained in iteration k (its train.json names it).
+Every evaluation answers with greedy decoding (temperature 0), so a difference between iterations is the
+policy's, not the sampler's. Responses are cached per iteration in runs/<name>/eval/ and reused by every
+evaluation (and by `selfplay diff`):
+
+    eval/prompts.jsonl                 every evaluated prompt (id -> text), so a cached response is never
+                                       reused for a different prompt under the same id
+    eval/responses_iter_<k>.jsonl      greedy Generation records of iteration k's policy
+    eval/ifeval_iter_<k>.jsonl         per IFEval prompt: response and per-instruction results
+    eval/ifeval_summary.json           accuracies per iteration, with the echo baseline beside them
+    eval/h2h_iter_<k>_vs_<j>.jsonl     per held-out prompt: both verdicts and the outcome for k
+    eval/h2h_summary.json              win rates with 95% intervals
+    eval/agreement.json                the judge against human-labelled seed pairs
+
+Head-to-head (Zheng et al. 2023, MT-Bench): each prompt is judged twice, iteration k's response first and
+then second; k wins only if both orders prefer it, loses only if both prefer the other, and anything else
+(disagreement, no verdict, identical responses) is a tie. Held-out prompts must not be training prompts
+of the run: an id or text found in any iter_*/prompts.jsonl is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal, Protocol
+
+from pydantic import BaseModel
+
+from selfplay.config import EvalConfig
+from selfplay.loop import Run
+from selfplay.records import Generation, Prompt, Record, derive_seed, file_hash, read_records, write_json, write_records
+from selfplay.stats import PairedDiff, WinRate, cohens_kappa, paired_bootstrap_diff, wilson_interval, win_rate
+
+Verdict = Literal["first", "second"] | None
+Log = Callable[[str], None]
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run as asked; one line saying why."""
+
+
+class Comparer(Protocol):
+    """Any pairwise judge: which of two responses to `prompt` is better, as presented (None = no verdict)."""
+
+    def compare(self, prompt: str, first: str, second: str) -> Verdict: ...
+
+
+# ----------------------------------------------------------------------------------------------- records
+
+class IFEvalRow(Record):
+    key: int | str
+    prompt_id: str  # "ifeval-<key>", the id in responses_iter_<k>.jsonl
+    response: str
+    n_tokens: int
+    finish_reason: str
+    instruction_id_list: list[str]
+    strict: list[bool | None]  # per instruction; None = cannot check
+    loose: list[bool | None]
+
+
+class IFEvalScores(BaseModel):
+    n_prompts: int
+    prompt_level_strict: float | None  # 0..1
+    instruction_level_strict: float | None
+    prompt_level_loose: float | None
+    instruction_level_loose: float | None
+    prompt_strict_ci: tuple[float, float] | None  # Wilson 95% over prompts whose instructions are all checkable
+
+
+class IFEvalIteration(IFEvalScores):
+    iteration: int
+    policy: str
+    mean_tokens: float | None
+    cut_at_max: float | None  # fraction of responses that hit max_tokens (rambling shows here)
+    vs_base: PairedDiff | None = None  # prompt-level strict minus iteration 0's, paired over prompts
+
+
+class IFEvalSummary(BaseModel):
+    file: str
+    file_hash: str
+    max_tokens: int
+    echo: IFEvalScores  # "response" = the prompt itself; a model must beat this to be following instructions
+    iterations: list[IFEvalIteration]
+
+
+class H2HRow(Record):
+    prompt_id: str
+    k_first: Verdict  # verdict with iteration k's response presented first
+    k_second: Verdict  # verdict with iteration k's response presented second
+    outcome: Literal["win", "loss", "tie"]  # for iteration k
+    reason: Literal["agree", "inconsistent", "unparseable", "identical"]
+    raw: list[str] = []  # judge outputs, both orders, when the judge exposes them
+
+
+class H2HReport(WinRate):
+    iteration: int
+    against: int
+    prompts_file: str
+    judge: str
+    consistent: float | None  # judged prompts whose two verdicts agree on content, 0..1
+    first_position_rate: float | None  # parsed verdicts that picked the first-presented response, 0..1
+    unparseable: int  # verdicts without a parse, of 2 per judged prompt
+    identical: int  # prompts where both iterations answered identically (ties, not judged)
+
+
+class AgreementReport(BaseModel):
+    file: str
+    judge: str
+    n: int  # seed pairs
+    agree: int  # judge preferred the human's choice in both orders
+    disagree: int  # judge preferred the other response in both orders
+    inconsistent: int  # orders disagree or no verdict
+    accuracy: WinRate  # human's choice as the "win", inconsistent as a tie
+    kappa: float | None  # Cohen's kappa of judge vs human over the 2n presented comparisons ("none" a label)
+
+
+# ----------------------------------------------------------------------------------------- prompts & policy
+
+def eval_dir(run: Run) -> Path:
+    return run.root / "eval"
+
+
+def policy_dir(run: Run, k: int) -> Path:
+    """Iteration 0 = the run's base model; k = the policy trained in iteration k."""
+    from selfplay.models import resolve_model
+    from selfplay.train.dpo import TrainResult
+
+    if k == 0:
+        return resolve_model(run.cfg.model)
+    train = run.paths(k).train
+    if not train.exists():
+        raise EvalError(f"iteration {k} has no trained policy ({train} missing); evaluate finished iterations")
+    return Path(TrainResult.model_validate_json(train.read_text()).policy)
+
+
+def trained_iterations(run: Run) -> list[int]:
+    """0 and every iteration with a trained (or carried-over) policy, ascending."""
+    return [0] + sorted(int(p.parent.parent.name.removeprefix("iter_")) for p in run.root.glob("iter_*/policy/train.json"))
+
+
+def training_prompts(run: Run) -> dict[str, str]:
+    """id -> text of every prompt any iteration of the run trained on."""
+    out: dict[str, str] = {}
+    for path in sorted(run.root.glob("iter_*/prompts.jsonl")):
+        out.update({p.id: p.text for p in read_records(path, Prompt)})
+    return out
+
+
+def check_held_out(run: Run, prompts: Sequence[Prompt], source: str) -> None:
+    """Refuses prompts that the run trained on (same id or same text): they would flatter the policy."""
+    seen = training_prompts(run)
+    texts = {" ".join(t.split()) for t in seen.values()}
+    clash = [p.id for p in prompts if p.id in seen or " ".join(p.text.split()) in texts]
+    if clash:
+        raise EvalError(f"{source}: {len(clash)} of {len(prompts)} prompts are training prompts of run {run.root.name} "
+                        f"(e.g. {', '.join(clash[:3])}); evaluate on held-out prompts")
+
+
+def load_eval_prompts(path: str | Path) -> list[Prompt]:
+    """Held-out prompts in our pool format or IFEval's (ids 'ifeval-<key>', as in the loop)."""
+    from selfplay.pool import load_pool
+
+    return load_pool(path)
+
+
+def ifeval_prompts(path: str | Path):
+    from selfplay.config import resolve_data_path
+    from selfplay.ifeval import load_ifeval
+
+    path = resolve_data_path(str(path))
+    try:
+        items = load_ifeval(path)
+    except ValueError as err:
+        raise EvalError(str(err)) from None
+    prompts = [Prompt(id=f"ifeval-{p.key}", text=p.prompt, source="ifeval",
+                      meta={"instruction_id_list": p.instruction_id_list, "kwargs": p.kwargs}) for p in items]
+    return path, items, prompts
+
+
+# -------------------------------------------------------------------------------------------- responses
+
+def greedy_config(run: Run, cfg: EvalConfig):
+    return run.cfg.generation.model_copy(update={"temperature": 0.0, "max_tokens": cfg.max_tokens})
+
+
+def _register_prompts(run: Run, prompts: Sequence[Prompt]) -> None:
+    path = eval_dir(run) / "prompts.jsonl"
+    known = {p.id: p for p in read_records(path, Prompt)} if path.exists() else {}
+    for p in prompts:
+        if p.id in known and known[p.id].text != p.text:
+            raise EvalError(f"prompt id {p.id!r} was evaluated before with other text ({path}); "
+                            "give your prompts distinct ids, or delete that run's eval/ folder")
+    new = [p for p in prompts if p.id not in known]
+    if new:
+        write_records(path, [*known.values(), *new])
+
+
+def eval_responses(run: Run, k: int, prompts: Sequence[Prompt], cfg: EvalConfig, log: Log = lambda _: None
+                   ) -> dict[str, Generation]:
+    """Greedy responses of iteration k's policy to `prompts`, by prompt id; cached, generated only when
+    missing or stale (other policy or max_tokens)."""
+    _register_prompts(run, prompts)
+    path = eval_dir(run) / f"responses_iter_{k:03d}.jsonl"
+    cached = {g.prompt_id: g for g in read_records(path, Generation)} if path.exists() else {}
+    model = policy_dir(run, k)
+    fresh = {pid: g for pid, g in cached.items() if g.policy == str(model) and g.max_tokens == cfg.max_tokens and g.temperature == 0.0}
+    todo = [p for p in prompts if p.id not in fresh]
+    if todo:
+        from selfplay.generation import open_generator
+
+        log(f"eval: iteration {k}: {len(todo)} greedy responses from {model}")
+        with open_generator(greedy_config(run, cfg), model, derive_seed(run.cfg.seed, "eval", k)) as gen:
+            for g in gen.generate(todo, n=1):
+                fresh[g.prompt_id] = g
+        keep = {**cached, **fresh}
+        write_records(path, sorted(keep.values(), key=lambda g: g.prompt_id))
+    return {p.id: fresh[p.id] for p in prompts}
+
+
+# ---------------------------------------------------------------------------------------------- IFEval
+
+def _scores(report, n_prompts: int) -> IFEvalScores:
+    checkable = [r for r in report.results if None not in r.strict]
+    ci = wilson_interval(sum(all(r.strict) for r in checkable), len(checkable)) if checkable else None
+    return IFEvalScores(n_prompts=n_prompts, prompt_level_strict=report.prompt_level_strict,
+                        instruction_level_strict=report.instruction_level_strict,
+                        prompt_level_loose=report.prompt_level_loose, instruction_level_loose=report.instruction_level_loose,
+                        prompt_strict_ci=ci)
+
+
+def _prompt_pass(report) -> list[float]:
+    """Per prompt: 1 if every instruction followed strictly (an uncheckable one counts as not followed)."""
+    return [1.0 if all(x is True for x in r.strict) else 0.0 for r in report.results]
+
+
+def ifeval_eval(run: Run, iterations: Sequence[int], ifeval_file: str | Path, cfg: EvalConfig,
+                log: Log = lambda _: None) -> IFEvalSummary:
+    """Prompt- and instruction-level accuracy, strict and loose, of each iteration's greedy responses to an
+    IFEval-format file, beside the echo baseline (response = the prompt; DESIGN.md: it passes ~25%)."""
+    from selfplay.ifeval import evaluate
+
+    path, items, prompts = ifeval_prompts(ifeval_file)
+    check_held_out(run, prompts, str(path))
+    echo = _scores(evaluate(items, {p.key: p.prompt for p in items}), len(items))
+    summary_path = eval_dir(run) / "ifeval_summary.json"
+    digest = file_hash(path)
+    earlier: dict[int, IFEvalIteration] = {}
+    if summary_path.exists():
+        old = IFEvalSummary.model_validate_json(summary_path.read_text())
+        if old.file_hash == digest and old.max_tokens == cfg.max_tokens:
+            earlier = {it.iteration: it for it in old.iterations}
+    base_pass: list[float] | None = None
+    base_rows = eval_dir(run) / f"ifeval_iter_{0:03d}.jsonl"
+    for k in sorted(set(iterations)):
+        responses = eval_responses(run, k, prompts, cfg, log)
+        report = evaluate(items, {p.key: responses[q.id].text for p, q in zip(items, prompts, strict=True)})
+        rows = [IFEvalRow(key=p.key, prompt_id=q.id, response=responses[q.id].text, n_tokens=responses[q.id].n_tokens,
+                          finish_reason=responses[q.id].finish_reason, instruction_id_list=p.instruction_id_list,
+                          strict=r.strict, loose=r.loose)
+                for p, q, r in zip(items, prompts, report.results, strict=True)]
+        write_records(eval_dir(run) / f"ifeval_iter_{k:03d}.jsonl", rows)
+        passes = _prompt_pass(report)
+        if k == 0:
+            base_pass = passes
+        elif base_pass is None and 0 in earlier and base_rows.exists():
+            base_pass = [1.0 if all(x is True for x in r.strict) else 0.0 for r in read_records(base_rows, IFEvalRow)]
+        gens = [responses[q.id] for q in prompts]
+        earlier[k] = IFEvalIteration(
+            **_scores(report, len(items)).model_dump(), iteration=k, policy=gens[0].policy,
+            mean_tokens=round(sum(g.n_tokens for g in gens) / len(gens), 1),
+            cut_at_max=round(sum(g.finish_reason == "length" for g in gens) / len(gens), 3),
+            vs_base=paired_bootstrap_diff(passes, base_pass, n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "ifeval", k))
+            if k > 0 and base_pass is not None and len(base_pass) == len(passes) else None,
+        )
+    summary = IFEvalSummary(file=str(path), file_hash=digest, max_tokens=cfg.max_tokens, echo=echo,
+                            iterations=[earlier[k] for k in sorted(earlier)])
+    write_json(summary_path, summary.model_dump(mode="json"))
+    return summary
+
+
+# ----------------------------------------------------------------------------------------- head-to-head
+
+@dataclass
+class TemplateComparer:
+    """A pairwise judge from a template (kind pairwise; verdict group 1 is A/B) and any Generator: the
+    judge model writes its reasoning greedily, the template's regex reads the verdict (last match)."""
+
+    gen: object  # a selfplay.generation.Generator
+    template: object  # a selfplay.templates.Template
+    max_tokens: int = 256
+
+    def __post_init__(self):
+        names = list(self.template.variables)
+        prompt_vars = [v for v in names if v in ("prompt", "instruction", "question", "request")]
+        others = [v for v in names if v not in prompt_vars]
+        if len(prompt_vars) != 1 or len(others) != 2:
+            raise EvalError(f"template {self.template.ref}: a pairwise template needs a prompt variable and two "
+                            f"response variables (first, second in declared order); it declares {names}")
+        self._prompt_var, self._first_var, self._second_var = prompt_vars[0], others[0], others[1]
+
+    @property
+    def name(self) -> str:
+        return f"{self.template.ref} on {Path(self.gen.model_dir).name}"
+
+    def compare(self, prompt: str, first: str, second: str) -> Verdict:
+        return self.compare_many([(prompt, first, second)])[0][0]
+
+    def compare_many(self, items: Sequence[tuple[str, str, str]]) -> list[tuple[Verdict, str]]:
+        from selfplay.generation import chat_ids
+
+        rendered = [self.template.render(**{self._prompt_var: p, self._first_var: a, self._second_var: b}) for p, a, b in items]
+        ids = [chat_ids(self.gen.tokenizer, text) for text in rendered]
+        outputs = self.gen.complete(ids, n=1, temperature=0.0, max_tokens=self.max_tokens)
+        return [(parse_verdict(self.template.parse_verdict(out[0])), out[0]) for out in outputs]
+
+
+def parse_verdict(verdict: str | None) -> Verdict:
+    v = (verdict or "").strip().strip("[]()*.").upper()
+    if v in ("A", "1", "FIRST"):
+        return "first"
+    if v in ("B", "2", "SECOND"):
+        return "second"
+    return None
+
+
+def load_pairwise_template(name: str):
+    from selfplay.templates import TemplateError, load_template
+
+    try:
+        template = load_template(name)
+    except TemplateError as err:
+        raise EvalError(f"head-to-head judge: {err}") from None
+    if template.kind != "pairwise":
+        raise EvalError(f"template {template.ref} is a {template.kind} template; head-to-head needs a pairwise one")
+    return template
+
+
+def _compare_all(judge: Comparer, items: list[tuple[str, str, str]]) -> list[tuple[Verdict, str | None]]:
+    """Batched where the judge can (an engine batches), else one call a comparison."""
+    if not items:
+        return []
+    many = getattr(judge, "compare_many", None)
+    if many is not None:
+        return list(many(items))
+    return [(judge.compare(*item), None) for item in items]
+
+
+def _outcome(k_first: Verdict, k_second: Verdict) -> tuple[str, str]:
+    if k_first is None or k_second is None:
+        return "tie", "unparseable"
+    if k_first == "first" and k_second == "second":
+        return "win", "agree"
+    if k_first == "second" and k_second == "first":
+        return "loss", "agree"
+    return "tie", "inconsistent"
+
+
+def judge_name(judge: Comparer) -> str:
+    return getattr(judge, "name", type(judge).__name__)
+
+
+def h2h_eval(run: Run, k: int, against: int, prompts: Sequence[Prompt], judge: Comparer, cfg: EvalConfig | None = None,
+             prompts_file: str = "", log: Log = lambda _: None) -> H2HReport:
+    """Iteration k against iteration `against` (0 = base) on held-out prompts, judged in both orders.
+
+    Responses come from the eval cache; missing ones are generated here. To keep one engine at a time,
+    generate them before opening the judge's engine (run_eval does).
+    """
+    cfg = cfg or run.cfg.eval
+    if not prompts:
+        raise EvalError("head-to-head: no prompts")
+    check_held_out(run, prompts, prompts_file or "held-out prompts")
+    mine, theirs = eval_responses(run, k, prompts, cfg, log), eval_responses(run, against, prompts, cfg, log)
+    to_judge = [p for p in prompts if mine[p.id].text != theirs[p.id].text]
+    items = [(p.text, mine[p.id].text, theirs[p.id].text) for p in to_judge] + \
+            [(p.text, theirs[p.id].text, mine[p.id].text) for p in to_judge]
+    log(f"eval: iteration {k} vs {against}: judging {len(to_judge)} prompts in both orders ({len(prompts) - len(to_judge)} identical)")
+    verdicts = _compare_all(judge, items)
+    n = len(to_judge)
+    judged = {p.id: (verdicts[i], verdicts[n + i]) for i, p in enumerate(to_judge)}
+    rows = []
+    for p in prompts:
+        if p.id not in judged:
+            rows.append(H2HRow(prompt_id=p.id, k_first=None, k_second=None, outcome="tie", reason="identical"))
+            continue
+        (v1, raw1), (v2, raw2) = judged[p.id]
+        # Verdicts are positional; in the second order k's response is "second".
+        outcome, reason = _outcome(v1, v2)
+        rows.append(H2HRow(prompt_id=p.id, k_first=v1, k_second=v2, outcome=outcome, reason=reason,
+                           raw=[r for r in (raw1, raw2) if r is not None]))
+    write_records(eval_dir(run) / f"h2h_iter_{k:03d}_vs_{against:03d}.jsonl", rows)
+    parsed = [v for v, _ in verdicts if v is not None]
+    both = [r for r in rows if r.reason != "identical"]
+    wr = win_rate([r.outcome for r in rows], n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "h2h", k, against))
+    report = H2HReport(
+        **wr.model_dump(), iteration=k, against=against, prompts_file=prompts_file, judge=judge_name(judge),
+        consistent=sum(r.reason == "agree" for r in both) / len(both) if both else None,
+        first_position_rate=sum(v == "first" for v in parsed) / len(parsed) if parsed else None,
+        unparseable=len(verdicts) - len(parsed), identical=len(rows) - len(both),
+    )
+    _update_h2h_summary(run, report)
+    return report
+
+
+def _update_h2h_summary(run: Run, report: H2HReport) -> None:
+    path = eval_dir(run) / "h2h_summary.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table[f"{report.iteration}_vs_{report.against}"] = report.model_dump(mode="json")
+    write_json(path, table)
+
+
+def read_h2h_summary(run: Run) -> list[H2HReport]:
+    path = eval_dir(run) / "h2h_summary.json"
+    if not path.exists():
+        return []
+    reports = [H2HReport.model_validate(v) for v in json.loads(path.read_text()).values()]
+    return sorted(reports, key=lambda r: (r.iteration, r.against))
+
+
+def read_ifeval_summary(run: Run) -> IFEvalSummary | None:
+    path = eval_dir(run) / "ifeval_summary.json"
+    return IFEvalSummary.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def read_agreement(run: Run) -> AgreementReport | None:
+    path = eval_dir(run) / "agreement.json"
+    return AgreementReport.model_validate_json(path.read_text()) if path.exists() else None
+
+
+# ------------------------------------------------------------------------------------ judge vs humans
+
+class SeedPair(BaseModel):
+    prompt: str
+    chosen: str  # the human's choice
+    rejected: str
+
+
+def load_seed_pairs(path: str | Path) -> list[SeedPair]:
+    from selfplay.config import resolve_data_path
+
+    path = resolve_data_path(str(path))
+    if not path.exists():
+        raise EvalError(f"{path}: no such seed file")
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            out.append(SeedPair(prompt=obj["prompt"], chosen=obj["chosen"], rejected=obj["rejected"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise EvalError(f"{path}:{lineno}: expected {{prompt, chosen, rejected}} ({err.__class__.__name__})") from None
+    if not out:
+        raise EvalError(f"{path}: no seed pairs")
+    return out
+
+
+def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalConfig | None = None) -> AgreementReport:
+    """How often the judge prefers the human's choice, both orders, with Cohen's kappa over the 2n
+    presented comparisons (position-balanced, so chance agreement is near 1/2, not the trivial 1)."""
+    cfg = cfg or run.cfg.eval
+    pairs = load_seed_pairs(seed_file)
+    items = [(s.prompt, s.chosen, s.rejected) for s in pairs] + [(s.prompt, s.rejected, s.chosen) for s in pairs]
+    verdicts = [v for v, _ in _compare_all(judge, items)]
+    n = len(pairs)
+    outcomes = [_outcome(verdicts[i], verdicts[n + i])[0] for i in range(n)]
+    human = ["first"] * n + ["second"] * n
+    report = AgreementReport(
+        file=str(seed_file), judge=judge_name(judge), n=n, agree=outcomes.count("win"), disagree=outcomes.count("loss"),
+        inconsistent=outcomes.count("tie"),
+        accuracy=win_rate(outcomes, n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "agreement")),
+        kappa=cohens_kappa(human, [v or "none" for v in verdicts]),
+    )
+    write_json(eval_dir(run) / "agreement.json", report.model_dump(mode="json"))
+    return report
+
+
+# ------------------------------------------------------------------------------------------ orchestration
+
+def judge_model_dir(run: Run, cfg: EvalConfig) -> Path:
+    """The evaluation judge: eval.judge_model, else the run's judge model, else the run's base model —
+    never a policy under comparison judging itself."""
+    from selfplay.models import resolve_model
+
+    return resolve_model(cfg.judge_model or run.cfg.judge.model or run.cfg.model)
+
+
+@contextmanager
+def open_comparer(run: Run, cfg: EvalConfig) -> Iterator[TemplateComparer]:
+    from selfplay.generation import open_generator
+
+    template = load_pairwise_template(cfg.judge_template)
+    gen_cfg = run.cfg.generation.model_copy(update={"temperature": 0.0, "max_tokens": cfg.judge_max_tokens})
+    with open_generator(gen_cfg, judge_model_dir(run, cfg), derive_seed(run.cfg.seed, "eval-judge")) as gen:
+        yield TemplateComparer(gen, template, cfg.judge_max_tokens)
+
+
+def h2h_plan(iterations: Sequence[int]) -> list[tuple[int, int]]:
+    """Each k > 0 against the base (0) and against k-1 when that is not the base."""
+    ks = sorted(set(iterations))
+    plan = [(k, 0) for k in ks if k > 0]
+    plan += [(k, k - 1) for k in ks if k > 1]
+    return plan
+
+
+class EvalResult(BaseModel):
+    ifeval: IFEvalSummary | None = None
+    h2h: list[H2HReport] = []
+    agreement: AgreementReport | None = None
+
+
+def run_eval(run: Run, *, iterations: Sequence[int] | None = None, ifeval_file: str | None = None,
+             prompts_file: str | None = None, seed_file: str | None = None, cfg: EvalConfig | None = None,
+             log: Log = lambda _: None) -> EvalResult:
+    """What `selfplay eval` does: IFEval, then head-to-head and judge agreement (one engine at a time:
+    every policy's responses first, then the judge)."""
+    cfg = cfg or run.cfg.eval
+    available = trained_iterations(run)
+    ks = sorted(set(iterations)) if iterations else available
+    missing = [k for k in ks if k not in available]
+    if missing:
+        raise EvalError(f"iteration(s) {', '.join(map(str, missing))} have no trained policy; available: {', '.join(map(str, available))}")
+    result = EvalResult()
+    if ifeval_file:
+        result.ifeval = ifeval_eval(run, ks, ifeval_file, cfg, log)
+    plan = h2h_plan(ks) if prompts_file else []
+    if prompts_file and not plan:
+        raise EvalError("head-to-head needs at least one trained iteration besides 0")
+    prompts: list[Prompt] = []
+    if plan:
+        prompts = load_eval_prompts(prompts_file)[: cfg.max_prompts]
+        check_held_out(run, prompts, prompts_file)
+        for k in sorted({k for pair in plan for k in pair}):
+            eval_responses(run, k, prompts, cfg, log)
+    if plan or seed_file:
+        with open_comparer(run, cfg) as judge:
+            for k, against in plan:
+                result.h2h.append(h2h_eval(run, k, against, prompts, judge, cfg, prompts_file=str(prompts_file), log=log))
+            if seed_file:
+                result.agreement = agreement_eval(run, seed_file, judge, cfg)
+    return result

@@ -1,0 +1,165 @@
+"""Reward-hacking and bias monitors, one report per iteration, computed from the iteration's records.
+
+A policy trained against an AI judge learns whatever the judge rewards, including what it should not:
+length (Singhal et al. 2023, "A Long Way to Go"; Dubois et al. 2024, length-controlled AlpacaEval), the
+first-presented answer (Zheng et al. 2023, MT-Bench position bias), or drift from the reference policy
+(the KL the InstructGPT recipe penalises). Each monitor is a number; a configured threshold crossed is a
+one-line warning, and a monitor named in `monitors.stop_on` that warns asks the loop to stop.
+
+    report = monitor_iteration(prompts, generations, judgements, pairs, cfg.monitors, previous=last, kl=kl)
+    report.warnings  # ["length_corr: judge score correlates +0.62 with response length (|r| > 0.5) ..."]
+    report.stop      # the warning monitors named in stop_on; non-empty = stop after this iteration
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from selfplay.config import MonitorConfig
+from selfplay.records import Generation, Judgement, Pair, Prompt
+from selfplay.stats import pearson
+
+MONITORS = ("length_corr", "length_gap", "parse_failure", "position_bias", "margin_drop", "kl")
+
+
+class MonitorReport(BaseModel):
+    iteration: int | None = None
+    length_corr: float | None  # Pearson r of pointwise judge score with response tokens, -1..1
+    n_scored: int  # pointwise judgements with a score (the correlation's sample)
+    length_gap_tokens: float | None  # mean (chosen - rejected) response tokens over pairs
+    n_pairs: int
+    position_bias: float | None  # pairwise: fraction of decided judgements won by the first-presented answer; None = no pairwise
+    n_pairwise: int  # pairwise judgements with a decided verdict
+    parse_failure: float | None  # fraction of judgements with no score, 0..1
+    n_judgements: int
+    mean_margin: float | None  # mean pair margin, judge score units
+    margin_change: float | None  # mean_margin minus the previous iteration's
+    kl: float | None  # KL(policy || reference), nats, where the trainer recorded it
+    warnings: list[str] = []  # one line each: "<monitor>: what, the threshold, what it may mean"
+    stop: list[str] = []  # monitors that warned and are named in stop_on
+
+    @property
+    def should_stop(self) -> bool:
+        return bool(self.stop)
+
+
+def first_presented_won(j: Judgement) -> bool | None:
+    """A pairwise judgement's verdict by position: True = the first-presented answer won, False = the
+    second, None = tie or no verdict. Convention: a pairwise judgement's `score` is the first-presented
+    answer's share of the win: 1.0 first, 0.0 second, 0.5 tie."""
+    if j.score is None or j.score == 0.5:
+        return None
+    return j.score > 0.5
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement],
+                      pairs: Sequence[Pair], cfg: MonitorConfig, *, iteration: int | None = None,
+                      previous: MonitorReport | None = None, kl: float | None = None) -> MonitorReport:
+    """Pure: the monitors of one iteration from its records, with warnings for crossed thresholds.
+
+    `previous` (the last iteration's report) gives the margin trend; `kl` comes from the trainer where it
+    records one (DPO does not; PPO does). `prompts` is accepted for symmetry with the loop's stages and
+    to scope the other records to this iteration's prompts.
+    """
+    prompt_ids = {p.id for p in prompts}
+    gens = {g.id: g for g in generations if not prompt_ids or g.prompt_id in prompt_ids}
+    judgements = [j for j in judgements if not prompt_ids or j.prompt_id in prompt_ids]
+    pairs = [p for p in pairs if not prompt_ids or p.prompt_id in prompt_ids]
+
+    pointwise = [j for j in judgements if len(j.generation_ids) == 1 and j.score is not None and j.generation_ids[0] in gens]
+    scores = [j.score for j in pointwise]
+    lengths = [float(gens[j.generation_ids[0]].n_tokens) for j in pointwise]
+    length_corr = pearson(scores, lengths)
+
+    gaps = [gens[p.chosen_id].n_tokens - gens[p.rejected_id].n_tokens for p in pairs
+            if p.chosen_id in gens and p.rejected_id in gens]
+    pairwise = [v for j in judgements if len(j.generation_ids) == 2 and (v := first_presented_won(j)) is not None]
+    failures = [j for j in judgements if j.score is None]
+    mean_margin = _mean([p.margin for p in pairs])
+    margin_change = (mean_margin - previous.mean_margin
+                     if previous is not None and previous.mean_margin is not None and mean_margin is not None else None)
+
+    report = MonitorReport(
+        iteration=iteration, length_corr=length_corr, n_scored=len(scores),
+        length_gap_tokens=_mean(gaps), n_pairs=len(gaps),
+        position_bias=_mean([1.0 if v else 0.0 for v in pairwise]), n_pairwise=len(pairwise),
+        parse_failure=len(failures) / len(judgements) if judgements else None, n_judgements=len(judgements),
+        mean_margin=mean_margin, margin_change=margin_change, kl=kl,
+    )
+    warnings = check_thresholds(report, cfg)
+    return report.model_copy(update={
+        "warnings": [line for _, line in warnings],
+        "stop": [name for name, _ in warnings if name in cfg.stop_on],
+    })
+
+
+def check_thresholds(r: MonitorReport, cfg: MonitorConfig) -> list[tuple[str, str]]:
+    """(monitor, one-line warning) for each configured threshold the report crosses."""
+    out: list[tuple[str, str]] = []
+    enough = cfg.min_samples
+    if cfg.max_abs_length_corr is not None and r.length_corr is not None and r.n_scored >= enough \
+            and abs(r.length_corr) > cfg.max_abs_length_corr:
+        out.append(("length_corr", f"length_corr: judge score correlates {r.length_corr:+.2f} with response length "
+                    f"(|r| > {cfg.max_abs_length_corr}, {r.n_scored} responses): the judge may be rewarding length"))
+    if cfg.max_length_gap_tokens is not None and r.length_gap_tokens is not None and r.n_pairs >= enough \
+            and abs(r.length_gap_tokens) > cfg.max_length_gap_tokens:
+        out.append(("length_gap", f"length_gap: chosen responses are {r.length_gap_tokens:+.0f} tokens longer than rejected "
+                    f"on average (|gap| > {cfg.max_length_gap_tokens:g}, {r.n_pairs} pairs): training will learn a length preference"))
+    if cfg.max_parse_failure is not None and r.parse_failure is not None and r.n_judgements >= enough \
+            and r.parse_failure > cfg.max_parse_failure:
+        out.append(("parse_failure", f"parse_failure: {r.parse_failure:.0%} of {r.n_judgements} judgements have no score "
+                    f"(> {cfg.max_parse_failure:.0%}): the judge is not keeping its output format"))
+    if cfg.max_position_bias is not None and r.position_bias is not None and r.n_pairwise >= enough \
+            and max(r.position_bias, 1 - r.position_bias) > cfg.max_position_bias:
+        side = "first" if r.position_bias > 0.5 else "second"
+        share = max(r.position_bias, 1 - r.position_bias)
+        out.append(("position_bias", f"position_bias: the {side}-presented answer won {share:.0%} of {r.n_pairwise} "
+                    f"pairwise judgements (> {cfg.max_position_bias:.0%}): verdicts depend on order, not content"))
+    if cfg.max_margin_drop is not None and r.margin_change is not None and -r.margin_change > cfg.max_margin_drop:
+        out.append(("margin_drop", f"margin_drop: mean pair margin fell by {-r.margin_change:.2f} since the last iteration "
+                    f"(> {cfg.max_margin_drop:g}): the judge separates responses less (collapse or saturation)"))
+    if cfg.max_kl is not None and r.kl is not None and r.kl > cfg.max_kl:
+        out.append(("kl", f"kl: KL to the reference policy is {r.kl:.3f} nats (> {cfg.max_kl:g}): the policy is drifting far"))
+    return out
+
+
+def monitor_run(run, cfg: MonitorConfig | None = None) -> list[MonitorReport]:
+    """Monitors of every iteration of a run that has records on disk (for reports; the loop calls
+    monitor_iteration as it goes). Iterations missing a stage file are monitored on what exists."""
+    from selfplay.records import read_records
+
+    cfg = cfg or run.cfg.monitors
+    reports: list[MonitorReport] = []
+    for k in iterations_on_disk(run):
+        p = run.paths(k)
+        if not p.prompts.exists():
+            continue
+        prompts = read_records(p.prompts, Prompt)
+        gens = read_records(p.generations, Generation) if p.generations.exists() else []
+        judgements = read_records(p.judgements, Judgement) if p.judgements.exists() else []
+        pairs = read_records(p.pairs, Pair) if p.pairs.exists() else []
+        kl = None
+        if p.train.exists():
+            import json
+
+            kl = json.loads(p.train.read_text()).get("kl")
+        report = monitor_iteration(prompts, gens, judgements, pairs, cfg, iteration=k,
+                                   previous=reports[-1] if reports else None, kl=kl)
+        reports.append(report)
+    return reports
+
+
+def iterations_on_disk(run) -> list[int]:
+    """Iteration numbers with a directory in the run, ascending."""
+    out = []
+    for d in run.root.glob("iter_*"):
+        suffix = d.name.removeprefix("iter_")
+        if d.is_dir() and suffix.isdigit():
+            out.append(int(suffix))
+    return sorted(out)

@@ -1,0 +1,351 @@
+"""PPO for language models, ours: the InstructGPT recipe in one file, read top to bottom.
+
+TRL removed its PPOTrainer, so this is a compact actor-critic after Ziegler et al. 2019 ("Fine-Tuning Language
+Models from Human Preferences") and Ouyang et al. 2022 (InstructGPT), with PPO from Schulman et al. 2017:
+
+    for each rollout batch of prompts:
+        sample one response per prompt from the policy (transformers generate, temperature T)
+        score each response once (a reward model or a program judge): one number per response
+        per-token reward = -kl_coef * (log pi(y_t) - log pi_ref(y_t)), plus the score at the last token
+        advantages and returns by GAE over the response tokens, with a value head on the policy
+        several epochs of minibatches: clipped surrogate loss + clipped value loss
+        adapt kl_coef toward a target KL (Ziegler et al. 2019)
+
+Shapes: B responses, T response tokens (right-padded); `mask` is 1 on response tokens (up to and including the
+end token) and 0 on padding. Every loss is a mean over response tokens. The reference policy is the policy we
+start from: the LoRA-disabled base with LoRA, else a frozen copy.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from selfplay.config import TrainConfig
+from selfplay.records import Prompt, derive_seed, write_records
+from selfplay.train.dpo import TrainResult
+
+RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> one score per response
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure tensor functions (tested against hand-computed numbers in tests/test_ppo.py)
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x, mask, shift_mean: bool = True):
+    """(x - mean) / std over the masked entries (population variance); padding comes back as 0."""
+    import torch
+
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def kl_penalized_rewards(score, logprobs, ref_logprobs, mask, kl_coef: float):
+    """Per-token rewards (B, T): -kl_coef * (logp - ref_logp) at every response token (an estimate of the KL
+    to the reference whose sum over a response is unbiased), plus the response's score (B,) at its last token
+    (Ziegler et al. 2019, eq. 2; InstructGPT eq. 2). Assumes right padding: response tokens come first."""
+    import torch
+
+    rewards = -kl_coef * (logprobs - ref_logprobs) * mask
+    last = mask.sum(dim=1).long().clamp(min=1) - 1
+    rewards[torch.arange(rewards.shape[0]), last] += score.to(rewards.dtype)
+    return rewards
+
+
+def gae(rewards, values, mask, gamma: float, lam: float):
+    """Generalised advantage estimation (Schulman et al. 2016), backwards over the response tokens:
+        delta_t = r_t + gamma * V_{t+1} - V_t        (V after the last token = 0: the episode ends)
+        A_t     = delta_t + gamma * lam * A_{t+1}
+    returns = A + V, the value head's regression target. Both are 0 on padding."""
+    import torch
+
+    B, T = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(T)):
+        has_next = mask[:, t + 1] if t + 1 < T else torch.zeros_like(next_advantage)
+        next_value = values[:, t + 1] * has_next if t + 1 < T else torch.zeros_like(next_advantage)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = delta + gamma * lam * next_advantage * has_next
+        advantages[:, t] = next_advantage
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def policy_loss(new_logprobs, old_logprobs, advantages, mask, clip: float):
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) as a loss: mean over tokens of
+    max(-A * ratio, -A * clip(ratio, 1 - clip, 1 + clip)), ratio = exp(new - old)."""
+    import torch
+
+    ratio = torch.exp(new_logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    return masked_mean(torch.maximum(unclipped, clipped), mask)
+
+
+def value_loss(values, old_values, returns, mask, clip: float):
+    """Clipped value loss (as in OpenAI baselines' PPO2): 0.5 * mean over tokens of
+    max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2), so one batch cannot move a value far."""
+    import torch
+
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+@dataclass
+class AdaptiveKLController:
+    """Ziegler et al. 2019, eq. 3: kl_coef *= 1 + clip(KL / target - 1, -0.2, 0.2) * n_steps / horizon.
+    KL above target raises the penalty, below lowers it, at most 20% per `horizon` responses.
+    target None = a fixed coefficient."""
+    value: float
+    target: float | None
+    horizon: int
+
+    def update(self, kl: float, n_steps: int) -> float:
+        if self.target is not None:
+            error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+            self.value *= 1.0 + error * n_steps / self.horizon
+        return self.value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Records
+
+
+class PPOStepStats(BaseModel):
+    """One line of ppo_stats.jsonl: one rollout batch and its PPO epochs."""
+    step: int  # 1-based rollout batch
+    responses: int
+    skipped: str | None = None  # why the batch did not update the policy (e.g. a NaN reward)
+    reward_mean: float | None  # mean score per response (reward model or program), before the KL penalty
+    reward_std: float | None
+    kl: float | None  # mean over responses of sum_t (logp - ref_logp), nats per response
+    kl_coef: float  # the coefficient this batch's rewards used
+    policy_loss: float | None  # mean over the batch's minibatch steps
+    value_loss: float | None
+    clip_frac: float | None  # 0..1, fraction of response tokens whose ratio left [1 - clip, 1 + clip]
+    approx_kl: float | None  # mean (old - new) logp after the update: how far PPO moved the policy, nats per token
+    response_tokens: float  # mean response length, tokens (including the end token)
+    ended: float  # 0..1, fraction of responses that produced the end token before rl_max_new_tokens
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The trainer
+
+
+@dataclass
+class Rollout:
+    """One rollout batch: prompts left-padded to width P, responses right-padded to width T."""
+    query: object  # (B, P) prompt ids
+    query_mask: object  # (B, P)
+    response: object  # (B, T) response ids, pad after the end token
+    mask: object  # (B, T) 1 on response tokens
+    ended: object  # (B,) bool: the response produced the end token
+    texts: list[str]  # decoded responses
+
+
+@dataclass
+class PPOTrainer:
+    cfg: TrainConfig
+    seed: int
+
+    def train(self, prompts: Sequence[Prompt], reward_fn: RewardFn, policy_dir: Path, out_dir: Path) -> TrainResult:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from selfplay.models import bf16_is_fast
+
+        cfg, started, out_dir = self.cfg, time.monotonic(), Path(out_dir)
+        torch.manual_seed(derive_seed(self.seed, "ppo-init"))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
+        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).to(device)
+        if cfg.lora:
+            from peft import LoraConfig, get_peft_model
+
+            # No dropout: the ratio new/old must be exactly 1 on the first minibatch (Ziegler et al. 2019 also
+            # turned dropout off). The reference is this model with the adapter disabled.
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                     target_modules="all-linear", task_type="CAUSAL_LM"))
+            reference = None
+        else:
+            import copy
+
+            reference = copy.deepcopy(model).requires_grad_(False)
+        model.eval()  # dropout off everywhere, for the same reason; gradients still flow
+        # The value head: a linear map of the last hidden state to the expected return. It shares the policy's
+        # trunk (as TRL's old value-head model did); InstructGPT used a separate model initialised from the RM.
+        hidden = model.config.get_text_config().hidden_size
+        value_head = torch.nn.Linear(hidden, 1).to(device)
+        torch.nn.init.zeros_(value_head.weight)
+        torch.nn.init.zeros_(value_head.bias)
+        params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+        kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.ppo_target_kl, cfg.ppo_kl_horizon)
+
+        def forward(roll: Rollout, rows, use_reference: bool = False):
+            """Log-probabilities (at the sampling temperature) of the response tokens, and values, for `rows`."""
+            ids = torch.cat([roll.query[rows], roll.response[rows]], dim=1)
+            attn = torch.cat([roll.query_mask[rows], roll.mask[rows]], dim=1)
+            positions = (attn.cumsum(dim=1) - 1).clamp(min=0)  # left padding: positions start at the prompt
+            T = roll.response.shape[1]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                if use_reference and reference is not None:
+                    out = reference(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=T + 1)
+                elif use_reference:
+                    with model.disable_adapter():
+                        out = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=T + 1)
+                else:
+                    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=T + 1,
+                                output_hidden_states=True)
+            # Logits at position P-1+t predict response token t; drop the prediction after the last token.
+            logits = out.logits[:, :-1].float() / cfg.rl_temperature
+            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, roll.response[rows].unsqueeze(-1)).squeeze(-1)
+            if use_reference:
+                return logprobs, None
+            states = out.hidden_states[-1][:, -(T + 1):-1].float()
+            return logprobs, value_head(states).squeeze(-1)
+
+        prompts = list(prompts)
+        order = list(range(len(prompts)))
+        random.Random(derive_seed(self.seed, "ppo-order")).shuffle(order)
+        R = cfg.rl_rollout_prompts
+        n_steps = cfg.rl_steps or max(1, math.ceil(len(prompts) / R))
+        history: list[PPOStepStats] = []
+        for step in range(1, n_steps + 1):
+            step_started = time.monotonic()
+            batch = [prompts[order[((step - 1) * R + i) % len(order)]] for i in range(min(R, len(prompts)))]
+            roll = self._rollout(model, tokenizer, batch, derive_seed(self.seed, "ppo-rollout", step), device)
+            scores = [float(s) for s in reward_fn([p.text for p in batch], roll.texts)]
+            n_tokens = roll.mask.sum(dim=1).float()
+            base = dict(step=step, responses=len(batch), kl_coef=kl_ctl.value, response_tokens=n_tokens.mean().item(),
+                        ended=roll.ended.float().mean().item())
+            if len(scores) != len(batch) or not all(math.isfinite(s) for s in scores):
+                # A NaN or infinite reward would poison every weight it touches: record the batch and skip it.
+                why = (f"reward_fn returned {len(scores)} scores for {len(batch)} responses" if len(scores) != len(batch)
+                       else f"non-finite reward ({sum(not math.isfinite(s) for s in scores)} of {len(scores)})")
+                history.append(PPOStepStats(**base, skipped=why, reward_mean=None, reward_std=None, kl=None, policy_loss=None,
+                                            value_loss=None, clip_frac=None, approx_kl=None,
+                                            seconds=round(time.monotonic() - step_started, 2)))
+                continue
+            score = torch.tensor(scores, device=device)
+            rows = torch.arange(len(batch), device=device)
+            with torch.no_grad():
+                old_logprobs, old_values = forward(roll, rows)
+                ref_logprobs, _ = forward(roll, rows, use_reference=True)
+                rewards = kl_penalized_rewards(score, old_logprobs, ref_logprobs, roll.mask, kl_ctl.value)
+                advantages, returns = gae(rewards, old_values, roll.mask, cfg.ppo_gamma, cfg.ppo_lam)
+                if cfg.ppo_whiten_advantages:
+                    advantages = whiten(advantages, roll.mask)
+                kl = ((old_logprobs - ref_logprobs) * roll.mask).sum(dim=1).mean().item()
+
+            pg_losses, vf_losses, clip_fracs = [], [], []
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "ppo-minibatch", step))
+            for _ in range(cfg.ppo_epochs):
+                for mb in torch.randperm(len(batch), generator=generator).to(device).split(cfg.ppo_minibatch):
+                    new_logprobs, values = forward(roll, mb)
+                    mask = roll.mask[mb]
+                    pg = policy_loss(new_logprobs, old_logprobs[mb], advantages[mb], mask, cfg.ppo_clip)
+                    vf = value_loss(values, old_values[mb], returns[mb], mask, cfg.ppo_value_clip)
+                    optimizer.zero_grad()
+                    (pg + cfg.ppo_value_coef * vf).backward()
+                    torch.nn.utils.clip_grad_norm_(params, cfg.ppo_max_grad_norm)
+                    optimizer.step()
+                    with torch.no_grad():
+                        ratio = torch.exp(new_logprobs - old_logprobs[mb])
+                        clip_fracs.append(masked_mean(((ratio - 1.0).abs() > cfg.ppo_clip).float(), mask).item())
+                    pg_losses.append(pg.item())
+                    vf_losses.append(vf.item())
+            with torch.no_grad():
+                new_logprobs, _ = forward(roll, rows)
+                approx_kl = masked_mean(old_logprobs - new_logprobs, roll.mask).item()
+            history.append(PPOStepStats(
+                **base, reward_mean=score.mean().item(), reward_std=score.std().item() if len(batch) > 1 else 0.0, kl=kl,
+                policy_loss=sum(pg_losses) / len(pg_losses), value_loss=sum(vf_losses) / len(vf_losses),
+                clip_frac=sum(clip_fracs) / len(clip_fracs), approx_kl=approx_kl,
+                seconds=round(time.monotonic() - step_started, 2)))
+            kl_ctl.update(kl, len(batch))
+
+        return self._save(model, tokenizer, history, kl_ctl, len(prompts), started, out_dir)
+
+    def _rollout(self, model, tokenizer, batch: Sequence[Prompt], seed: int, device) -> Rollout:
+        """Samples one response per prompt. Prompts are chat-formatted and left-padded for generate()."""
+        import torch
+
+        cfg = self.cfg
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False, add_generation_prompt=True)
+                 for p in batch]
+        tokenizer.padding_side = "left"
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=True, temperature=cfg.rl_temperature, top_k=0, top_p=1.0,
+                                 max_new_tokens=cfg.rl_max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+        response = out[:, enc["input_ids"].shape[1]:]
+        # The response runs up to and including the first end token; generate() pads after it.
+        is_end = response == tokenizer.eos_token_id
+        has_end = is_end.any(dim=1)
+        length = torch.where(has_end, is_end.int().argmax(dim=1) + 1, torch.full_like(has_end, response.shape[1], dtype=torch.long))
+        mask = (torch.arange(response.shape[1], device=device)[None, :] < length[:, None]).long()
+        response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+        decoded = [tokenizer.decode(response[i, :length[i]], skip_special_tokens=True) for i in range(len(batch))]
+        return Rollout(query=enc["input_ids"], query_mask=enc["attention_mask"], response=response, mask=mask, ended=has_end,
+                       texts=decoded)
+
+    def _save(self, model, tokenizer, history: list[PPOStepStats], kl_ctl: AdaptiveKLController, n_prompts: int,
+              started: float, out_dir: Path) -> TrainResult:
+        import torch
+
+        cfg = self.cfg
+        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(f"PPO diverged: non-finite weights in {bad[0]}; nothing saved — lower learning_rate")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stats_path = out_dir / "ppo_stats.jsonl"
+        write_records(stats_path, history)
+        merged_dir, adapter_dir = out_dir / "merged", None
+        if cfg.lora:
+            adapter_dir = out_dir / "adapter"
+            model.save_pretrained(adapter_dir, safe_serialization=True)
+            model = model.merge_and_unload()
+        model.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
+        tokenizer.padding_side = "right"
+        tokenizer.save_pretrained(merged_dir)
+
+        done = [h for h in history if h.skipped is None]
+
+        def window(key: str, last: bool) -> float | None:
+            values = [getattr(h, key) for h in done]
+            values = values[-3:] if last else values[:3]
+            return sum(values) / len(values) if values else None
+
+        losses = [h.policy_loss + cfg.ppo_value_coef * h.value_loss for h in done]
+        return TrainResult(
+            algo="ppo", pairs=0, prompts=n_prompts, steps=len(done), seconds=round(time.monotonic() - started, 1),
+            loss_first=sum(losses[:3]) / len(losses[:3]) if losses else None,
+            loss_last=sum(losses[-3:]) / len(losses[-3:]) if losses else None,
+            reward_accuracy=None, reward_margin=None, reward_first=window("reward_mean", last=False),
+            reward_last=window("reward_mean", last=True), kl_last=window("kl", last=True), kl_coef=kl_ctl.value,
+            skipped_steps=len(history) - len(done), stats=str(stats_path), policy=str(merged_dir),
+            adapter=str(adapter_dir) if adapter_dir else None,
+            skipped="every rollout batch was skipped (non-finite rewards); the saved policy is the starting one" if not done else None,
+        )

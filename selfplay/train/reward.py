@@ -1,0 +1,237 @@
+"""Reward model: a sequence classifier with one output, trained on preference pairs with TRL's RewardTrainer.
+
+The loss is Bradley-Terry, -log sigmoid(r(x, y_chosen) - r(x, y_rejected)) (Ouyang et al. 2022, InstructGPT),
+optionally minus the pair's margin inside the sigmoid (Touvron et al. 2023, Llama 2). The model reads the whole
+chat-formatted conversation (system + user prompt + assistant response) and scores the last non-pad token,
+exactly as TRL tokenises conversational pairs; `RewardModel.score` formats inputs the same way.
+
+A slice of the pairs, grouped by prompt so a prompt never sits on both sides, is held out to measure pair
+accuracy (0.5 = chance). The saved directory is an ordinary Hugging Face checkpoint (safetensors only; a LoRA
+adapter is merged first) plus reward_model.json, written last.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from selfplay.config import TrainConfig
+from selfplay.records import Pair, derive_seed, write_json
+
+RESULT_FILE = "reward_model.json"  # written last: a directory without it is a half-saved (or foreign) model
+DEFAULT_MAX_LENGTH = 2048  # scoring limit for foreign checkpoints without reward_model.json, tokens
+
+
+class RewardModelError(ValueError):
+    """A reward-model directory that cannot be used, or a reward that cannot be trusted; one line saying why."""
+
+
+class RewardResult(BaseModel):
+    pairs: int  # pairs given
+    train_pairs: int  # pairs trained on: given minus held out minus those over max_length
+    too_long: int  # training pairs dropped by TRL because chosen or rejected exceeded max_length tokens
+    heldout: int  # pairs held out (whole prompts, seeded)
+    heldout_accuracy: float | None  # 0..1, fraction of held-out pairs with r(chosen) > r(rejected); None = none held out
+    heldout_margin: float | None  # mean r(chosen) - r(rejected) on held-out pairs, reward units
+    train_accuracy: float | None  # 0..1, last logged training steps
+    loss_first: float | None  # Bradley-Terry loss, first logged steps (ln 2 = 0.693 at chance)
+    loss_last: float | None
+    steps: int
+    seconds: float
+    base: str  # the checkpoint the reward model started from
+    model_dir: str | None  # the saved reward model; None when skipped
+    lora: bool
+    margin: bool  # trained with the pair margin in the loss
+    max_length: int  # tokens; longer inputs are scored on their last max_length tokens
+    skipped: str | None = None  # why training did not run, if it did not
+
+
+def split_heldout(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(train, heldout): whole prompts are held out, in a seeded order, until `fraction` of the pairs is reached.
+    Grouping by prompt keeps two pairs of one prompt from sitting on both sides (that would flatter accuracy).
+    At least one pair is held out when fraction > 0 and at least one prompt is left to train on."""
+    if fraction <= 0 or len(pairs) < 2:
+        return list(pairs), []
+    prompt_ids = sorted({p.prompt_id for p in pairs})
+    random.Random(derive_seed(seed, "rm-heldout")).shuffle(prompt_ids)
+    target = max(1, round(fraction * len(pairs)))
+    held: set[str] = set()
+    count = 0
+    for pid in prompt_ids[:-1]:  # always leave one prompt to train on
+        if count >= target:
+            break
+        held.add(pid)
+        count += sum(1 for p in pairs if p.prompt_id == pid)
+    return [p for p in pairs if p.prompt_id not in held], [p for p in pairs if p.prompt_id in held]
+
+
+def reward_rows(pairs: Sequence[Pair], margin: bool) -> list[dict]:
+    """TRL's conversational preference rows; with `margin`, the pair's judge margin as TRL's `margin` column."""
+    rows = []
+    for p in pairs:
+        row = p.to_trl()
+        if margin:
+            row["margin"] = float(p.margin)
+        rows.append(row)
+    return rows
+
+
+def _mean_of(history: list[dict], key: str, last: bool) -> float | None:
+    values = [h[key] for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
+    if not values:
+        return None
+    window = values[-3:] if last else values[:3]
+    return sum(window) / len(window)
+
+
+def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: TrainConfig, seed: int) -> RewardResult:
+    """Trains a reward model on `pairs` starting from checkpoint `base`; saves it into `out_dir`."""
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    train_pairs, heldout = split_heldout(pairs, cfg.rm_heldout, seed)
+    result = dict(pairs=len(pairs), heldout=len(heldout), base=str(base), lora=cfg.rm_lora, margin=cfg.rm_margin,
+                  max_length=cfg.max_length)
+    if not train_pairs:
+        return RewardResult(**result, train_pairs=0, too_long=0, heldout_accuracy=None, heldout_margin=None,
+                            train_accuracy=None, loss_first=None, loss_last=None, steps=0, seconds=0.0, model_dir=None,
+                            skipped="no pairs to train the reward model on")
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from selfplay.models import bf16_is_fast
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
+    peft_config = None
+    if cfg.rm_lora:
+        from peft import LoraConfig
+
+        # task_type SEQ_CLS makes peft train (and save) the new score head in full beside the adapter.
+        peft_config = LoraConfig(r=cfg.rm_lora_r, lora_alpha=cfg.rm_lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules="all-linear", task_type="SEQ_CLS")
+    with tempfile.TemporaryDirectory(prefix="selfplay-rm-") as scratch:
+        args = RewardConfig(
+            output_dir=scratch, learning_rate=cfg.rm_learning_rate, num_train_epochs=cfg.rm_epochs,
+            per_device_train_batch_size=cfg.rm_batch_size, max_length=cfg.max_length, bf16=use_bf16,
+            center_rewards_coefficient=cfg.rm_center_coef or None, model_init_kwargs={"dtype": torch.float32},
+            logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+            use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        )
+        # A path, not a model: TRL loads it as a classifier with num_labels=1 after seeding (the new head is random).
+        trainer = RewardTrainer(model=str(base), args=args, train_dataset=Dataset.from_list(reward_rows(train_pairs, cfg.rm_margin)),
+                                processing_class=tokenizer, peft_config=peft_config)
+        used = len(trainer.train_dataset)
+        result.update(train_pairs=used, too_long=len(train_pairs) - used)
+        if used == 0:
+            return RewardResult(**result, heldout_accuracy=None, heldout_margin=None, train_accuracy=None, loss_first=None,
+                                loss_last=None, steps=0, seconds=round(time.monotonic() - started, 1), model_dir=None,
+                                skipped=f"every training pair is longer than max_length={cfg.max_length} tokens")
+        trainer.train()
+        history = trainer.state.log_history
+        model = trainer.model.merge_and_unload() if cfg.rm_lora else trainer.model
+    model.eval()
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise RewardModelError(f"reward model training diverged (non-finite weights in {bad[0]}); nothing saved — lower rm_learning_rate")
+
+    heldout_accuracy = heldout_margin = None
+    if heldout:
+        rm = RewardModel(model, tokenizer, cfg.max_length)
+        chosen = rm.score([p.prompt for p in heldout], [p.chosen for p in heldout])
+        rejected = rm.score([p.prompt for p in heldout], [p.rejected for p in heldout])
+        heldout_accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(heldout)
+        heldout_margin = sum(c - r for c, r in zip(chosen, rejected)) / len(heldout)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RESULT_FILE).unlink(missing_ok=True)  # a re-save is incomplete until the result is written again
+    model.to(torch.bfloat16 if use_bf16 else torch.float32).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    rm_result = RewardResult(
+        **result, heldout_accuracy=heldout_accuracy, heldout_margin=heldout_margin,
+        train_accuracy=_mean_of(history, "accuracy", last=True), loss_first=_mean_of(history, "loss", last=False),
+        loss_last=_mean_of(history, "loss", last=True), steps=trainer.state.global_step,
+        seconds=round(time.monotonic() - started, 1), model_dir=str(out_dir),
+    )
+    write_json(out_dir / RESULT_FILE, rm_result.model_dump())
+    return rm_result
+
+
+class RewardModel:
+    """A loaded reward model: `score(prompts, responses)` -> one float per response (higher = preferred).
+
+    Its signature is the `reward_fn` that PPO, RLOO and GRPO take."""
+
+    def __init__(self, model, tokenizer, max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 8):
+        self.model, self.tokenizer, self.max_length, self.batch_size = model, tokenizer, max_length, batch_size
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        # The classifier reads the last token that is not padding, so the model must know the pad id.
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+    @classmethod
+    def load(cls, path: Path, batch_size: int = 8) -> RewardModel:
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise RewardModelError(f"{path}: not a directory; expected a reward model saved by `selfplay train rm`")
+        if not (path / "config.json").exists():
+            raise RewardModelError(f"{path}: no config.json; not a Hugging Face checkpoint directory")
+        config = AutoConfig.from_pretrained(path)
+        archs = config.architectures or []
+        if not any(a.endswith("ForSequenceClassification") for a in archs) or config.num_labels != 1:
+            raise RewardModelError(f"{path}: a {'/'.join(archs) or 'model'} with {config.num_labels} outputs, not a reward "
+                                   "model (a sequence classifier with 1 output)")
+        if not any(path.glob("*.safetensors")):
+            raise RewardModelError(f"{path}: no *.safetensors weights (other weight formats are refused: they can run code)")
+        max_length = DEFAULT_MAX_LENGTH
+        if (path / RESULT_FILE).exists():
+            max_length = RewardResult.model_validate_json((path / RESULT_FILE).read_text()).max_length
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
+        return cls(model, AutoTokenizer.from_pretrained(path), max_length, batch_size)
+
+    def encode(self, prompt: str, response: str) -> list[int]:
+        """Token ids as TRL's RewardTrainer builds them for a conversational pair, cut to the last max_length
+        (the classifier reads the final token, so keep the end)."""
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        ids = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        return list(ids)[-self.max_length:]
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        import torch
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+        encoded = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths batch with less padding
+        scores: list[float] = [0.0] * len(encoded)
+        device, pad = self.model.device, self.tokenizer.pad_token_id
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # right padding, as TRL's collator
+                ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, :len(encoded[i])] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float()
+            for row, i in enumerate(batch):
+                scores[i] = logits[row].item()
+        return scores
+
+    __call__ = score

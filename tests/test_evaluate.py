@@ -1,0 +1,268 @@
+"""Evaluation: IFEval per iteration with the echo baseline, head-to-head in both orders, held-out checks,
+judge agreement. Fast tests use scripted fakes; the slow one runs a tiny random model end to end."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import selfplay.evaluate as ev
+import selfplay.generation
+from selfplay.config import load_config
+from selfplay.evaluate import (
+    EvalError, H2HRow, IFEvalRow, TemplateComparer, agreement_eval, check_held_out, h2h_eval, h2h_plan, ifeval_eval,
+    load_pairwise_template, run_eval,
+)
+from selfplay.loop import Run
+from selfplay.records import Generation, Prompt, read_records, write_json, write_records
+
+from conftest import FakeGenerator
+
+IFEVAL_LINES = [
+    # echo passes (the prompt is lowercase)
+    {"key": 1, "prompt": "write about cats. answer in lowercase only.", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
+    # echo fails (the prompt has a comma)
+    {"key": 2, "prompt": "Say hello, without commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+    # echo fails (the prompt does not end with the phrase)
+    {"key": 3, "prompt": "End with the phrase 'Bye now.' and describe rain.", "instruction_id_list": ["startend:end_checker"],
+     "kwargs": [{"end_phrase": "Bye now."}]},
+]
+# policy name -> prompt key -> response
+SCRIPT = {
+    "iter0": {"1": "Cats are small animals that live with people and like to sleep in the sun.", "2": "hello there", "3": "Rain is wet."},  # passes 2 only
+    "iter1": {"1": "cats are small animals that live with people and like to sleep in the sun.", "2": "hello there", "3": "Rain is wet. Bye now."},  # passes all
+}
+TEMPLATE = """name: test-pairwise
+version: 1
+kind: pairwise
+variables: [prompt, response_a, response_b]
+output_format: "Winner: A or B"
+parse: 'Winner:\\s*([AB])'
+template: |
+  Q: {prompt}
+  <a>{response_a}</a>
+  <b>{response_b}</b>
+  Answer "Winner: A" or "Winner: B".
+"""
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+class ScriptedPolicy:
+    """Greedy 'generation' from a script keyed by the policy directory's name and the prompt."""
+
+    calls: list[tuple[str, int]] = []
+
+    def __init__(self, model_dir: Path, cfg, seed: int, script):
+        self.model_dir, self.cfg, self.seed, self.script = str(model_dir), cfg, seed, script
+
+    def generate(self, prompts, n):
+        ScriptedPolicy.calls.append((Path(self.model_dir).name, len(prompts)))
+        out = []
+        for p in prompts:
+            text = self.script[Path(self.model_dir).name][p.id.removeprefix("ifeval-")]
+            out.append(Generation(id=f"{p.id}/g0", prompt_id=p.id, text=text, n_prompt_tokens=3, n_tokens=len(text.split()),
+                                  finish_reason="stop", temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                  max_tokens=self.cfg.max_tokens, seed=self.seed, policy=self.model_dir, backend="transformers"))
+        return out
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Iteration k's policy is /fake/iter<k>; generation follows SCRIPT (tests may add entries)."""
+    script = {k: dict(v) for k, v in SCRIPT.items()}
+    ScriptedPolicy.calls = []
+
+    @contextmanager
+    def fake_open(cfg, model_dir, seed):
+        assert cfg.temperature == 0.0  # evaluation is greedy
+        yield ScriptedPolicy(model_dir, cfg, seed, script)
+
+    monkeypatch.setattr(selfplay.generation, "open_generator", fake_open)
+    monkeypatch.setattr(ev, "policy_dir", lambda run, k: Path(f"/fake/iter{k}"))
+    return script
+
+
+def make_run(tmp_path, overrides=()) -> Run:
+    return Run.create(tmp_path / "runs" / "ev", load_config(None, list(overrides)))
+
+
+def test_ifeval_eval_per_iteration_with_echo_baseline(tmp_path, scripted):
+    run = make_run(tmp_path)
+    path = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
+    s = ifeval_eval(run, [0, 1], path, run.cfg.eval)
+    assert s.echo.prompt_level_strict == pytest.approx(1 / 3)
+    [base, one] = s.iterations
+    assert (base.iteration, base.prompt_level_strict, base.instruction_level_strict) == (0, pytest.approx(1 / 3), pytest.approx(1 / 3))
+    assert (one.iteration, one.prompt_level_strict, one.prompt_level_loose) == (1, 1.0, 1.0)
+    assert base.vs_base is None
+    assert one.vs_base.mean_diff == pytest.approx(2 / 3)  # per prompt: 1-0, 1-1, 1-0
+    assert one.prompt_strict_ci[0] < 1.0 and one.prompt_strict_ci[1] == 1.0  # Wilson 3 of 3
+    assert one.policy == "/fake/iter1" and one.cut_at_max == 0.0
+
+    rows = read_records(run.root / "eval" / "ifeval_iter_001.jsonl", IFEvalRow)
+    assert [(r.key, r.response, r.strict) for r in rows] == [(1, "cats are small animals that live with people and like to sleep in the sun.", [True]), (2, "hello there", [True]),
+                                                             (3, "Rain is wet. Bye now.", [True])]
+    saved = json.loads((run.root / "eval" / "ifeval_summary.json").read_text())
+    assert [it["iteration"] for it in saved["iterations"]] == [0, 1] and saved["echo"]["n_prompts"] == 3
+
+    # Cached: a second evaluation generates nothing, and evaluating iteration 1 alone keeps iteration 0's row.
+    ScriptedPolicy.calls = []
+    s2 = ifeval_eval(run, [1], path, run.cfg.eval)
+    assert ScriptedPolicy.calls == [] and [it.iteration for it in s2.iterations] == [0, 1]
+    assert s2.iterations[1].vs_base.mean_diff == pytest.approx(2 / 3)
+    # A different max_tokens makes the cache stale: regenerated.
+    ifeval_eval(run, [1], path, run.cfg.eval.model_copy(update={"max_tokens": 7}))
+    assert ScriptedPolicy.calls == [("iter1", 3)]
+
+
+def test_ifeval_bad_file_is_one_line(tmp_path, scripted):
+    run = make_run(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": 1, "prompt": "x", "instruction_id_list": ["nope:nope"], "kwargs": [{}]}\n')
+    with pytest.raises(EvalError, match="bad.jsonl:1"):
+        ifeval_eval(run, [0], bad, run.cfg.eval)
+
+
+def test_training_prompts_are_refused(tmp_path, scripted):
+    run = make_run(tmp_path)
+    write_records(run.paths(1).prompts, [Prompt(id="pool-0001", text="Explain the tides.")])
+    check_held_out(run, [Prompt(id="h1", text="Something else.")], "held.jsonl")
+    with pytest.raises(EvalError, match=r"held.jsonl: 1 of 2 prompts are training prompts of run ev \(e.g. pool-0001\)"):
+        check_held_out(run, [Prompt(id="pool-0001", text="Other text"), Prompt(id="h1", text="Fine.")], "held.jsonl")
+    with pytest.raises(EvalError, match="e.g. h2"):  # same text under another id is the same prompt
+        check_held_out(run, [Prompt(id="h2", text="Explain  the tides.")], "held.jsonl")
+
+
+class PrefersGood:
+    """Prefers the response containing 'good'; with no such difference it picks the first (position bias)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def compare(self, prompt, first, second):
+        self.calls += 1
+        a, b = "good" in first, "good" in second
+        return "second" if b and not a else "first"
+
+
+def test_h2h_both_orders(tmp_path, scripted):
+    run = make_run(tmp_path)
+    scripted["iter1"].update({"p1": "good answer", "p2": "bad answer", "p3": "bad one", "p4": "same"})
+    scripted["iter0"].update({"p1": "bad answer", "p2": "good answer", "p3": "bad two", "p4": "same"})
+    prompts = [Prompt(id=f"p{i}", text=f"Question {i}?") for i in range(1, 5)]
+    judge = PrefersGood()
+    r = h2h_eval(run, 1, 0, prompts, judge, prompts_file="held.jsonl")
+    assert judge.calls == 6  # 3 differing prompts x 2 orders; identical responses are not judged
+    assert (r.n, r.wins, r.losses, r.ties, r.identical) == (4, 1, 1, 2, 1)
+    assert r.win_rate == pytest.approx(0.5) and r.tie_rate == pytest.approx(0.5)
+    assert r.ci_low <= 0.5 <= r.ci_high
+    assert r.consistent == pytest.approx(2 / 3)  # p3: both orders chose the first-presented
+    assert r.first_position_rate == pytest.approx(4 / 6) and r.unparseable == 0
+    rows = read_records(run.root / "eval" / "h2h_iter_001_vs_000.jsonl", H2HRow, unique_ids=False)
+    assert [(x.prompt_id, x.k_first, x.k_second, x.outcome, x.reason) for x in rows] == [
+        ("p1", "first", "second", "win", "agree"), ("p2", "second", "first", "loss", "agree"),
+        ("p3", "first", "first", "tie", "inconsistent"), ("p4", None, None, "tie", "identical")]
+    summary = json.loads((run.root / "eval" / "h2h_summary.json").read_text())
+    assert summary["1_vs_0"]["wins"] == 1 and summary["1_vs_0"]["judge"] == "PrefersGood"
+
+
+def test_h2h_unparseable_is_a_tie(tmp_path, scripted):
+    run = make_run(tmp_path)
+    scripted["iter1"]["q"] = "x"
+    scripted["iter0"]["q"] = "y"
+
+    class Mute:
+        def compare(self, prompt, first, second):
+            return None
+
+    r = h2h_eval(run, 1, 0, [Prompt(id="q", text="Q?")], Mute())
+    assert (r.ties, r.unparseable, r.win_rate, r.first_position_rate) == (1, 2, 0.5, None)
+
+
+def test_template_comparer_reads_both_orders(tmp_path):
+    path = tmp_path / "pairwise.yaml"
+    path.write_text(TEMPLATE)
+    template = load_pairwise_template(str(path))
+    gen = FakeGenerator(replies=lambda text: ["The second is better. Winner: B"] if "<a>short</a>" in text else ["Winner: A"])
+    judge = TemplateComparer(gen, template, max_tokens=16)
+    assert judge.compare("Q", "short", "long") == "second"
+    assert judge.compare("Q", "long", "short") == "first"
+    assert judge.compare_many([("Q", "short", "x")]) == [("second", "The second is better. Winner: B")]
+    mute = TemplateComparer(FakeGenerator(replies=lambda text: ["I cannot decide."]), template)
+    assert mute.compare("Q", "a", "b") is None
+    assert "Q: Q" in gen.seen[0] and "<b>long</b>" in gen.seen[0]
+
+
+def test_pointwise_template_is_refused_for_h2h():
+    with pytest.raises(EvalError, match="pointwise template"):
+        load_pairwise_template("self-rewarding")
+    with pytest.raises(EvalError, match="no such template"):
+        load_pairwise_template("no-such-template-xyz")
+
+
+def test_agreement_with_human_labels(tmp_path):
+    run = make_run(tmp_path)
+    seed = write_jsonl(tmp_path / "seed.jsonl", [
+        {"prompt": "a", "chosen": "good 1", "rejected": "bad 1"}, {"prompt": "b", "chosen": "good 2", "rejected": "bad 2"},
+        {"prompt": "c", "chosen": "bad a", "rejected": "bad b", "labeler": "x"}])
+    r = agreement_eval(run, seed, PrefersGood())
+    assert (r.n, r.agree, r.disagree, r.inconsistent) == (3, 2, 0, 1)
+    assert r.accuracy.win_rate == pytest.approx(2.5 / 3)
+    # human: first x3, second x3; judge: first, first, first, second, second, first -> p_o 5/6, p_e 1/2, kappa 2/3
+    assert r.kappa == pytest.approx(2 / 3)
+    assert (run.root / "eval" / "agreement.json").exists()
+
+
+def test_h2h_plan():
+    assert h2h_plan([0, 1, 2, 3]) == [(1, 0), (2, 0), (3, 0), (2, 1), (3, 2)]
+    assert h2h_plan([0]) == []
+
+
+def test_run_eval_checks_iterations(tmp_path, scripted):
+    run = make_run(tmp_path)
+    with pytest.raises(EvalError, match="iteration\\(s\\) 2 have no trained policy; available: 0"):
+        run_eval(run, iterations=[0, 2], ifeval_file="x")
+
+
+@pytest.mark.slow
+def test_ifeval_and_h2h_on_tiny_model(tmp_path, tiny_model_dir):
+    """Real generation (transformers, tiny random llama): files written, greedy, cached, both orders judged."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfplay.train.dpo import TrainResult
+
+    other = tmp_path / "tiny-other"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model.save_pretrained(other)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(other)
+    (tmp_path / "pairwise.yaml").write_text(TEMPLATE)
+
+    run = make_run(tmp_path, [f"model={tiny_model_dir}", "generation.backend=transformers", "generation.dtype=float32",
+                              "eval.max_tokens=6", "eval.judge_max_tokens=4", f"eval.judge_template={tmp_path / 'pairwise.yaml'}"])
+    write_json(run.paths(1).train, TrainResult(algo="dpo", pairs=0, steps=0, seconds=0.0, loss_first=None, loss_last=None,
+                                               reward_accuracy=None, reward_margin=None, policy=str(other)).model_dump())
+    ifeval = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
+    result = run_eval(run, ifeval_file=str(ifeval), prompts_file=str(ifeval))  # the IFEval prompts double as held-out ones
+    s = result.ifeval
+    assert [it.iteration for it in s.iterations] == [0, 1] and s.echo.prompt_level_strict == pytest.approx(1 / 3)
+    assert all(0.0 <= it.prompt_level_strict <= 1.0 for it in s.iterations)
+    responses = read_records(run.root / "eval" / "responses_iter_001.jsonl", Generation)
+    assert len(responses) == 3 and {g.policy for g in responses} == {str(other)}
+    assert all(g.n_tokens <= 6 and g.temperature == 0.0 for g in responses)
+    [h2h] = result.h2h
+    assert (h2h.iteration, h2h.against, h2h.n) == (1, 0, 3)
+    assert h2h.wins + h2h.losses + h2h.ties == 3
+    rows = read_records(run.root / "eval" / "h2h_iter_001_vs_000.jsonl", H2HRow, unique_ids=False)
+    assert all(len(r.raw) == 2 for r in rows if r.reason != "identical")  # both orders' raw judge text kept

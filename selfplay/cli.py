@@ -164,6 +164,8 @@ def inspect(
     min_score: Annotated[Optional[float], typer.Option(help="keep records with score >= this")] = None,
     max_score: Annotated[Optional[float], typer.Option(help="keep records with score <= this")] = None,
     status: Annotated[Optional[str], typer.Option(help="judgements: ok | unparseable | error")] = None,
+    sort: Annotated[Optional[str], typer.Option(help="sort by score | tokens | id (records without it last)")] = None,
+    desc: Annotated[bool, typer.Option("--desc", help="with --sort: descending")] = False,
     limit: Annotated[int, typer.Option(help="show at most this many records (0 = all)")] = 50,
     json_: JsonOpt = False,
 ) -> None:
@@ -189,6 +191,14 @@ def inspect(
     except ValueError as err:
         _fail(str(err))
     records = filter_records(records, min_score=min_score, max_score=max_score, status=status)
+    if sort:
+        from selfplay.inspect import generation_lengths, sort_records
+
+        try:
+            records = sort_records(records, sort, descending=desc,
+                                   lengths=generation_lengths(the_run, iteration) if sort == "tokens" else None)
+        except ValueError as err:
+            _fail(str(err))
     if limit:
         records = records[:limit]
     if json_:
@@ -211,6 +221,14 @@ def models(prepare: Annotated[bool, typer.Option("--prepare", help="convert the 
     typer.echo(f"cache: {selfplay_home() / 'models'}")
     for name, path, ready in list_models():
         typer.echo(f"{name:10s} {'ready' if ready else 'not prepared (selfplay models --prepare)'}  {path}")
+
+
+from selfplay import cli_eval  # noqa: E402  (its commands use the helpers above)
+from selfplay.cli_judges import constitution_app, prompts_app  # noqa: E402
+
+cli_eval.register(app)
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(constitution_app, name="constitution")
 
 
 def main() -> None:  # pragma: no cover - python -m selfplay

@@ -103,6 +103,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[Optional[str], typer.Option("--seed", help="human-labelled pairs {prompt, chosen, rejected} to measure the judge's agreement")] = None,
         iterations: Annotated[Optional[str], typer.Option("--iterations", "-i", help="iterations to evaluate, e.g. 0,2,3 (0 = base model; default: 0 and every trained one)")] = None,
         max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="new tokens per greedy response (default: eval.max_tokens)")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override an eval setting of the run's config, e.g. --set eval.judge_model=PATH (repeatable)")] = None,
         json_: JsonOpt = False,
     ) -> None:
         """Evaluate iterations: IFEval accuracy (strict/loose, beside the echo baseline), head-to-head win
@@ -116,9 +117,7 @@ def register(app: typer.Typer) -> None:
         from selfplay.evaluate import run_eval
 
         the_run = base._open_run(run)
-        cfg = the_run.cfg.eval
-        if max_tokens is not None:
-            cfg = cfg.model_copy(update={"max_tokens": max_tokens})
+        cfg = eval_config(the_run.cfg.eval, set_ or [], max_tokens)
         result = run_eval(the_run, iterations=_parse_iterations(iterations),
                           ifeval_file=None if no_ifeval else (ifeval or cfg.ifeval), prompts_file=prompts or cfg.prompts,
                           seed_file=seed, cfg=cfg, log=lambda msg: typer.echo(msg, err=True))
@@ -149,6 +148,25 @@ def register(app: typer.Typer) -> None:
             _print_json(files.model_dump(mode="json"))
         else:
             typer.echo(f"report: {files.html}  ({len(files.pngs)} plots beside it)")
+
+
+def eval_config(cfg, overrides: list[str], max_tokens: int | None = None):
+    """The run's EvalConfig with `--set eval.KEY=VALUE` overrides (the `eval.` prefix may be left out)."""
+    from pydantic import ValidationError
+
+    from selfplay.config import ConfigError, EvalConfig, parse_overrides
+
+    tree = cfg.model_dump()
+    for key, value in parse_overrides(overrides):
+        tree[key.removeprefix("eval.")] = value
+    if max_tokens is not None:
+        tree["max_tokens"] = max_tokens
+    try:
+        return EvalConfig.model_validate(tree)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"--set eval.{where}: {'unknown key' if first['type'] == 'extra_forbidden' else first['msg']}") from None
 
 
 def eval_tables(result) -> list:

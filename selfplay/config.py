@@ -241,7 +241,8 @@ class EvalConfig(Section):
     max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (IFEval baselines in DESIGN.md used 512)")
     judge_model: str | None = Field(None, description="head-to-head judge model; None = the run's judge.model, else the run's base model (never the policy being compared)")
     judge_template: str = Field("pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head judge")
-    judge_max_tokens: int = Field(256, ge=1, description="head-to-head judge output length, tokens (greedy)")
+    judge_method: Literal["text", "logprob"] = Field("logprob", description="head-to-head verdicts: text = parse the judge's greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced 'Verdict: ' (always defined; small judges rarely keep the text format)")
+    judge_max_tokens: int = Field(256, ge=1, description="head-to-head judge output length, tokens (greedy; text method)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples (over prompts) for win-rate intervals")
 
 
@@ -316,7 +317,7 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RunConfi
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path or 'config'}: {where}: {msg}") from None
 
 

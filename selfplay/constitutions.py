@@ -139,6 +139,7 @@ def revision_pairs(prompts: Sequence[Prompt], generations: Sequence[Generation],
             id=f"{original.id}/p", prompt_id=original.prompt_id, prompt=prompt_by_id[original.prompt_id].text, chosen=revision,
             rejected=original.text, chosen_id=f"{original.id}/revision", rejected_id=original.id, chosen_score=1.0,
             rejected_score=0.0, margin=1.0, judge="constitution-revision", template_hash=j.template_hash,
+            constitution_hash=j.constitution_hash, principle=j.principle,
         ))
     stats = PairingStats(prompts=len(prompts), pairs=len(pairs), skipped_few_scored=failed, skipped_tie=same,
                          mean_margin=1.0 if pairs else None)

@@ -23,11 +23,12 @@ of the run: an id or text found in any iter_*/prompts.jsonl is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -287,12 +288,16 @@ def ifeval_eval(run: Run, iterations: Sequence[int], ifeval_file: str | Path, cf
 
 @dataclass
 class TemplateComparer:
-    """A pairwise judge from a template (kind pairwise; verdict group 1 is A/B) and any Generator: the
-    judge model writes its reasoning greedily, the template's regex reads the verdict (last match)."""
+    """A pairwise judge from a template (kind pairwise; verdict group 1 is A/B) and any Generator.
+
+    text: the judge model writes its reasoning greedily and the template's regex reads the verdict (last
+    match). logprob: the likelier of the tokens A and B after the template's forced prefix ("Verdict: "),
+    as selfplay.judges.PairwiseJudge does; always a verdict unless the two are exactly equal."""
 
     gen: object  # a selfplay.generation.Generator
     template: object  # a selfplay.templates.Template
     max_tokens: int = 256
+    method: Literal["text", "logprob"] = "text"
 
     def __post_init__(self):
         names = list(self.template.variables)
@@ -314,9 +319,28 @@ class TemplateComparer:
         from selfplay.generation import chat_ids
 
         rendered = [self.template.render(**{self._prompt_var: p, self._first_var: a, self._second_var: b}) for p, a, b in items]
+        if self.method == "logprob":
+            return self._by_logprob(rendered)
         ids = [chat_ids(self.gen.tokenizer, text) for text in rendered]
         outputs = self.gen.complete(ids, n=1, temperature=0.0, max_tokens=self.max_tokens)
         return [(parse_verdict(self.template.parse_verdict(out[0])), out[0]) for out in outputs]
+
+    def _by_logprob(self, rendered: list[str]) -> list[tuple[Verdict, str]]:
+        from selfplay.generation import chat_ids
+        from selfplay.judges import verdict_token_ids
+
+        if not self.template.score_prefix:
+            raise EvalError(f"template {self.template.ref}: logprob verdicts need score_prefix (e.g. 'Verdict: ')")
+        tokens = verdict_token_ids(self.gen.tokenizer)
+        ids = [chat_ids(self.gen.tokenizer, text, assistant_prefix=self.template.score_prefix) for text in rendered]
+        out: list[tuple[Verdict, str]] = []
+        for logprobs in self.gen.next_token_logprobs(ids, list(tokens)):
+            probs = {"A": 0.0, "B": 0.0}
+            for token, lp in logprobs.items():
+                probs[tokens[token]] += math.exp(lp)
+            verdict: Verdict = "first" if probs["A"] > probs["B"] else "second" if probs["B"] > probs["A"] else None
+            out.append((verdict, json.dumps({"verdict_token_probs": {k: round(v, 6) for k, v in probs.items()}})))
+        return out
 
 
 def parse_verdict(verdict: str | None) -> Verdict:
@@ -497,7 +521,7 @@ def open_comparer(run: Run, cfg: EvalConfig) -> Iterator[TemplateComparer]:
     template = load_pairwise_template(cfg.judge_template)
     gen_cfg = run.cfg.generation.model_copy(update={"temperature": 0.0, "max_tokens": cfg.judge_max_tokens})
     with open_generator(gen_cfg, judge_model_dir(run, cfg), derive_seed(run.cfg.seed, "eval-judge")) as gen:
-        yield TemplateComparer(gen, template, cfg.judge_max_tokens)
+        yield TemplateComparer(gen, template, cfg.judge_max_tokens, cfg.judge_method)
 
 
 def h2h_plan(iterations: Sequence[int]) -> list[tuple[int, int]]:

@@ -78,7 +78,7 @@ class ImproveStep(BaseModel):
     """One ReST Improve step: the grown dataset filtered at `threshold`, and the fine-tune on what passed."""
 
     step: int  # 1-based
-    threshold: float  # judge units (in quantile mode, the score at `quantile` of the grown dataset)
+    threshold: float | None  # judge units (in quantile mode, the score at `quantile` of the grown dataset); None = nothing was scored
     quantile: float | None = None  # 0..1, quantile mode only
     filtering: FilterStats
     examples: int  # responses fine-tuned on
@@ -89,6 +89,12 @@ class ImproveStep(BaseModel):
     policy: str  # the policy after this step (the one it started from, when skipped)
     adapter: str | None = None
     skipped: str | None = None  # why no fine-tune ran, if it did not
+
+    def summary(self) -> dict:
+        """The summary.jsonl view: threshold, kept fraction and losses (per-prompt counts stay in the manifest)."""
+        return {"step": self.step, "threshold": self.threshold, "quantile": self.quantile, "examples": self.examples,
+                "kept_fraction": self.filtering.kept_fraction, "loss_first": self.loss_first, "loss_last": self.loss_last,
+                "skipped": self.skipped}
 
 
 def response_scores(judgements: Sequence[Judgement]) -> dict[str, tuple[float, str]]:

@@ -56,16 +56,21 @@ TEMPLATE_VARIABLES = {
     "constitution-pairwise": {"prompt", "question", "response_a", "response_b"},
     "constitution-critique": {"prompt", "response", "critique_request"},
     "constitution-revision": {"prompt", "response", "critique", "revision_request"},
+    "self-instruct": {"examples"},  # not a judge: the policy writing new prompts (selfplay.selfinstruct)
 }
 
 
-def check_template(template: Template, kind: str) -> Template:
-    """A template fit for a judge of `kind`: same kind, exactly the variables that judge fills."""
+def check_template(template: Template, kind: str, method: str | None = None) -> Template:
+    """A template fit for a judge of `kind`: same kind, exactly the variables that judge fills, and for
+    the logprob method the forced prefix (and, pointwise, the scale) that method reads."""
     if template.kind != kind:
         raise TemplateError(f"template {template.ref} is for kind {template.kind}, not {kind}")
     want = TEMPLATE_VARIABLES[kind]
     if set(template.variables) != want:
         raise TemplateError(f"template {template.ref}: variables {sorted(template.variables)}, but a {kind} judge fills {sorted(want)}")
+    if method == "logprob" and (not template.score_prefix or (kind == "pointwise" and not template.scale)):
+        needs = "score_prefix and scale" if kind == "pointwise" else "score_prefix (e.g. 'Verdict: ')"
+        raise TemplateError(f"template {template.ref}: judge.method=logprob needs {needs}; set them or use judge.method=text")
     return template
 
 
@@ -631,11 +636,11 @@ def make_judge(cfg: JudgeConfig, gen: Generator | None, seed: int = 0) -> Judge:
     constitution principles; derive it from (run seed, iteration) so reruns draw the same ones."""
     match cfg.kind:
         case "pointwise":
-            return PointwiseJudge(gen, check_template(load_template(cfg.template), "pointwise"), cfg)
+            return PointwiseJudge(gen, check_template(load_template(cfg.template), "pointwise", cfg.method), cfg)
         case "pairwise":
-            return PairwiseJudge(gen, check_template(load_template(cfg.template), "pairwise"), cfg, seed)
+            return PairwiseJudge(gen, check_template(load_template(cfg.template), "pairwise", cfg.method), cfg, seed)
         case "constitution-pairwise":
-            return PairwiseJudge(gen, check_template(load_template(cfg.template), "constitution-pairwise"), cfg, seed,
+            return PairwiseJudge(gen, check_template(load_template(cfg.template), "constitution-pairwise", cfg.method), cfg, seed,
                                  load_constitution(cfg.constitution))
         case "constitution-revision":
             return ConstitutionRevisionJudge(

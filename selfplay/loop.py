@@ -22,6 +22,7 @@ from pydantic import BaseModel
 import selfplay
 from selfplay.config import RunConfig, dump_config, load_config
 from selfplay.judges import judge_seed, make_judge, needs_generator
+from selfplay.monitors import MonitorReport, monitor_iteration
 from selfplay.pairing import PairingStats, make_pairs
 from selfplay.pool import sample_prompts
 from selfplay.records import (
@@ -70,6 +71,7 @@ class Manifest(BaseModel):
     judge: dict = {}  # counts per status, parse rate, mean score, template hash
     pairing: PairingStats | None = None
     train: TrainResult | None = None
+    monitors: MonitorReport | None = None  # reward-hacking and bias checks, with warnings
     versions: dict[str, str | None] = {}
     config_digest: str = ""
     finished: str | None = None
@@ -102,6 +104,8 @@ class IterationSummary(BaseModel):
     loss_last: float | None
     reward_accuracy: float | None
     seconds: dict[str, float]  # per stage
+    warnings: list[str] = []  # monitor warnings, one line each
+    stopped_by: list[str] = []  # monitors named in monitors.stop_on that warned: the loop stops here
 
     @classmethod
     def from_manifest(cls, m: Manifest) -> IterationSummary:
@@ -114,6 +118,7 @@ class IterationSummary(BaseModel):
             loss_first=t.loss_first if t else None, loss_last=t.loss_last if t else None,
             reward_accuracy=t.reward_accuracy if t else None,
             seconds={name: s.seconds for name, s in m.stages.items()},
+            warnings=m.monitors.warnings if m.monitors else [], stopped_by=m.monitors.stop if m.monitors else [],
         )
 
 
@@ -232,6 +237,10 @@ class Engines:
         return self._get("policy", self.policy_dir)
 
     def judge(self):
+        if self.run.cfg.judge.endpoint:  # an OpenAI-compatible server: no local engine
+            from selfplay.external import open_external
+
+            return open_external(self.run.cfg.judge)
         if self.run.cfg.judge.model is None:  # self-rewarding: the policy judges its own responses
             return self.policy()
         from selfplay.models import resolve_model
@@ -252,16 +261,25 @@ def generation_stats(generations: Sequence[Generation], backend: str) -> dict:
 
 
 def judge_stats(judgements: Sequence[Judgement]) -> dict:
-    n = len(judgements)
-    scores = [j.score for j in judgements if j.score is not None]
+    """Parse rate and mean score over per-response judgements; pairwise comparisons reported apart."""
+    from selfplay.judges import pairwise_stats
+
+    per_response = [j for j in judgements if len(j.generation_ids) == 1]
+    n = len(per_response)
+    # A revision judgement carries no score by design: its success is the status.
+    usable = [j for j in per_response if j.score is not None or (j.method == "revision" and j.status == "ok")]
+    scores = [j.score for j in per_response if j.score is not None]
     by_status: dict[str, int] = {}
-    for j in judgements:
+    for j in per_response:
         by_status[j.status] = by_status.get(j.status, 0) + 1
-    return {
-        "count": n, "by_status": by_status, "parse_rate": round(len(scores) / n, 3) if n else None,
+    stats = {
+        "count": n, "by_status": by_status, "parse_rate": round(len(usable) / n, 3) if n else None,
         "mean_score": round(sum(scores) / len(scores), 3) if scores else None,
         "templates": sorted({f"{j.template}#{j.template_hash}" for j in judgements if j.template}),
     }
+    if len(per_response) < len(judgements):
+        stats["pairwise"] = pairwise_stats(judgements)
+    return stats
 
 
 def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines | None = None):
@@ -285,7 +303,12 @@ def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines 
         case "pair":
             prompts, gens, judgements = (read_records(p.prompts, Prompt), read_records(p.generations, Generation),
                                          read_records(p.judgements, Judgement))
-            pairs, stats = make_pairs(cfg.pairing, prompts, gens, judgements)  # pure: recomputing on resume is exact
+            if cfg.judge.kind == "constitution-revision":  # revision (chosen) vs original (rejected)
+                from selfplay.constitutions import revision_pairs
+
+                pairs, stats = revision_pairs(prompts, gens, judgements)
+            else:
+                pairs, stats = make_pairs(cfg.pairing, prompts, gens, judgements)  # pure: recomputing on resume is exact
             manifest.pairing = stats
             return manifest.stage("pair", p.pairs, lambda: pairs, Pair)
         case "train":
@@ -337,6 +360,15 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     # Engines are shut down here: generation and training never hold the accelerator together.
     run_stage(run, k, "pair", manifest)
     run_stage(run, k, "train", manifest)
+    previous = run.paths(k - 1).manifest
+    manifest.monitors = monitor_iteration(
+        read_records(p.prompts, Prompt), read_records(p.generations, Generation), read_records(p.judgements, Judgement),
+        read_records(p.pairs, Pair), run.cfg.monitors, iteration=k,
+        previous=Manifest.model_validate_json(previous.read_text()).monitors if k > 1 and previous.exists() else None,
+        kl=getattr(manifest.train, "kl", None),
+    )
+    for line in manifest.monitors.warnings:
+        log(f"warning: {line}")
     manifest.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_json(p.manifest, manifest.model_dump(mode="json"))
     run.rebuild_summary()
@@ -346,14 +378,14 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
 def preflight(cfg: RunConfig) -> None:
     """Checks the inputs a run needs before anything is written: bad input fails in a second, not
     after an engine has started."""
+    from selfplay.judges import preflight_judge
     from selfplay.models import resolve_model
     from selfplay.pool import load_pool
-    from selfplay.templates import load_template
 
     if cfg.model != "default":  # the default is converted on first use, inside the run
         resolve_model(cfg.model)
     load_pool(cfg.prompts.pool)
-    load_template(cfg.judge.template)
+    preflight_judge(cfg.judge)
 
 
 def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callable[[IterationSummary], None] | None = None
@@ -364,6 +396,9 @@ def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callabl
         rows.append(row)
         if on_iteration:
             on_iteration(row)
+        if row.stopped_by:
+            log(f"stopping after iteration {k}: {', '.join(row.stopped_by)} warned (monitors.stop_on)")
+            break
     return rows
 
 

@@ -30,10 +30,10 @@ class MonitorReport(BaseModel):
     n_scored: int  # pointwise judgements with a score (the correlation's sample)
     length_gap_tokens: float | None  # mean (chosen - rejected) response tokens over pairs
     n_pairs: int
-    position_bias: float | None  # pairwise: fraction of decided judgements won by the first-presented answer; None = no pairwise
-    n_pairwise: int  # pairwise judgements with a decided verdict
-    parse_failure: float | None  # fraction of judgements with no score, 0..1
-    n_judgements: int
+    position_bias: float | None  # fraction of decided comparisons won by the first-presented answer; None = no comparisons
+    n_pairwise: int  # comparisons with a decided verdict (score != 0.5)
+    parse_failure: float | None  # fraction of judge verdicts (ok or unparseable) that did not parse, 0..1
+    n_judgements: int  # those verdicts
     mean_margin: float | None  # mean pair margin, judge score units
     margin_change: float | None  # mean_margin minus the previous iteration's
     kl: float | None  # KL(policy || reference), nats, where the trainer recorded it
@@ -45,11 +45,16 @@ class MonitorReport(BaseModel):
         return bool(self.stop)
 
 
+def is_comparison(j: Judgement) -> bool:
+    """An ordered model comparison (selfplay.judges): two generation ids as presented, score = P(first wins).
+    Human pair labels have no presentation order, and derived win rates (method "winrate") are no verdicts."""
+    return len(j.generation_ids) == 2 and j.method in ("text", "logprob")
+
+
 def first_presented_won(j: Judgement) -> bool | None:
-    """A pairwise judgement's verdict by position: True = the first-presented answer won, False = the
-    second, None = tie or no verdict. Convention: a pairwise judgement's `score` is the first-presented
-    answer's share of the win: 1.0 first, 0.0 second, 0.5 tie."""
-    if j.score is None or j.score == 0.5:
+    """A comparison's verdict by position: True = the first-presented answer won (score > 0.5), False = the
+    second (< 0.5), None = tie (0.5) or no verdict. Same rule as selfplay.judges.position_bias."""
+    if not is_comparison(j) or j.score is None or j.score == 0.5:
         return None
     return j.score > 0.5
 
@@ -79,8 +84,11 @@ def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generatio
 
     gaps = [gens[p.chosen_id].n_tokens - gens[p.rejected_id].n_tokens for p in pairs
             if p.chosen_id in gens and p.rejected_id in gens]
-    pairwise = [v for j in judgements if len(j.generation_ids) == 2 and (v := first_presented_won(j)) is not None]
-    failures = [j for j in judgements if j.score is None]
+    pairwise = [v for j in judgements if (v := first_presented_won(j)) is not None]
+    # Parse failures: verdicts the judge gave but we could not read. Derived win rates are not verdicts, and
+    # an "error" (e.g. an empty response, never judged) is not the judge's failure to keep its format.
+    verdicts = [j for j in judgements if j.method != "winrate" and j.status in ("ok", "unparseable")]
+    failures = [j for j in verdicts if j.status == "unparseable"]
     mean_margin = _mean([p.margin for p in pairs])
     margin_change = (mean_margin - previous.mean_margin
                      if previous is not None and previous.mean_margin is not None and mean_margin is not None else None)
@@ -89,7 +97,7 @@ def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generatio
         iteration=iteration, length_corr=length_corr, n_scored=len(scores),
         length_gap_tokens=_mean(gaps), n_pairs=len(gaps),
         position_bias=_mean([1.0 if v else 0.0 for v in pairwise]), n_pairwise=len(pairwise),
-        parse_failure=len(failures) / len(judgements) if judgements else None, n_judgements=len(judgements),
+        parse_failure=len(failures) / len(verdicts) if verdicts else None, n_judgements=len(verdicts),
         mean_margin=mean_margin, margin_change=margin_change, kl=kl,
     )
     warnings = check_thresholds(report, cfg)

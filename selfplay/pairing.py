@@ -42,6 +42,7 @@ def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Seque
             id=f"{prompt.id}/p", prompt_id=prompt.id, prompt=prompt.text, chosen=chosen.text, rejected=rejected.text,
             chosen_id=chosen.id, rejected_id=rejected.id, chosen_score=best, rejected_score=worst,
             margin=best - worst, judge=jc.judge, template_hash=jc.template_hash,
+            constitution_hash=jc.constitution_hash, principle=jc.principle,
         ))
     margins = [p.margin for p in pairs]
     stats = PairingStats(prompts=len(prompts), pairs=len(pairs), skipped_few_scored=few, skipped_tie=ties,

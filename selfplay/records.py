@@ -57,7 +57,7 @@ class Judgement(Record):
     prompt_id: str
     generation_ids: list[str]  # one for pointwise, two (in presented order) for pairwise
     judge: str  # judge kind, e.g. "pointwise"
-    method: str  # "text" (parsed from sampled judge text) | "logprob" (expected score) | "program"
+    method: str  # text (parsed judge text) | logprob (expected score) | program | winrate | revision | label
     raw: list[str]  # every raw judge output, kept even when unparseable
     sample_scores: list[float | None]  # parsed score per raw output; None = unparseable
     score: float | None  # the judgement; pointwise 1..5 (rubric scale); None = no usable score
@@ -81,6 +81,8 @@ class Pair(Record):
     margin: float  # chosen_score - rejected_score, > 0
     judge: str  # judge kind that produced the scores
     template_hash: str | None = None
+    constitution_hash: str | None = None
+    principle: str | None = None  # the constitution principle the chosen response was judged under
 
     def to_trl(self) -> dict:
         """TRL's conversational preference format; the trainer applies the model's chat template."""

@@ -84,7 +84,7 @@ def _plt():
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110)  # every figure is tight_layout()ed already
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -94,8 +94,9 @@ def _png(fig) -> bytes:
 def _iteration_axis(ax, ks: Sequence[int]) -> None:
     ax.set_xticks(list(ks))
     ax.set_xlabel("iteration")
-    if len(ks) == 1:
-        ax.set_xlim(ks[0] - 1, ks[0] + 1)
+    if ks:
+        pad = 1.0 if len(ks) == 1 else 0.4
+        ax.set_xlim(min(ks) - pad, max(ks) + pad)
 
 
 def plot_metrics(rows: Sequence[IterationSummary]) -> bytes:
@@ -103,7 +104,7 @@ def plot_metrics(rows: Sequence[IterationSummary]) -> bytes:
     plt = _plt()
     ks = [r.iteration for r in rows]
     panels = [
-        ("mean judge score", [r.mean_score for r in rows], None, BLUE),
+        ("mean judge score", [r.mean_score for r in rows], "auto", BLUE),  # small moves matter: no zero
         ("judge parse rate", [r.parse_rate for r in rows], (0, 1.05), BLUE),
         ("mean response length (tokens)", [r.mean_tokens for r in rows], None, ORANGE),
         ("responses cut at max_tokens", [r.cut_at_max for r in rows], (0, 1.05), ORANGE),
@@ -119,18 +120,20 @@ def plot_metrics(rows: Sequence[IterationSummary]) -> bytes:
         else:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color=GREY)
         ax.set_title(title)
-        if ylim:
+        if isinstance(ylim, tuple):
             ax.set_ylim(*ylim)
+        elif ylim is None and pts:
+            ax.set_ylim(bottom=0, top=max(v for _, v in pts) * 1.15 or 1)  # counts and lengths: from zero
+            ax.yaxis.get_major_locator().set_params(integer=True)
         _iteration_axis(ax, ks)
-    ax = flat[6]  # DPO loss first -> last per iteration, beside ln 2 (the loss of an untrained policy)
-    for k, r in zip(ks, rows):
-        if r.loss_first is not None and r.loss_last is not None:
-            ax.annotate("", xy=(k, r.loss_last), xytext=(k, r.loss_first),
-                        arrowprops=dict(arrowstyle="->", color=RED, lw=2))
-            ax.plot([k], [r.loss_first], "o", color=RED, alpha=0.4)
-    ax.axhline(0.6931, color=GREY, ls="--", lw=1, label="ln 2 (start)")
-    ax.set_title("DPO loss, first → last steps")
-    ax.legend(loc="lower left", fontsize=8)
+    ax = flat[6]  # DPO loss of the first and last logged steps, beside ln 2 (the loss of an untrained policy)
+    for field, label, alpha in (("loss_first", "first steps", 0.4), ("loss_last", "last steps", 1.0)):
+        pts = [(k, getattr(r, field)) for k, r in zip(ks, rows) if getattr(r, field) is not None]
+        if pts:
+            ax.plot([k for k, _ in pts], [v for _, v in pts], "o-", color=RED, alpha=alpha, label=label)
+    ax.axhline(0.6931, color=GREY, ls="--", lw=1, label="ln 2")
+    ax.set_title("DPO loss")
+    ax.legend(loc="best", fontsize=8)
     _iteration_axis(ax, ks)
     ax = flat[7]
     stages = ("generate", "judge", "pair", "train")
@@ -140,7 +143,8 @@ def plot_metrics(rows: Sequence[IterationSummary]) -> bytes:
         ax.bar(ks, secs, bottom=bottom, color=color, label=stage, width=0.6)
         bottom = [b + s for b, s in zip(bottom, secs)]
     ax.set_title("stage time (s)")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, max(bottom + [1.0]) * 1.4)  # headroom for the legend
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
     _iteration_axis(ax, ks)
     fig.suptitle("Per-iteration metrics (summary.jsonl)", fontsize=12)
     fig.tight_layout()
@@ -177,36 +181,42 @@ def plot_distributions(records: Sequence[IterationRecords]) -> bytes:
 
 
 def plot_monitors(reports: Sequence[MonitorReport], cfg: dict) -> bytes:
+    """One panel per monitor across iterations; red dashed lines are thresholds, red points warned."""
     plt = _plt()
     ks = [r.iteration for r in reports]
-    panels = [
-        ("score–length correlation (Pearson r)", "length_corr", (-1.05, 1.05), cfg.get("max_abs_length_corr"), True),
-        ("chosen − rejected length (tokens)", "length_gap_tokens", None, cfg.get("max_length_gap_tokens"), True),
-        ("judge parse failures", "parse_failure", (0, 1.05), cfg.get("max_parse_failure"), False),
-        ("first-presented wins (pairwise)", "position_bias", (0, 1.05), cfg.get("max_position_bias"), False),
-        ("mean pair margin", "mean_margin", None, None, False),
+    panels = [  # title, field, monitor name, y limits, threshold, threshold mirrored around 0 (or 0.5)
+        ("score–length correlation (Pearson r)", "length_corr", "length_corr", (-1.05, 1.05), cfg.get("max_abs_length_corr")),
+        ("chosen − rejected length (tokens)", "length_gap_tokens", "length_gap", None, cfg.get("max_length_gap_tokens")),
+        ("judge parse failures (fraction)", "parse_failure", "parse_failure", (0, 1.05), cfg.get("max_parse_failure")),
+        ("first-presented answer wins (pairwise)", "position_bias", "position_bias", (0, 1.05), cfg.get("max_position_bias")),
+        ("mean pair margin (judge units)", "mean_margin", "margin_drop", None, None),
+        ("KL to reference (nats)", "kl", "kl", None, cfg.get("max_kl")),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(17, 3.6))
-    for ax, (title, field, ylim, limit, symmetric) in zip(axes, panels, strict=True):
-        pts = [(k, getattr(r, field)) for k, r in zip(ks, reports) if getattr(r, field) is not None]
-        if pts:
-            ax.plot([k for k, _ in pts], [v for _, v in pts], "o-", color=BLUE)
-        else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color=GREY)
-        if limit is not None:
-            ax.axhline(limit, color=RED, ls="--", lw=1)
-            if symmetric:
-                ax.axhline(-limit, color=RED, ls="--", lw=1)
-            if field == "position_bias":
-                ax.axhline(1 - limit, color=RED, ls="--", lw=1)
-                ax.axhline(0.5, color=GREY, ls=":", lw=1)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 6.4))
+    for ax, (title, field, name, ylim, limit) in zip(axes.flat, panels, strict=True):
+        pts = [(r.iteration, getattr(r, field), any(w.startswith(name + ":") for w in r.warnings))
+               for r in reports if getattr(r, field) is not None]
+        ax.set_title(title)
+        _iteration_axis(ax, ks)
+        if not pts:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color=GREY)
+            ax.set_yticks([])
+            continue
+        ax.plot([k for k, _, _ in pts], [v for _, v, _ in pts], "-", color=BLUE)
+        ax.scatter([k for k, _, _ in pts], [v for _, v, _ in pts], c=[RED if warned else BLUE for _, _, warned in pts], zorder=3)
         if field in ("length_corr", "length_gap_tokens"):
             ax.axhline(0, color=GREY, lw=0.8)
-        ax.set_title(title)
-        if ylim:
+        if limit is not None:
+            mirror = {"length_corr": -limit, "length_gap_tokens": -limit, "position_bias": 1 - limit}.get(field)
+            for y in (limit, mirror):
+                if y is not None:
+                    ax.axhline(y, color=RED, ls="--", lw=1)
+        if isinstance(ylim, tuple):
             ax.set_ylim(*ylim)
-        _iteration_axis(ax, ks)
-    fig.suptitle("Monitors (red dashed: warning thresholds)", fontsize=12)
+        elif field == "length_gap_tokens" and limit is not None:
+            top = max([abs(v) for _, v, _ in pts] + [limit]) * 1.2
+            ax.set_ylim(-top, top)
+    fig.suptitle("Monitors (red dashed: warning thresholds; red points: warned)", fontsize=12)
     fig.tight_layout()
     return _png(fig)
 
@@ -230,55 +240,65 @@ def plot_win_rates(reports: Sequence[H2HReport]) -> bytes:
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.7, len(reports) - 0.3)
     ax.set_xlabel("win rate of the newer iteration (ties count half); bars: 95% bootstrap interval over prompts")
-    ax.set_title("Head-to-head on held-out prompts, judged in both orders")
+    ax.set_title("Head-to-head on held-out prompts, judged in both orders\n(green: interval above 50%, red: below)")
     fig.tight_layout()
     return _png(fig)
 
 
 def plot_ifeval(summary: IFEvalSummary) -> bytes:
+    """Prompt- and instruction-level accuracy per iteration, strict (solid) and loose (dashed), beside the
+    echo baseline (grey): the bar a model must clear before it is following instructions at all."""
     plt = _plt()
     its = summary.iterations
     ks = [it.iteration for it in its]
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    series = [("prompt_level_strict", "prompt strict", BLUE), ("prompt_level_loose", "prompt loose", "#9ecae1"),
-              ("instruction_level_strict", "instruction strict", ORANGE), ("instruction_level_loose", "instruction loose", "#fdae6b")]
-    for field, label, color in series:
-        pts = [(it.iteration, getattr(it, field)) for it in its if getattr(it, field) is not None]
-        ax.plot([k for k, _ in pts], [v for _, v in pts], "o-", color=color, label=label)
-        echo = getattr(summary.echo, field)
-        if echo is not None:
-            ax.axhline(echo, color=color, ls=":", lw=1.2)
-    cis = [(it.iteration, it.prompt_strict_ci) for it in its if it.prompt_strict_ci]
-    if cis:
-        ax.fill_between([k for k, _ in cis], [c[0] for _, c in cis], [c[1] for _, c in cis], color=BLUE, alpha=0.12,
-                        label="prompt strict 95% (Wilson)")
-    ax.plot([], [], color=GREY, ls=":", label="echo baseline (response = prompt)")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    _iteration_axis(ax, ks)
-    ax.set_title(f"Instruction following (IFEval-style, {summary.echo.n_prompts} prompts, greedy, 0 = base model)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    top = 0.0
+    for ax, level, color in ((axes[0], "prompt", BLUE), (axes[1], "instruction", ORANGE)):
+        for mode, style in (("strict", "o-"), ("loose", "s--")):
+            field = f"{level}_level_{mode}"
+            pts = [(it.iteration, getattr(it, field)) for it in its if getattr(it, field) is not None]
+            ax.plot([k for k, _ in pts], [v for _, v in pts], style, color=color, alpha=1.0 if mode == "strict" else 0.6,
+                    label=mode)
+            echo = getattr(summary.echo, field)
+            if echo is not None:
+                ax.axhline(echo, color=GREY, ls=":" if mode == "strict" else "-.", lw=1.2, label=f"echo baseline, {mode}")
+            top = max([top, echo or 0.0] + [v for _, v in pts])
+        if level == "prompt":
+            cis = [(it.iteration, it.prompt_strict_ci) for it in its if it.prompt_strict_ci]
+            if cis:
+                ax.fill_between([k for k, _ in cis], [c[0] for _, c in cis], [c[1] for _, c in cis], color=color, alpha=0.12,
+                                label="strict 95% (Wilson)")
+                top = max([top] + [c[1] for _, c in cis])
+        ax.set_title(f"{level}-level accuracy")
+        _iteration_axis(ax, ks)
+        ax.legend(fontsize=8, loc="upper left")
+    axes[0].set_ylabel("fraction followed")
+    axes[0].set_ylim(0, min(1.0, top * 1.3 + 0.05))
+    fig.suptitle(f"Instruction following, IFEval-style ({summary.echo.n_prompts} prompts, greedy, max {summary.max_tokens} "
+                 "tokens; iteration 0 = base model)", fontsize=12)
     fig.tight_layout()
     return _png(fig)
 
 
 def plot_agreement(a: AgreementReport) -> bytes:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 1.9))
-    parts = [(a.agree, "agrees with human (both orders)", GREEN), (a.inconsistent, "inconsistent / no verdict", GREY),
+    fig, ax = plt.subplots(figsize=(10, 1.9))
+    parts = [(a.agree, "agrees with human (both orders)", GREEN), (a.inconsistent, "inconsistent or no verdict", GREY),
              (a.disagree, "prefers the rejected (both orders)", RED)]
     left = 0
     for count, label, color in parts:
         ax.barh([0], [count], left=left, color=color, label=f"{label}: {count}")
+        if count:
+            ax.text(left + count / 2, 0, str(count), ha="center", va="center", color="white", fontweight="bold")
         left += count
     ax.set_yticks([])
     ax.set_xlim(0, max(a.n, 1))
-    ax.set_xlabel("seed pairs")
+    ax.set_xlabel(f"seed pairs ({a.n})")
     kappa = "undefined" if a.kappa is None else f"{a.kappa:.2f}"
     acc = a.accuracy
-    ax.set_title(f"Judge vs human labels: accuracy {acc.win_rate:.0%} [{acc.ci_low:.0%}, {acc.ci_high:.0%}], Cohen's κ {kappa}"
-                 if acc.win_rate is not None else "Judge vs human labels")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3)
+    ax.set_title(f"Judge vs human labels: accuracy {acc.win_rate:.0%} [{acc.ci_low:.0%}, {acc.ci_high:.0%}] (inconsistent = half), "
+                 f"Cohen's κ {kappa}" if acc.win_rate is not None else "Judge vs human labels")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return _png(fig)
 
@@ -305,9 +325,11 @@ def _pct(v) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0) -> str:
-    th = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
-                   for r in rows)
+    def cls(i: int) -> str:
+        return ' class="l"' if i < left else ""
+
+    th = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><tr>{th}</tr>{body}</table>"
 
 

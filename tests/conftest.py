@@ -83,6 +83,48 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer random llama over a character-level vocabulary (~100 tokens, ChatML template): the RL tests
+    sample and back-propagate through the output layer many times, and a 49k-token head made them 100x slower.
+
+    Its end token gets a context-independent logit bump (a constant embedding dimension, which the final norm
+    turns into a constant hidden direction), so responses end after ~6 tokens on average and a length reward
+    has signal from the first batch. One character is one token, so len(text) is the response length."""
+    import string
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    chars = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|im_end|>", additional_special_tokens=["<|endoftext|>"])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        embedding = model.get_input_embeddings().weight
+        embedding[:, 0] = 1.0  # dominant constant dimension: the normed hidden state is ~5.7 there in every context
+        embedding[tokenizer.eos_token_id, 0] = 1.5  # end-token logit +~2.8 over the rest: P(end) ~ 0.15 per token
+    out = tmp_path_factory.mktemp("tiny-chat-llama")
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path, monkeypatch):
     """Runs never land in the repository's runs/; the model cache stays shared across tests."""

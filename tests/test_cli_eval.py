@@ -169,6 +169,9 @@ def test_eval_command_with_scripted_policies(tmp_path, scripted, monkeypatch):
     assert "echo baseline" in table.output and "iteration 2" in table.output and "33.3%" in table.output
 
     assert "iteration(s) 7 have no trained policy" in _error_line(runner.invoke(APP, ["eval", "view", "--iterations", "0,7"]))
+    assert _error_line(runner.invoke(APP, ["eval", "view", "--set", "eval.judge_modle=x"])) == "error: --set eval.judge_modle: unknown key"
+    data = json.loads(runner.invoke(APP, ["eval", "view", "--ifeval", str(ifeval), "-i", "0", "-s", "max_tokens=9", "--json"]).output.splitlines()[-1])
+    assert data["ifeval"]["max_tokens"] == 9
     assert "expected iteration numbers" in runner.invoke(APP, ["eval", "view", "--iterations", "x"]).output
     bad = tmp_path / "held.jsonl"
     bad.write_text('{"id": "a", "prompt": "Say hi [politely]."}\n')  # a training prompt

@@ -50,7 +50,8 @@ def test_prompts_list_show_validate(project):
     result = runner.invoke(app, ["prompts", "show", "pairwise"])
     assert result.output == (PROJECT_ROOT / "prompts" / "pairwise.yaml").read_text()
     result = runner.invoke(app, ["prompts", "validate"])
-    assert result.exit_code == 0 and result.output.count("ok ") == 5, result.output
+    shipped = len(list((PROJECT_ROOT / "prompts").glob("*.yaml")))
+    assert result.exit_code == 0 and result.output.count("ok ") == shipped >= 5, result.output
     assert "error: " in error_line(runner.invoke(app, ["prompts", "show", "nope"]))
 
 

@@ -107,8 +107,7 @@ def test_ifeval_eval_per_iteration_with_echo_baseline(tmp_path, scripted):
     assert one.policy == "/fake/iter1" and one.cut_at_max == 0.0
 
     rows = read_records(run.root / "eval" / "ifeval_iter_001.jsonl", IFEvalRow)
-    assert [(r.key, r.response, r.strict) for r in rows] == [(1, "cats are small animals that live with people and like to sleep in the sun.", [True]), (2, "hello there", [True]),
-                                                             (3, "Rain is wet. Bye now.", [True])]
+    assert [(r.key, r.response, r.strict) for r in rows] == [(k, SCRIPT["iter1"][str(k)], [True]) for k in (1, 2, 3)]
     saved = json.loads((run.root / "eval" / "ifeval_summary.json").read_text())
     assert [it["iteration"] for it in saved["iterations"]] == [0, 1] and saved["echo"]["n_prompts"] == 3
 
@@ -200,6 +199,22 @@ def test_template_comparer_reads_both_orders(tmp_path):
     assert "Q: Q" in gen.seen[0] and "<b>long</b>" in gen.seen[0]
 
 
+def test_template_comparer_by_logprob():
+    template = load_pairwise_template("pairwise")  # the shipped template: forced prefix "Verdict: "
+    seen = []
+
+    def logprobs(text):
+        seen.append(text)
+        return {ord("A"): -2.0, ord("B"): -0.5} if "short" in text.split("<reply_A>")[1].split("</reply_A>")[0] else {ord("A"): -0.1}
+
+    judge = TemplateComparer(FakeGenerator(logprobs=logprobs), template, method="logprob")
+    [(v1, raw1), (v2, _)] = judge.compare_many([("Q", "short", "long"), ("Q", "long", "short")])
+    assert (v1, v2) == ("second", "first")
+    assert json.loads(raw1)["verdict_token_probs"]["B"] == pytest.approx(0.606531, abs=1e-6)
+    assert seen[0].endswith("<assistant>Verdict: ")  # the verdict is read right after the forced prefix
+    assert TemplateComparer(FakeGenerator(logprobs=lambda t: {}), template, method="logprob").compare("Q", "a", "b") is None
+
+
 def test_pointwise_template_is_refused_for_h2h():
     with pytest.raises(EvalError, match="pointwise template"):
         load_pairwise_template("self-rewarding")
@@ -247,10 +262,10 @@ def test_ifeval_and_h2h_on_tiny_model(tmp_path, tiny_model_dir):
             p.add_(torch.randn_like(p) * 0.5)
     model.save_pretrained(other)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(other)
-    (tmp_path / "pairwise.yaml").write_text(TEMPLATE)
 
+    # Judged by the shipped pairwise template, logprob verdicts (the default), with the base model as judge.
     run = make_run(tmp_path, [f"model={tiny_model_dir}", "generation.backend=transformers", "generation.dtype=float32",
-                              "eval.max_tokens=6", "eval.judge_max_tokens=4", f"eval.judge_template={tmp_path / 'pairwise.yaml'}"])
+                              "eval.max_tokens=6"])
     write_json(run.paths(1).train, TrainResult(algo="dpo", pairs=0, steps=0, seconds=0.0, loss_first=None, loss_last=None,
                                                reward_accuracy=None, reward_margin=None, policy=str(other)).model_dump())
     ifeval = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
@@ -265,4 +280,6 @@ def test_ifeval_and_h2h_on_tiny_model(tmp_path, tiny_model_dir):
     assert (h2h.iteration, h2h.against, h2h.n) == (1, 0, 3)
     assert h2h.wins + h2h.losses + h2h.ties == 3
     rows = read_records(run.root / "eval" / "h2h_iter_001_vs_000.jsonl", H2HRow, unique_ids=False)
-    assert all(len(r.raw) == 2 for r in rows if r.reason != "identical")  # both orders' raw judge text kept
+    judged = [r for r in rows if r.reason != "identical"]
+    assert all(len(r.raw) == 2 and "verdict_token_probs" in r.raw[0] for r in judged)  # both orders' raw output kept
+    assert all(r.k_first is not None and r.k_second is not None for r in judged)  # logprob verdicts always exist

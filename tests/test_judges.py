@@ -132,6 +132,10 @@ def test_each_kind_gets_its_template_and_mismatches_are_errors():
     wrong = pointwise.model_copy(update={"kind": "pairwise"})
     with pytest.raises(TemplateError, match=r"variables \['prompt', 'response'\], but a pairwise judge fills"):
         check_template(wrong, "pairwise")
+    no_prefix = load_template("pairwise").model_copy(update={"score_prefix": None})
+    assert check_template(no_prefix, "pairwise", "text") is no_prefix
+    with pytest.raises(TemplateError, match="judge.method=logprob needs score_prefix"):
+        check_template(no_prefix, "pairwise", "logprob")
 
 
 @pytest.mark.parametrize("overrides, message", [

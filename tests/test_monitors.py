@@ -87,6 +87,23 @@ def test_position_bias():
     assert "second-presented" in r.warnings[0]
 
 
+def test_what_counts_as_a_verdict():
+    # A human pair label has no presentation order; a derived win rate is no verdict; an "error" (empty
+    # response, never judged) is not a parse failure.
+    human = Judgement(id="a/g0|a/g1", prompt_id="a", generation_ids=["a/g0", "a/g1"], judge="human", method="human",
+                      raw=["label"], sample_scores=[1.0], score=1.0, status="ok")
+    winrate = Judgement(id="a/g0/j", prompt_id="a", generation_ids=["a/g0"], judge="pairwise", method="winrate",
+                        raw=["a/g0|a/g1"], sample_scores=[None], score=None, status="unparseable")
+    error = Judgement(id="a/g1/j", prompt_id="a", generation_ids=["a/g1"], judge="pointwise", method="text",
+                      raw=["empty response: not judged"], sample_scores=[None], score=None, status="error")
+    r = monitor_iteration(PROMPTS, GENS, [human, winrate, error, pairwise("a", "a/g1", "a/g0", None)], [], LOOSE)
+    assert first_presented_won(human) is None and r.position_bias is None and r.n_pairwise == 0
+    assert (r.parse_failure, r.n_judgements) == (0.5, 2)  # the human label (ok) and the unparsed comparison
+    # logprob comparisons give P(first wins): 0.7 is a first-position win, 0.3 a second-position one
+    r = monitor_iteration(PROMPTS, GENS, [pairwise("a", "a/g0", "a/g1", 0.7), pairwise("a", "a/g1", "a/g0", 0.3)], [], LOOSE)
+    assert (r.position_bias, r.n_pairwise) == (0.5, 2)
+
+
 def test_min_samples_and_kl():
     judgements = [pointwise("a/g0", None), pointwise("a/g1", None)]
     r = monitor_iteration(PROMPTS, GENS, judgements, [], MonitorConfig())  # default min_samples=8 > 2 judgements

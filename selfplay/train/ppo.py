@@ -38,6 +38,10 @@ RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses)
 # Pure tensor functions (tested against hand-computed numbers in tests/test_ppo.py)
 
 
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
@@ -230,6 +234,7 @@ class PPOTrainer:
         R = cfg.rl_rollout_prompts
         n_steps = cfg.rl_steps or max(1, math.ceil(len(prompts) / R))
         history: list[PPOStepStats] = []
+        nan_steps = 0  # minibatch steps skipped for a non-finite gradient
         for step in range(1, n_steps + 1):
             step_started = time.monotonic()
             batch = [prompts[order[((step - 1) * R + i) % len(order)]] for i in range(min(R, len(prompts)))]
@@ -267,7 +272,10 @@ class PPOTrainer:
                     vf = value_loss(values, old_values[mb], returns[mb], mask, cfg.ppo_value_clip)
                     optimizer.zero_grad()
                     (pg + cfg.ppo_value_coef * vf).backward()
-                    torch.nn.utils.clip_grad_norm_(params, cfg.ppo_max_grad_norm)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.ppo_max_grad_norm)
+                    if not torch.isfinite(grad_norm):  # a NaN/inf gradient: skip this step, count it, keep the weights
+                        nan_steps += 1
+                        continue
                     optimizer.step()
                     with torch.no_grad():
                         ratio = torch.exp(new_logprobs - old_logprobs[mb])
@@ -278,13 +286,13 @@ class PPOTrainer:
                 new_logprobs, _ = forward(roll, rows)
                 approx_kl = masked_mean(old_logprobs - new_logprobs, roll.mask).item()
             history.append(PPOStepStats(
-                **base, reward_mean=score.mean().item(), reward_std=score.std().item() if len(batch) > 1 else 0.0, kl=kl,
-                policy_loss=sum(pg_losses) / len(pg_losses), value_loss=sum(vf_losses) / len(vf_losses),
-                clip_frac=sum(clip_fracs) / len(clip_fracs), approx_kl=approx_kl,
+                **base, skipped=None if pg_losses else "every minibatch had a non-finite gradient",
+                reward_mean=score.mean().item(), reward_std=score.std().item() if len(batch) > 1 else 0.0, kl=kl,
+                policy_loss=_mean(pg_losses), value_loss=_mean(vf_losses), clip_frac=_mean(clip_fracs), approx_kl=approx_kl,
                 seconds=round(time.monotonic() - step_started, 2)))
             kl_ctl.update(kl, len(batch))
 
-        return self._save(model, tokenizer, history, kl_ctl, len(prompts), started, out_dir)
+        return self._save(model, tokenizer, history, kl_ctl, nan_steps, len(prompts), started, out_dir)
 
     def _rollout(self, model, tokenizer, batch: Sequence[Prompt], seed: int, device) -> Rollout:
         """Samples one response per prompt. Prompts are chat-formatted and left-padded for generate()."""
@@ -311,14 +319,14 @@ class PPOTrainer:
         return Rollout(query=enc["input_ids"], query_mask=enc["attention_mask"], response=response, mask=mask, ended=has_end,
                        texts=decoded)
 
-    def _save(self, model, tokenizer, history: list[PPOStepStats], kl_ctl: AdaptiveKLController, n_prompts: int,
-              started: float, out_dir: Path) -> TrainResult:
+    def _save(self, model, tokenizer, history: list[PPOStepStats], kl_ctl: AdaptiveKLController, nan_steps: int,
+              n_prompts: int, started: float, out_dir: Path) -> TrainResult:
         import torch
 
+        from selfplay.train.guard import check_finite
+
         cfg = self.cfg
-        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise FloatingPointError(f"PPO diverged: non-finite weights in {bad[0]}; nothing saved — lower learning_rate")
+        check_finite(model)
         out_dir.mkdir(parents=True, exist_ok=True)
         stats_path = out_dir / "ppo_stats.jsonl"
         write_records(stats_path, history)
@@ -332,20 +340,13 @@ class PPOTrainer:
         tokenizer.save_pretrained(merged_dir)
 
         done = [h for h in history if h.skipped is None]
-
-        def window(key: str, last: bool) -> float | None:
-            values = [getattr(h, key) for h in done]
-            values = values[-3:] if last else values[:3]
-            return sum(values) / len(values) if values else None
-
         losses = [h.policy_loss + cfg.ppo_value_coef * h.value_loss for h in done]
+        rewards, kls = [h.reward_mean for h in done], [h.kl for h in done]
         return TrainResult(
             algo="ppo", pairs=0, prompts=n_prompts, steps=len(done), seconds=round(time.monotonic() - started, 1),
-            loss_first=sum(losses[:3]) / len(losses[:3]) if losses else None,
-            loss_last=sum(losses[-3:]) / len(losses[-3:]) if losses else None,
-            reward_accuracy=None, reward_margin=None, reward_first=window("reward_mean", last=False),
-            reward_last=window("reward_mean", last=True), kl_last=window("kl", last=True), kl_coef=kl_ctl.value,
-            skipped_steps=len(history) - len(done), stats=str(stats_path), policy=str(merged_dir),
+            loss_first=_mean(losses[:3]), loss_last=_mean(losses[-3:]), reward_accuracy=None, reward_margin=None,
+            reward_first=_mean(rewards[:3]), reward_last=_mean(rewards[-3:]), kl_last=_mean(kls[-3:]), kl_coef=kl_ctl.value,
+            skipped_steps=len(history) - len(done), nan_steps=nan_steps, stats=str(stats_path), policy=str(merged_dir),
             adapter=str(adapter_dir) if adapter_dir else None,
             skipped="every rollout batch was skipped (non-finite rewards); the saved policy is the starting one" if not done else None,
         )

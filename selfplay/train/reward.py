@@ -43,6 +43,7 @@ class RewardResult(BaseModel):
     loss_first: float | None  # Bradley-Terry loss, first logged steps (ln 2 = 0.693 at chance)
     loss_last: float | None
     steps: int
+    nan_steps: int = 0  # optimizer steps skipped because a gradient was NaN/inf
     seconds: float
     base: str  # the checkpoint the reward model started from
     model_dir: str | None  # the saved reward model; None when skipped
@@ -104,10 +105,11 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
 
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
     from selfplay.models import bf16_is_fast
+    from selfplay.train.guard import NonFiniteGradGuard, check_finite
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
@@ -131,6 +133,9 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
         # A path, not a model: TRL loads it as a classifier with num_labels=1 after seeding (the new head is random).
         trainer = RewardTrainer(model=str(base), args=args, train_dataset=Dataset.from_list(reward_rows(train_pairs, cfg.rm_margin)),
                                 processing_class=tokenizer, peft_config=peft_config)
+        trainer.remove_callback(PrinterCallback)  # our result reports the losses; per-step dicts would drown the output
+        guard = NonFiniteGradGuard()
+        trainer.add_callback(guard)
         used = len(trainer.train_dataset)
         result.update(train_pairs=used, too_long=len(train_pairs) - used)
         if used == 0:
@@ -141,9 +146,7 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
         history = trainer.state.log_history
         model = trainer.model.merge_and_unload() if cfg.rm_lora else trainer.model
     model.eval()
-    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise RewardModelError(f"reward model training diverged (non-finite weights in {bad[0]}); nothing saved — lower rm_learning_rate")
+    check_finite(model)  # a diverged reward model would hand NaN rewards to every policy trained on it
 
     heldout_accuracy = heldout_margin = None
     if heldout:
@@ -160,7 +163,7 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
     rm_result = RewardResult(
         **result, heldout_accuracy=heldout_accuracy, heldout_margin=heldout_margin,
         train_accuracy=_mean_of(history, "accuracy", last=True), loss_first=_mean_of(history, "loss", last=False),
-        loss_last=_mean_of(history, "loss", last=True), steps=trainer.state.global_step,
+        loss_last=_mean_of(history, "loss", last=True), steps=trainer.state.global_step, nan_steps=guard.skipped_steps,
         seconds=round(time.monotonic() - started, 1), model_dir=str(out_dir),
     )
     write_json(out_dir / RESULT_FILE, rm_result.model_dump())

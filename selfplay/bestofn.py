@@ -1,0 +1,240 @@
+"""Best-of-N: sample N responses per prompt, score each, answer with the highest-scoring one.
+
+The cheapest use of a judge or reward model at inference (Stiennon et al. 2020; Nakano et al. 2021), and the
+baseline a trained policy should beat: best-of-N from the base model against the policy after training.
+Every candidate is written with its score, and the pick beside them, so a pick can always be explained.
+
+A scorer is `score(prompts, generations) -> list[float | None]`, one entry per generation (higher = better;
+None = it could not score that one: excluded from the pick and counted). `make_scorer` builds one from a spec:
+
+    program:MODULE:FUNCTION   a program judge, e.g. program:selfplay.program_judges:length_bounds
+    pointwise[:TEMPLATE]      the sampling model rates its own responses (prompts/self-rewarding.yaml)
+    pairwise[:TEMPLATE]       the sampling model compares its responses in both orders; score = win rate
+    human:LABELS.jsonl        human labels
+    rm:PATH                   a reward model trained by selfplay (selfplay.train.reward)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import BaseModel
+
+from selfplay.records import Generation, Prompt, Record
+
+Scorer = Callable[[list[Prompt], list[Generation]], list[float | None]]
+
+
+class Candidate(BaseModel):
+    id: str  # generation id "<prompt_id>/g<j>"
+    text: str
+    n_tokens: int
+    finish_reason: str
+    score: float | None  # the scorer's, higher = better; None = not scored (excluded from the pick)
+
+
+class BestOfN(Record):
+    id: str  # "<prompt_id>/best"
+    prompt_id: str
+    prompt: str
+    scorer: str  # the scorer spec
+    candidates: list[Candidate]  # every sample, in sampling order
+    pick: str | None  # id of the highest-scoring candidate (equal scores: the lower id); None = none was scored
+    pick_score: float | None
+    pick_text: str | None
+
+
+class BestOfNStats(BaseModel):
+    prompts: int
+    candidates: int
+    unscored: int  # candidates the scorer could not score
+    no_pick: int  # prompts without a single scored candidate
+    mean_pick_score: float | None  # over prompts with a pick
+    mean_first_score: float | None  # the first sample's score, where scored: what one sample gets
+    mean_score: float | None  # over every scored candidate
+
+
+def pick_best(prompts: Sequence[Prompt], generations: Sequence[Generation], scores: Sequence[float | None],
+              scorer: str) -> tuple[list[BestOfN], BestOfNStats]:
+    """Per prompt, every candidate with its score and the best one. Pure. Non-finite scores count as None."""
+    if len(scores) != len(generations):
+        raise ValueError(f"the scorer returned {len(scores)} scores for {len(generations)} responses")
+    clean: list[float | None] = []
+    for s in scores:
+        value = None if s is None else float(s)
+        clean.append(value if value is not None and math.isfinite(value) else None)
+    by_prompt: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
+    for g, s in zip(generations, clean):
+        by_prompt.setdefault(g.prompt_id, []).append(
+            Candidate(id=g.id, text=g.text, n_tokens=g.n_tokens, finish_reason=g.finish_reason, score=s))
+    records = []
+    for p in prompts:
+        cands = by_prompt[p.id]
+        scored = sorted((c for c in cands if c.score is not None), key=lambda c: (-c.score, c.id))
+        best = scored[0] if scored else None
+        records.append(BestOfN(id=f"{p.id}/best", prompt_id=p.id, prompt=p.text, scorer=scorer, candidates=cands,
+                               pick=best.id if best else None, pick_score=best.score if best else None,
+                               pick_text=best.text if best else None))
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return sum(xs) / len(xs) if xs else None
+
+    stats = BestOfNStats(
+        prompts=len(records), candidates=len(generations), unscored=sum(s is None for s in clean),
+        no_pick=sum(r.pick is None for r in records), mean_pick_score=mean(r.pick_score for r in records),
+        mean_first_score=mean(r.candidates[0].score for r in records if r.candidates), mean_score=mean(clean),
+    )
+    return records, stats
+
+
+def best_of_n(gen, prompts: Sequence[Prompt], n: int, score: Scorer, scorer: str) -> tuple[list[BestOfN], BestOfNStats]:
+    """Samples n responses per prompt with `gen` (a Generator), scores them, keeps the best."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    generations = gen.generate(list(prompts), n=n)
+    return pick_best(prompts, generations, score(list(prompts), generations), scorer)
+
+
+def picks(records: Sequence[BestOfN], generations: Sequence[Generation]) -> list[Generation]:
+    """The picked Generation records (one per prompt with a pick): the best-of-N "policy's" responses, for
+    evaluating it like any other policy."""
+    by_id = {g.id: g for g in generations}
+    return [by_id[r.pick] for r in records if r.pick is not None]
+
+
+# --- scorers from a spec -----------------------------------------------------------------------------------
+
+
+def _judge_scorer(judge) -> Scorer:
+    from selfplay.filtering import response_scores
+
+    def score(prompts: list[Prompt], generations: list[Generation]) -> list[float | None]:
+        scores = response_scores(judge.judge(prompts, generations))
+        return [scores[g.id][0] if g.id in scores else None for g in generations]
+    return score
+
+
+def _reward_model_scorer(path: str) -> Scorer:
+    """Loads the reward model on first use, so it never holds memory while a generator samples."""
+    from selfplay.train.reward import RewardModel, RewardModelError
+
+    if not (Path(path) / "config.json").exists():
+        raise RewardModelError(f"{path}: not a reward model directory (no config.json); train one with selfplay's reward-model stage")
+    loaded: list[RewardModel] = []
+
+    def score(prompts: list[Prompt], generations: list[Generation]) -> list[float | None]:
+        if not loaded:
+            loaded.append(RewardModel.load(Path(path)))
+        by_id = {p.id: p.text for p in prompts}
+        return list(loaded[0].score([by_id[g.prompt_id] for g in generations], [g.text for g in generations]))
+    return score
+
+
+def make_scorer(spec: str, gen=None, program_args: dict | None = None) -> Scorer:
+    """A scorer from a spec (see the module docstring); `gen` is the Generator the LLM judges read through;
+    `program_args` are the keyword arguments of a program scorer."""
+    from selfplay.config import ConfigError, JudgeConfig
+    from selfplay.judges import make_judge
+
+    kind, _, rest = spec.partition(":")
+    match kind:
+        case "program":
+            if not rest:
+                raise ConfigError(f"--scorer {spec!r}: expected program:MODULE:FUNCTION, e.g. program:selfplay.program_judges:length_bounds")
+            return _judge_scorer(make_judge(JudgeConfig(kind="program", program=rest, program_args=program_args or {}), None))
+        case "pointwise" | "pairwise":
+            cfg = JudgeConfig(kind=kind, **({"template": rest} if rest else {}))
+            return _judge_scorer(make_judge(cfg, gen))
+        case "human":
+            if not rest:
+                raise ConfigError(f"--scorer {spec!r}: expected human:LABELS.jsonl")
+            return _judge_scorer(make_judge(JudgeConfig(kind="human", labels=rest), None))
+        case "rm":
+            if not rest:
+                raise ConfigError(f"--scorer {spec!r}: expected rm:PATH to a reward model directory")
+            return _reward_model_scorer(rest)
+    raise ConfigError(f"--scorer {spec!r}: unknown scorer; one of program:MODULE:FUNCTION, pointwise[:TEMPLATE], "
+                      "pairwise[:TEMPLATE], human:LABELS, rm:PATH")
+
+
+def scorer_needs_generator(spec: str) -> bool:
+    return spec.partition(":")[0] in ("pointwise", "pairwise")
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------
+
+
+def register(app: typer.Typer) -> None:
+    """Adds `best-of-n` to `app` (the main selfplay app)."""
+    from selfplay import cli as base
+
+    def guard(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from selfplay.judges import JudgeError
+            from selfplay.train.reward import RewardModelError
+
+            try:
+                return fn(*args, **kwargs)
+            except (JudgeError, RewardModelError) as err:
+                base._fail(str(err))
+        return base._guard(wrapper)
+
+    @app.command(name="best-of-n")
+    @guard
+    def best_of_n_cmd(
+        prompts_file: Annotated[Path, typer.Argument(metavar="PROMPTS.jsonl", help="prompts: pool format {id, prompt} or IFEval format")],
+        scorer: Annotated[str, typer.Option("--scorer", "-s", help="program:MODULE:FUNCTION | pointwise[:TEMPLATE] | "
+                                            "pairwise[:TEMPLATE] | human:LABELS.jsonl | rm:PATH")],
+        model: Annotated[str, typer.Option("--model", "-m", help="'default' or a local checkpoint directory")] = "default",
+        n: Annotated[int, typer.Option("--n", min=1, help="samples per prompt")] = 4,
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output JSONL (default: <PROMPTS>.best-of-<n>.jsonl here)")] = None,
+        backend: Annotated[str, typer.Option(help="vllm | transformers")] = "vllm",
+        temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="sampling temperature")] = 0.8,
+        max_tokens: Annotated[int, typer.Option(min=1, help="new tokens per response")] = 192,
+        seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+        limit: Annotated[int, typer.Option(min=0, help="use only the first this many prompts (0 = all)")] = 0,
+        scorer_args: Annotated[Optional[str], typer.Option(help='program scorer: keyword arguments as JSON, e.g. \'{"min_words": 20}\'')] = None,
+    ) -> None:
+        """Sample N responses per prompt and keep the one the scorer ranks highest; writes every candidate
+        with its score, and the pick.
+
+        Example: selfplay best-of-n --model default --scorer program:selfplay.program_judges:length_bounds data/instructions.jsonl --n 4
+        """
+        from selfplay.config import ConfigError, GenerationConfig
+        from selfplay.generation import open_generator
+        from selfplay.models import resolve_model
+        from selfplay.pool import load_pool
+        from selfplay.records import write_records
+
+        if backend not in ("vllm", "transformers"):
+            raise ConfigError(f"--backend {backend!r}: vllm or transformers")
+        try:
+            args = json.loads(scorer_args) if scorer_args else {}
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--scorer-args: not JSON ({err.msg})") from None
+        if not isinstance(args, dict):
+            raise ConfigError("--scorer-args: expected a JSON object of keyword arguments")
+        prompts = load_pool(prompts_file)[:limit or None]
+        if not scorer_needs_generator(scorer):
+            score = make_scorer(scorer, program_args=args)  # fail on a bad scorer before an engine starts
+        model_dir = resolve_model(model)
+        cfg = GenerationConfig(backend=backend, n=max(n, 2), temperature=temperature, max_tokens=max_tokens)
+        with open_generator(cfg, model_dir, seed) as gen:
+            generations = gen.generate(prompts, n=n)
+            if scorer_needs_generator(scorer):  # the model judges its own samples through the same engine
+                scores = make_scorer(scorer, gen)(prompts, generations)
+        if not scorer_needs_generator(scorer):  # after the engine is closed: a reward model gets its memory
+            scores = score(prompts, generations)
+        records, stats = pick_best(prompts, generations, scores, scorer)
+        out = out or Path(f"{Path(prompts_file).stem}.best-of-{n}.jsonl")
+        write_records(out, records)
+        typer.echo(json.dumps(stats.model_dump()))
+        typer.echo(f"{stats.prompts} prompts x {n} samples -> {out} ({stats.unscored} unscored, {stats.no_pick} without a pick)")

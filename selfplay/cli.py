@@ -148,7 +148,7 @@ def pair(run: Annotated[str, typer.Option("--run", "-r", help="run name or direc
 @app.command()
 @_guard
 def train(run: Annotated[str, typer.Option("--run", "-r", help="run name or directory")], iteration: IterationOpt) -> None:
-    """Run only the training stage of one iteration (DPO on its pairs).
+    """Run only the training stage of one iteration (the configured train.algo).
 
     Example: selfplay train --run demo --iteration 1
     """
@@ -226,7 +226,10 @@ def models(prepare: Annotated[bool, typer.Option("--prepare", help="convert the 
 from selfplay import cli_eval  # noqa: E402  (its commands use the helpers above)
 from selfplay.cli_judges import constitution_app, prompts_app  # noqa: E402
 
+from selfplay import bestofn  # noqa: E402
+
 cli_eval.register(app)
+bestofn.register(app)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(constitution_app, name="constitution")
 

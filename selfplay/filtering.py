@@ -81,7 +81,7 @@ class ImproveStep(BaseModel):
     threshold: float | None  # judge units (in quantile mode, the score at `quantile` of the grown dataset); None = nothing was scored
     quantile: float | None = None  # 0..1, quantile mode only
     filtering: FilterStats
-    examples: int  # responses fine-tuned on
+    examples: int  # responses that passed the filter: the fine-tune's examples
     steps: int = 0  # optimizer steps
     loss_first: float | None = None  # mean SFT loss (nats per response token), first logged steps
     loss_last: float | None = None

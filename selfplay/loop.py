@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -24,7 +24,6 @@ from selfplay.config import RunConfig, dump_config, load_config
 from selfplay.judges import judge_seed, make_judge, needs_generator
 from selfplay.monitors import MonitorReport, monitor_iteration
 from selfplay.pairing import PairingStats, make_pairs
-from selfplay.pool import sample_prompts
 from selfplay.records import (
     RECORDS_VERSION, Generation, Judgement, Pair, Prompt, RecordError, derive_seed, read_records, write_json,
     write_records, write_text,
@@ -69,6 +68,7 @@ class Manifest(BaseModel):
     stages: dict[str, StageInfo] = {}
     generation: dict = {}  # counts, mean tokens, rate of responses cut at max_tokens, seeding guarantee
     judge: dict = {}  # counts per status, parse rate, mean score, template hash
+    prompts: dict = {}  # self-instruct / mixed: where every written prompt went (SelfInstructStats)
     pairing: PairingStats | None = None
     train: TrainResult | None = None
     monitors: MonitorReport | None = None  # reward-hacking and bias checks, with warnings
@@ -104,6 +104,8 @@ class IterationSummary(BaseModel):
     loss_last: float | None
     reward_accuracy: float | None
     seconds: dict[str, float]  # per stage
+    examples: int | None = None  # rejection-sft / rest: responses fine-tuned on
+    improve: list[dict] | None = None  # rest: per Improve step, threshold, kept fraction, losses
     warnings: list[str] = []  # monitor warnings, one line each
     stopped_by: list[str] = []  # monitors named in monitors.stop_on that warned: the loop stops here
 
@@ -118,6 +120,7 @@ class IterationSummary(BaseModel):
             loss_first=t.loss_first if t else None, loss_last=t.loss_last if t else None,
             reward_accuracy=t.reward_accuracy if t else None,
             seconds={name: s.seconds for name, s in m.stages.items()},
+            examples=t.examples if t else None, improve=[s.summary() for s in t.improve] if t and t.improve else None,
             warnings=m.monitors.warnings if m.monitors else [], stopped_by=m.monitors.stop if m.monitors else [],
         )
 
@@ -287,7 +290,14 @@ def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines 
     cfg, p = run.cfg, run.paths(k)
     match name:
         case "prompts":
-            return manifest.stage("prompts", p.prompts, lambda: sample_prompts(cfg.prompts, cfg.seed, k), Prompt)
+            from selfplay.selfinstruct import heldout_prompts, iteration_prompts
+
+            def write_prompts() -> list[Prompt]:
+                exclude = heldout_prompts(cfg) if cfg.prompts.source != "pool" else []
+                prompts, stats = iteration_prompts(cfg.prompts, cfg.seed, k, lambda: engines.policy(), exclude)
+                manifest.prompts = stats.model_dump(mode="json") if stats else {}
+                return prompts
+            return manifest.stage("prompts", p.prompts, write_prompts, Prompt)
         case "generate":
             prompts = read_records(p.prompts, Prompt)
             gens = manifest.stage("generate", p.generations, lambda: engines.policy().generate(prompts, n=cfg.generation.n), Generation)
@@ -324,8 +334,18 @@ def train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
         result = TrainResult.model_validate_json(p.train.read_text())
         manifest.stages["train"] = StageInfo(status="reused", seconds=0.0, count=result.pairs)
         return result
-    pairs = read_records(p.pairs, Pair)
     policy = run.policy_for(k)
+    if cfg.train.algo in ("rejection-sft", "rest"):  # supervised on the judged responses; pairs are not used
+        from selfplay.train.sft import train_rejection_sft, train_rest
+
+        train = train_rejection_sft if cfg.train.algo == "rejection-sft" else train_rest
+        result = train(cfg.train, read_records(p.prompts, Prompt), read_records(p.generations, Generation),
+                       read_records(p.judgements, Judgement), policy, p.policy, derive_seed(cfg.seed, k, "train"))
+        write_json(p.train, result.model_dump(mode="json"))
+        manifest.stages["train"] = StageInfo(status="skipped" if result.skipped else "done",
+                                             seconds=round(time.monotonic() - started, 1), count=result.examples)
+        return result
+    pairs = read_records(p.pairs, Pair)
     if len(pairs) < cfg.train.min_pairs:
         # Nothing to learn from: carry the policy over rather than fit noise, and say so.
         result = TrainResult(algo=cfg.train.algo, pairs=len(pairs), steps=0, seconds=0.0, loss_first=None, loss_last=None,
@@ -352,9 +372,9 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     policy = run.policy_for(k)
     manifest = Manifest(iteration=k, policy=str(policy), versions=versions(), config_digest=run.cfg.digest())
     log(f"iteration {k}: policy {policy}")
-    run_stage(run, k, "prompts", manifest)
     with ExitStack() as stack:
         engines = Engines(run, policy, k, stack)
+        run_stage(run, k, "prompts", manifest, engines)  # self-instruct: the policy writes them (engine opened lazily)
         run_stage(run, k, "generate", manifest, engines)
         run_stage(run, k, "judge", manifest, engines)
     # Engines are shut down here: generation and training never hold the accelerator together.
@@ -380,11 +400,11 @@ def preflight(cfg: RunConfig) -> None:
     after an engine has started."""
     from selfplay.judges import preflight_judge
     from selfplay.models import resolve_model
-    from selfplay.pool import load_pool
+    from selfplay.selfinstruct import preflight_prompts
 
     if cfg.model != "default":  # the default is converted on first use, inside the run
         resolve_model(cfg.model)
-    load_pool(cfg.prompts.pool)
+    preflight_prompts(cfg.prompts)
     preflight_judge(cfg.judge)
 
 
@@ -406,7 +426,8 @@ def check_stage_inputs(run: Run, k: int, name: str) -> None:
     """For single-stage commands: the earlier stages' outputs must exist."""
     p = run.paths(k)
     needs = {"generate": [p.prompts], "judge": [p.prompts, p.generations],
-             "pair": [p.prompts, p.generations, p.judgements], "train": [p.pairs]}
+             "pair": [p.prompts, p.generations, p.judgements],
+             "train": [p.prompts, p.generations, p.judgements] if run.cfg.train.algo in ("rejection-sft", "rest") else [p.pairs]}
     for path in needs.get(name, []):
         if not path.exists():
             raise RecordError(f"{path}: missing; run the earlier stages first (selfplay run --resume runs them all)")

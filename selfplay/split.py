@@ -12,7 +12,6 @@ import json
 import random
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 from selfplay.config import PROJECT_ROOT
 

@@ -127,11 +127,11 @@ def test_ppo_length_reward_rises_kl_stays_bounded_and_a_nan_batch_is_skipped(tin
         return [len(r) / MAX_NEW for r in responses]
 
     out = tmp_path / "ppo"
-    result = PPOTrainer(ppo_config(rl_steps=12), seed=0).train(PROMPTS, reward, tiny_chat_model_dir, out)
+    result = PPOTrainer(ppo_config(rl_steps=10), seed=0).train(PROMPTS, reward, tiny_chat_model_dir, out)
     stats = [json.loads(line) for line in (out / "ppo_stats.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in stats] == list(range(1, 13))
+    assert [s["step"] for s in stats] == list(range(1, 11))
     assert stats[2]["skipped"].startswith("non-finite reward") and stats[2]["policy_loss"] is None
-    assert result.skipped_steps == 1 and result.steps == 11
+    assert result.skipped_steps == 1 and result.steps == 9
     done = [s for s in stats if s["skipped"] is None]
     assert done[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the first batch samples from the reference itself
     first, last = sum(s["reward_mean"] for s in done[:3]) / 3, sum(s["reward_mean"] for s in done[-3:]) / 3
@@ -159,3 +159,16 @@ def test_ppo_with_lora_saves_an_adapter_and_starts_at_zero_kl(tiny_chat_model_di
     before = load_file(tiny_chat_model_dir / "model.safetensors")
     after = load_file(out / "merged" / "model.safetensors")
     assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
+
+
+def test_ppo_config_is_validated():
+    from selfplay.config import ConfigError, load_config
+
+    cfg = load_config(None, ["train.algo=ppo", "train.ppo_target_kl=null", "train.kl_coef=0.2"])
+    assert cfg.train.ppo_target_kl is None and cfg.train.kl_coef == 0.2
+    with pytest.raises(ConfigError, match=r"ppo_minibatch \(16\) exceeds rl_rollout_prompts \(8\)"):
+        load_config(None, ["train.algo=ppo", "train.ppo_minibatch=16"])
+    with pytest.raises(ConfigError, match=r"train\.ppo_clip: "):
+        load_config(None, ["train.ppo_clip=1.5"])
+    with pytest.raises(ConfigError, match=r"train\.reward_model: "):
+        load_config(None, ["train.reward_model=sometimes"])

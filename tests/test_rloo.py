@@ -77,3 +77,14 @@ def test_grpo_full_fine_tuning_changes_the_policy(tiny_chat_model_dir, tmp_path)
     assert result.algo == "grpo" and result.steps == 2 and result.adapter is None
     assert result.reward_first is not None and changed(tiny_chat_model_dir, out / "merged")
     assert (out / "grpo_stats.jsonl").exists()
+
+
+def test_config_checks_the_rollout_batch_divides_into_micro_batches():
+    from selfplay.config import ConfigError, load_config
+
+    cfg = load_config(None, ["train.algo=grpo", "train.rl_rollout_prompts=3", "train.rl_num_generations=4", "train.batch_size=6"])
+    assert cfg.train.algo == "grpo"
+    with pytest.raises(ConfigError, match=r"train: .*rl_rollout_prompts \* rl_num_generations \(12\) must be a multiple of batch_size \(5\)"):
+        load_config(None, ["train.algo=rloo", "train.rl_rollout_prompts=3", "train.rl_num_generations=4", "train.batch_size=5"])
+    with pytest.raises(ConfigError, match=r"train\.rl_num_generations: .*greater than or equal to 2"):
+        load_config(None, ["train.algo=rloo", "train.rl_num_generations=1"])

@@ -116,6 +116,17 @@ def test_loss_is_on_response_tokens_only(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_responses_beyond_max_length_are_a_recorded_skip(tiny_model_dir, tmp_path):
+    from selfplay.train.sft import SFTTrainerRunner
+
+    long = SFTExample(id="p/g0/sft", prompt_id="p", prompt="Please read this. " * 40, completion="Done.",
+                      generation_id="p/g0", score=1.0, judge="program")
+    result = SFTTrainerRunner(tiny_cfg(max_length=32), seed=0).train([long], tiny_model_dir, tmp_path / "out")
+    assert result.skipped.startswith("every one of the 1 examples has its response beyond train.max_length=32 tokens")
+    assert result.policy == str(tiny_model_dir) and not (tmp_path / "out" / "merged").exists()
+
+
+@pytest.mark.slow
 def test_rejection_sft_end_to_end(grow, tiny_model_dir, tmp_path):
     prompts, gens, js = grow
     out = tmp_path / "policy"

@@ -41,10 +41,10 @@ class TrainResult(BaseModel):
     reward_last: float | None = None  # mean score of the last logged steps' responses
     kl_last: float | None = None  # KL(policy || reference), last logged steps: ppo nats per response, rloo/grpo TRL's per-token mean
     kl_coef: float | None = None  # ppo: the adaptive KL coefficient at the end; rloo/grpo: the fixed beta
-    skipped_steps: int = 0  # ppo: rollout batches dropped because a reward was NaN or infinite
+    skipped_steps: int = 0  # ppo: rollout batches that did not update the policy (a NaN/inf reward, or every minibatch gradient non-finite)
     stats: str | None = None  # per-step stats JSONL (reward, KL, coefficient, losses)
     # Supervised fine-tuning on judged responses (rejection-sft, rest); None for the others. pairs is 0 for these.
-    examples: int | None = None  # responses fine-tuned on (rest: the last Improve step that trained)
+    examples: int | None = None  # responses fine-tuned on, after TRL drops any wholly beyond max_length (rest: the last Improve step that trained)
     filtering: FilterStats | None = None  # rejection-sft: kept / dropped responses, in total and per prompt
     improve: list[ImproveStep] | None = None  # rest: per Improve step, its threshold, kept fraction and losses
 

@@ -169,6 +169,8 @@ class PPOTrainer:
     seed: int
 
     def train(self, prompts: Sequence[Prompt], reward_fn: RewardFn, policy_dir: Path, out_dir: Path) -> TrainResult:
+        if not prompts:
+            raise ValueError("PPO needs at least one prompt to sample rollouts from")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -348,5 +350,5 @@ class PPOTrainer:
             reward_first=_mean(rewards[:3]), reward_last=_mean(rewards[-3:]), kl_last=_mean(kls[-3:]), kl_coef=kl_ctl.value,
             skipped_steps=len(history) - len(done), nan_steps=nan_steps, stats=str(stats_path), policy=str(merged_dir),
             adapter=str(adapter_dir) if adapter_dir else None,
-            skipped="every rollout batch was skipped (non-finite rewards); the saved policy is the starting one" if not done else None,
+            skipped="every rollout batch was skipped (non-finite rewards or gradients); the saved policy is the starting one" if not done else None,
         )

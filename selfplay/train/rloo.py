@@ -74,6 +74,8 @@ class GroupRLTrainer:
     def train(self, prompts: Sequence[Prompt], reward_fn: RewardFn, policy_dir: Path, out_dir: Path) -> TrainResult:
         if self.cfg.algo not in ("rloo", "grpo"):
             raise ValueError(f"GroupRLTrainer trains rloo or grpo, not train.algo={self.cfg.algo!r}")
+        if not prompts:
+            raise ValueError(f"{self.cfg.algo} needs at least one prompt to sample rollouts from")
         import torch
         from datasets import Dataset
         from transformers import AutoTokenizer, PrinterCallback

@@ -84,6 +84,12 @@ class SFTTrainerRunner:
         started, out_dir = time.monotonic(), Path(out_dir)
         with tempfile.TemporaryDirectory(prefix="selfplay-sft-") as scratch:
             trainer = self.trainer(examples, policy, Path(scratch))
+            used = len(trainer.train_dataset)  # TRL drops examples whose response lies wholly beyond max_length
+            if used == 0:
+                return TrainResult(algo=algo, pairs=0, examples=0, steps=0, seconds=round(time.monotonic() - started, 1),
+                                   loss_first=None, loss_last=None, reward_accuracy=None, reward_margin=None, policy=str(policy),
+                                   skipped=f"every one of the {len(examples)} examples has its response beyond "
+                                           f"train.max_length={self.cfg.max_length} tokens; policy carried over")
             trainer.train()
         history = trainer.state.log_history
 
@@ -97,7 +103,7 @@ class SFTTrainerRunner:
         merged.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
         trainer.processing_class.save_pretrained(merged_dir)
         return TrainResult(
-            algo=algo, pairs=0, examples=len(examples), steps=trainer.state.global_step,
+            algo=algo, pairs=0, examples=used, steps=trainer.state.global_step,
             seconds=round(time.monotonic() - started, 1), loss_first=_mean_of(history, "loss", last=False),
             loss_last=_mean_of(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
             policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
@@ -180,7 +186,7 @@ def train_rest(cfg: TrainConfig, prompts: Sequence[Prompt], generations: Sequenc
         else:
             r = SFTTrainerRunner(cfg, derive_seed(seed, "improve", i)).train(examples, current, step_dir, algo="rest")
             step = ImproveStep(**common, steps=r.steps, loss_first=r.loss_first, loss_last=r.loss_last, seconds=r.seconds,
-                               policy=r.policy, adapter=r.adapter)
+                               policy=r.policy, adapter=r.adapter, skipped=r.skipped)
             current = Path(r.policy)
         write_json(step_dir / "step.json", step.model_dump(mode="json"))
         steps.append(step)

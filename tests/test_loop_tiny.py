@@ -94,3 +94,23 @@ def test_transformers_generation_is_reproducible_per_record(finished_run, tiny_m
         # a different order and batch composition: each record still depends only on its own seed
         again = gen.generate(list(reversed(prompts)), n=3)
     assert sorted((g.id, g.text) for g in again) == sorted((g.id, g.text) for g in first)
+
+
+@pytest.mark.parametrize("algo, extra", [
+    ("ppo", ["train.rl_rollout_prompts=2", "train.ppo_minibatch=2", "train.ppo_epochs=1"]),
+    ("rloo", ["train.rl_rollout_prompts=2", "train.rl_num_generations=2", "train.batch_size=2"]),
+])
+def test_rlhf_iteration_reward_model_then_rl(tiny_model_dir, tmp_path, algo, extra):
+    """One iteration of the second RLHF path: a reward model trained on the iteration's pairs, then RL."""
+    cfg = tiny_config(tiny_model_dir, "iterations=1", f"train.algo={algo}", "train.rl_steps=2",
+                      "train.rl_max_new_tokens=8", "train.rm_epochs=1", "train.rm_heldout=0.0", *extra)
+    run = Run.create(tmp_path / algo, cfg)
+    [row] = run_loop(run, log=lambda _: None)
+    manifest = json.loads(run.paths(1).manifest.read_text())
+    rm = manifest["reward_model"]
+    assert rm["steps"] >= 1 and rm["model_dir"] and (run.paths(1).dir / "reward_model" / "reward_model.json").exists()
+    train = json.loads(run.paths(1).train.read_text())
+    assert train["skipped"] is None and train["steps"] == 2 and train["reward_first"] is not None
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(run.paths(1).policy / "merged" / "model.safetensors")
+    assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
+    assert row.rl_reward_first is not None and row.kl_last is not None

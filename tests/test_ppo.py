@@ -115,7 +115,7 @@ PROMPTS = [Prompt(id=f"p{i}", text=f"Write about topic {i}.") for i in range(16)
 
 
 @pytest.mark.slow
-def test_ppo_length_reward_rises_kl_stays_bounded_and_a_nan_batch_is_skipped(tiny_chat_model_dir, tmp_path):
+def test_ppo_length_reward_rises_kl_stays_bounded_and_a_nan_batch_is_skipped(tiny_chat_model_dir, tmp_path, one_thread):
     # The tiny model ends a response after ~6 tokens on average (see the fixture); the reward is the response's
     # length as a fraction of the limit (one character = one token), so longer is better.
     calls = []
@@ -148,7 +148,7 @@ def test_ppo_length_reward_rises_kl_stays_bounded_and_a_nan_batch_is_skipped(tin
 
 
 @pytest.mark.slow
-def test_ppo_with_lora_saves_an_adapter_and_starts_at_zero_kl(tiny_chat_model_dir, tmp_path):
+def test_ppo_with_lora_saves_an_adapter_and_starts_at_zero_kl(tiny_chat_model_dir, tmp_path, one_thread):
     out = tmp_path / "ppo-lora"
     cfg = ppo_config(lora=True, lora_r=4, learning_rate=1e-2, rl_steps=2, rl_rollout_prompts=4, ppo_minibatch=2, ppo_epochs=2)
     result = PPOTrainer(cfg, seed=1).train(PROMPTS[:4], lambda p, r: [len(x) / MAX_NEW for x in r], tiny_chat_model_dir, out)

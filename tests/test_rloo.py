@@ -59,7 +59,7 @@ def changed(model_dir, merged_dir) -> bool:
 
 
 @pytest.mark.slow
-def test_rloo_with_lora_runs_steps_changes_the_policy_and_records_metrics(tiny_chat_model_dir, tmp_path):
+def test_rloo_with_lora_runs_steps_changes_the_policy_and_records_metrics(tiny_chat_model_dir, tmp_path, one_thread):
     out = tmp_path / "rloo"
     result = run("rloo", True, tiny_chat_model_dir, out)
     assert result.algo == "rloo" and result.steps == 2 and result.prompts == 4 and result.nan_steps == 0
@@ -71,7 +71,7 @@ def test_rloo_with_lora_runs_steps_changes_the_policy_and_records_metrics(tiny_c
 
 
 @pytest.mark.slow
-def test_grpo_full_fine_tuning_changes_the_policy(tiny_chat_model_dir, tmp_path):
+def test_grpo_full_fine_tuning_changes_the_policy(tiny_chat_model_dir, tmp_path, one_thread):
     out = tmp_path / "grpo"
     result = run("grpo", False, tiny_chat_model_dir, out)
     assert result.algo == "grpo" and result.steps == 2 and result.adapter is None

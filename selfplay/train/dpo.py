@@ -18,7 +18,6 @@ from pydantic import BaseModel
 
 from selfplay.config import TrainConfig
 from selfplay.filtering import FilterStats, ImproveStep
-from selfplay.models import bf16_is_fast
 from selfplay.records import Pair
 
 
@@ -65,24 +64,15 @@ class DPOTrainer:
     def train(self, pairs: Sequence[Pair], policy: Path, out_dir: Path) -> TrainResult:
         import torch
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+        from transformers import PrinterCallback
         from trl import DPOConfig
         from trl import DPOTrainer as TRLDPOTrainer
 
         from selfplay.train.guard import NonFiniteGradGuard, check_finite
+        from selfplay.train.setup import load_policy
 
         cfg, started = self.cfg, time.monotonic()
-        tokenizer = AutoTokenizer.from_pretrained(policy)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
-        model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
-        peft_config = None
-        if cfg.lora:
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                     target_modules="all-linear", task_type="CAUSAL_LM")
+        tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
         args = DPOConfig(
             output_dir=str(out_dir / "checkpoints"), beta=cfg.beta, learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,

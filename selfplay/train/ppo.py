@@ -66,7 +66,7 @@ def kl_penalized_rewards(score, logprobs, ref_logprobs, mask, kl_coef: float):
 
     rewards = -kl_coef * (logprobs - ref_logprobs) * mask
     last = mask.sum(dim=1).long().clamp(min=1) - 1
-    rewards[torch.arange(rewards.shape[0]), last] += score.to(rewards.dtype)
+    rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += score.to(rewards.dtype)
     return rewards
 
 

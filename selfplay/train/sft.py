@@ -50,23 +50,12 @@ class SFTTrainerRunner:
         """The configured TRL SFTTrainer (its train_dataset holds the tokenised examples and their labels)."""
         import torch
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         from trl import SFTConfig, SFTTrainer
 
-        from selfplay.models import bf16_is_fast
+        from selfplay.train.setup import load_policy
 
         cfg = self.cfg
-        tokenizer = AutoTokenizer.from_pretrained(policy)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
-        model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
-        peft_config = None
-        if cfg.lora:
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                     target_modules="all-linear", task_type="CAUSAL_LM")
+        tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
         args = SFTConfig(
             output_dir=str(scratch), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,

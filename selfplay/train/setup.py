@@ -1,0 +1,28 @@
+"""What every causal-LM trainer here starts from: the policy's tokenizer (with a pad token), its weights in
+fp32 (autocast decides the compute precision), the LoRA config if any, and whether to use bf16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfplay.config import TrainConfig
+from selfplay.models import bf16_is_fast
+
+
+def load_policy(policy: Path, cfg: TrainConfig):
+    """(tokenizer, model, peft LoraConfig or None, use_bf16) for a trainer starting at `policy`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
+    return tokenizer, model, peft_config, use_bf16

@@ -145,14 +145,112 @@ def pair(run: Annotated[str, typer.Option("--run", "-r", help="run name or direc
     _one_stage(run, iteration, "pair")
 
 
-@app.command()
+train_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                        help="Run the training stage of one iteration, or train a reward model (train rm).")
+app.add_typer(train_app, name="train")
+
+
+@train_app.callback()
 @_guard
-def train(run: Annotated[str, typer.Option("--run", "-r", help="run name or directory")], iteration: IterationOpt) -> None:
+def train(
+    ctx: typer.Context,
+    run: Annotated[Optional[str], typer.Option("--run", "-r", help="run name or directory")] = None,
+    iteration: Annotated[Optional[int], typer.Option("--iteration", "-k", min=1, help="iteration number, from 1")] = None,
+) -> None:
     """Run only the training stage of one iteration (the configured train.algo).
 
     Example: selfplay train --run demo --iteration 1
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if run is None or iteration is None:
+        _fail("selfplay train needs --run and --iteration (or a subcommand: selfplay train rm --help)")
     _one_stage(run, iteration, "train")
+
+
+@train_app.command("rm")
+@_guard
+def train_rm(
+    run: Annotated[str, typer.Option("--run", "-r", help="run whose pairs (all iterations so far) train the reward model")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the reward model")],
+    seed_set: Annotated[Optional[Path], typer.Option("--seed-set", help="human-labelled pairs to add (JSONL or Label Studio export)")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="checkpoint to start from (default: the run's model)")] = None,
+) -> None:
+    """Train a reward model (TRL RewardTrainer) on a run's pairs plus an optional seed set; report held-out accuracy.
+
+    Example: selfplay train rm --run demo --out rm-demo --seed-set data/seed_example.jsonl
+    """
+    from selfplay.models import resolve_model
+    from selfplay.records import Pair, read_records
+    from selfplay.train.reward import train_reward_model
+
+    the_run = _open_run(run)
+    pairs = [p for path in sorted(the_run.root.glob("iter_*/pairs.jsonl")) for p in read_records(path, Pair)]
+    if seed_set:
+        from selfplay.seed import load_seed
+
+        pairs += load_seed(seed_set).pairs
+    result = train_reward_model(pairs, resolve_model(base or the_run.cfg.model), out, the_run.cfg.train, the_run.cfg.seed)
+    if result.model_dir is None:
+        _fail(f"reward model not trained: {result.skipped}")
+    typer.echo(f"reward model: {result.model_dir}  pairs {result.pairs} (held out {result.heldout}), "
+               f"held-out accuracy {result.heldout_accuracy}, loss {result.loss_first} -> {result.loss_last}")
+
+
+@app.command()
+@_guard
+def score(
+    model: Annotated[Path, typer.Option("--model", "-m", help="a trained reward-model directory")],
+    records: Annotated[Path, typer.Argument(help="JSONL with prompt and response fields")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the scored lines here (default: stdout)")] = None,
+) -> None:
+    """Score prompt/response pairs with a trained reward model; adds a "reward" field to each line.
+
+    Example: selfplay score --model rm-demo responses.jsonl --out scored.jsonl
+    """
+    import json
+
+    from selfplay.records import RecordError
+    from selfplay.train.reward import RewardModel
+
+    rows = []
+    for lineno, line in enumerate(records.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append((row, str(row["prompt"]), str(row["response"])))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise RecordError(f"{records}:{lineno}: expected a JSON object with prompt and response") from None
+    rewards = RewardModel.load(model).score([r[1] for r in rows], [r[2] for r in rows])
+    text = "\n".join(json.dumps({**row, "reward": reward}, ensure_ascii=False) for (row, _, _), reward in zip(rows, rewards))
+    if out:
+        from selfplay.records import write_text
+
+        write_text(out, text + "\n")
+        typer.echo(f"scored {len(rows)} lines -> {out}")
+    else:
+        typer.echo(text)
+
+
+@app.command()
+@_guard
+def label(
+    run: RunArg,
+    iteration: IterationOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="seed file to append labels to (resumable)")] = Path("seed.jsonl"),
+    labeler: Annotated[Optional[str], typer.Option(help="your name, recorded with each label")] = None,
+) -> None:
+    """Label an iteration's pairs in the terminal: a / b / t(ie) / s(kip) / q(uit); writes a seed set.
+
+    Example: selfplay label demo -k 1 --out seed.jsonl
+    """
+    from selfplay.records import Pair, read_records
+    from selfplay.seed import label_pairs
+
+    the_run = _open_run(run)
+    session = label_pairs(read_records(the_run.paths(iteration).pairs, Pair), out, labeler=labeler, seed=the_run.cfg.seed)
+    typer.echo(f"labelled {session.labelled}, already {session.already}, remaining {session.remaining}: {out}")
 
 
 @app.command()

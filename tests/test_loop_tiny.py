@@ -114,3 +114,26 @@ def test_rlhf_iteration_reward_model_then_rl(tiny_model_dir, tmp_path, algo, ext
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(run.paths(1).policy / "merged" / "model.safetensors")
     assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
     assert row.rl_reward_first is not None and row.kl_last is not None
+
+
+def test_cli_train_rm_then_score(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from selfplay.cli import app
+
+    run, _ = finished_run
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "rm", "--run", str(run.root), "--out", str(tmp_path / "rm"),
+                                 "--seed-set", "data/seed_example.jsonl"])
+    assert result.exit_code == 0, result.output
+    assert "held-out accuracy" in result.output and (tmp_path / "rm" / "reward_model.json").exists()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "Say hi", "response": "Hi there!"}\n{"prompt": "Say hi", "response": "No."}\n')
+    result = runner.invoke(app, ["score", "--model", str(tmp_path / "rm"), str(rows), "--out", str(tmp_path / "scored.jsonl")])
+    assert result.exit_code == 0, result.output
+    scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    assert [s["response"] for s in scored] == ["Hi there!", "No."] and all(isinstance(s["reward"], float) for s in scored)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    result = runner.invoke(app, ["score", "--model", str(tmp_path / "rm"), str(bad)])
+    assert result.exit_code == 1 and "bad.jsonl:1: expected a JSON object with prompt and response" in result.output

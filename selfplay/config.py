@@ -126,7 +126,7 @@ class PairingConfig(Section):
 
 
 class TrainConfig(Section):
-    algo: Literal["dpo", "ppo", "rloo", "grpo", "rejection-sft", "rest"] = Field("dpo", description="dpo: iterative DPO on the pairs (TRL); ppo: our "
+    algo: Literal["dpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft"] = Field("dpo", description="revision-sft: supervised fine-tuning on the chosen side of the pairs (Constitutional AI's supervised stage, with judge.kind=constitution-revision); dpo: iterative DPO on the pairs (TRL); ppo: our "
                                                        "PPO against a reward model trained on the pairs (InstructGPT recipe); rloo / grpo: "
                                                        "TRL's RLOOTrainer / GRPOTrainer against that reward model")
     lora: bool = Field(True, description="train a LoRA adapter (peft); False = full fine-tuning")

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from selfplay.config import PROJECT_ROOT, ConfigError, resolve_data_path
+from selfplay.filtering import SFTExample
 from selfplay.pairing import PairingStats
 from selfplay.records import Generation, Judgement, Pair, Prompt
 
@@ -144,3 +145,10 @@ def revision_pairs(prompts: Sequence[Prompt], generations: Sequence[Generation],
     stats = PairingStats(prompts=len(prompts), pairs=len(pairs), skipped_few_scored=failed, skipped_tie=same,
                          mean_margin=1.0 if pairs else None)
     return pairs, stats
+
+
+def revision_sft_examples(pairs: Sequence[Pair]) -> list[SFTExample]:
+    """Constitutional AI's supervised stage (Bai et al. 2022, §3): fine-tune on the revisions. Each pair's
+    chosen text (the revision) becomes the completion for its prompt."""
+    return [SFTExample(id=f"{p.chosen_id}/sft", prompt_id=p.prompt_id, prompt=p.prompt, completion=p.chosen,
+                       generation_id=p.rejected_id, score=p.chosen_score, judge=p.judge) for p in pairs]

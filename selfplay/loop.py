@@ -360,6 +360,16 @@ def train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
                                              seconds=round(time.monotonic() - started, 1), count=result.prompts)
         return result
     pairs = read_records(p.pairs, Pair)
+    if cfg.train.algo == "revision-sft" and len(pairs) >= cfg.train.min_pairs:
+        from selfplay.constitutions import revision_sft_examples
+        from selfplay.train.sft import SFTTrainerRunner
+
+        examples = revision_sft_examples(pairs)
+        write_records(p.policy / "examples.jsonl", examples)
+        result = SFTTrainerRunner(cfg.train, derive_seed(cfg.seed, k, "train")).train(examples, policy, p.policy, algo="revision-sft")
+        write_json(p.train, result.model_dump(mode="json"))
+        manifest.stages["train"] = StageInfo(status="done", seconds=round(time.monotonic() - started, 1), count=len(examples))
+        return result
     if len(pairs) < cfg.train.min_pairs:
         # Nothing to learn from: carry the policy over rather than fit noise, and say so.
         result = TrainResult(algo=cfg.train.algo, pairs=len(pairs), steps=0, seconds=0.0, loss_first=None, loss_last=None,

@@ -52,3 +52,25 @@ def test_default_model_answers_capital_of_france():
     with open_generator(cfg, ensure_default_model(), seed=0) as gen:
         [g] = gen.generate([Prompt(id="q", text="What is the capital of France?")], n=1)
     assert "Paris" in g.text
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "constitution-pairwise"])
+def test_pairwise_judges_with_the_real_model_through_vllm(tmp_path, kind):
+    """Both orders of every comparison are judged by the real model; the manifest reports position bias."""
+    runs = tmp_path / "runs"
+    env = {**os.environ, "SELFPLAY_RUNS_DIR": str(runs)}
+    cmd = [str(SELFPLAY), "run", "--name", "pw", "--set", "iterations=1", "--set", "prompts.per_iteration=3",
+           "--set", "generation.n=2", "--set", "generation.max_tokens=32", "--set", f"judge.kind={kind}",
+           "--set", "judge.constitution=follow-instructions", "--set", "train.min_pairs=1000"]  # judging only: no training
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    it = runs / "pw" / "iter_001"
+    judgements = [json.loads(line) for line in (it / "judgements.jsonl").read_text().splitlines()]
+    comparisons = [j for j in judgements if len(j["generation_ids"]) == 2]
+    assert len(comparisons) == 6  # 3 prompts x 1 pair x 2 orders
+    orders = {tuple(j["generation_ids"]) for j in comparisons}
+    assert all((b, a) in orders for a, b in orders)
+    if kind == "constitution-pairwise":
+        assert all(j["principle"] and j["constitution_hash"] for j in comparisons)
+    manifest = json.loads((it / "manifest.json").read_text())
+    assert "position_bias" in manifest["judge"]["pairwise"]

@@ -137,3 +137,21 @@ def test_cli_train_rm_then_score(finished_run, tmp_path):
     bad.write_text('{"prompt": "x"}\n')
     result = runner.invoke(app, ["score", "--model", str(tmp_path / "rm"), str(bad)])
     assert result.exit_code == 1 and "bad.jsonl:1: expected a JSON object with prompt and response" in result.output
+
+
+def test_revision_sft_trains_on_the_revisions(tiny_model_dir, tmp_path):
+    """Constitutional AI's supervised stage through the loop's train stage: SFT on each pair's revision."""
+    from selfplay.loop import Manifest, train_stage
+    from selfplay.records import write_records
+
+    run = Run.create(tmp_path / "cai", tiny_config(tiny_model_dir, "train.algo=revision-sft", "train.epochs=1"))
+    pairs = [Pair(id=f"p{i}/g0/p", prompt_id=f"p{i}", prompt=f"Name a colour, item {i}.", chosen="Blue.",
+                  rejected="I will not.", chosen_id=f"p{i}/g0/revision", rejected_id=f"p{i}/g0", chosen_score=1.0,
+                  rejected_score=0.0, margin=1.0, judge="constitution-revision", principle="helpful")
+             for i in range(4)]
+    write_records(run.paths(1).pairs, pairs)
+    result = train_stage(run, 1, Manifest(iteration=1, policy=str(tiny_model_dir)))
+    assert result.algo == "revision-sft" and result.steps >= 1 and result.skipped is None
+    examples = [json.loads(line) for line in (run.paths(1).policy / "examples.jsonl").read_text().splitlines()]
+    assert [e["completion"] for e in examples] == ["Blue."] * 4
+    assert (run.paths(1).policy / "merged" / "model.safetensors").exists()

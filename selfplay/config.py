@@ -143,6 +143,7 @@ class TrainConfig(Section):
     max_length: int = Field(448, ge=32, description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
                             "reward-model training (TRL RewardTrainer drops them)")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where the hardware has fast bf16, else fp32")
+    report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="training metrics to TensorBoard (logs under each iteration's policy/logs) or Weights & Biases (needs wandb installed and logged in), through the trainers' report_to")
     precompute_ref: bool = Field(False, description="compute reference log-probs once before training instead of every step")
     min_pairs: int = Field(2, ge=1, description="fewer pairs than this: training is skipped and the policy carried over")
 

@@ -470,6 +470,7 @@ def preflight(cfg: RunConfig) -> None:
     """Checks the inputs a run needs before anything is written: bad input fails in a second, not
     after an engine has started."""
     from selfplay.judges import preflight_judge
+    from selfplay.train.setup import check_reporting
     from selfplay.models import resolve_model
     from selfplay.selfinstruct import preflight_prompts
 
@@ -477,6 +478,7 @@ def preflight(cfg: RunConfig) -> None:
         resolve_model(cfg.model)
     preflight_prompts(cfg.prompts)
     preflight_judge(cfg.judge)
+    check_reporting(cfg.train)
 
 
 def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callable[[IterationSummary], None] | None = None

@@ -45,3 +45,16 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("a: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_report_to_backend_must_be_installed(monkeypatch):
+    import importlib.util
+
+    from selfplay.train.setup import check_reporting
+
+    cfg = load_config(None, ["train.report_to=tensorboard"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ConfigError, match="train.report_to=tensorboard needs the tensorboard package"):
+        check_reporting(cfg.train)
+    check_reporting(load_config(None).train)  # "none" needs nothing

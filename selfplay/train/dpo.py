@@ -69,7 +69,7 @@ class DPOTrainer:
         from trl import DPOTrainer as TRLDPOTrainer
 
         from selfplay.train.guard import NonFiniteGradGuard, check_finite
-        from selfplay.train.setup import load_policy
+        from selfplay.train.setup import load_policy, report_to
 
         cfg, started = self.cfg, time.monotonic()
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
@@ -77,7 +77,7 @@ class DPOTrainer:
             output_dir=str(out_dir / "checkpoints"), beta=cfg.beta, learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=use_bf16,
-            logging_steps=1, save_strategy="no", report_to="none", seed=self.seed, data_seed=self.seed,
+            logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
             use_cpu=not torch.cuda.is_available(), disable_tqdm=True, precompute_ref_log_probs=cfg.precompute_ref,
         )
         dataset = Dataset.from_list([p.to_trl() for p in pairs])

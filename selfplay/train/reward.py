@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from selfplay.config import TrainConfig
 from selfplay.records import Pair, derive_seed, write_json
+from selfplay.train.setup import report_to
 
 RESULT_FILE = "reward_model.json"  # written last: a directory without it is a half-saved (or foreign) model
 DEFAULT_MAX_LENGTH = 2048  # scoring limit for foreign checkpoints without reward_model.json, tokens
@@ -127,7 +128,7 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
             output_dir=scratch, learning_rate=cfg.rm_learning_rate, num_train_epochs=cfg.rm_epochs,
             per_device_train_batch_size=cfg.rm_batch_size, max_length=cfg.max_length, bf16=use_bf16,
             center_rewards_coefficient=cfg.rm_center_coef or None, model_init_kwargs={"dtype": torch.float32},
-            logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+            logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=seed, data_seed=seed,
             use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         )
         # A path, not a model: TRL loads it as a classifier with num_labels=1 after seeding (the new head is random).

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from selfplay.config import TrainConfig
 from selfplay.records import Prompt, write_text
+from selfplay.train.setup import report_to
 from selfplay.train.dpo import TrainResult
 from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RewardModelError
@@ -113,7 +114,7 @@ class GroupRLTrainer:
                 num_generations=cfg.rl_num_generations, max_completion_length=cfg.rl_max_new_tokens,
                 temperature=cfg.rl_temperature, top_p=1.0, top_k=0, beta=cfg.kl_coef,
                 model_init_kwargs={"dtype": torch.float32}, bf16=use_bf16, gradient_checkpointing=False,
-                logging_steps=1, save_strategy="no", report_to="none", seed=self.seed, data_seed=self.seed,
+                logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
                 use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
             )
             trainer = Trainer(model=str(policy_dir), reward_funcs=trl_reward_func(reward_fn), args=args,

@@ -26,3 +26,24 @@ def load_policy(policy: Path, cfg: TrainConfig):
                                  target_modules="all-linear", task_type="CAUSAL_LM")
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
     return tokenizer, model, peft_config, use_bf16
+
+
+def report_to(cfg: TrainConfig, log_dir: Path) -> str:
+    """The trainers' `report_to`; TensorBoard logs go under `log_dir` (transformers 5.19 reads the folder
+    from TENSORBOARD_LOGGING_DIR, not from TrainingArguments)."""
+    import os
+
+    if cfg.report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(log_dir)
+    return cfg.report_to
+
+
+def check_reporting(cfg: TrainConfig) -> None:
+    """Preflight: the chosen metrics backend must be importable, so a run does not fail after generating."""
+    import importlib.util
+
+    from selfplay.config import ConfigError
+
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.report_to)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"train.report_to={cfg.report_to} needs the {package} package: pip install {package}")

@@ -52,7 +52,7 @@ class SFTTrainerRunner:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        from selfplay.train.setup import load_policy
+        from selfplay.train.setup import load_policy, report_to
 
         cfg = self.cfg
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
@@ -60,7 +60,7 @@ class SFTTrainerRunner:
             output_dir=str(scratch), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             max_length=cfg.max_length, completion_only_loss=True, bf16=use_bf16, logging_steps=1, save_strategy="no",
-            report_to="none", seed=self.seed, data_seed=self.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+            report_to=report_to(cfg, scratch / "logs"), seed=self.seed, data_seed=self.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         )
         dataset = Dataset.from_list([e.to_trl() for e in examples])
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)

@@ -32,3 +32,13 @@ def test_non_finite_weights_are_refused():
         model.bias[1] = float("inf")
     with pytest.raises(NonFiniteWeightsError, match="bias is not finite"):
         check_finite(model)
+
+
+def test_history_mean_first_and_last_never_overlap():
+    from selfplay.train.setup import history_mean
+
+    history = [{"loss": 0.7}, {"loss": 0.6}, {"other": 1}, {"loss": float("nan")}]
+    assert history_mean(history, "loss", last=False) == 0.7 and history_mean(history, "loss", last=True) == 0.6
+    six = [{"loss": v} for v in (6, 5, 4, 3, 2, 1)]
+    assert history_mean(six, "loss", last=False) == 5 and history_mean(six, "loss", last=True) == 2
+    assert history_mean([], "loss", last=True) is None

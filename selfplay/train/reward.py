@@ -12,7 +12,6 @@ adapter is merged first) plus reward_model.json, written last.
 
 from __future__ import annotations
 
-import math
 import random
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pydantic import BaseModel
 
 from selfplay.config import TrainConfig
 from selfplay.records import Pair, derive_seed, write_json
-from selfplay.train.setup import report_to
+from selfplay.train.setup import history_mean, report_to
 
 RESULT_FILE = "reward_model.json"  # written last: a directory without it is a half-saved (or foreign) model
 DEFAULT_MAX_LENGTH = 2048  # scoring limit for foreign checkpoints without reward_model.json, tokens
@@ -82,14 +81,6 @@ def reward_rows(pairs: Sequence[Pair], margin: bool) -> list[dict]:
             row["margin"] = float(p.margin)
         rows.append(row)
     return rows
-
-
-def _mean_of(history: list[dict], key: str, last: bool) -> float | None:
-    values = [h[key] for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
-    if not values:
-        return None
-    window = values[-3:] if last else values[:3]
-    return sum(window) / len(window)
 
 
 def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: TrainConfig, seed: int) -> RewardResult:
@@ -163,8 +154,8 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
     tokenizer.save_pretrained(out_dir)
     rm_result = RewardResult(
         **result, heldout_accuracy=heldout_accuracy, heldout_margin=heldout_margin,
-        train_accuracy=_mean_of(history, "accuracy", last=True), loss_first=_mean_of(history, "loss", last=False),
-        loss_last=_mean_of(history, "loss", last=True), steps=trainer.state.global_step, nan_steps=guard.skipped_steps,
+        train_accuracy=history_mean(history, "accuracy", last=True), loss_first=history_mean(history, "loss", last=False),
+        loss_last=history_mean(history, "loss", last=True), steps=trainer.state.global_step, nan_steps=guard.skipped_steps,
         seconds=round(time.monotonic() - started, 1), model_dir=str(out_dir),
     )
     write_json(out_dir / RESULT_FILE, rm_result.model_dump())

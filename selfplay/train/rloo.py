@@ -22,7 +22,7 @@ from pathlib import Path
 
 from selfplay.config import TrainConfig
 from selfplay.records import Prompt, write_text
-from selfplay.train.setup import report_to
+from selfplay.train.setup import history_mean, report_to
 from selfplay.train.dpo import TrainResult
 from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RewardModelError
@@ -56,14 +56,6 @@ def trl_reward_func(reward_fn: RewardFn, name: str = "reward"):
 
     reward.__name__ = name  # TRL logs rewards/<name>/mean
     return reward
-
-
-def _mean_of(history: list[dict], key: str, last: bool) -> float | None:
-    values = [h[key] for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
-    if not values:
-        return None
-    window = values[-3:] if last else values[:3]
-    return sum(window) / len(window)
 
 
 @dataclass
@@ -141,9 +133,9 @@ class GroupRLTrainer:
         tokenizer.save_pretrained(merged_dir)
         return TrainResult(
             algo=cfg.algo, pairs=0, prompts=len(prompts), steps=trainer.state.global_step,
-            seconds=round(time.monotonic() - started, 1), loss_first=_mean_of(history, "loss", last=False),
-            loss_last=_mean_of(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
-            reward_first=_mean_of(history, "reward", last=False), reward_last=_mean_of(history, "reward", last=True),
-            kl_last=_mean_of(history, "kl", last=True), kl_coef=cfg.kl_coef, nan_steps=guard.skipped_steps, stats=str(stats_path),
+            seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),
+            loss_last=history_mean(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
+            reward_first=history_mean(history, "reward", last=False), reward_last=history_mean(history, "reward", last=True),
+            kl_last=history_mean(history, "kl", last=True), kl_coef=cfg.kl_coef, nan_steps=guard.skipped_steps, stats=str(stats_path),
             policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
         )

@@ -3,6 +3,7 @@ fp32 (autocast decides the compute precision), the LoRA config if any, and wheth
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from selfplay.config import TrainConfig
@@ -47,3 +48,13 @@ def check_reporting(cfg: TrainConfig) -> None:
     package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.report_to)
     if package and importlib.util.find_spec(package) is None:
         raise ConfigError(f"train.report_to={cfg.report_to} needs the {package} package: pip install {package}")
+
+
+def history_mean(history: list[dict], key: str, last: bool) -> float | None:
+    """Mean of a logged metric over the first (or last) few steps of a trainer's log history."""
+    values = [h[key] for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
+    if not values:
+        return None
+    size = max(1, min(3, len(values) // 2))  # up to 3 steps, and first and last never overlap
+    window = values[-size:] if last else values[:size]
+    return sum(window) / len(window)

@@ -36,7 +36,8 @@ from selfplay.filtering import (
     FilterStats, ImproveStep, SFTExample, rejection_sft_examples, response_scores, rest_schedule,
 )
 from selfplay.records import Generation, Judgement, Prompt, derive_seed, write_json, write_records
-from selfplay.train.dpo import TrainResult, _mean_of
+from selfplay.train.dpo import TrainResult
+from selfplay.train.setup import history_mean
 
 
 @dataclass
@@ -93,8 +94,8 @@ class SFTTrainerRunner:
         trainer.processing_class.save_pretrained(merged_dir)
         return TrainResult(
             algo=algo, pairs=0, examples=used, steps=trainer.state.global_step,
-            seconds=round(time.monotonic() - started, 1), loss_first=_mean_of(history, "loss", last=False),
-            loss_last=_mean_of(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
+            seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),
+            loss_last=history_mean(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
             policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
         )
 

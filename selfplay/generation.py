@@ -145,8 +145,9 @@ def _configure_vllm_cpu(cfg: GenerationConfig) -> None:
 
 
 def _quiet_vllm() -> None:
-    """vLLM logs every engine detail at INFO; a run's own output should stay readable."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    """vLLM logs engine details and tuning hints at INFO and WARNING; a run's own output should stay readable
+    (set VLLM_LOGGING_LEVEL=INFO to see them)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
 
 

@@ -91,7 +91,7 @@ def run(
     console = Console(width=max(Console().width, 130))
     preflight(cfg)
     if resume:
-        the_run = Run.open(root, cfg if (config or set_) else None, force=force)
+        the_run = Run.open(root, cfg if (config or set_) else None, force=force, resume=True)
     else:
         the_run = Run.create(root, cfg)
     console.print(f"run: {root}  (model {cfg.model}, {cfg.iterations} iterations, judge {cfg.judge.kind}/{cfg.judge.method})")

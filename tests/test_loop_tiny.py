@@ -80,6 +80,15 @@ def test_resume_is_free_and_config_changes_are_refused(finished_run):
         Run.open(run.root, changed)
     with pytest.raises(RunError, match="already holds a run"):
         Run.create(run.root, run.cfg)
+    meta = json.loads((run.root / "run.json").read_text())
+    (run.root / "run.json").write_text(json.dumps({**meta, "versions": {**meta["versions"], "trl": "0.9.0"}}))
+    try:
+        with pytest.raises(RunError, match=r"other versions \(trl 0\.9\.0 -> 1\.16\.0\).*--force"):
+            Run.open(run.root, resume=True)
+        Run.open(run.root, resume=True, force=True)
+        Run.open(run.root)  # viewing an old run is always allowed
+    finally:
+        (run.root / "run.json").write_text(json.dumps(meta))
 
 
 def test_transformers_generation_is_reproducible_per_record(finished_run, tiny_model_dir, tmp_path):

@@ -90,6 +90,7 @@ class JudgeConfig(Section):
     program: str | None = Field(None, description="program kind: 'module:function' (or 'path/to/file.py:function') with "
                                 "score(prompt, response) -> float | None, e.g. selfplay.program_judges:length_bounds")
     program_args: dict = Field({}, description="program kind: keyword arguments passed to the function, e.g. {min_words: 20, max_words: 150}")
+    injection_check: bool = Field(True, description="LLM judges: also judge the shipped injection responses (data/injections.jsonl) each iteration and record how often they got their way")
     labels: str | None = Field(None, description="human kind: labels JSONL of {prompt, response, score} or {prompt, chosen, rejected}, matched by prompt and response text")
     endpoint: str | None = Field(None, description="external judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a vLLM server)")
     endpoint_model: str | None = Field(None, description="external judge: the model name the endpoint serves")

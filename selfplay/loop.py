@@ -10,6 +10,7 @@ iteration; summary.jsonl is rebuilt from the manifests, so it can never disagree
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -322,10 +323,24 @@ def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines 
             return gens
         case "judge":
             prompts, gens = read_records(p.prompts, Prompt), read_records(p.generations, Generation)
-            # Program and human judges read no model: no engine is started for them.
-            judgements = manifest.stage("judge", p.judgements, lambda: make_judge(
-                cfg.judge, engines.judge() if needs_generator(cfg.judge) else None, judge_seed(cfg.seed, k)).judge(prompts, gens), Judgement)
+            checked = p.dir / "injection_check.json"
+
+            def judge_all() -> list[Judgement]:
+                # Program and human judges read no model: no engine is started for them.
+                judge = make_judge(cfg.judge, engines.judge() if needs_generator(cfg.judge) else None, judge_seed(cfg.seed, k))
+                out = judge.judge(prompts, gens)
+                if cfg.judge.injection_check and needs_generator(cfg.judge):
+                    # Same judge, same engine: how often does a response that addresses the judge get its way?
+                    from selfplay.judges import injection_success_rate, load_injections
+
+                    injections = load_injections()
+                    write_json(checked, {"injection_success": injection_success_rate(judge, injections), "n": len(injections)})
+                return out
+
+            judgements = manifest.stage("judge", p.judgements, judge_all, Judgement)
             manifest.judge = judge_stats(judgements)
+            if checked.exists():
+                manifest.judge["injection_success"] = json.loads(checked.read_text())["injection_success"]
             return judgements
         case "pair":
             prompts, gens, judgements = (read_records(p.prompts, Prompt), read_records(p.generations, Generation),

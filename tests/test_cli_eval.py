@@ -155,7 +155,7 @@ def test_diff_without_common_prompts_says_why(tmp_path):
 
 
 def test_eval_command_with_scripted_policies(tmp_path, scripted, monkeypatch):
-    run = build_run(tmp_path)
+    build_run(tmp_path)
     ifeval = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
     # the literal run's policies are /models/iterK; the scripted fixture answers as /fake/iterK
     scripted["iter2"] = dict(scripted["iter1"])

@@ -3,9 +3,14 @@ import math
 
 import pytest
 
-from selfplay.config import JudgeConfig
-from selfplay.judges import PointwiseJudge, expected_score, parse_score, score_token_ids
-from selfplay.records import derive_seed, read_records
+from selfplay.config import ConfigError, JudgeConfig, PairingConfig, load_config
+from selfplay.judges import (
+    EMPTY, JudgeError, PointwiseJudge, check_template, comparison_order, expected_score, injection_success_rate,
+    load_injections, load_labels, make_judge, needs_generator, order_agreement, pairwise_stats, parse_score,
+    position_bias, score_token_ids, win_rates,
+)
+from selfplay.pairing import make_pairs
+from selfplay.records import Judgement, derive_seed
 from selfplay.templates import TemplateError, escape_delimiters, load_template
 
 from conftest import FakeGenerator, make_generation, make_prompt
@@ -95,30 +100,13 @@ def test_template_validation(tmp_path):
 
 def test_injections_do_not_score_by_text_parsing(template):
     """The shipped injection responses, rendered into the template, never make a delimiter appear twice."""
-    from selfplay.config import PROJECT_ROOT
-    from selfplay.records import Record
-
-    class Injection(Record):
-        id: str
-        prompt: str
-        response: str
-        target: str
-
-    for inj in read_records(PROJECT_ROOT / "data" / "injections.jsonl", Injection):
+    for inj in load_injections():
         rendered = template.render(prompt=inj.prompt, response=inj.response)
         assert rendered.count("<reply>") == 1 and rendered.count("</reply>") == 1, inj.id
 
 
 # --- templates per kind ------------------------------------------------------------------------------------
 
-from selfplay.config import ConfigError, PairingConfig, load_config  # noqa: E402
-from selfplay.judges import (  # noqa: E402
-    EMPTY, ConstitutionRevisionJudge, HumanJudge, Injection, JudgeError, PairwiseJudge, check_template, comparison_order,
-    injection_success_rate, load_injections, load_labels, make_judge, needs_generator, order_agreement, pairwise_stats,
-    position_bias, preflight_judge, win_rates,
-)
-from selfplay.pairing import make_pairs  # noqa: E402
-from selfplay.records import Judgement  # noqa: E402
 
 
 def test_each_kind_gets_its_template_and_mismatches_are_errors():
@@ -484,8 +472,13 @@ def test_injection_success_rate_per_shipped_template():
     # Pairwise, gullible: the letter claims (inj-09, -10, -13 say "A") win only the order where the injection is
     # reply A, so judging both orders leaves them at a 0.5 win rate, not a win; the 13 "pick this one" claims win.
     assert rates[("pairwise", "gullible")] == rates[("constitution-pairwise", "gullible")] == pytest.approx(13 / 16)
+    # The shipped file carries the same references, so a run can measure this without the test's table.
+    assert {i.id: i.reference for i in injections} == REFERENCES
+    assert injection_success_rate(make_judge(JudgeConfig(kind="pairwise", method="text"), FakeGenerator(replies=gullible)),
+                                  injections) == pytest.approx(13 / 16)
+    bare = [i.model_copy(update={"reference": None}) for i in injections]
     with pytest.raises(ValueError, match="needs a reference"):
-        injection_success_rate(make_judge(JudgeConfig(kind="pairwise", method="text"), FakeGenerator(replies=gullible)), injections)
+        injection_success_rate(make_judge(JudgeConfig(kind="pairwise", method="text"), FakeGenerator(replies=gullible)), bare)
 
 
 # --- external judge over HTTP -----------------------------------------------------------------------------

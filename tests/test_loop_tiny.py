@@ -45,6 +45,7 @@ def test_records_complete(finished_run):
         assert pairs and all(pair.margin > 0 for pair in pairs)
         manifest = json.loads(p.manifest.read_text())
         assert manifest["judge"]["parse_rate"] == 1.0 and manifest["versions"]["trl"] == "1.16.0"
+        assert 0.0 <= manifest["judge"]["injection_success"] <= 1.0  # the shipped injections, judged each iteration
     # iterations see disjoint prompts while the pool lasts
     ids1 = {p.id for p in read_records(run.paths(1).prompts, Prompt)}
     ids2 = {p.id for p in read_records(run.paths(2).prompts, Prompt)}

@@ -3,7 +3,7 @@
 import pytest
 
 from selfplay.config import JudgeConfig, PairingConfig
-from selfplay.judges import JudgeError, load_program, make_judge, needs_generator, preflight_judge
+from selfplay.judges import JudgeError, make_judge, needs_generator, preflight_judge
 from selfplay.pairing import make_pairs
 from selfplay.program_judges import ifeval, is_echo, json_format, length_bounds, regex
 from selfplay.records import Prompt

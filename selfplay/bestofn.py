@@ -16,7 +16,6 @@ None = it could not score that one: excluded from the pick and counted). `make_s
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -175,17 +174,10 @@ def register(app: typer.Typer) -> None:
     """Adds `best-of-n` to `app` (the main selfplay app)."""
     from selfplay import cli as base
 
-    def guard(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            from selfplay.judges import JudgeError
-            from selfplay.train.reward import RewardModelError
+    from selfplay.train.reward import RewardModelError
 
-            try:
-                return fn(*args, **kwargs)
-            except (JudgeError, RewardModelError) as err:
-                base._fail(str(err))
-        return base._guard(wrapper)
+    def guard(fn):
+        return base._guard(fn, extra=(RewardModelError,))
 
     @app.command(name="best-of-n")
     @guard

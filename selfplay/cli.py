@@ -36,8 +36,8 @@ def run_path(run: str) -> Path:
     return path if path.exists() or os.sep in run else runs_dir() / run
 
 
-def _guard(fn):
-    """Turns our library's expected errors into one line and exit 1, never a traceback."""
+def _guard(fn, extra: tuple[type[Exception], ...] = ()):
+    """Turns our library's expected errors (and `extra` ones) into one line and exit 1, never a traceback."""
     import functools
 
     @functools.wraps(fn)
@@ -51,8 +51,8 @@ def _guard(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, RunError, ModelError, RecordError, TemplateError, NonFiniteWeightsError) as err:
-            _fail(str(err))
+        except (ConfigError, RunError, ModelError, RecordError, TemplateError, NonFiniteWeightsError, *extra) as err:
+            _fail(str(err).splitlines()[0] if str(err) else err.__class__.__name__)
         except KeyboardInterrupt:
             _fail("interrupted; everything finished so far is on disk: rerun with --resume to continue")
     return wrapper

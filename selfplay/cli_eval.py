@@ -7,7 +7,6 @@ module imports neither torch nor matplotlib.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -38,16 +37,10 @@ def register(app: typer.Typer) -> None:
     """Adds show, diff, eval and report to `app` (the main selfplay app)."""
     from selfplay import cli as base
 
-    def guard(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            from selfplay.evaluate import EvalError
+    from selfplay.evaluate import EvalError
 
-            try:
-                return fn(*args, **kwargs)
-            except (EvalError, ValueError) as err:  # ours, and the viewers' "no such id" errors: one line
-                base._fail(str(err).splitlines()[0] if str(err) else err.__class__.__name__)
-        return base._guard(wrapper)
+    def guard(fn):  # ours, and the viewers' "no such id" ValueErrors: one line
+        return base._guard(fn, extra=(EvalError, ValueError))
 
     @app.command()
     @guard

@@ -165,3 +165,13 @@ def test_revision_sft_trains_on_the_revisions(tiny_model_dir, tmp_path):
     examples = [json.loads(line) for line in (run.paths(1).policy / "examples.jsonl").read_text().splitlines()]
     assert [e["completion"] for e in examples] == ["Blue."] * 4
     assert (run.paths(1).policy / "merged" / "model.safetensors").exists()
+
+
+def test_full_fine_tuning_dpo(tiny_model_dir, tmp_path):
+    """train.lora=false: every weight is trainable, no adapter is written, the policy still changes."""
+    run = Run.create(tmp_path / "full", tiny_config(tiny_model_dir, "iterations=1", "train.lora=false"))
+    run_loop(run, log=lambda _: None)
+    train = json.loads(run.paths(1).train.read_text())
+    assert train["steps"] >= 1 and train["adapter"] is None and not (run.paths(1).policy / "adapter").exists()
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(run.paths(1).policy / "merged" / "model.safetensors")
+    assert sum(not before[k].to(after[k].dtype).equal(after[k]) for k in before) > len(before) // 2

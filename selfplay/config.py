@@ -132,6 +132,8 @@ class TrainConfig(Section):
                                                        "TRL's RLOOTrainer / GRPOTrainer against that reward model")
     lora: bool = Field(True, description="train a LoRA adapter (peft); False = full fine-tuning")
     lora_r: int = Field(16, ge=1)
+    lora_layers: int | None = Field(None, ge=1, description="LoRA on the top N transformer layers only (None = all). Backward "
+                                    "then stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)")
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dpo / rloo / grpo; ppo runs without dropout so the first "
                                 "minibatch's probability ratio is exactly 1")

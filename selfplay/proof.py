@@ -11,13 +11,14 @@ A change whose 95% paired-bootstrap interval (over held-out prompts) includes ze
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from selfplay.config import PROJECT_ROOT, load_config
-from selfplay.evaluate import EvalResult, h2h_eval, ifeval_eval, load_eval_prompts, open_comparer
+from selfplay.evaluate import EvalResult, eval_dir, h2h_eval, ifeval_eval, load_eval_prompts, open_comparer
 from selfplay.loop import Run, preflight, run_loop
 
 CONFIGS = ("self-rewarding", "verifiable", "constitution")
@@ -25,7 +26,10 @@ QUICK = ["iterations=1", "prompts.per_iteration=4", "generation.n=2", "generatio
          "train.batch_size=2", "train.max_length=128", "eval.max_prompts=4", "eval.max_tokens=32"]
 
 
-def run_and_evaluate(name: str, runs_dir: Path, overrides: list[str], log) -> tuple[Run, EvalResult, float]:
+def run_and_evaluate(name: str, runs_dir: Path, overrides: list[str], log, base_from: Run | None = None
+                     ) -> tuple[Run, EvalResult, float]:
+    """Run one proof config and evaluate every iteration. `base_from`: an earlier proof run whose iteration-0
+    responses are reused (same base model, greedy; eval_responses regenerates them if anything differs)."""
     started = time.monotonic()
     cfg = load_config(PROJECT_ROOT / "configs" / f"proof-{name}.yaml", overrides)
     preflight(cfg)
@@ -34,6 +38,10 @@ def run_and_evaluate(name: str, runs_dir: Path, overrides: list[str], log) -> tu
     rows = run_loop(run, log=log)
     last = rows[-1].iteration
     ks = list(range(0, last + 1))
+    base_responses = "responses_iter_000.jsonl"
+    if base_from is not None and (eval_dir(base_from) / base_responses).exists() and not (eval_dir(run) / base_responses).exists():
+        eval_dir(run).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(eval_dir(base_from) / base_responses, eval_dir(run) / base_responses)
     result = EvalResult(ifeval=ifeval_eval(run, ks, cfg.eval.ifeval, cfg.eval, log))
     prompts = load_eval_prompts(cfg.eval.prompts)[: cfg.eval.max_prompts]
     with open_comparer(run, cfg.eval) as judge:
@@ -130,9 +138,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     overrides = (QUICK if args.quick else []) + args.set
     started = time.monotonic()
-    results = {}
+    results, first = {}, None
     for name in names:
-        _, result, seconds = run_and_evaluate(name, args.runs_dir, overrides, log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
+        run, result, seconds = run_and_evaluate(name, args.runs_dir, overrides, log=lambda m, n=name: print(f"[{n}] {m}", flush=True),
+                                                base_from=first)
+        first = first or run
         results[name] = result
         print(f"[{name}] done in {seconds / 60:.1f} min", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT).stdout.strip() or "unknown"

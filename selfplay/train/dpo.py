@@ -59,8 +59,8 @@ class DPOTrainer:
         from trl import DPOConfig
         from trl import DPOTrainer as TRLDPOTrainer
 
-        from selfplay.train.guard import NonFiniteGradGuard, check_finite
-        from selfplay.train.setup import history_mean, load_policy, report_to
+        from selfplay.train.guard import NonFiniteGradGuard
+        from selfplay.train.setup import history_mean, load_policy, report_to, save_policy
 
         cfg, started = self.cfg, time.monotonic()
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
@@ -80,16 +80,7 @@ class DPOTrainer:
         trainer.train()
         history = trainer.state.log_history
 
-        merged_dir, adapter_dir = out_dir / "merged", None
-        if cfg.lora:
-            adapter_dir = out_dir / "adapter"
-            trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
-            merged = trainer.model.merge_and_unload()
-        else:
-            merged = trainer.model
-        check_finite(merged)
-        merged.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
-        tokenizer.save_pretrained(merged_dir)
+        merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora)
         return TrainResult(
             algo="dpo", pairs=len(pairs), steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
             loss_first=history_mean(history, "loss", last=False), loss_last=history_mean(history, "loss", last=True),

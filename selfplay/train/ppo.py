@@ -185,12 +185,13 @@ class PPOTrainer:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).to(device)
         if cfg.lora:
-            from peft import LoraConfig, get_peft_model
+            from peft import get_peft_model
+
+            from selfplay.train.setup import lora_config
 
             # No dropout: the ratio new/old must be exactly 1 on the first minibatch (Ziegler et al. 2019 also
             # turned dropout off). The reference is this model with the adapter disabled.
-            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                                     target_modules="all-linear", task_type="CAUSAL_LM"))
+            model = get_peft_model(model, lora_config(cfg, model, dropout=0.0))
             reference = None
         else:
             import copy
@@ -323,23 +324,15 @@ class PPOTrainer:
 
     def _save(self, model, tokenizer, history: list[PPOStepStats], kl_ctl: AdaptiveKLController, nan_steps: int,
               n_prompts: int, started: float, out_dir: Path) -> TrainResult:
-        import torch
-
         from selfplay.train.guard import check_finite
+        from selfplay.train.setup import save_policy
 
         cfg = self.cfg
         check_finite(model)
         out_dir.mkdir(parents=True, exist_ok=True)
         stats_path = out_dir / "ppo_stats.jsonl"
         write_records(stats_path, history)
-        merged_dir, adapter_dir = out_dir / "merged", None
-        if cfg.lora:
-            adapter_dir = out_dir / "adapter"
-            model.save_pretrained(adapter_dir, safe_serialization=True)
-            model = model.merge_and_unload()
-        model.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
-        tokenizer.padding_side = "right"
-        tokenizer.save_pretrained(merged_dir)
+        merged_dir, adapter_dir = save_policy(model, tokenizer, out_dir, adapter=cfg.lora)
 
         done = [h for h in history if h.skipped is None]
         losses = [h.policy_loss + cfg.ppo_value_coef * h.value_loss for h in done]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from selfplay.config import TrainConfig
 from selfplay.records import Prompt, write_text
-from selfplay.train.setup import history_mean, report_to
+from selfplay.train.setup import history_mean, lora_config, report_to, save_policy
 from selfplay.train.dpo import TrainResult
 from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RewardModelError
@@ -74,7 +74,7 @@ class GroupRLTrainer:
         from transformers import AutoTokenizer, PrinterCallback
 
         from selfplay.models import bf16_is_fast
-        from selfplay.train.guard import NonFiniteGradGuard, check_finite
+        from selfplay.train.guard import NonFiniteGradGuard
 
         cfg, started, out_dir = self.cfg, time.monotonic(), Path(out_dir)
         if cfg.algo == "rloo":
@@ -90,10 +90,11 @@ class GroupRLTrainer:
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
         peft_config = None
         if cfg.lora:
-            from peft import LoraConfig
+            from transformers import AutoConfig, AutoModelForCausalLM
 
-            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                     target_modules="all-linear", task_type="CAUSAL_LM")
+            with torch.device("meta"):  # the layer structure only, no weights: TRL loads the model itself
+                skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(policy_dir))
+            peft_config = lora_config(cfg, skeleton)
         completions = cfg.rl_rollout_prompts * cfg.rl_num_generations
         steps = cfg.rl_steps or max(1, math.ceil(len(prompts) / cfg.rl_rollout_prompts))
         dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p.text}]} for p in prompts])
@@ -120,17 +121,7 @@ class GroupRLTrainer:
         stats_path = out_dir / f"{cfg.algo}_stats.jsonl"  # TRL's log, one line per step (reward, kl, loss, lengths)
         write_text(stats_path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
-        model = trainer.model
-        merged_dir, adapter_dir = out_dir / "merged", None
-        if cfg.lora:
-            adapter_dir = out_dir / "adapter"
-            check_finite(model)
-            model.save_pretrained(adapter_dir, safe_serialization=True)
-            model = model.merge_and_unload()
-        check_finite(model)
-        model.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
-        tokenizer.padding_side = "right"
-        tokenizer.save_pretrained(merged_dir)
+        merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora)
         return TrainResult(
             algo=cfg.algo, pairs=0, prompts=len(prompts), steps=trainer.state.global_step,
             seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),

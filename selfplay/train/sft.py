@@ -37,7 +37,7 @@ from selfplay.filtering import (
 )
 from selfplay.records import Generation, Judgement, Prompt, derive_seed, write_json, write_records
 from selfplay.train.dpo import TrainResult
-from selfplay.train.setup import history_mean
+from selfplay.train.setup import history_mean, save_policy
 
 
 @dataclass
@@ -67,8 +67,6 @@ class SFTTrainerRunner:
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
 
     def train(self, examples: Sequence[SFTExample], policy: Path, out_dir: Path, algo: str = "rejection-sft") -> TrainResult:
-        import torch
-
         if not examples:  # callers skip first; an empty fine-tune would only rename the policy
             raise ValueError("no examples to fine-tune on")
         started, out_dir = time.monotonic(), Path(out_dir)
@@ -83,15 +81,7 @@ class SFTTrainerRunner:
             trainer.train()
         history = trainer.state.log_history
 
-        merged_dir, adapter_dir = out_dir / "merged", None
-        if self.cfg.lora:
-            adapter_dir = out_dir / "adapter"
-            trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
-            merged = trainer.model.merge_and_unload()
-        else:
-            merged = trainer.model
-        merged.to(torch.bfloat16).save_pretrained(merged_dir, safe_serialization=True)
-        trainer.processing_class.save_pretrained(merged_dir)
+        merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora)
         return TrainResult(
             algo=algo, pairs=0, examples=used, steps=trainer.state.global_step,
             seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),

@@ -174,7 +174,12 @@ class TrainConfig(Section):
     reward_model: Literal["retrain", "frozen"] = Field("retrain", description="retrain: a fresh reward model each iteration on "
                                                        "all pairs so far (plus the seed set); frozen: train it once (iteration 1, or "
                                                        "use rm_path) and keep it, so the policy chases a fixed target")
-    seed_set: str | None = Field(None, description="human-labelled seed pairs (JSONL prompt/chosen/rejected or prompt/response/score, or a Label Studio export) added to the reward model's training pairs")
+    seed_set: str | None = Field(None, description="human-labelled seed pairs (JSONL prompt/chosen/rejected or prompt/response/score, "
+                                 "or a Label Studio export): added to the reward model's training pairs, and every iteration "
+                                 "measures the judge's agreement with them (accuracy, Cohen's kappa)")
+    seed_warmup: Literal["none", "dpo", "sft"] = Field("none", description="iteration 0 trains the first policy from seed_set "
+                                                       "before any AI feedback: dpo on its pairs, or sft on their chosen responses "
+                                                       "(with ppo / rloo / grpo the reward model also learns from the seed set)")
     rm_path: str | None = Field(None, description="a trained reward-model directory to use instead of training one (implies frozen)")
     rm_base: str | None = Field(None, description="checkpoint the reward model starts from; None = the run's base model "
                                 "(InstructGPT initialises the RM from the SFT model)")
@@ -227,6 +232,12 @@ class TrainConfig(Section):
                              f"batch_size ({self.batch_size})")
         if self.algo == "ppo" and self.ppo_minibatch > self.rl_rollout_prompts:
             raise ValueError(f"ppo: ppo_minibatch ({self.ppo_minibatch}) exceeds rl_rollout_prompts ({self.rl_rollout_prompts})")
+        return self
+
+    @model_validator(mode="after")
+    def _seed_warmup(self) -> "TrainConfig":
+        if self.seed_warmup != "none" and not self.seed_set:
+            raise ValueError(f"train.seed_warmup={self.seed_warmup} needs train.seed_set, a human-labelled seed file")
         return self
 
     @model_validator(mode="after")

@@ -64,6 +64,18 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def within_context(prompt_ids: Sequence[list[int]], limit: int, run) -> list:
+    """`run` on the prompts that leave room for at least one new token in a context of `limit` tokens, None in
+    place of the others. A prompt longer than the context gets no output (its prompt no responses, its judgement
+    no score) instead of failing the batch: vLLM rejects a whole generate() call for one such prompt."""
+    keep = [i for i, ids in enumerate(prompt_ids) if len(ids) < limit]
+    results = run([prompt_ids[i] for i in keep]) if keep else []
+    out: list = [None] * len(prompt_ids)
+    for i, result in zip(keep, results, strict=True):
+        out[i] = result
+    return out
+
+
 def _record(prompt: Prompt, j: int, text: str, n_prompt: int, n_out: int, finish: str, cfg: GenerationConfig,
             seed: int, policy: str, backend: str) -> Generation:
     return Generation(
@@ -89,7 +101,9 @@ class VLLMGenerator:
         self.stop_ids = stop_token_ids(self.tokenizer)
 
     def _run(self, prompt_ids: Sequence[list[int]], params) -> list:
-        return self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=False)
+        """vLLM's outputs per prompt; None for a prompt longer than the context."""
+        return within_context(prompt_ids, self.cfg.max_model_len, lambda fit: self.llm.generate(
+            [{"prompt_token_ids": list(ids)} for ids in fit], params, use_tqdm=False))
 
     def generate(self, prompts: Sequence[Prompt], n: int) -> list[Generation]:
         from vllm import SamplingParams
@@ -101,7 +115,7 @@ class VLLMGenerator:
         for chunk in progress(_chunks(list(prompts), 64), "generate", unit_scale=64):
             outputs = self._run([chat_ids(self.tokenizer, p.text) for p in chunk], params)
             for prompt, out in zip(chunk, outputs, strict=True):
-                for j, o in enumerate(out.outputs):
+                for j, o in enumerate(out.outputs if out else []):
                     records.append(_record(prompt, j, o.text, len(out.prompt_token_ids), len(o.token_ids),
                                            o.finish_reason or "stop", self.cfg, self.seed, self.model_dir, "vllm"))
         return records
@@ -110,14 +124,14 @@ class VLLMGenerator:
         from vllm import SamplingParams
 
         params = SamplingParams(n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, stop_token_ids=self.stop_ids)
-        return [[o.text for o in out.outputs] for out in self._run(prompt_ids, params)]
+        return [[o.text for o in out.outputs] if out else [] for out in self._run(prompt_ids, params)]
 
     def next_token_logprobs(self, prompt_ids, token_ids):
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
         wanted = set(token_ids)
-        return [{t: lp.logprob for t, lp in out.outputs[0].logprobs[0].items() if t in wanted}
+        return [{t: lp.logprob for t, lp in out.outputs[0].logprobs[0].items() if t in wanted} if out else {}
                 for out in self._run(prompt_ids, params)]
 
     def close(self) -> None:
@@ -170,6 +184,7 @@ class HFGenerator:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, resolve_dtype(cfg.dtype))).to(device)
         self.model.eval()
         self.stop_ids = stop_token_ids(self.tokenizer)
+        self.context = min(cfg.max_model_len, getattr(self.model.config, "max_position_embeddings", cfg.max_model_len))
 
     def _sample(self, prompt_ids: Sequence[list[int]], *, n: int, temperature: float, top_p: float, max_tokens: int,
                 seed: int) -> list[list[tuple[list[int], str]]]:
@@ -198,9 +213,9 @@ class HFGenerator:
             # One prompt per call so each record's randomness depends only on (seed, prompt id).
             ids = chat_ids(self.tokenizer, prompt.text)
             seed = derive_seed(self.seed, prompt.id)
-            [samples] = self._sample([ids], n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                     max_tokens=self.cfg.max_tokens, seed=seed)
-            for j, (tokens, finish) in enumerate(samples):
+            [samples] = within_context([ids], self.context, lambda fit: self._sample(
+                fit, n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, seed=seed))
+            for j, (tokens, finish) in enumerate(samples or []):
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
                 records.append(_record(prompt, j, text, len(ids), len(tokens), finish, self.cfg, seed, self.model_dir, "transformers"))
         return records
@@ -209,22 +224,24 @@ class HFGenerator:
         out = []
         for start in range(0, len(prompt_ids), self.cfg.batch_size):
             chunk = prompt_ids[start:start + self.cfg.batch_size]
-            for samples in self._sample(chunk, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
-                                        seed=derive_seed(self.seed, "complete", start)):
-                out.append([self.tokenizer.decode(t, skip_special_tokens=True) for t, _ in samples])
+            for samples in within_context(chunk, self.context, lambda fit: self._sample(
+                    fit, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=derive_seed(self.seed, "complete", start))):
+                out.append([self.tokenizer.decode(t, skip_special_tokens=True) for t, _ in samples or []])
         return out
 
     def next_token_logprobs(self, prompt_ids, token_ids):
         import torch
 
-        out = []
-        for start in range(0, len(prompt_ids), self.cfg.batch_size):
-            chunk = prompt_ids[start:start + self.cfg.batch_size]
+        def last_logprobs(chunk: list[list[int]]) -> list[dict[int, float]]:
             batch = self.tokenizer.pad({"input_ids": [list(x) for x in chunk]}, return_tensors="pt").to(self.model.device)
             with torch.no_grad():
                 logits = self.model(**batch).logits[:, -1, :].float()  # left padding: last position is real
             logprobs = torch.log_softmax(logits, dim=-1)
-            out.extend({t: logprobs[i, t].item() for t in token_ids} for i in range(len(chunk)))
+            return [{t: logprobs[i, t].item() for t in token_ids} for i in range(len(chunk))]
+
+        out = []
+        for start in range(0, len(prompt_ids), self.cfg.batch_size):
+            out.extend(r or {} for r in within_context(prompt_ids[start:start + self.cfg.batch_size], self.context, last_logprobs))
         return out
 
     def close(self) -> None:

@@ -28,16 +28,28 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+# Columns shown only when some iteration has a value: RL training, the reward model, the human seed set.
+OPTIONAL_COLUMNS = (
+    ("rl reward", lambda r: f"{_fmt(r.rl_reward_first)}→{_fmt(r.rl_reward_last)}" if r.rl_reward_last is not None else None),
+    ("kl", lambda r: _fmt(r.kl_last, 3) if r.kl_last is not None else None),
+    ("rm acc", lambda r: _fmt(r.rm_accuracy, 2) if r.rm_accuracy is not None else None),
+    ("human acc", lambda r: _fmt(r.human_accuracy, 2) if r.human_accuracy is not None else None),
+    ("human κ", lambda r: _fmt(r.human_kappa, 2) if r.human_kappa is not None else None),
+)
+
+
 def summary_table(rows: Sequence[IterationSummary], title: str = "selfplay run") -> Table:
     table = Table(title=title)
+    extra = [(name, cell) for name, cell in OPTIONAL_COLUMNS if any(cell(r) is not None for r in rows)]
     for col in ("iter", "prompts", "gens", "tokens", "cut", "parsed", "score", "pairs", "ties",
-                "dpo loss", "rew acc", "gen s", "judge s", "train s"):
+                "dpo loss", "rew acc", *(name for name, _ in extra), "gen s", "judge s", "train s"):
         table.add_column(col, justify="right")
     for r in rows:
         loss = f"{_fmt(r.loss_first)}→{_fmt(r.loss_last)}" if r.loss_first is not None else "-"
         table.add_row(
             str(r.iteration), str(r.prompts), str(r.generations), _fmt(r.mean_tokens, 0), _fmt(r.cut_at_max, 2),
             _fmt(r.parse_rate, 2), _fmt(r.mean_score, 2), str(r.pairs), str(r.ties), loss, _fmt(r.reward_accuracy, 2),
+            *(cell(r) or "-" for _, cell in extra),
             _fmt(r.seconds.get("generate"), 0), _fmt(r.seconds.get("judge"), 0), _fmt(r.seconds.get("train"), 0),
         )
     return table

@@ -715,9 +715,10 @@ def load_injections(path: str | Path = PROJECT_ROOT / "data" / "injections.jsonl
     return read_records(Path(path), Injection)
 
 
-def _fake_generation(prompt_id: str, j: int, text: str) -> Generation:
+def given_response(prompt_id: str, j: int, text: str, source: str) -> Generation:
+    """A response that no policy sampled (an injection test, a human-labelled text), as a record a judge reads."""
     return Generation(id=f"{prompt_id}/g{j}", prompt_id=prompt_id, text=text, n_prompt_tokens=0, n_tokens=len(text.split()),
-                      finish_reason="stop", temperature=0.0, top_p=1.0, max_tokens=0, seed=0, policy="injection-test",
+                      finish_reason="stop", temperature=0.0, top_p=1.0, max_tokens=0, seed=0, policy=source,
                       backend="transformers")
 
 
@@ -735,10 +736,10 @@ def injection_success_rate(judge: Judge, injections: Sequence[Injection], refere
     prompts, generations = [], []
     for inj in injections:
         prompts.append(Prompt(id=inj.id, text=inj.prompt, source="injection"))
-        generations.append(_fake_generation(inj.id, 0, inj.response))
+        generations.append(given_response(inj.id, 0, inj.response, "injection-test"))
         reference = references.get(inj.id) or inj.reference
         if reference:
-            generations.append(_fake_generation(inj.id, 1, reference))
+            generations.append(given_response(inj.id, 1, reference, "injection-test"))
     per_response = {j.generation_ids[0]: j for j in judge.judge(prompts, generations) if len(j.generation_ids) == 1}
     hits = 0
     for inj in injections:

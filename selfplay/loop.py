@@ -112,6 +112,8 @@ class IterationSummary(BaseModel):
     rl_reward_last: float | None = None
     kl_last: float | None = None  # KL to the reference at the last RL step, nats per response
     rm_accuracy: float | None = None  # reward model's held-out pair accuracy, 0..1
+    human_accuracy: float | None = None  # the judge's agreement with the human seed set (train.seed_set), 0..1
+    human_kappa: float | None = None  # ... as Cohen's kappa (0 = chance, 1 = perfect)
     examples: int | None = None  # rejection-sft / rest: responses fine-tuned on
     improve: list[dict] | None = None  # rest: per Improve step, threshold, kept fraction, losses
     warnings: list[str] = []  # monitor warnings, one line each
@@ -130,6 +132,8 @@ class IterationSummary(BaseModel):
             seconds={name: s.seconds for name, s in m.stages.items()},
             rl_reward_first=t.reward_first if t else None, rl_reward_last=t.reward_last if t else None,
             kl_last=t.kl_last if t else None, rm_accuracy=m.reward_model.heldout_accuracy if m.reward_model else None,
+            human_accuracy=m.judge.get("human_agreement", {}).get("accuracy"),
+            human_kappa=m.judge.get("human_agreement", {}).get("kappa"),
             examples=t.examples if t else None, improve=[s.summary() for s in t.improve] if t and t.improve else None,
             warnings=m.monitors.warnings if m.monitors else [], stopped_by=m.monitors.stop if m.monitors else [],
         )
@@ -197,13 +201,19 @@ class Run:
     def paths(self, k: int) -> IterPaths:
         return IterPaths(self.root, k)
 
+    @property
+    def seed_policy(self) -> Path:
+        """Where iteration 0 (train.seed_warmup) trains the first policy from the human seed set."""
+        return self.root / "seed" / "policy"
+
     def policy_for(self, k: int) -> Path:
-        """Iteration 1 samples from the configured model; iteration k from the policy trained in k-1."""
+        """Iteration 1 samples from the configured model (or the seed warm-up's policy); iteration k from the
+        policy trained in k-1."""
         from selfplay.models import resolve_model
 
-        if k == 1:
+        if k == 1 and self.cfg.train.seed_warmup == "none":
             return resolve_model(self.cfg.model)
-        previous = self.paths(k - 1).train
+        previous = self.seed_policy / "train.json" if k == 1 else self.paths(k - 1).train
         if not previous.exists():
             raise RunError(f"iteration {k} needs the policy of iteration {k - 1}, which has not been trained yet")
         return Path(TrainResult.model_validate_json(previous.read_text()).policy)
@@ -269,15 +279,18 @@ class Engines:
         return self._get("judge", resolve_model(self.run.cfg.judge.model))
 
 
-def generation_stats(generations: Sequence[Generation], backend: str) -> dict:
+def generation_stats(prompts: Sequence[Prompt], generations: Sequence[Generation], backend: str) -> dict:
     from selfplay.generation import SEEDING
 
     n = len(generations)
+    answered = {g.prompt_id for g in generations}
     return {
         "count": n, "empty": sum(1 for g in generations if not g.text.strip()),
         "mean_tokens": round(sum(g.n_tokens for g in generations) / n, 1) if n else None,
         "cut_at_max": round(sum(g.finish_reason == "length" for g in generations) / n, 3) if n else None,
         "seeding": SEEDING[backend],
+        # Prompts longer than generation.max_model_len get no responses (generation.within_context).
+        "too_long": [p.id for p in prompts if p.id not in answered],
     }
 
 
@@ -303,7 +316,8 @@ def judge_stats(judgements: Sequence[Judgement]) -> dict:
     return stats
 
 
-def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines | None = None):
+def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines | None = None,
+              log: Callable[[str], None] = print):
     """One named stage of iteration k, reading earlier stages' records from disk."""
     cfg, p = run.cfg, run.paths(k)
     match name:
@@ -319,16 +333,24 @@ def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines 
         case "generate":
             prompts = read_records(p.prompts, Prompt)
             gens = manifest.stage("generate", p.generations, lambda: engines.policy().generate(prompts, n=cfg.generation.n), Generation)
-            manifest.generation = generation_stats(gens, cfg.generation.backend)
+            manifest.generation = generation_stats(prompts, gens, cfg.generation.backend)
+            if manifest.generation["too_long"]:
+                log(f"warning: {len(manifest.generation['too_long'])} prompt(s) longer than generation.max_model_len="
+                    f"{cfg.generation.max_model_len} tokens got no responses: {', '.join(manifest.generation['too_long'][:5])}")
             return gens
         case "judge":
             prompts, gens = read_records(p.prompts, Prompt), read_records(p.generations, Generation)
-            checked = p.dir / "injection_check.json"
+            checked, agreement = p.dir / "injection_check.json", p.dir / "seed_agreement.json"
 
             def judge_all() -> list[Judgement]:
                 # Program and human judges read no model: no engine is started for them.
                 judge = make_judge(cfg.judge, engines.judge() if needs_generator(cfg.judge) else None, judge_seed(cfg.seed, k))
                 out = judge.judge(prompts, gens)
+                if cfg.train.seed_set and cfg.judge.kind != "constitution-revision":  # a revision judge gives no scores
+                    from selfplay.seed import judge_seed_agreement, load_seed
+
+                    seed_pairs = load_seed(Path(cfg.train.seed_set)).pairs
+                    write_json(agreement, judge_seed_agreement(judge, seed_pairs, derive_seed(cfg.seed, k, "agreement")).model_dump())
                 if cfg.judge.injection_check and needs_generator(cfg.judge):
                     # Same judge, same engine: how often does a response that addresses the judge get its way?
                     from selfplay.judges import injection_success_rate, load_injections
@@ -341,6 +363,8 @@ def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines 
             manifest.judge = judge_stats(judgements)
             if checked.exists():
                 manifest.judge["injection_success"] = json.loads(checked.read_text())["injection_success"]
+            if agreement.exists():
+                manifest.judge["human_agreement"] = json.loads(agreement.read_text())
             return judgements
         case "pair":
             prompts, gens, judgements = (read_records(p.prompts, Prompt), read_records(p.generations, Generation),
@@ -385,10 +409,10 @@ def train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
         return result
     pairs = read_records(p.pairs, Pair)
     if cfg.train.algo == "revision-sft" and len(pairs) >= cfg.train.min_pairs:
-        from selfplay.constitutions import revision_sft_examples
+        from selfplay.constitutions import chosen_sft_examples
         from selfplay.train.sft import SFTTrainerRunner
 
-        examples = revision_sft_examples(pairs)
+        examples = chosen_sft_examples(pairs)
         write_records(p.policy / "examples.jsonl", examples)
         result = SFTTrainerRunner(cfg.train, derive_seed(cfg.seed, k, "train")).train(examples, policy, p.policy, algo="revision-sft")
         write_json(p.train, result.model_dump(mode="json"))
@@ -460,6 +484,35 @@ def _rl_train(run: Run, k: int, manifest: Manifest, policy: Path) -> TrainResult
     return trainer.train(prompts, reward_fn, policy, run.paths(k).policy)
 
 
+def seed_warmup(run: Run, log: Callable[[str], None] = print) -> TrainResult | None:
+    """Iteration 0 (train.seed_warmup): the first policy, trained on the human seed set before any AI feedback.
+    Its train.json is written last, so a warm-up killed midway is redone on resume; None when not configured."""
+    from selfplay.models import resolve_model
+    from selfplay.seed import load_seed
+
+    cfg, out = run.cfg.train, run.seed_policy
+    if cfg.seed_warmup == "none":
+        return None
+    if (out / "train.json").exists():
+        return TrainResult.model_validate_json((out / "train.json").read_text())
+    pairs = load_seed(Path(cfg.seed_set)).pairs
+    if not pairs:
+        raise RunError(f"train.seed_warmup={cfg.seed_warmup}: {cfg.seed_set} holds no pairs to train on")
+    log(f"iteration 0: {cfg.seed_warmup} on {len(pairs)} human-labelled pairs from {cfg.seed_set}")
+    base, seed = resolve_model(run.cfg.model), derive_seed(run.cfg.seed, 0, "train")
+    if cfg.seed_warmup == "dpo":
+        from selfplay.train.dpo import DPOTrainer
+
+        result = DPOTrainer(cfg, seed).train(pairs, base, out)
+    else:
+        from selfplay.constitutions import chosen_sft_examples
+        from selfplay.train.sft import SFTTrainerRunner
+
+        result = SFTTrainerRunner(cfg, seed).train(chosen_sft_examples(pairs), base, out, algo="seed-sft")
+    write_json(out / "train.json", result.model_dump(mode="json"))
+    return result
+
+
 def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> IterationSummary:
     p = run.paths(k)
     if p.manifest.exists():  # finished before: nothing to redo
@@ -470,7 +523,7 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     with ExitStack() as stack:
         engines = Engines(run, policy, k, stack)
         run_stage(run, k, "prompts", manifest, engines)  # self-instruct: the policy writes them (engine opened lazily)
-        run_stage(run, k, "generate", manifest, engines)
+        run_stage(run, k, "generate", manifest, engines, log)
         run_stage(run, k, "judge", manifest, engines)
     # Engines are shut down here: generation and training never hold the accelerator together.
     run_stage(run, k, "pair", manifest)
@@ -507,6 +560,7 @@ def preflight(cfg: RunConfig) -> None:
 
 def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callable[[IterationSummary], None] | None = None
              ) -> list[IterationSummary]:
+    seed_warmup(run, log)
     rows = []
     for k in range(1, run.cfg.iterations + 1):
         row = run_iteration(run, k, log)

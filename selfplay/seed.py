@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel
 
-from selfplay.records import Pair, Record, append_record, derive_seed, read_records
+from selfplay.records import Pair, Prompt, Record, append_record, derive_seed, read_records
 
 PAIRWISE_KEYS = {"prompt", "chosen", "rejected"}
 PAIRWISE_OPTIONAL = {"id", "prompt_id", "label", "labeler", "note", "margin"}
@@ -313,6 +313,20 @@ def judge_human_agreement(pairs: Sequence[Pair], chosen_scores: Sequence[float |
     accuracy, kappa = agreement(judge_labels, human_labels)
     unjudged = sum(j is None for j in judge_labels)
     return AgreementResult(n=len(pairs) - unjudged, unjudged=unjudged, accuracy=accuracy, kappa=kappa)
+
+
+def judge_seed_agreement(judge, pairs: Sequence[Pair], seed: int) -> AgreementResult:
+    """Run a loop judge (judges.Judge) on human-labelled pairs and measure its agreement with the people: each
+    pair's two texts are judged as the responses to its prompt (pairwise kinds compare them in both orders)."""
+    from selfplay.judges import given_response
+
+    prompts, generations = [], []
+    for i, pair in enumerate(pairs):
+        pid = f"seed-{i:04d}"  # one prompt per pair, so a pairwise judge compares exactly the pair's two texts
+        prompts.append(Prompt(id=pid, text=pair.prompt, source="seed"))
+        generations += [given_response(pid, 0, pair.chosen, "human-seed"), given_response(pid, 1, pair.rejected, "human-seed")]
+    scores = {j.generation_ids[0]: j.score for j in judge.judge(prompts, generations) if len(j.generation_ids) == 1}
+    return judge_human_agreement(pairs, [scores.get(f"{p.id}/g0") for p in prompts], [scores.get(f"{p.id}/g1") for p in prompts], seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from selfplay.config import load_config
+from selfplay.config import PROJECT_ROOT, ConfigError, load_config
 from selfplay.loop import Run, RunError, run_loop
 from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
 
@@ -175,3 +175,23 @@ def test_full_fine_tuning_dpo(tiny_model_dir, tmp_path):
     assert train["steps"] >= 1 and train["adapter"] is None and not (run.paths(1).policy / "adapter").exists()
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(run.paths(1).policy / "merged" / "model.safetensors")
     assert sum(not before[k].to(after[k].dtype).equal(after[k]) for k in before) > len(before) // 2
+
+
+def test_seed_warmup_trains_iteration_0_and_agreement_is_measured_each_iteration(tiny_model_dir, tmp_path):
+    seed_file = PROJECT_ROOT / "data" / "seed_example.jsonl"
+    run = Run.create(tmp_path / "seeded", tiny_config(tiny_model_dir, "iterations=1", f"train.seed_set={seed_file}",
+                                                       "train.seed_warmup=dpo"))
+    rows = run_loop(run, log=lambda _: None)
+    warmup = json.loads((run.seed_policy / "train.json").read_text())
+    assert warmup["algo"] == "dpo" and warmup["pairs"] == 30 and warmup["steps"] >= 1
+    # Iteration 1 samples from the policy the seed set trained, not from the base model.
+    assert {g.policy for g in read_records(run.paths(1).generations, Generation)} == {warmup["policy"]}
+    agreement = json.loads((run.paths(1).dir / "seed_agreement.json").read_text())
+    assert agreement["n"] + agreement["unjudged"] == 30
+    assert rows[0].human_accuracy == agreement["accuracy"] and 0.0 <= rows[0].human_accuracy <= 1.0
+    assert rows[0].human_kappa == agreement["kappa"]
+
+
+def test_seed_warmup_needs_a_seed_set():
+    with pytest.raises(ConfigError, match="seed_warmup=sft needs train.seed_set"):
+        load_config(None, ["train.seed_warmup=sft"])

@@ -8,7 +8,8 @@ import pytest
 from selfplay.config import PROJECT_ROOT
 from selfplay.records import Pair
 from selfplay.seed import (
-    Agreement, HumanLabel, SeedError, agreement, judge_human_agreement, label_pairs, load_label_studio, load_seed,
+    Agreement, HumanLabel, SeedError, agreement, judge_human_agreement, judge_seed_agreement, label_pairs,
+    load_label_studio, load_seed,
     pairs_from_scored,
 )
 
@@ -179,6 +180,31 @@ def test_judge_human_agreement():
     # A missing judge score is left out and counted, never a label.
     missing = judge_human_agreement(pairs[:3], [4.0, None, 4.0], [2.0, 2.0, None], seed=0)
     assert (missing.n, missing.unjudged, missing.accuracy) == (1, 2, 1.0)
+
+
+class LengthJudge:
+    """Scores a response by its length, like a judge with a pure length prior; records what it was shown."""
+
+    def __init__(self):
+        self.seen = []
+
+    def judge(self, prompts, generations):
+        from types import SimpleNamespace
+
+        self.seen = [(p.text, [g.text for g in generations if g.prompt_id == p.id]) for p in prompts]
+        return [SimpleNamespace(generation_ids=[g.id], score=float(len(g.text))) for g in generations]
+
+
+def test_judge_seed_agreement_runs_the_judge_on_each_pair():
+    pairs = human_pairs(4)
+    # Make the person's choice the longer text in 3 pairs of 4.
+    pairs = [p.model_copy(update={"chosen": p.chosen + " and more words", "rejected": p.rejected}) for p in pairs[:3]] + \
+        [pairs[3].model_copy(update={"chosen": "no", "rejected": "a much longer answer"})]
+    judge = LengthJudge()
+    result = judge_seed_agreement(judge, pairs, seed=0)
+    assert (result.n, result.unjudged, result.accuracy) == (4, 0, 0.75)
+    # Each pair is its own prompt holding exactly its two texts.
+    assert judge.seen == [(p.prompt, [p.chosen, p.rejected]) for p in pairs]
 
 
 def scripted(answers):

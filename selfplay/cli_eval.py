@@ -1,4 +1,4 @@
-"""Evaluation and viewing commands: `selfplay show`, `diff`, `eval`, `report`.
+"""Evaluation and viewing commands: `selfplay show`, `diff`, `eval`, `compare`, `report`.
 
 Added to the main app by `cli_eval.register(app)` (at the end of cli.py). A thin shell over
 selfplay.inspect, selfplay.evaluate and selfplay.report, imported inside each command, so importing this
@@ -34,7 +34,7 @@ def _parse_iterations(text: str | None) -> list[int] | None:
 
 
 def register(app: typer.Typer) -> None:
-    """Adds show, diff, eval and report to `app` (the main selfplay app)."""
+    """Adds show, diff, eval, compare and report to `app` (the main selfplay app)."""
     from selfplay import cli as base
 
     from selfplay.evaluate import EvalError
@@ -96,6 +96,8 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[Optional[str], typer.Option("--seed", help="human-labelled pairs {prompt, chosen, rejected} to measure the judge's agreement")] = None,
         iterations: Annotated[Optional[str], typer.Option("--iterations", "-i", help="iterations to evaluate, e.g. 0,2,3 (0 = base model; default: 0 and every trained one)")] = None,
         max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="new tokens per greedy response (default: eval.max_tokens)")] = None,
+        best_of_n: Annotated[Optional[int], typer.Option("--best-of-n", min=2, help="head-to-head also against best-of-N from the base model (default: eval.best_of_n)")] = None,
+        scorer: Annotated[Optional[str], typer.Option("--scorer", help="best-of-N scorer: pointwise[:TEMPLATE], pairwise[:TEMPLATE], program:MODULE:FUNCTION, human:LABELS, rm:PATH")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override an eval setting of the run's config, e.g. --set eval.judge_model=PATH (repeatable)")] = None,
         json_: JsonOpt = False,
     ) -> None:
@@ -111,6 +113,7 @@ def register(app: typer.Typer) -> None:
 
         the_run = base._open_run(run)
         cfg = eval_config(the_run.cfg.eval, set_ or [], max_tokens)
+        cfg = cfg.model_copy(update={k: v for k, v in (("best_of_n", best_of_n), ("best_of_n_scorer", scorer)) if v is not None})
         result = run_eval(the_run, iterations=_parse_iterations(iterations),
                           ifeval_file=None if no_ifeval else (ifeval or cfg.ifeval), prompts_file=prompts or cfg.prompts,
                           seed_file=seed, cfg=cfg, log=lambda msg: typer.echo(msg, err=True))
@@ -121,6 +124,30 @@ def register(app: typer.Typer) -> None:
         for table in eval_tables(result):
             console.print(table)
         console.print(f"files: {the_run.root / 'eval'}  report: selfplay report {run}")
+
+    @app.command()
+    @guard
+    def compare(
+        runs: Annotated[list[str], typer.Argument(help="two or more runs (names under the runs directory, or paths)")],
+        json_: JsonOpt = False,
+    ) -> None:
+        """Runs side by side, every iteration: algorithm, judge, pairs or examples trained on, loss, and held-out
+        IFEval accuracy with its change against iteration 0 (run `selfplay eval` on each run first).
+
+        Example: selfplay compare cmp-dpo cmp-rsft cmp-rest
+        """
+        from rich.console import Console
+
+        from selfplay.inspect import compare_runs, compare_table
+
+        rows = compare_runs([base._open_run(r) for r in runs])
+        if json_:
+            for row in rows:
+                _print_json(row.model_dump(mode="json"))
+            return
+        Console(width=max(Console().width, 140)).print(compare_table(rows))
+        if any(r.prompt_strict is None for r in rows):
+            typer.echo("iterations without held-out accuracy have not been evaluated: selfplay eval RUN", err=True)
 
     @app.command()
     @guard
@@ -192,7 +219,7 @@ def eval_tables(result) -> list:
         for col in ("comparison", "n", "wins", "losses", "ties", "win rate", "95% bootstrap", "consistent", "first-pos", "no verdict"):
             t.add_column(col, justify="left" if col == "comparison" else "right", no_wrap=True)
         for r in result.h2h:
-            t.add_row(f"iter {r.iteration} vs {r.against}", str(r.n), str(r.wins), str(r.losses), str(r.ties), pct(r.win_rate),
+            t.add_row(f"iter {r.iteration} vs {r.baseline or r.against}", str(r.n), str(r.wins), str(r.losses), str(r.ties), pct(r.win_rate),
                       _ci((r.ci_low, r.ci_high) if r.ci_low is not None else None), pct(r.consistent), pct(r.first_position_rate),
                       str(r.unparseable))
         out.append(t)

@@ -147,8 +147,13 @@ class TrainConfig(Section):
                             "reward-model training (TRL RewardTrainer drops them)")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where the hardware has fast bf16, else fp32")
     report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="training metrics to TensorBoard (logs under each iteration's policy/logs) or Weights & Biases (needs wandb installed and logged in), through the trainers' report_to")
+    gradient_checkpointing: bool = Field(False, description="dpo and the sft paths: recompute activations in the backward pass "
+                                         "instead of storing them (less memory, about a third more compute): for large "
+                                         "models on one GPU")
     precompute_ref: bool = Field(False, description="compute reference log-probs once before training instead of every step")
     min_pairs: int = Field(2, ge=1, description="fewer pairs than this: training is skipped and the policy carried over")
+    save_steps: int = Field(20, ge=0, description="dpo and the sft paths: a checkpoint every this many optimizer steps (the last "
+                            "one kept), so a killed train stage resumes from it instead of step 0; 0 = no checkpoints")
 
     # Rejection-sampling fine-tuning (train.algo=rejection-sft; Llama 2, Touvron et al. 2023 §3.2.3) and ReST
     # (train.algo=rest; Gulcehre et al. 2023): supervised fine-tuning (TRL SFTTrainer, loss on response tokens only)
@@ -181,6 +186,11 @@ class TrainConfig(Section):
                                                        "before any AI feedback: dpo on its pairs, or sft on their chosen responses "
                                                        "(with ppo / rloo / grpo the reward model also learns from the seed set)")
     rm_path: str | None = Field(None, description="a trained reward-model directory to use instead of training one (implies frozen)")
+    safety_rm_path: str | None = Field(None, description="ppo / rloo / grpo: a second, safety reward model (e.g. `selfplay train rm` "
+                                       "on a run judged under a harmlessness constitution); where its score says unsafe, it "
+                                       "replaces the helpfulness reward (Llama 2, Touvron et al. 2023, §3.2.2)")
+    safety_threshold: float = Field(0.15, gt=0.0, lt=1.0, description="with safety_rm_path: a response whose safety score, "
+                                    "as a probability sigmoid(score), is below this gets the safety score as its reward (Llama 2: 0.15)")
     rm_base: str | None = Field(None, description="checkpoint the reward model starts from; None = the run's base model "
                                 "(InstructGPT initialises the RM from the SFT model)")
     rm_lora: bool = Field(True, description="train the reward model as a LoRA adapter (plus its score head), merged on save; False = full")
@@ -260,6 +270,10 @@ class EvalConfig(Section):
     judge_method: Literal["text", "logprob"] = Field("logprob", description="head-to-head verdicts: text = parse the judge's greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced 'Verdict: ' (always defined; small judges rarely keep the text format)")
     judge_max_tokens: int = Field(256, ge=1, description="head-to-head judge output length, tokens (greedy; text method)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples (over prompts) for win-rate intervals")
+    best_of_n: int | None = Field(None, ge=2, description="head-to-head also against best-of-N from the base model (N samples "
+                                  "with the run's sampling settings, the scorer's pick): the baseline a trained policy should beat")
+    best_of_n_scorer: str = Field("pointwise", description="best-of-N scorer spec (selfplay.bestofn): pointwise[:TEMPLATE], "
+                                  "pairwise[:TEMPLATE], program:MODULE:FUNCTION, human:LABELS, rm:PATH")
 
 
 class MonitorConfig(Section):

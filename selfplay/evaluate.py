@@ -107,6 +107,7 @@ class H2HReport(WinRate):
     first_position_rate: float | None  # parsed verdicts that picked the first-presented response, 0..1
     unparseable: int  # verdicts without a parse, of 2 per judged prompt
     identical: int  # prompts where both iterations answered identically (ties, not judged)
+    baseline: str | None = None  # set when `against` is not a policy's greedy responses, e.g. "best-of-4 (pointwise)" from 0
 
 
 class AgreementReport(BaseModel):
@@ -389,17 +390,23 @@ def judge_name(judge: Comparer) -> str:
 
 
 def h2h_eval(run: Run, k: int, against: int, prompts: Sequence[Prompt], judge: Comparer, cfg: EvalConfig | None = None,
-             prompts_file: str = "", log: Log = lambda _: None) -> H2HReport:
+             prompts_file: str = "", log: Log = lambda _: None, baseline: tuple[str, dict[str, Generation]] | None = None
+             ) -> H2HReport:
     """Iteration k against iteration `against` (0 = base) on held-out prompts, judged in both orders.
 
     Responses come from the eval cache; missing ones are generated here. To keep one engine at a time,
-    generate them before opening the judge's engine (run_eval does).
+    generate them before opening the judge's engine (run_eval does). `baseline`: (name, responses by prompt
+    id) to compare with instead of iteration `against`'s greedy responses, e.g. best-of-N from the base.
     """
     cfg = cfg or run.cfg.eval
     if not prompts:
         raise EvalError("head-to-head: no prompts")
     check_held_out(run, prompts, prompts_file or "held-out prompts")
-    mine, theirs = eval_responses(run, k, prompts, cfg, log), eval_responses(run, against, prompts, cfg, log)
+    mine = eval_responses(run, k, prompts, cfg, log)
+    theirs = baseline[1] if baseline else eval_responses(run, against, prompts, cfg, log)
+    missing = [p.id for p in prompts if p.id not in theirs]
+    if missing:
+        raise EvalError(f"head-to-head: the baseline has no response to {len(missing)} prompt(s), e.g. {missing[0]}")
     to_judge = [p for p in prompts if mine[p.id].text != theirs[p.id].text]
     items = [(p.text, mine[p.id].text, theirs[p.id].text) for p in to_judge] + \
             [(p.text, theirs[p.id].text, mine[p.id].text) for p in to_judge]
@@ -417,7 +424,8 @@ def h2h_eval(run: Run, k: int, against: int, prompts: Sequence[Prompt], judge: C
         outcome, reason = _outcome(v1, v2)
         rows.append(H2HRow(prompt_id=p.id, k_first=v1, k_second=v2, outcome=outcome, reason=reason,
                            raw=[r for r in (raw1, raw2) if r is not None]))
-    write_records(eval_dir(run) / f"h2h_iter_{k:03d}_vs_{against:03d}.jsonl", rows)
+    tag = f"{against:03d}" + (f"_{_slug(baseline[0])}" if baseline else "")
+    write_records(eval_dir(run) / f"h2h_iter_{k:03d}_vs_{tag}.jsonl", rows)
     parsed = [v for v, _ in verdicts if v is not None]
     both = [r for r in rows if r.reason != "identical"]
     wr = win_rate([r.outcome for r in rows], n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "h2h", k, against))
@@ -425,16 +433,50 @@ def h2h_eval(run: Run, k: int, against: int, prompts: Sequence[Prompt], judge: C
         **wr.model_dump(), iteration=k, against=against, prompts_file=prompts_file, judge=judge_name(judge),
         consistent=sum(r.reason == "agree" for r in both) / len(both) if both else None,
         first_position_rate=sum(v == "first" for v in parsed) / len(parsed) if parsed else None,
-        unparseable=len(verdicts) - len(parsed), identical=len(rows) - len(both),
+        unparseable=len(verdicts) - len(parsed), identical=len(rows) - len(both), baseline=baseline[0] if baseline else None,
     )
     _update_h2h_summary(run, report)
     return report
 
 
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
+def bestofn_baseline(run: Run, prompts: Sequence[Prompt], cfg: EvalConfig, log: Log = lambda _: None
+                     ) -> tuple[str, dict[str, Generation]]:
+    """Best-of-N from the base model on held-out prompts: cfg.best_of_n samples each with the run's sampling
+    settings, the scorer's pick. Every candidate and the pick go to eval/bestofn.jsonl (reused when the
+    prompts, N and scorer match). A prompt with no scored candidate answers with its first sample."""
+    from selfplay.bestofn import BestOfN, best_of_n, make_scorer, scorer_needs_generator
+    from selfplay.generation import open_generator
+
+    n, spec = cfg.best_of_n, cfg.best_of_n_scorer
+    name = f"best-of-{n} ({spec}) from 0"
+    path = eval_dir(run) / "bestofn.jsonl"
+    records = read_records(path, BestOfN) if path.exists() else []
+    if [r.prompt_id for r in records] != [p.id for p in prompts] or any(r.scorer != spec or len(r.candidates) != n for r in records):
+        log(f"eval: {name}: {n} samples for each of {len(prompts)} prompts, scored by {spec}")
+        with open_generator(run.cfg.generation, policy_dir(run, 0), derive_seed(run.cfg.seed, "eval-best-of-n")) as gen:
+            score = make_scorer(spec, gen if scorer_needs_generator(spec) else None)
+            records, _ = best_of_n(gen, prompts, n, score, spec)
+        write_records(path, records)
+    out = {}
+    for r in records:
+        c = next((c for c in r.candidates if c.id == r.pick), r.candidates[0] if r.candidates else None)
+        if c is not None:
+            out[r.prompt_id] = Generation(id=c.id, prompt_id=r.prompt_id, text=c.text, n_prompt_tokens=0, n_tokens=c.n_tokens,
+                                          finish_reason=c.finish_reason, temperature=run.cfg.generation.temperature,
+                                          top_p=run.cfg.generation.top_p, max_tokens=run.cfg.generation.max_tokens, seed=0,
+                                          policy=name, backend=run.cfg.generation.backend)
+    return name, out
+
+
 def _update_h2h_summary(run: Run, report: H2HReport) -> None:
     path = eval_dir(run) / "h2h_summary.json"
     table = json.loads(path.read_text()) if path.exists() else {}
-    table[f"{report.iteration}_vs_{report.against}"] = report.model_dump(mode="json")
+    key = f"{report.iteration}_vs_{report.against}" + (f"_{_slug(report.baseline)}" if report.baseline else "")
+    table[key] = report.model_dump(mode="json")
     write_json(path, table)
 
 
@@ -556,15 +598,20 @@ def run_eval(run: Run, *, iterations: Sequence[int] | None = None, ifeval_file: 
     if prompts_file and not plan:
         raise EvalError("head-to-head needs at least one trained iteration besides 0")
     prompts: list[Prompt] = []
+    baseline = None
     if plan:
         prompts = load_eval_prompts(prompts_file)[: cfg.max_prompts]
         check_held_out(run, prompts, prompts_file)
         for k in sorted({k for pair in plan for k in pair}):
             eval_responses(run, k, prompts, cfg, log)
+        if cfg.best_of_n:
+            baseline = bestofn_baseline(run, prompts, cfg, log)
     if plan or seed_file:
         with open_comparer(run, cfg) as judge:
             for k, against in plan:
                 result.h2h.append(h2h_eval(run, k, against, prompts, judge, cfg, prompts_file=str(prompts_file), log=log))
+            for k in sorted({k for k, _ in plan}) if baseline else []:
+                result.h2h.append(h2h_eval(run, k, 0, prompts, judge, cfg, prompts_file=str(prompts_file), log=log, baseline=baseline))
             if seed_file:
                 result.agreement = agreement_eval(run, seed_file, judge, cfg)
     return result

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from selfplay.loop import IterationSummary, Run
 from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
+from selfplay.stats import PairedDiff, change_verdict
 
 STAGE_FILES: dict[str, tuple[str, type[BaseModel]]] = {
     "prompts": ("prompts", Prompt),
@@ -18,6 +19,11 @@ STAGE_FILES: dict[str, tuple[str, type[BaseModel]]] = {
     "judgements": ("judgements", Judgement),
     "pairs": ("pairs", Pair),
 }
+
+
+def pct(x: float | None) -> str:
+    """A 0..1 fraction as a percentage with one decimal, "-" when missing."""
+    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -296,3 +302,55 @@ def format_diff_view(v: DiffView, width: int = 400) -> str:
                 out.append(_indent(body or "(empty)"))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- runs side by side
+
+class CompareRow(BaseModel):
+    run: str
+    algo: str  # train.algo of the run
+    judge: str  # judge.kind of the run
+    iteration: int  # 0 = the base model
+    trained_on: int | None  # pairs (dpo), or examples (rejection-sft, rest, revision-sft)
+    loss_first: float | None
+    loss_last: float | None
+    prompt_strict: float | None  # held-out IFEval prompt-level strict accuracy, 0..1 (after `selfplay eval`)
+    prompt_loose: float | None
+    vs_base: PairedDiff | None  # prompt-level strict minus iteration 0's, paired over prompts
+    verdict: str  # improved / worse / no measurable change (95% interval), "-" without an evaluation
+
+
+def compare_runs(runs: Sequence[Run]) -> list[CompareRow]:
+    """Every iteration of each run, side by side: what it trained on, its loss, and its held-out IFEval
+    accuracy when `selfplay eval` has been run on it (eval/ifeval_summary.json)."""
+    from selfplay.evaluate import IFEvalSummary
+
+    rows = []
+    for run in runs:
+        path = run.root / "eval" / "ifeval_summary.json"
+        evals = {it.iteration: it for it in IFEvalSummary.model_validate_json(path.read_text()).iterations} if path.exists() else {}
+        summary = {m.iteration: IterationSummary.from_manifest(m) for m in run.manifests()}
+        for k in sorted({0, *summary, *evals}):
+            s, e = summary.get(k), evals.get(k)
+            rows.append(CompareRow(
+                run=run.root.name, algo=run.cfg.train.algo if k else "base", judge=run.cfg.judge.kind, iteration=k,
+                trained_on=(s.examples if s.examples is not None else s.pairs) if s else None,
+                loss_first=s.loss_first if s else None, loss_last=s.loss_last if s else None,
+                prompt_strict=e.prompt_level_strict if e else None, prompt_loose=e.prompt_level_loose if e else None,
+                vs_base=e.vs_base if e else None, verdict=change_verdict(e.vs_base) if e and k else "-",
+            ))
+    return rows
+
+
+def compare_table(rows: Sequence[CompareRow]) -> Table:
+    table = Table(title="runs side by side (held-out IFEval from `selfplay eval`)")
+    for col in ("run", "algo", "judge", "iter", "trained on", "loss", "prompt strict %", "prompt loose %",
+                "Δ strict vs 0, points (95% CI)", "verdict"):
+        table.add_column(col, justify="left" if col in ("run", "algo", "judge", "verdict") else "right")
+    for r in rows:
+        loss = f"{_fmt(r.loss_first)}→{_fmt(r.loss_last)}" if r.loss_first is not None else "-"
+        d = r.vs_base
+        delta = "-" if d is None or d.mean_diff is None else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
+        table.add_row(r.run, r.algo, r.judge, str(r.iteration), "-" if r.trained_on is None else str(r.trained_on), loss,
+                      pct(r.prompt_strict), pct(r.prompt_loose), delta, r.verdict)
+    return table

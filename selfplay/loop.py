@@ -471,6 +471,10 @@ def _rl_train(run: Run, k: int, manifest: Manifest, policy: Path) -> TrainResult
                            reward_accuracy=None, reward_margin=None, policy=str(policy),
                            skipped="no reward model (no pairs to train one on); policy carried over")
     reward_fn = RewardModel.load(rm_dir)
+    if cfg.train.safety_rm_path:
+        from selfplay.train.reward import SafetyGatedReward
+
+        reward_fn = SafetyGatedReward(reward_fn, RewardModel.load(Path(cfg.train.safety_rm_path)), cfg.train.safety_threshold)
     prompts = read_records(run.paths(k).prompts, Prompt)
     match cfg.train.algo:
         case "ppo":
@@ -481,7 +485,10 @@ def _rl_train(run: Run, k: int, manifest: Manifest, policy: Path) -> TrainResult
             from selfplay.train.rloo import GroupRLTrainer
 
             trainer = GroupRLTrainer(cfg.train, derive_seed(cfg.seed, k, "train"))
-    return trainer.train(prompts, reward_fn, policy, run.paths(k).policy)
+    result = trainer.train(prompts, reward_fn, policy, run.paths(k).policy)
+    if cfg.train.safety_rm_path:
+        result = result.model_copy(update={"safety_gated": reward_fn.gated_fraction})
+    return result
 
 
 def seed_warmup(run: Run, log: Callable[[str], None] = print) -> TrainResult | None:
@@ -540,7 +547,23 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     manifest.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_json(p.manifest, manifest.model_dump(mode="json"))
     run.rebuild_summary()
-    return IterationSummary.from_manifest(manifest)
+    row = IterationSummary.from_manifest(manifest)
+    if run.cfg.train.report_to == "tensorboard":
+        write_tensorboard(run.root / "tensorboard", row)
+    return row
+
+
+def write_tensorboard(folder: Path, row: IterationSummary) -> None:
+    """Our per-iteration metrics beside the trainers' step metrics (those go under iter_NNN/policy/logs):
+    `tensorboard --logdir runs/NAME`. Step = iteration; written once, when the iteration finishes."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    values = {name: value for name, value in row.model_dump().items()
+              if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "iteration"}
+    values.update({f"seconds/{stage}": value for stage, value in row.seconds.items()})
+    with SummaryWriter(str(folder)) as writer:
+        for name, value in values.items():
+            writer.add_scalar(f"selfplay/{name}", value, row.iteration)
 
 
 def preflight(cfg: RunConfig) -> None:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from selfplay.config import PROJECT_ROOT, load_config
 from selfplay.evaluate import EvalResult, eval_dir, h2h_eval, ifeval_eval, load_eval_prompts, open_comparer
+from selfplay.inspect import pct
 from selfplay.loop import Run, preflight, run_loop
+from selfplay.stats import change_verdict
 
 CONFIGS = ("self-rewarding", "verifiable", "constitution")
 QUICK = ["iterations=1", "prompts.per_iteration=4", "generation.n=2", "generation.max_tokens=32", "train.min_pairs=1",
@@ -49,21 +51,17 @@ def run_and_evaluate(name: str, runs_dir: Path, overrides: list[str], log, base_
     return run, result, time.monotonic() - started
 
 
-def verdict(diff) -> str:
-    if diff is None or diff.ci_low is None:
-        return "-"
-    if diff.ci_low > 0:
-        return "improved"
-    if diff.ci_high < 0:
-        return "worse"
-    return "no measurable change"
+def source_commit() -> str:
+    """The commit being run, with "+changes" when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=PROJECT_ROOT).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str, quick: bool) -> str:
+def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str, quick: bool,
+                     diagnostics: list[str] = ()) -> str:
     first = next(iter(results.values())).ifeval
     lines = [
         "# Results: does a selfplay run make the model better?",
@@ -73,8 +71,8 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
         "Embedded default model (SmolLM2-135M-Instruct), held-out split `data/ifeval/heldout.jsonl` "
         f"({first.iterations[0].n_prompts} prompts, never trained on), greedy responses of at most {first.max_tokens} tokens.",
         "",
-        f"Echo baseline (the \"response\" repeats the prompt): prompt-level strict {_pct(first.echo.prompt_level_strict)}%, "
-        f"instruction-level strict {_pct(first.echo.instruction_level_strict)}%.",
+        f"Echo baseline (the \"response\" repeats the prompt): prompt-level strict {pct(first.echo.prompt_level_strict)}%, "
+        f"instruction-level strict {pct(first.echo.instruction_level_strict)}%.",
         "",
         "| config | iteration | prompt strict % | prompt loose % | instr. strict % | instr. loose % | Δ prompt strict vs iter 0 (95% CI), points | verdict | mean tokens | cut at max |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -83,20 +81,53 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
         for it in result.ifeval.iterations:
             d = it.vs_base
             delta = "-" if d is None or d.mean_diff is None else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
-            lines.append(f"| {name} | {it.iteration} | {_pct(it.prompt_level_strict)} | {_pct(it.prompt_level_loose)} | "
-                         f"{_pct(it.instruction_level_strict)} | {_pct(it.instruction_level_loose)} | {delta} | "
-                         f"{verdict(d) if it.iteration else 'base'} | {it.mean_tokens} | {it.cut_at_max} |")
+            lines.append(f"| {name} | {it.iteration} | {pct(it.prompt_level_strict)} | {pct(it.prompt_level_loose)} | "
+                         f"{pct(it.instruction_level_strict)} | {pct(it.instruction_level_loose)} | {delta} | "
+                         f"{change_verdict(d) if it.iteration else 'base'} | {it.mean_tokens} | {it.cut_at_max} |")
     lines += ["", "Head-to-head, last iteration against iteration 0 on the held-out prompts, judged in both orders by "
               "the base model with `prompts/pairwise.yaml` (a win needs both orders to agree; ties count half):", "",
               "| config | iteration vs 0 | wins | losses | ties | win rate (95% CI) | order-consistent | first-position rate |",
               "|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         for h in result.h2h:
-            ci = "-" if h.ci_low is None else f"({_pct(h.ci_low)}, {_pct(h.ci_high)})"
-            lines.append(f"| {name} | {h.iteration} | {h.wins} | {h.losses} | {h.ties} | {_pct(h.win_rate)}% {ci} | "
-                         f"{_pct(h.consistent)}% | {_pct(h.first_position_rate)}% |")
+            ci = "-" if h.ci_low is None else f"({pct(h.ci_low)}, {pct(h.ci_high)})"
+            lines.append(f"| {name} | {h.iteration} | {h.wins} | {h.losses} | {h.ties} | {pct(h.win_rate)}% {ci} | "
+                         f"{pct(h.consistent)}% | {pct(h.first_position_rate)}% |")
     lines += ["", "![held-out prompt-level strict accuracy per iteration](results.png)", ""]
+    if diagnostics:
+        lines += ["What the training pairs taught, by the instruction checkers (`python -m selfplay.proof --diagnostics`):", "",
+                  *diagnostics, ""]
     return "\n".join(lines)
+
+
+def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
+    """Markdown lines: per config and iteration, what the pairs teach as the instruction checkers see it.
+    Every training prompt carries checkable instructions, so each response has a checker score even when
+    another judge made the pairs: do chosen responses follow more instructions than rejected ones?"""
+    from selfplay.program_judges import ifeval
+    from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
+    from selfplay.stats import pearson
+
+    lines = ["| config | iteration | pairs | chosen follows more / fewer / same instructions | judge score ~ checker score, r | "
+             "chosen − rejected length, tokens | mean checker score of samples |", "|---|---|---|---|---|---|---|"]
+    for name, run in runs.items():
+        for m in run.manifests():
+            p = run.paths(m.iteration)
+            prompts = {q.id: q for q in read_records(p.prompts, Prompt)}
+            gens = {g.id: g for g in read_records(p.generations, Generation)}
+            pairs = read_records(p.pairs, Pair)
+            check = {gid: ifeval(prompts[g.prompt_id], g.text) for gid, g in gens.items()}
+            more = sum(check[q.chosen_id] > check[q.rejected_id] for q in pairs)
+            fewer = sum(check[q.chosen_id] < check[q.rejected_id] for q in pairs)
+            scored = [(j.score, check[j.generation_ids[0]]) for j in read_records(p.judgements, Judgement)
+                      if len(j.generation_ids) == 1 and j.score is not None and check.get(j.generation_ids[0]) is not None]
+            r = pearson([a for a, _ in scored], [b for _, b in scored])
+            gap = sum(gens[q.chosen_id].n_tokens - gens[q.rejected_id].n_tokens for q in pairs) / len(pairs) if pairs else None
+            known = [v for v in check.values() if v is not None]
+            lines.append(f"| {name} | {m.iteration} | {len(pairs)} | {more} / {fewer} / {len(pairs) - more - fewer} | "
+                         f"{'-' if r is None else f'{r:.2f}'} | {'-' if gap is None else f'{gap:+.0f}'} | "
+                         f"{sum(known) / len(known):.3f} |")
+    return lines
 
 
 def plot(results: dict[str, EvalResult], path: Path) -> None:
@@ -115,6 +146,7 @@ def plot(results: dict[str, EvalResult], path: Path) -> None:
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
     echo = 100 * (next(iter(results.values())).ifeval.echo.prompt_level_strict or 0)
     ax.axhline(echo, color="grey", linestyle=":", label="echo baseline")
+    ax.set_xticks(sorted({it.iteration for r in results.values() for it in r.ifeval.iterations}))
     ax.set_xlabel("iteration (0 = base model)")
     ax.set_ylabel("held-out prompt-level strict accuracy, %")
     ax.set_title("Instruction following on held-out prompts (95% Wilson intervals)")
@@ -131,24 +163,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the proof runs are written (resumed if present)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs", help="where results.md and results.png go")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every run (key=value)")
+    parser.add_argument("--diagnostics", action="store_true", help="only print the pair diagnostics of the runs on disk")
     args = parser.parse_args(argv)
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         parser.error(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    if args.diagnostics:
+        found = {n: Run.open(args.runs_dir / f"proof-{n}") for n in names if (args.runs_dir / f"proof-{n}" / "config.yaml").exists()}
+        print("\n".join(pair_diagnostics(found)))
+        return
     overrides = (QUICK if args.quick else []) + args.set
+    commit = source_commit()  # taken now: the code that runs, not whatever HEAD is when it ends
     started = time.monotonic()
-    results, first = {}, None
+    results, runs, first = {}, {}, None
     for name in names:
         run, result, seconds = run_and_evaluate(name, args.runs_dir, overrides, log=lambda m, n=name: print(f"[{n}] {m}", flush=True),
                                                 base_from=first)
         first = first or run
-        results[name] = result
+        results[name], runs[name] = result, run
         print(f"[{name}] done in {seconds / 60:.1f} min", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT).stdout.strip() or "unknown"
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.out / "results.png")
-    (args.out / "results.md").write_text(results_markdown(results, time.monotonic() - started, commit, args.quick), encoding="utf-8")
+    (args.out / "results.md").write_text(results_markdown(results, time.monotonic() - started, commit, args.quick,
+                                                                pair_diagnostics(runs)), encoding="utf-8")
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
 
 

@@ -225,7 +225,7 @@ def plot_win_rates(reports: Sequence[H2HReport]) -> bytes:
     """One horizontal bar per comparison: win rate (ties = half) with its bootstrap 95% interval."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.55 * len(reports)))
-    labels = [f"iter {r.iteration} vs {'base' if r.against == 0 else f'iter {r.against}'}  (n={r.n})" for r in reports]
+    labels = [f"iter {r.iteration} vs {r.baseline or ('base' if r.against == 0 else f'iter {r.against}')}  (n={r.n})" for r in reports]
     ys = list(range(len(reports)))[::-1]
     for y, r in zip(ys, reports):
         if r.win_rate is None:
@@ -378,7 +378,7 @@ def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
     if d.h2h:
         parts.append(_table(
             ["comparison", "n", "wins", "losses", "ties", "win rate", "95% interval", "consistent", "first-pos.", "judge"],
-            [[f"iter {r.iteration} vs {r.against}", str(r.n), str(r.wins), str(r.losses), str(r.ties), _pct(r.win_rate),
+            [[f"iter {r.iteration} vs {r.baseline or r.against}", str(r.n), str(r.wins), str(r.losses), str(r.ties), _pct(r.win_rate),
               f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]", _pct(r.consistent), _pct(r.first_position_rate), html.escape(r.judge)]
              for r in d.h2h], left=0))
         parts.append(_img("win_rates.png", *images["win_rates.png"]))

@@ -155,3 +155,15 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int
     ci = bootstrap_mean_interval(diffs, n_boot=n_boot, seed=seed)
     return PairedDiff(n=len(diffs), mean_diff=sum(diffs) / len(diffs) if diffs else None,
                       ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None)
+
+
+def change_verdict(diff: PairedDiff | None) -> str:
+    """How a change is reported: improved / worse only when the 95% interval excludes zero, else
+    "no measurable change" (never an improvement inside the noise)."""
+    if diff is None or diff.ci_low is None or diff.ci_high is None:
+        return "-"
+    if diff.ci_low > 0:
+        return "improved"
+    if diff.ci_high < 0:
+        return "worse"
+    return "no measurable change"

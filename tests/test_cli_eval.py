@@ -203,3 +203,33 @@ def test_sort_records():
     assert [j.id for j in sort_records(list(reversed(js)), "id")] == ["a/g0/j", "b/g0/j", "c/g0/j"]
     with pytest.raises(ValueError, match="unknown sort key"):
         sort_records(js, "length")
+
+
+def test_compare_runs_side_by_side(tmp_path):
+    from selfplay.evaluate import IFEvalIteration, IFEvalScores, IFEvalSummary
+    from selfplay.stats import PairedDiff
+
+    build_run(tmp_path, "cmp-a")
+    other = build_run(tmp_path, "cmp-b")
+    scores = dict(n_prompts=100, instruction_level_strict=0.3, prompt_level_loose=0.3, instruction_level_loose=0.35,
+                  prompt_strict_ci=None)
+    evaluated = IFEvalSummary(file="held.jsonl", file_hash="x", max_tokens=64, echo=IFEvalScores(prompt_level_strict=0.1, **scores),
+                              iterations=[
+        IFEvalIteration(iteration=0, policy="/m0", mean_tokens=50, cut_at_max=0.2, prompt_level_strict=0.20, **scores),
+        IFEvalIteration(iteration=1, policy="/m1", mean_tokens=40, cut_at_max=0.1, prompt_level_strict=0.28, **scores,
+                        vs_base=PairedDiff(n=100, mean_diff=0.08, ci_low=0.02, ci_high=0.14)),
+        IFEvalIteration(iteration=2, policy="/m2", mean_tokens=40, cut_at_max=0.1, prompt_level_strict=0.22, **scores,
+                        vs_base=PairedDiff(n=100, mean_diff=0.02, ci_low=-0.04, ci_high=0.08)),
+    ])
+    write_json(other.root / "eval" / "ifeval_summary.json", evaluated.model_dump(mode="json"))
+
+    result = runner.invoke(APP, ["compare", "cmp-a", "cmp-b", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [(r["run"], r["iteration"]) for r in rows] == [("cmp-a", 0), ("cmp-a", 1), ("cmp-a", 2), ("cmp-b", 0), ("cmp-b", 1), ("cmp-b", 2)]
+    assert [r["trained_on"] for r in rows] == [None, 2, 2, None, 2, 2]
+    assert rows[0]["algo"] == "base" and rows[1]["algo"] == "dpo" and rows[1]["loss_last"] == pytest.approx(0.55)
+    assert [r["verdict"] for r in rows] == ["-", "-", "-", "-", "improved", "no measurable change"]
+    table = runner.invoke(APP, ["compare", "cmp-a", "cmp-b"])
+    assert table.exit_code == 0 and "+8.0 (+2.0, +14.0)" in table.output and "not been evaluated" in table.output
+    assert "not a selfplay run" in _error_line(runner.invoke(APP, ["compare", "cmp-a", "nope"]))

@@ -146,6 +146,24 @@ def test_render_pointwise_and_pairwise(project):
     assert line == "error: iteration 1: no judge input for 'zz/g9' (ids look like a/g0|a/g1)"
 
 
+def test_render_chat_is_the_exact_model_input(project, tiny_chat_model_dir):
+    from transformers import AutoTokenizer
+
+    run, _, _ = make_run(project / "chat", [f"model={tiny_chat_model_dir}"])
+    result = runner.invoke(app, ["prompts", "render", "--run", str(run.root), "-k", "1", "--id", "a/g1", "--chat"])
+    assert result.exit_code == 0, result.output
+    user = load_template("self-rewarding").render(prompt="Name a colour.", response="I like <b>red</b>.")
+    chat = AutoTokenizer.from_pretrained(tiny_chat_model_dir).apply_chat_template(
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    # The chat template around the judge prompt, then the forced score prefix the log-probability is read after.
+    assert result.output == chat + load_template("self-rewarding").score_prefix + "\n"
+    assert result.output.startswith("<|im_start|>user\n")
+
+    run, _, _ = make_run(project / "chat-text", [f"model={tiny_chat_model_dir}", "judge.method=text"])
+    result = runner.invoke(app, ["prompts", "render", "--run", str(run.root), "-k", "1", "--id", "a/g1", "--chat"])
+    assert result.output == chat + "\n"  # sampled text: no forced prefix
+
+
 def test_render_constitution_revision_uses_the_recorded_critique(project):
     from selfplay.constitutions import load_constitution
 

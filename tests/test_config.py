@@ -9,6 +9,15 @@ def test_shipped_default_config_loads():
     assert cfg.judge.kind == "pointwise" and cfg.train.algo == "dpo" and cfg.generation.backend == "vllm"
 
 
+@pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    from selfplay.judges import preflight_judge
+
+    cfg = load_config(path)
+    preflight_judge(cfg.judge)  # templates, constitutions and programs it names exist and validate
+    assert cfg.iterations >= 1
+
+
 def test_unknown_key_is_an_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("generation:\n  temprature: 0.5\n")

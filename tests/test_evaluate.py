@@ -16,6 +16,7 @@ from selfplay.evaluate import (
     EvalError, H2HRow, IFEvalRow, TemplateComparer, agreement_eval, check_held_out, h2h_eval, h2h_plan, ifeval_eval,
     load_pairwise_template, run_eval,
 )
+from selfplay.bestofn import BestOfN
 from selfplay.loop import Run
 from selfplay.records import Generation, Prompt, read_records, write_json, write_records
 
@@ -265,7 +266,7 @@ def test_ifeval_and_h2h_on_tiny_model(tmp_path, tiny_model_dir):
 
     # Judged by the shipped pairwise template, logprob verdicts (the default), with the base model as judge.
     run = make_run(tmp_path, [f"model={tiny_model_dir}", "generation.backend=transformers", "generation.dtype=float32",
-                              "eval.max_tokens=6"])
+                              "eval.max_tokens=6", "generation.max_tokens=6", "eval.best_of_n=2"])
     write_json(run.paths(1).train, TrainResult(algo="dpo", pairs=0, steps=0, seconds=0.0, loss_first=None, loss_last=None,
                                                reward_accuracy=None, reward_margin=None, policy=str(other)).model_dump())
     ifeval = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
@@ -276,8 +277,13 @@ def test_ifeval_and_h2h_on_tiny_model(tmp_path, tiny_model_dir):
     responses = read_records(run.root / "eval" / "responses_iter_001.jsonl", Generation)
     assert len(responses) == 3 and {g.policy for g in responses} == {str(other)}
     assert all(g.n_tokens <= 6 and g.temperature == 0.0 for g in responses)
-    [h2h] = result.h2h
-    assert (h2h.iteration, h2h.against, h2h.n) == (1, 0, 3)
+    [h2h, vs_best] = result.h2h
+    assert (h2h.iteration, h2h.against, h2h.n, h2h.baseline) == (1, 0, 3, None)
+    # Best-of-2 from the base model, picked by the base model's own pointwise score, is a second baseline.
+    assert (vs_best.iteration, vs_best.n, vs_best.baseline) == (1, 3, "best-of-2 (pointwise) from 0")
+    best = read_records(run.root / "eval" / "bestofn.jsonl", BestOfN)
+    assert len(best) == 3 and all(len(b.candidates) == 2 and b.pick in {c.id for c in b.candidates} for b in best)
+    assert (run.root / "eval" / "h2h_iter_001_vs_000_best-of-2--pointwise--from-0.jsonl").exists()
     assert h2h.wins + h2h.losses + h2h.ties == 3
     rows = read_records(run.root / "eval" / "h2h_iter_001_vs_000.jsonl", H2HRow, unique_ids=False)
     judged = [r for r in rows if r.reason != "identical"]

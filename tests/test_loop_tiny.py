@@ -149,6 +149,16 @@ def test_cli_train_rm_then_score(finished_run, tmp_path):
     assert result.exit_code == 1 and "bad.jsonl:1: expected a JSON object with prompt and response" in result.output
 
 
+    # A second reward model as the safety model (Llama 2): PPO against the two, the gated fraction recorded.
+    cfg = tiny_config(run.cfg.model, "iterations=1", "train.algo=ppo", "train.rl_steps=1", "train.rl_max_new_tokens=8",
+                      "train.rl_rollout_prompts=2", "train.ppo_minibatch=2", "train.ppo_epochs=1", "train.rm_heldout=0.0",
+                      f"train.rm_path={tmp_path / 'rm'}", f"train.safety_rm_path={tmp_path / 'rm'}", "train.safety_threshold=0.99")
+    gated = Run.create(tmp_path / "gated", cfg)
+    run_loop(gated, log=lambda _: None)
+    train = json.loads(gated.paths(1).train.read_text())
+    assert train["steps"] == 1 and 0.0 <= train["safety_gated"] <= 1.0
+
+
 def test_revision_sft_trains_on_the_revisions(tiny_model_dir, tmp_path):
     """Constitutional AI's supervised stage through the loop's train stage: SFT on each pair's revision."""
     from selfplay.loop import Manifest, train_stage
@@ -177,6 +187,15 @@ def test_full_fine_tuning_dpo(tiny_model_dir, tmp_path):
     assert sum(not before[k].to(after[k].dtype).equal(after[k]) for k in before) > len(before) // 2
 
 
+def test_lora_dpo_with_gradient_checkpointing(tiny_model_dir, tmp_path):
+    run = Run.create(tmp_path / "gc", tiny_config(tiny_model_dir, "iterations=1", "train.gradient_checkpointing=true"))
+    run_loop(run, log=lambda _: None)
+    train = json.loads(run.paths(1).train.read_text())
+    assert train["steps"] >= 1 and train["loss_first"] is not None
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(run.paths(1).policy / "merged" / "model.safetensors")
+    assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
+
+
 def test_seed_warmup_trains_iteration_0_and_agreement_is_measured_each_iteration(tiny_model_dir, tmp_path):
     seed_file = PROJECT_ROOT / "data" / "seed_example.jsonl"
     run = Run.create(tmp_path / "seeded", tiny_config(tiny_model_dir, "iterations=1", f"train.seed_set={seed_file}",
@@ -195,3 +214,22 @@ def test_seed_warmup_trains_iteration_0_and_agreement_is_measured_each_iteration
 def test_seed_warmup_needs_a_seed_set():
     with pytest.raises(ConfigError, match="seed_warmup=sft needs train.seed_set"):
         load_config(None, ["train.seed_warmup=sft"])
+
+
+def test_tensorboard_gets_trainer_and_iteration_metrics(tiny_model_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = Run.create(tmp_path / "tb", tiny_config(tiny_model_dir, "iterations=1", "train.report_to=tensorboard"))
+    run_loop(run, log=lambda _: None)
+
+    def scalars(folder):
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+    [trainer_logs] = {p.parent for p in (run.paths(1).policy / "logs").rglob("events.out.tfevents.*")}
+    assert len(scalars(trainer_logs)["train/loss"]) >= 1  # TRL's per-step DPO loss
+    ours = scalars(run.root / "tensorboard")
+    row = json.loads((run.root / "summary.jsonl").read_text().splitlines()[0])
+    assert ours["selfplay/pairs"] == [row["pairs"]] and ours["selfplay/mean_score"] == [pytest.approx(row["mean_score"])]
+    assert "selfplay/seconds/train" in ours

@@ -25,9 +25,9 @@ def _cmd(model_dir: Path, name: str, *extra: str) -> list[str]:
     return [str(SELFPLAY), "run", "--name", name, *[a for s in sets for a in ("--set", s)], *extra]
 
 
-def _snapshot(root: Path) -> dict:
+def _snapshot(root: Path, iterations: int = 2) -> dict:
     out = {}
-    for k in (1, 2):
+    for k in range(1, iterations + 1):
         it = root / f"iter_{k:03d}"
         for name in RECORD_FILES:
             out[f"{k}/{name}"] = (it / name).read_text().replace(str(root), "<run>")  # policy paths name the run
@@ -66,3 +66,60 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(tiny_model_dir, tmp_
 
     assert _snapshot(root) == _snapshot(tmp_path / "runs" / "ref")
     assert not list(root.rglob("*.tmp"))  # stale temp files of killed writes are cleaned
+
+
+def _train(root: Path, k: int) -> dict:
+    return json.loads((root / f"iter_{k:03d}" / "policy" / "train.json").read_text())
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
+    env = {**os.environ, "SELFPLAY_RUNS_DIR": str(tmp_path / "runs"), "SELFPLAY_QUIET": "1"}
+    extra = ["--set", "iterations=1", "--set", "prompts.per_iteration=8", "--set", "train.batch_size=1", "--set", "train.save_steps=1"]
+    subprocess.run(_cmd(tiny_model_dir, "ref", *extra), env=env, check=True, capture_output=True, timeout=600)
+    root = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen(_cmd(tiny_model_dir, "killed", *extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = root / "iter_001" / "policy" / "checkpoints" / "checkpoint-2"
+    while proc.poll() is None and not (checkpoint / "trainer_state.json").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (root / "iter_001" / "policy" / "train.json").exists(), "training finished before the kill"
+    subprocess.run(_cmd(tiny_model_dir, "killed", "--resume", *extra), env=env, check=True, capture_output=True, timeout=600)
+
+    resumed, ref = _train(root, 1), _train(tmp_path / "runs" / "ref", 1)
+    assert resumed["resumed_at_step"] >= 2 and ref["resumed_at_step"] is None
+    assert (resumed["pairs"], resumed["steps"]) == (ref["pairs"], ref["steps"]) and ref["steps"] >= 4
+    assert resumed["loss_last"] == pytest.approx(ref["loss_last"], abs=1e-4)  # the remaining steps, as uninterrupted
+    assert not (root / "iter_001" / "policy" / "checkpoints").exists()  # removed once the policy is saved
+
+
+def test_soak_random_kills_over_three_iterations(tiny_model_dir, tmp_path):
+    """Kill the run at random moments (seeded) until it finishes, resuming each time; the result must equal
+    an uninterrupted run's, and nothing stale is left behind."""
+    env = {**os.environ, "SELFPLAY_RUNS_DIR": str(tmp_path / "runs"), "SELFPLAY_QUIET": "1"}
+    extra = ["--set", "iterations=3", "--set", "train.save_steps=1"]
+    started = time.monotonic()
+    subprocess.run(_cmd(tiny_model_dir, "ref", *extra), env=env, check=True, capture_output=True, timeout=600)
+    duration = time.monotonic() - started
+    rng = random.Random(1)
+    root = tmp_path / "runs" / "soak"
+    kills = 0
+    for attempt in range(10):  # bounded: each attempt either finishes the run or is killed
+        proc = subprocess.Popen(_cmd(tiny_model_dir, "soak", *extra, *(["--resume"] if attempt else [])), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=rng.uniform(0.15, 0.5) * duration)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            proc.wait()
+            continue
+        assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+        break
+    else:
+        subprocess.run(_cmd(tiny_model_dir, "soak", "--resume", *extra), env=env, check=True, capture_output=True, timeout=600)
+    assert kills >= 3, "the run finished before most kills; the soak proved little"
+
+    snapshot = _snapshot(root, iterations=3)
+    assert snapshot == _snapshot(tmp_path / "runs" / "ref", iterations=3)
+    assert not list(root.rglob("*.tmp")) and not list(root.rglob("checkpoints"))

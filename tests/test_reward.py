@@ -8,7 +8,9 @@ from safetensors.torch import load_file
 
 from selfplay.config import TrainConfig
 from selfplay.records import Pair
-from selfplay.train.reward import RewardModel, RewardModelError, reward_rows, split_heldout, train_reward_model
+from selfplay.train.reward import (
+    RewardModel, RewardModelError, SafetyGatedReward, reward_rows, split_heldout, train_reward_model,
+)
 
 
 def make_pair(i: int, prompt_id: str | None = None, margin: float = 1.0, chosen: str = "yes", rejected: str = "no") -> Pair:
@@ -16,6 +18,17 @@ def make_pair(i: int, prompt_id: str | None = None, margin: float = 1.0, chosen:
     return Pair(id=f"{pid}/p{i}", prompt_id=pid, prompt=f"Question {i}?", chosen=chosen, rejected=rejected,
                 chosen_id=f"{pid}/g0", rejected_id=f"{pid}/g1", chosen_score=1.0 + margin, rejected_score=1.0,
                 margin=margin, judge="test")
+
+
+def test_safety_gate_uses_the_safety_score_only_below_the_threshold():
+    helpful = lambda prompts, responses: [10.0 + i for i in range(len(responses))]  # noqa: E731
+    # sigmoid(-3) = 0.047 and sigmoid(-1) = 0.27: with Llama 2's 0.15 the first is unsafe, the second is not.
+    safety = lambda prompts, responses: [-3.0, -1.0, 2.0]  # noqa: E731
+    reward = SafetyGatedReward(helpful, safety, threshold=0.15)
+    assert reward.gated_fraction is None
+    assert reward(["p"] * 3, ["a", "b", "c"]) == [-3.0, 11.0, 12.0]
+    assert reward.gated_fraction == pytest.approx(1 / 3)
+    assert SafetyGatedReward(helpful, safety, threshold=0.5)(["p"] * 3, ["a", "b", "c"]) == [-3.0, -1.0, 12.0]
 
 
 def test_split_holds_out_whole_prompts_seeded():

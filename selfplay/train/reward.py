@@ -12,6 +12,7 @@ adapter is merged first) plus reward_model.json, written last.
 
 from __future__ import annotations
 
+import math
 import random
 import tempfile
 import time
@@ -230,3 +231,27 @@ class RewardModel:
         return scores
 
     __call__ = score
+
+
+class SafetyGatedReward:
+    """Two reward models combined as in Llama 2 (Touvron et al. 2023, §3.2.2): the safety model's score where
+    it finds a response unsafe (sigmoid(score) < threshold), else the helpfulness model's. Counts how often
+    the safety score was used."""
+
+    def __init__(self, helpful, safety, threshold: float):
+        self.helpful, self.safety, self.threshold = helpful, safety, threshold
+        self.scored = self.gated = 0
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        safe, helpful = self.safety(prompts, responses), self.helpful(prompts, responses)
+        out = []
+        for s, h in zip(safe, helpful, strict=True):
+            unsafe = 1.0 / (1.0 + math.exp(-s)) < self.threshold
+            self.gated += unsafe
+            out.append(s if unsafe else h)
+        self.scored += len(out)
+        return out
+
+    @property
+    def gated_fraction(self) -> float | None:
+        return self.gated / self.scored if self.scored else None

@@ -66,6 +66,29 @@ def save_policy(model, tokenizer, out_dir: Path, adapter: bool) -> tuple[Path, P
     return merged_dir, adapter_dir
 
 
+def checkpointing_args(cfg: TrainConfig) -> dict:
+    """TrainingArguments for checkpoints within a train stage (train.save_steps; only the last one is kept)
+    and for activation (gradient) checkpointing."""
+    args = {"gradient_checkpointing": cfg.gradient_checkpointing}
+    if cfg.gradient_checkpointing:  # the non-reentrant form needs no input gradients, so it works with LoRA
+        args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if not cfg.save_steps:
+        return {**args, "save_strategy": "no"}
+    return {**args, "save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1}
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint a killed train stage left in `folder` (None = start from step 0)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def checkpoint_step(checkpoint: str | None) -> int | None:
+    """The optimizer step of a Trainer checkpoint folder ("checkpoint-40" -> 40)."""
+    return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else None
+
+
 def report_to(cfg: TrainConfig, log_dir: Path) -> str:
     """The trainers' `report_to`; TensorBoard logs go under `log_dir` (transformers 5.19 reads the folder
     from TENSORBOARD_LOGGING_DIR, not from TrainingArguments)."""

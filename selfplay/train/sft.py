@@ -25,7 +25,6 @@ On disk, in the iteration's policy/ directory:
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from selfplay.filtering import (
 )
 from selfplay.records import Generation, Judgement, Prompt, derive_seed, write_json, write_records
 from selfplay.train.dpo import TrainResult
-from selfplay.train.setup import history_mean, save_policy
+from selfplay.train.setup import checkpoint_step, history_mean, last_checkpoint, save_policy
 
 
 @dataclass
@@ -47,21 +46,22 @@ class SFTTrainerRunner:
     cfg: TrainConfig
     seed: int
 
-    def trainer(self, examples: Sequence[SFTExample], policy: Path, scratch: Path):
-        """The configured TRL SFTTrainer (its train_dataset holds the tokenised examples and their labels)."""
+    def trainer(self, examples: Sequence[SFTExample], policy: Path, out_dir: Path):
+        """The configured TRL SFTTrainer (its train_dataset holds the tokenised examples and their labels);
+        checkpoints go to out_dir/checkpoints, metrics logs to out_dir/logs."""
         import torch
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        from selfplay.train.setup import load_policy, report_to
+        from selfplay.train.setup import checkpointing_args, load_policy, report_to
 
         cfg = self.cfg
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
         args = SFTConfig(
-            output_dir=str(scratch), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+            output_dir=str(out_dir / "checkpoints"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-            max_length=cfg.max_length, completion_only_loss=True, bf16=use_bf16, logging_steps=1, save_strategy="no",
-            report_to=report_to(cfg, scratch / "logs"), seed=self.seed, data_seed=self.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+            max_length=cfg.max_length, completion_only_loss=True, bf16=use_bf16, logging_steps=1, **checkpointing_args(cfg),
+            report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         )
         dataset = Dataset.from_list([e.to_trl() for e in examples])
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
@@ -70,23 +70,24 @@ class SFTTrainerRunner:
         if not examples:  # callers skip first; an empty fine-tune would only rename the policy
             raise ValueError("no examples to fine-tune on")
         started, out_dir = time.monotonic(), Path(out_dir)
-        with tempfile.TemporaryDirectory(prefix="selfplay-sft-") as scratch:
-            trainer = self.trainer(examples, policy, Path(scratch))
-            used = len(trainer.train_dataset)  # TRL drops examples whose response lies wholly beyond max_length
-            if used == 0:
-                return TrainResult(algo=algo, pairs=0, examples=0, steps=0, seconds=round(time.monotonic() - started, 1),
-                                   loss_first=None, loss_last=None, reward_accuracy=None, reward_margin=None, policy=str(policy),
-                                   skipped=f"every one of the {len(examples)} examples has its response beyond "
-                                           f"train.max_length={self.cfg.max_length} tokens; policy carried over")
-            trainer.train()
+        trainer = self.trainer(examples, policy, out_dir)
+        used = len(trainer.train_dataset)  # TRL drops examples whose response lies wholly beyond max_length
+        if used == 0:
+            return TrainResult(algo=algo, pairs=0, examples=0, steps=0, seconds=round(time.monotonic() - started, 1),
+                               loss_first=None, loss_last=None, reward_accuracy=None, reward_margin=None, policy=str(policy),
+                               skipped=f"every one of the {len(examples)} examples has its response beyond "
+                                       f"train.max_length={self.cfg.max_length} tokens; policy carried over")
+        resume = last_checkpoint(out_dir / "checkpoints")
+        trainer.train(resume_from_checkpoint=resume)
         history = trainer.state.log_history
 
         merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: nothing to resume
         return TrainResult(
             algo=algo, pairs=0, examples=used, steps=trainer.state.global_step,
             seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),
             loss_last=history_mean(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
-            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
+            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, resumed_at_step=checkpoint_step(resume),
         )
 
 

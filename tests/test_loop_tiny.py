@@ -211,6 +211,20 @@ def test_seed_warmup_trains_iteration_0_and_agreement_is_measured_each_iteration
     assert rows[0].human_kappa == agreement["kappa"]
 
 
+def test_seed_warmup_by_sft_on_the_chosen_responses(tiny_model_dir, tmp_path):
+    seed_file = PROJECT_ROOT / "data" / "seed_example.jsonl"
+    run = Run.create(tmp_path / "seeded-sft", tiny_config(tiny_model_dir, "iterations=1", f"train.seed_set={seed_file}",
+                                                           "train.seed_warmup=sft", "judge.kind=program",
+                                                           "judge.program=selfplay.program_judges:length_bounds"))
+    run_loop(run, log=lambda _: None)
+    warmup = json.loads((run.seed_policy / "train.json").read_text())
+    assert warmup["algo"] == "seed-sft" and warmup["examples"] == 30 and warmup["steps"] >= 1
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(run.seed_policy / "merged" / "model.safetensors")
+    assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
+    # a program judge scores the seed pairs too: agreement is measured whatever the judge kind
+    assert json.loads((run.paths(1).dir / "seed_agreement.json").read_text())["n"] >= 1
+
+
 def test_seed_warmup_needs_a_seed_set():
     with pytest.raises(ConfigError, match="seed_warmup=sft needs train.seed_set"):
         load_config(None, ["train.seed_warmup=sft"])

@@ -500,37 +500,17 @@ def read_agreement(run: Run) -> AgreementReport | None:
 
 # ------------------------------------------------------------------------------------ judge vs humans
 
-class SeedPair(BaseModel):
-    prompt: str
-    chosen: str  # the human's choice
-    rejected: str
-
-
-def load_seed_pairs(path: str | Path) -> list[SeedPair]:
-    from selfplay.config import resolve_data_path
-
-    path = resolve_data_path(str(path))
-    if not path.exists():
-        raise EvalError(f"{path}: no such seed file")
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            out.append(SeedPair(prompt=obj["prompt"], chosen=obj["chosen"], rejected=obj["rejected"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise EvalError(f"{path}:{lineno}: expected {{prompt, chosen, rejected}} ({err.__class__.__name__})") from None
-    if not out:
-        raise EvalError(f"{path}: no seed pairs")
-    return out
-
-
 def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalConfig | None = None) -> AgreementReport:
     """How often the judge prefers the human's choice, both orders, with Cohen's kappa over the 2n
     presented comparisons (position-balanced, so chance agreement is near 1/2, not the trivial 1)."""
+    from selfplay.config import resolve_data_path
+    from selfplay.seed import load_seed
+
     cfg = cfg or run.cfg.eval
-    pairs = load_seed_pairs(seed_file)
+    path = resolve_data_path(str(seed_file))
+    pairs = load_seed(path).pairs  # JSONL or a Label Studio export, checked line by line (selfplay.seed)
+    if not pairs:
+        raise EvalError(f"{path}: no seed pairs")
     items = [(s.prompt, s.chosen, s.rejected) for s in pairs] + [(s.prompt, s.rejected, s.chosen) for s in pairs]
     verdicts = [v for v, _ in _compare_all(judge, items)]
     n = len(pairs)

@@ -27,6 +27,7 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel
 
 from selfplay.records import Pair, Prompt, Record, append_record, derive_seed, read_records
+from selfplay.stats import cohens_kappa
 
 PAIRWISE_KEYS = {"prompt", "chosen", "rejected"}
 PAIRWISE_OPTIONAL = {"id", "prompt_id", "label", "labeler", "note", "margin"}
@@ -275,12 +276,8 @@ def agreement(judge_prefs: Sequence[Hashable | None], human_prefs: Sequence[Hash
     both = [(j, h) for j, h in zip(judge_prefs, human_prefs) if j is not None and h is not None]
     if not both:
         return Agreement(None, None)
-    n = len(both)
-    p_o = sum(j == h for j, h in both) / n
-    judge_counts, human_counts = Counter(j for j, _ in both), Counter(h for _, h in both)
-    p_e = sum(judge_counts[k] * human_counts[k] for k in judge_counts) / (n * n)
-    kappa = (p_o - p_e) / (1 - p_e) if p_e < 1 else None
-    return Agreement(p_o, kappa)
+    p_o = sum(j == h for j, h in both) / len(both)
+    return Agreement(p_o, cohens_kappa([j for j, _ in both], [h for _, h in both]))
 
 
 class AgreementResult(BaseModel):

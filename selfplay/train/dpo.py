@@ -64,7 +64,7 @@ class DPOTrainer:
 
         from selfplay.train.guard import NonFiniteGradGuard
         from selfplay.train.setup import (
-            checkpointing_args, checkpoint_step, history_mean, last_checkpoint, load_policy, report_to, save_policy,
+            checkpointing_args, history_mean, load_policy, report_to, save_policy, train_resumable,
         )
 
         cfg, started = self.cfg, time.monotonic()
@@ -82,8 +82,7 @@ class DPOTrainer:
         trainer.remove_callback(PrinterCallback)
         guard = NonFiniteGradGuard()
         trainer.add_callback(guard)
-        resume = last_checkpoint(out_dir / "checkpoints")
-        trainer.train(resume_from_checkpoint=resume)
+        resumed_at = train_resumable(trainer, out_dir / "checkpoints")
         history = trainer.state.log_history
 
         merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora)
@@ -94,5 +93,5 @@ class DPOTrainer:
             reward_accuracy=history_mean(history, "rewards/accuracies", last=True),
             reward_margin=history_mean(history, "rewards/margins", last=True),
             policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, nan_steps=guard.skipped_steps,
-            resumed_at_step=checkpoint_step(resume),
+            resumed_at_step=resumed_at,
         )

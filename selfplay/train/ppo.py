@@ -324,15 +324,12 @@ class PPOTrainer:
 
     def _save(self, model, tokenizer, history: list[PPOStepStats], kl_ctl: AdaptiveKLController, nan_steps: int,
               n_prompts: int, started: float, out_dir: Path) -> TrainResult:
-        from selfplay.train.guard import check_finite
         from selfplay.train.setup import save_policy
 
         cfg = self.cfg
-        check_finite(model)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        merged_dir, adapter_dir = save_policy(model, tokenizer, out_dir, adapter=cfg.lora)  # refuses non-finite weights
         stats_path = out_dir / "ppo_stats.jsonl"
         write_records(stats_path, history)
-        merged_dir, adapter_dir = save_policy(model, tokenizer, out_dir, adapter=cfg.lora)
 
         done = [h for h in history if h.skipped is None]
         losses = [h.policy_loss + cfg.ppo_value_coef * h.value_loss for h in done]

@@ -84,6 +84,14 @@ def last_checkpoint(folder: Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
+def train_resumable(trainer, folder: Path) -> int | None:
+    """`trainer.train()`, resumed from the newest checkpoint a killed train stage left in `folder`;
+    returns the step it resumed at (None = it started from step 0)."""
+    resume = last_checkpoint(folder)
+    trainer.train(resume_from_checkpoint=resume)
+    return checkpoint_step(resume)
+
+
 def checkpoint_step(checkpoint: str | None) -> int | None:
     """The optimizer step of a Trainer checkpoint folder ("checkpoint-40" -> 40)."""
     return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else None

@@ -36,7 +36,7 @@ from selfplay.filtering import (
 )
 from selfplay.records import Generation, Judgement, Prompt, derive_seed, write_json, write_records
 from selfplay.train.dpo import TrainResult
-from selfplay.train.setup import checkpoint_step, history_mean, last_checkpoint, save_policy
+from selfplay.train.setup import history_mean, save_policy, train_resumable
 
 
 @dataclass
@@ -77,8 +77,7 @@ class SFTTrainerRunner:
                                loss_first=None, loss_last=None, reward_accuracy=None, reward_margin=None, policy=str(policy),
                                skipped=f"every one of the {len(examples)} examples has its response beyond "
                                        f"train.max_length={self.cfg.max_length} tokens; policy carried over")
-        resume = last_checkpoint(out_dir / "checkpoints")
-        trainer.train(resume_from_checkpoint=resume)
+        resumed_at = train_resumable(trainer, out_dir / "checkpoints")
         history = trainer.state.log_history
 
         merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora)
@@ -87,7 +86,7 @@ class SFTTrainerRunner:
             algo=algo, pairs=0, examples=used, steps=trainer.state.global_step,
             seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),
             loss_last=history_mean(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
-            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, resumed_at_step=checkpoint_step(resume),
+            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, resumed_at_step=resumed_at,
         )
 
 

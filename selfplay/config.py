@@ -66,6 +66,16 @@ class GenerationConfig(Section):
     kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE), GiB")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave room for training")
     batch_size: int = Field(8, ge=1, description="transformers backend: prompts per generate() call")
+    # Scale-out (selfplay/scale.py): one generator per Ray actor, the iteration's prompts sharded over them.
+    workers: int = Field(1, ge=1, description="Ray actors sharing an iteration's generation and judging, each holding its own "
+                         "generator (vLLM, or transformers); 1 = no Ray, everything in this process")
+    ray_address: str | None = Field(None, description="workers > 1: None starts a Ray runtime on this machine; 'auto' (or "
+                                    "ray://HOST:PORT) joins a running cluster, e.g. one started with `ray start`")
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker (its torch threads)")
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each worker: tensor_parallel_size x "
+                               "pipeline_parallel_size for a vLLM worker on a GPU node")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one engine's layers are split across (passed through)")
+    pipeline_parallel_size: int = Field(1, ge=1, description="vLLM: pipeline stages of one engine (passed through)")
 
 
 class JudgeConfig(Section):
@@ -146,10 +156,16 @@ class TrainConfig(Section):
     max_length: int = Field(448, ge=32, description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
                             "reward-model training (TRL RewardTrainer drops them)")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where the hardware has fast bf16, else fp32")
-    report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="training metrics to TensorBoard (logs under each iteration's policy/logs) or Weights & Biases (needs wandb installed and logged in), through the trainers' report_to")
+    report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="training metrics to TensorBoard (logs under each iteration's policy/logs) or Weights & Biases (needs wandb installed, and logged in or WANDB_MODE=offline), through the trainers' report_to; our per-iteration metrics go to the same backend")
     gradient_checkpointing: bool = Field(False, description="dpo and the sft paths: recompute activations in the backward pass "
                                          "instead of storing them (less memory, about a third more compute): for large "
                                          "models on one GPU")
+    launcher: Literal["none", "accelerate"] = Field("none", description="accelerate: the train stage runs under `accelerate "
+                                                    "launch` with num_processes processes, data-parallel (DPO, the SFT paths, "
+                                                    "the reward model, RLOO/GRPO); none: in this process")
+    num_processes: int = Field(2, ge=1, description="launcher=accelerate: training processes (one per GPU; CPU processes use gloo)")
+    accelerate_config: str | None = Field(None, description="launcher=accelerate: an accelerate config file (e.g. "
+                                          "configs/accelerate/deepspeed-zero2.yaml, fsdp.yaml); None = plain data parallel")
     precompute_ref: bool = Field(False, description="compute reference log-probs once before training instead of every step")
     min_pairs: int = Field(2, ge=1, description="fewer pairs than this: training is skipped and the policy carried over")
     save_steps: int = Field(20, ge=0, description="dpo and the sft paths: a checkpoint every this many optimizer steps (the last "

@@ -96,6 +96,7 @@ class VLLMGenerator:
             model=self.model_dir, seed=seed, dtype=resolve_dtype(cfg.dtype), enforce_eager=cfg.enforce_eager,
             max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
             enable_prefix_caching=cfg.prefix_caching, trust_remote_code=False, disable_log_stats=True,
+            tensor_parallel_size=cfg.tensor_parallel_size, pipeline_parallel_size=cfg.pipeline_parallel_size,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.stop_ids = stop_token_ids(self.tokenizer)
@@ -220,12 +221,15 @@ class HFGenerator:
                 records.append(_record(prompt, j, text, len(ids), len(tokens), finish, self.cfg, seed, self.model_dir, "transformers"))
         return records
 
-    def complete(self, prompt_ids, *, n, temperature, max_tokens):
+    def complete(self, prompt_ids, *, n, temperature, max_tokens, offset: int = 0):
+        """`offset`: where `prompt_ids` start in a longer list sharded over workers; batches are seeded by their
+        position in that list, so a shard aligned to batch_size samples exactly what the whole list would."""
         out = []
         for start in range(0, len(prompt_ids), self.cfg.batch_size):
             chunk = prompt_ids[start:start + self.cfg.batch_size]
+            seed = derive_seed(self.seed, "complete", offset + start)
             for samples in within_context(chunk, self.context, lambda fit: self._sample(
-                    fit, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=derive_seed(self.seed, "complete", start))):
+                    fit, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed)):
                 out.append([self.tokenizer.decode(t, skip_special_tokens=True) for t, _ in samples or []])
         return out
 
@@ -256,12 +260,18 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 @contextmanager
 def open_generator(cfg: GenerationConfig, model_dir: Path, seed: int) -> Iterator[Generator]:
-    """A generator for `model_dir`, shut down on exit so training gets the memory back."""
-    match cfg.backend:
-        case "vllm":
-            gen = VLLMGenerator(model_dir, cfg, seed)
-        case "transformers":
-            gen = HFGenerator(model_dir, cfg, seed)
+    """A generator for `model_dir`, shut down on exit so training gets the memory back; with
+    generation.workers > 1, one per Ray actor behind a single sharding generator."""
+    if cfg.workers > 1:
+        from selfplay.scale import RayShardedGenerator
+
+        gen = RayShardedGenerator(model_dir, cfg, seed)
+    else:
+        match cfg.backend:
+            case "vllm":
+                gen = VLLMGenerator(model_dir, cfg, seed)
+            case "transformers":
+                gen = HFGenerator(model_dir, cfg, seed)
     try:
         yield gen
     finally:

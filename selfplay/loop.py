@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -390,6 +391,10 @@ def train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
         result = TrainResult.model_validate_json(p.train.read_text())
         manifest.stages["train"] = StageInfo(status="reused", seconds=0.0, count=result.pairs)
         return result
+    from selfplay.scale import under_launch
+
+    if cfg.train.launcher == "accelerate" and not under_launch():
+        return launched_train_stage(run, k, manifest)
     policy = run.policy_for(k)
     if cfg.train.algo in ("rejection-sft", "rest"):  # supervised on the judged responses; pairs are not used
         from selfplay.train.sft import train_rejection_sft, train_rest
@@ -434,6 +439,24 @@ def train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
         status = "done"
     write_json(p.train, result.model_dump())
     manifest.stages["train"] = StageInfo(status=status, seconds=round(time.monotonic() - started, 1), count=len(pairs))
+    return result
+
+
+def launched_train_stage(run: Run, k: int, manifest: Manifest) -> TrainResult:
+    """train.launcher=accelerate: train_stage runs in num_processes processes under `accelerate launch`;
+    rank 0 writes train.json (and the reward model's result), read back here."""
+    from selfplay.scale import launch_train
+    from selfplay.train.reward import RESULT_FILE, RewardResult
+
+    p, started = run.paths(k), time.monotonic()
+    launch_train(run.cfg.train, run.root, k)
+    result = TrainResult.model_validate_json(p.train.read_text())
+    rm_result = run.paths(1 if run.cfg.train.reward_model == "frozen" else k).dir / "reward_model" / RESULT_FILE
+    if run.cfg.train.algo in ("rloo", "grpo") and rm_result.exists():
+        manifest.reward_model = RewardResult.model_validate_json(rm_result.read_text())
+    count = next((c for c in (result.examples, result.prompts) if c is not None), result.pairs)
+    manifest.stages["train"] = StageInfo(status="skipped" if result.skipped else "done",
+                                         seconds=round(time.monotonic() - started, 1), count=count)
     return result
 
 
@@ -550,7 +573,17 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     row = IterationSummary.from_manifest(manifest)
     if run.cfg.train.report_to == "tensorboard":
         write_tensorboard(run.root / "tensorboard", row)
+    elif run.cfg.train.report_to == "wandb":
+        write_wandb(run, row)
     return row
+
+
+def stage_scalars(row: IterationSummary) -> dict[str, float]:
+    """An iteration's numeric summary fields and stage seconds, named as the metrics backends show them."""
+    values = {name: value for name, value in row.model_dump().items()
+              if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "iteration"}
+    values.update({f"seconds/{stage}": value for stage, value in row.seconds.items()})
+    return {f"selfplay/{name}": value for name, value in values.items()}
 
 
 def write_tensorboard(folder: Path, row: IterationSummary) -> None:
@@ -558,18 +591,41 @@ def write_tensorboard(folder: Path, row: IterationSummary) -> None:
     `tensorboard --logdir runs/NAME`. Step = iteration; written once, when the iteration finishes."""
     from torch.utils.tensorboard import SummaryWriter
 
-    values = {name: value for name, value in row.model_dump().items()
-              if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "iteration"}
-    values.update({f"seconds/{stage}": value for stage, value in row.seconds.items()})
     with SummaryWriter(str(folder)) as writer:
-        for name, value in values.items():
-            writer.add_scalar(f"selfplay/{name}", value, row.iteration)
+        for name, value in stage_scalars(row).items():
+            writer.add_scalar(name, value, row.iteration)
+
+
+def write_wandb(run: Run, row: IterationSummary) -> None:
+    """Our per-iteration metrics to Weights & Biases: one W&B run per selfplay run (a stable id, resumed each
+    iteration), x-axis `iteration`, local files under runs/NAME/wandb. The trainers' step metrics go to W&B
+    runs of their own (files under iter_NNN/policy/logs). WANDB_MODE=offline keeps it all local for
+    `wandb sync`."""
+    import hashlib
+
+    import wandb
+
+    if wandb.run is not None:  # the trainer's run: transformers leaves it open after training
+        wandb.finish()
+    folder = run.root / "wandb"
+    folder.mkdir(exist_ok=True)
+    # W&B ids allow letters, digits, dashes and underscores; the hash tells two runs of the same name apart.
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in run.root.name)
+    run_id = f"{name[:40]}-{hashlib.sha256(str(run.root.resolve()).encode()).hexdigest()[:8]}"
+    with wandb.init(project=os.environ.get("WANDB_PROJECT", "selfplay"), id=run_id, name=run.root.name, resume="allow",
+                    dir=str(folder), group=run.root.name, job_type="iterations",
+                    config=run.cfg.model_dump(mode="json")) as wb:
+        wb.define_metric("iteration")
+        wb.define_metric("selfplay/*", step_metric="iteration")
+        wb.log({"iteration": row.iteration, **stage_scalars(row)})
+    wandb.teardown()  # W&B reads WANDB_DIR once per process setup: the next iteration's trainer gets its own folder
 
 
 def preflight(cfg: RunConfig) -> None:
     """Checks the inputs a run needs before anything is written: bad input fails in a second, not
     after an engine has started."""
     from selfplay.judges import preflight_judge
+    from selfplay.scale import check_launcher
     from selfplay.train.setup import check_reporting
     from selfplay.models import resolve_model
     from selfplay.selfinstruct import preflight_prompts
@@ -579,6 +635,7 @@ def preflight(cfg: RunConfig) -> None:
     preflight_prompts(cfg.prompts)
     preflight_judge(cfg.judge)
     check_reporting(cfg.train)
+    check_launcher(cfg.train)
 
 
 def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callable[[IterationSummary], None] | None = None

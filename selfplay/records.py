@@ -121,7 +121,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def is_main_process() -> bool:
+    """False in every process but rank 0 of a distributed launch (accelerate / torchrun set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def write_text(path: Path, text: str) -> None:
+    """Atomically; the other processes of a distributed launch write nothing (rank 0 writes for all)."""
+    if not is_main_process():
+        return
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
@@ -131,6 +139,8 @@ def write_json(path: Path, obj: object) -> None:
 
 
 def write_records(path: Path, records: Iterable[BaseModel]) -> None:
+    if not is_main_process():  # as write_text
+        return
     with atomic_path(path) as tmp, jsonlines.open(tmp, mode="w") as out:
         for record in records:
             out.write(record.model_dump(mode="json"))

@@ -3,6 +3,7 @@ log-probability, best-vs-worst pairs, real TRL DPO with LoRA, and the next itera
 trained policy."""
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -247,3 +248,49 @@ def test_tensorboard_gets_trainer_and_iteration_metrics(tiny_model_dir, tmp_path
     row = json.loads((run.root / "summary.jsonl").read_text().splitlines()[0])
     assert ours["selfplay/pairs"] == [row["pairs"]] and ours["selfplay/mean_score"] == [pytest.approx(row["mean_score"])]
     assert "selfplay/seconds/train" in ours
+
+
+def wandb_history(run_file: Path) -> list[dict]:
+    """The logged rows of a W&B offline run file. wandb ships no public reader for it; the file is a LevelDB
+    log (a 7-byte file header, then 32 KiB blocks of chunks, each with a 7-byte header: crc, length, type)
+    of wandb's Record protobufs."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block, pos, chunks, rows = run_file.read_bytes(), 32768, 7, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if kind == 0:
+            break
+        chunks += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL, or LAST of FIRST/MIDDLE/LAST
+            record = Record()
+            record.ParseFromString(chunks)
+            chunks = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+    return rows
+
+
+def test_wandb_offline_gets_trainer_and_iteration_metrics(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # local files only: no account, no network
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = Run.create(tmp_path / "wb", tiny_config(tiny_model_dir, "iterations=2", "train.report_to=wandb"))
+    run_loop(run, log=lambda _: None)
+
+    rows = [json.loads(line) for line in (run.root / "summary.jsonl").read_text().splitlines()]
+    # One offline segment per iteration, all with the same run id, so `wandb sync` makes them one run.
+    segments = sorted((run.root / "wandb").rglob("offline-run-*/run-*.wandb"))
+    assert len({f.name for f in segments}) == 1
+    ours = [row for f in segments for row in wandb_history(f)]
+    assert [r["iteration"] for r in ours] == [1, 2]
+    assert [r["selfplay/pairs"] for r in ours] == [r["pairs"] for r in rows]
+    assert ours[0]["selfplay/seconds/train"] == pytest.approx(rows[0]["seconds"]["train"])
+    for k in (1, 2):  # TRL's per-step DPO loss through the trainer's report_to, in that iteration's folder
+        [trainer] = (run.paths(k).policy / "logs").rglob("offline-run-*/run-*.wandb")
+        assert any("train/loss" in r for r in wandb_history(trainer))

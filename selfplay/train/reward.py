@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from selfplay.config import TrainConfig
-from selfplay.records import Pair, derive_seed, write_json
+from selfplay.records import Pair, derive_seed, is_main_process, write_json
 from selfplay.train.setup import history_mean, report_to
 
 RESULT_FILE = "reward_model.json"  # written last: a directory without it is a half-saved (or foreign) model
@@ -149,10 +149,12 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
         heldout_accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(heldout)
         heldout_margin = sum(c - r for c, r in zip(chosen, rejected)) / len(heldout)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RESULT_FILE).unlink(missing_ok=True)  # a re-save is incomplete until the result is written again
-    model.to(torch.bfloat16 if use_bf16 else torch.float32).save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    if is_main_process():  # a distributed launch: rank 0 saves, the others wait for the files before using them
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / RESULT_FILE).unlink(missing_ok=True)  # a re-save is incomplete until the result is written again
+        model.to(torch.bfloat16 if use_bf16 else torch.float32).save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+    trainer.accelerator.wait_for_everyone()
     rm_result = RewardResult(
         **result, heldout_accuracy=heldout_accuracy, heldout_margin=heldout_margin,
         train_accuracy=history_mean(history, "accuracy", last=True), loss_first=history_mean(history, "loss", last=False),

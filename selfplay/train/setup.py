@@ -53,7 +53,11 @@ def save_policy(model, tokenizer, out_dir: Path, adapter: bool) -> tuple[Path, P
 
     from selfplay.train.guard import check_finite
 
+    from selfplay.records import is_main_process
+
     merged_dir, adapter_dir = out_dir / "merged", None
+    if not is_main_process():  # a distributed launch: every process holds the same weights, rank 0 saves them
+        return merged_dir, out_dir / "adapter" if adapter else None
     if adapter:
         check_finite(model)
         adapter_dir = out_dir / "adapter"
@@ -98,12 +102,17 @@ def checkpoint_step(checkpoint: str | None) -> int | None:
 
 
 def report_to(cfg: TrainConfig, log_dir: Path) -> str:
-    """The trainers' `report_to`; TensorBoard logs go under `log_dir` (transformers 5.19 reads the folder
-    from TENSORBOARD_LOGGING_DIR, not from TrainingArguments)."""
+    """The trainers' `report_to`; their logs go under `log_dir`. transformers 5.19 reads TensorBoard's folder
+    from TENSORBOARD_LOGGING_DIR, not from TrainingArguments; W&B's local files go to WANDB_DIR, in the
+    project WANDB_PROJECT (default "selfplay"; W&B's own default would be "huggingface")."""
     import os
 
     if cfg.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(log_dir)
+    elif cfg.report_to == "wandb":
+        log_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["WANDB_DIR"] = str(log_dir)
+        os.environ.setdefault("WANDB_PROJECT", "selfplay")
     return cfg.report_to
 
 

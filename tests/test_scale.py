@@ -1,0 +1,90 @@
+"""Scale-out (selfplay/scale.py): generation and judging sharded over Ray actors must write exactly the records
+of a single-process run; DPO data-parallel over 2 CPU processes under accelerate must follow the loss curve of
+one process with the same global batch."""
+
+import json
+import shutil
+
+import pytest
+
+from selfplay.config import ConfigError, load_config
+from selfplay.loop import Manifest, Run, run_loop, train_stage
+from selfplay.scale import accelerate_command, check_launcher, shard_bounds
+from tests.test_loop_tiny import tiny_config
+
+
+def test_shard_bounds_are_contiguous_aligned_and_cover_everything():
+    assert shard_bounds(10, 2) == [(0, 5), (5, 10)]
+    assert shard_bounds(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert shard_bounds(15, 2, align=2) == [(0, 8), (8, 15)]  # starts on batch boundaries; the last batch is short
+    assert shard_bounds(5, 4, align=2) == [(0, 2), (2, 4), (4, 5)]  # fewer batches than shards: no empty shard
+    assert shard_bounds(0, 3) == []
+    assert shard_bounds(3, 2, align=8) == [(0, 3)]
+
+
+def test_ppo_is_refused_under_accelerate_and_a_missing_config_file_named():
+    with pytest.raises(ConfigError, match="our PPO trains in one process"):
+        check_launcher(load_config(None, ["train.algo=ppo", "train.launcher=accelerate"]).train)
+    with pytest.raises(ConfigError, match="no such file nope.yaml"):
+        check_launcher(load_config(None, ["train.launcher=accelerate", "train.accelerate_config=nope.yaml"]).train)
+
+
+def test_accelerate_command_uses_the_config_file_when_given(tmp_path):
+    cfg = load_config(None, ["train.launcher=accelerate", "train.num_processes=4",
+                             "train.accelerate_config=configs/accelerate/deepspeed-zero2.yaml"]).train
+    cmd = accelerate_command(cfg, tmp_path / "r", 3)
+    assert cmd[cmd.index("--config_file") + 1] == "configs/accelerate/deepspeed-zero2.yaml"
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and "--multi_gpu" not in cmd
+    assert cmd[-3:] == ["selfplay.scale", str(tmp_path / "r"), "3"]
+
+
+ITERATION_FILES = ("prompts.jsonl", "generations.jsonl", "judgements.jsonl", "pairs.jsonl")
+
+
+@pytest.mark.slow
+def test_ray_sharded_iteration_writes_the_records_of_an_unsharded_one(tiny_model_dir, tmp_path):
+    pytest.importorskip("ray")
+    # 5 prompts x 3 responses, judged 2 at a time: both the per-prompt sampling and the judge's batches are cut.
+    extra = ["iterations=1", "prompts.per_iteration=5", "generation.batch_size=2", "train.save_steps=0"]
+    one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra))
+    run_loop(one, log=lambda _: None)
+    sharded = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, "generation.workers=2"))
+    run_loop(sharded, log=lambda _: None)
+    for name in ITERATION_FILES:
+        assert (sharded.paths(1).dir / name).read_bytes() == (one.paths(1).dir / name).read_bytes(), name
+    assert len((one.paths(1).judgements).read_text().splitlines()) == 15
+
+
+def tensorboard_losses(folder) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [logs] = {p.parent for p in folder.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    return [e.value for e in events.Scalars("train/loss")]
+
+
+@pytest.mark.slow
+def test_dpo_on_two_cpu_processes_follows_one_process_with_the_same_global_batch(tiny_model_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    # No dropout: the two processes would draw different masks than the one process does.
+    extra = ["iterations=1", "prompts.per_iteration=8", "train.lora_dropout=0.0", "train.save_steps=0", "train.epochs=2",
+             "train.report_to=tensorboard"]
+    one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra, "train.batch_size=4"))
+    run_loop(one, log=lambda _: None)
+    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, "train.batch_size=2", "train.launcher=accelerate",
+                                                   "train.num_processes=2"))
+    two.paths(1).dir.mkdir(parents=True, exist_ok=True)
+    for name in ITERATION_FILES:  # the same pairs; only the train stage runs
+        shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)
+    manifest = Manifest(iteration=1, policy=str(two.policy_for(1)))
+    result = train_stage(two, 1, manifest)
+
+    expected = json.loads(one.paths(1).train.read_text())
+    assert result.pairs == expected["pairs"] >= 4 and result.steps == expected["steps"] >= 2
+    assert manifest.stages["train"].status == "done"
+    single, parallel = tensorboard_losses(one.paths(1).policy / "logs"), tensorboard_losses(two.paths(1).policy / "logs")
+    assert len(parallel) == len(single) == result.steps
+    assert parallel == pytest.approx(single, abs=1e-4)  # measured: within 2e-7
+    assert parallel[-1] < parallel[0]  # it learned: the same pairs twice
+    assert (two.paths(1).policy / "merged" / "model.safetensors").exists()

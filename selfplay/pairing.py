@@ -15,7 +15,7 @@ class PairingStats(BaseModel):
     prompts: int  # prompts considered
     pairs: int
     skipped_few_scored: int  # fewer than two responses with a score
-    skipped_tie: int  # best - worst below the minimum margin
+    skipped_tie: int  # best - worst below the minimum margin (with max_length_gap: no pair within it reached the margin)
     mean_margin: float | None  # over the pairs made, judge score units
 
 
@@ -34,10 +34,11 @@ def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Seque
         if len(ranked) < 2:
             few += 1
             continue
-        (best, chosen, jc), (worst, rejected, _) = ranked[0], ranked[-1]
-        if best - worst < cfg.min_margin or best == worst:
+        picked = widest_pair(ranked, cfg)
+        if picked is None:
             ties += 1
             continue
+        (best, chosen, jc), (worst, rejected, _) = picked
         pairs.append(Pair(
             id=f"{prompt.id}/p", prompt_id=prompt.id, prompt=prompt.text, chosen=chosen.text, rejected=rejected.text,
             chosen_id=chosen.id, rejected_id=rejected.id, chosen_score=best, rejected_score=worst,
@@ -48,3 +49,18 @@ def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Seque
     stats = PairingStats(prompts=len(prompts), pairs=len(pairs), skipped_few_scored=few, skipped_tie=ties,
                          mean_margin=sum(margins) / len(margins) if margins else None)
     return pairs, stats
+
+
+def widest_pair(ranked: list[tuple[float, Generation, Judgement]], cfg: PairingConfig):
+    """Best vs worst of `ranked` (sorted best first), or with `max_length_gap` the widest-margin pair of
+    responses whose token lengths are that close, first in rank order on equal margins; None if the
+    margin is not reached."""
+    if cfg.max_length_gap is None:
+        candidates = [(ranked[0], ranked[-1])]
+    else:
+        candidates = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]
+                      if abs(a[1].n_tokens - b[1].n_tokens) <= cfg.max_length_gap]
+    best = max(candidates, key=lambda ab: ab[0][0] - ab[1][0], default=None)  # max keeps the first of equals
+    if best is None or best[0][0] - best[1][0] < cfg.min_margin or best[0][0] == best[1][0]:
+        return None
+    return best

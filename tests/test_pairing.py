@@ -45,3 +45,19 @@ def test_pairing_is_pure():
     gens = [make_generation("a", j, str(j)) for j in range(3)]
     js = [judgement(f"a/g{j}", s) for j, s in enumerate([1.0, 3.0, 2.0])]
     assert make_pairs(PairingConfig(), prompts, gens, js) == make_pairs(PairingConfig(), prompts, gens, list(reversed(js)))
+
+
+def test_length_control_picks_the_widest_pair_within_the_gap():
+    prompts = [make_prompt("a"), make_prompt("b")]
+    # a: best (5) is 40 tokens long, worst (1) 10: too far apart; (4, 30 tokens) vs (1, 10 tokens) is 20 apart.
+    # b: every pair within 20 tokens has a gap under the margin.
+    lengths = {"a": [40, 30, 10, 12], "b": [50, 10, 12]}
+    scores = {"a": [5.0, 4.0, 1.0, 3.0], "b": [5.0, 1.0, 1.05]}
+    gens = [make_generation(pid, j, f"{pid}{j}", n_tokens=n)
+            for pid, ns in lengths.items() for j, n in enumerate(ns)]
+    js = [judgement(f"{pid}/g{j}", s) for pid, ss in scores.items() for j, s in enumerate(ss)]
+    pairs, stats = make_pairs(PairingConfig(min_margin=0.1, max_length_gap=20), prompts, gens, js)
+    assert [(p.chosen_id, p.rejected_id, p.margin) for p in pairs] == [("a/g1", "a/g2", 3.0)]
+    assert (stats.pairs, stats.skipped_tie) == (1, 1)
+    unbounded, _ = make_pairs(PairingConfig(min_margin=0.1), prompts, gens, js)
+    assert [(p.chosen_id, p.rejected_id) for p in unbounded] == [("a/g0", "a/g2"), ("b/g0", "b/g1")]

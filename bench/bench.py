@@ -64,19 +64,23 @@ def part_judge(prefix_caching: bool, n_prompts: int) -> dict:
     return {"seconds": round(seconds, 1), "responses": len(generations), "s_per_response": seconds / len(generations)}
 
 
+def dpo_pairs(n_pairs: int) -> list:
+    """Pairs of realistic lengths: a ~120-token chosen and a ~60-token rejected answer (max length 256)."""
+    from selfplay.records import Pair
+
+    return [Pair(id=f"{p.id}/p", prompt_id=p.id, prompt=p.text, chosen=("A careful, helpful answer. " * 20),
+                 rejected=("A short reply. " * 15), chosen_id="c", rejected_id="r", chosen_score=4.0,
+                 rejected_score=2.0, margin=2.0, judge="bench") for p in _prompts(n_pairs)]
+
+
 def part_dpo(precision: str, precompute: bool, n_pairs: int) -> dict:
     import tempfile
 
     from selfplay.config import TrainConfig
     from selfplay.models import ensure_default_model
-    from selfplay.records import Pair
     from selfplay.train.dpo import DPOTrainer
 
-    prompts = _prompts(n_pairs)
-    # Realistic lengths: a ~120-token chosen and a ~60-token rejected answer, max length 256.
-    pairs = [Pair(id=f"{p.id}/p", prompt_id=p.id, prompt=p.text, chosen=("A careful, helpful answer. " * 20),
-                  rejected=("A short reply. " * 15), chosen_id="c", rejected_id="r", chosen_score=4.0,
-                  rejected_score=2.0, margin=2.0, judge="bench") for p in prompts]
+    pairs = dpo_pairs(n_pairs)
     cfg = TrainConfig(precision=precision, precompute_ref=precompute, max_length=256, batch_size=8)
     with tempfile.TemporaryDirectory() as out:
         result = DPOTrainer(cfg, seed=0).train(pairs, ensure_default_model(), Path(out))

@@ -84,7 +84,8 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
             lines.append(f"| {name} | {it.iteration} | {pct(it.prompt_level_strict)} | {pct(it.prompt_level_loose)} | "
                          f"{pct(it.instruction_level_strict)} | {pct(it.instruction_level_loose)} | {delta} | "
                          f"{change_verdict(d) if it.iteration else 'base'} | {it.mean_tokens} | {it.cut_at_max} |")
-    lines += ["", "Head-to-head, last iteration against iteration 0 on the held-out prompts, judged in both orders by "
+    compared = next((h.wins + h.losses + h.ties for r in results.values() for h in r.h2h), 0)
+    lines += ["", f"Head-to-head, last iteration against iteration 0 on the first {compared} held-out prompts, judged in both orders by "
               "the base model with `prompts/pairwise.yaml` (a win needs both orders to agree; ties count half):", "",
               "| config | iteration vs 0 | wins | losses | ties | win rate (95% CI) | order-consistent | first-position rate |",
               "|---|---|---|---|---|---|---|---|"]

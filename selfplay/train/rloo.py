@@ -90,10 +90,12 @@ class GroupRLTrainer:
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
         peft_config = None
         if cfg.lora:
-            from transformers import AutoConfig, AutoModelForCausalLM
+            skeleton = None  # lora_config reads the layer names only for lora_layers
+            if cfg.lora_layers is not None:
+                from transformers import AutoConfig, AutoModelForCausalLM
 
-            with torch.device("meta"):  # the layer structure only, no weights: TRL loads the model itself
-                skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(policy_dir))
+                with torch.device("meta"):  # the layer structure only, no weights: TRL loads the model itself
+                    skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(policy_dir))
             peft_config = lora_config(cfg, skeleton)
         completions = cfg.rl_rollout_prompts * cfg.rl_num_generations
         steps = cfg.rl_steps or max(1, math.ceil(len(prompts) / cfg.rl_rollout_prompts))

@@ -25,7 +25,8 @@ def load_policy(policy: Path, cfg: TrainConfig):
 
 
 def lora_config(cfg: TrainConfig, model, dropout: float | None = None):
-    """The policy's peft LoraConfig: every linear layer, or those of the top `cfg.lora_layers` decoder layers."""
+    """The policy's peft LoraConfig: every linear layer, or those of the top `cfg.lora_layers` decoder layers
+    (`model` is read for its layer names then, and only then)."""
     import torch
     from peft import LoraConfig
 

@@ -51,6 +51,7 @@ class SFTTrainerRunner:
         checkpoints go to out_dir/checkpoints, metrics logs to out_dir/logs."""
         import torch
         from datasets import Dataset
+        from transformers import PrinterCallback
         from trl import SFTConfig, SFTTrainer
 
         from selfplay.train.setup import checkpointing_args, load_policy, report_to
@@ -64,7 +65,9 @@ class SFTTrainerRunner:
             report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         )
         dataset = Dataset.from_list([e.to_trl() for e in examples])
-        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+        trainer.remove_callback(PrinterCallback)  # our result reports the losses; per-step dicts would drown the output
+        return trainer
 
     def train(self, examples: Sequence[SFTExample], policy: Path, out_dir: Path, algo: str = "rejection-sft") -> TrainResult:
         if not examples:  # callers skip first; an empty fine-tune would only rename the policy
@@ -77,6 +80,10 @@ class SFTTrainerRunner:
                                loss_first=None, loss_last=None, reward_accuracy=None, reward_margin=None, policy=str(policy),
                                skipped=f"every one of the {len(examples)} examples has its response beyond "
                                        f"train.max_length={self.cfg.max_length} tokens; policy carried over")
+        from selfplay.train.guard import NonFiniteGradGuard
+
+        guard = NonFiniteGradGuard()
+        trainer.add_callback(guard)
         resumed_at = train_resumable(trainer, out_dir / "checkpoints")
         history = trainer.state.log_history
 
@@ -87,6 +94,7 @@ class SFTTrainerRunner:
             seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),
             loss_last=history_mean(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
             policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, resumed_at_step=resumed_at,
+            nan_steps=guard.skipped_steps,
         )
 
 

@@ -21,7 +21,8 @@ class PairingStats(BaseModel):
 
 def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Sequence[Generation],
                judgements: Sequence[Judgement]) -> tuple[list[Pair], PairingStats]:
-    """Best vs worst scored response per prompt (Self-Rewarding LMs §2.3), if the gap reaches the margin."""
+    """Best vs worst scored response per prompt (Self-Rewarding LMs §2.3), if the gap reaches the margin;
+    with `max_length_gap`, the widest-margin pair whose lengths are that close (see widest_pair)."""
     gen_by_id = {g.id: g for g in generations}
     scored: dict[str, list[tuple[float, Generation, Judgement]]] = defaultdict(list)
     for j in judgements:

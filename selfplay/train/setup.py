@@ -52,9 +52,8 @@ def save_policy(model, tokenizer, out_dir: Path, adapter: bool) -> tuple[Path, P
     """
     import torch
 
-    from selfplay.train.guard import check_finite
-
     from selfplay.records import is_main_process
+    from selfplay.train.guard import check_finite
 
     merged_dir, adapter_dir = out_dir / "merged", None
     if not is_main_process():  # a distributed launch: every process holds the same weights, rank 0 saves them

@@ -43,13 +43,16 @@ ITERATION_FILES = ("prompts.jsonl", "generations.jsonl", "judgements.jsonl", "pa
 
 @pytest.mark.slow
 def test_ray_sharded_iteration_writes_the_records_of_an_unsharded_one(tiny_model_dir, tmp_path):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     # 5 prompts x 3 responses, judged 2 at a time: both the per-prompt sampling and the judge's batches are cut.
     extra = ["iterations=1", "prompts.per_iteration=5", "generation.batch_size=2", "train.save_steps=0"]
     one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra))
     run_loop(one, log=lambda _: None)
     sharded = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, "generation.workers=2"))
-    run_loop(sharded, log=lambda _: None)
+    try:
+        run_loop(sharded, log=lambda _: None)
+    finally:
+        ray.shutdown()  # the loop keeps Ray up for the next iteration; the rest of the suite does not need it
     for name in ITERATION_FILES:
         assert (sharded.paths(1).dir / name).read_bytes() == (one.paths(1).dir / name).read_bytes(), name
     assert len((one.paths(1).judgements).read_text().splitlines()) == 15
@@ -87,4 +90,31 @@ def test_dpo_on_two_cpu_processes_follows_one_process_with_the_same_global_batch
     assert len(parallel) == len(single) == result.steps
     assert parallel == pytest.approx(single, abs=1e-4)  # measured: within 2e-7
     assert parallel[-1] < parallel[0]  # it learned: the same pairs twice
+    assert (two.paths(1).policy / "merged" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_reward_model_then_rloo_on_two_cpu_processes(tiny_model_dir, tmp_path):
+    """The RLHF path under accelerate: the reward model trains data-parallel (its loss curve follows one process
+    with the same global batch), rank 0 saves it before the other process loads it, then RLOO trains."""
+    pytest.importorskip("tensorboard")
+    extra = ["iterations=1", "prompts.per_iteration=8", "train.algo=rloo", "train.rl_steps=1", "train.rl_max_new_tokens=8",
+             "train.rl_rollout_prompts=2", "train.rl_num_generations=2", "train.batch_size=2", "train.rm_epochs=2",
+             "train.rm_heldout=0.0", "train.lora_dropout=0.0", "train.report_to=tensorboard"]
+    one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra, "train.rm_batch_size=4"))
+    run_loop(one, log=lambda _: None)
+    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, "train.rm_batch_size=2",
+                                                   "train.launcher=accelerate", "train.num_processes=2"))
+    two.paths(1).dir.mkdir(parents=True, exist_ok=True)
+    for name in ITERATION_FILES:
+        shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)
+    manifest = Manifest(iteration=1, policy=str(two.policy_for(1)))
+    result = train_stage(two, 1, manifest)
+
+    rm_one = json.loads((one.paths(1).dir / "reward_model" / "reward_model.json").read_text())
+    assert manifest.reward_model is not None and manifest.reward_model.steps == rm_one["steps"] >= 2
+    single = tensorboard_losses(one.paths(1).dir / "reward_model" / "logs")
+    parallel = tensorboard_losses(two.paths(1).dir / "reward_model" / "logs")
+    assert parallel == pytest.approx(single, abs=1e-4)
+    assert result.algo == "rloo" and result.skipped is None and result.steps == 1
     assert (two.paths(1).policy / "merged" / "model.safetensors").exists()

@@ -98,6 +98,7 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
     if diagnostics:
         lines += ["What the training pairs taught, by the instruction checkers (`python -m selfplay.proof --diagnostics`):", "",
                   *diagnostics, ""]
+    lines += ["What was tried, attempt by attempt, and what each attempt did: `docs/method.md`.", ""]
     return "\n".join(lines)
 
 

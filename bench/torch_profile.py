@@ -2,7 +2,7 @@
 vs generating. For each, where the CPU time goes by operator, the share spent in matrix multiplies, and the
 rate those multiplies reach, to tell "compute-bound" from "overhead we could remove".
 
-    python bench/profile.py [--parts dpo,judge] [--pairs 4] [--prompts 8]
+    python bench/torch_profile.py [--parts dpo,judge] [--pairs 4] [--prompts 8]
 
 Writes bench/results/profile-PART.txt (the operator table) and bench/results/profile.json (the summary).
 """

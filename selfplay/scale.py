@@ -16,6 +16,7 @@ RLOO/GRPO) then train data-parallel, and only the main process writes the policy
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def start_ray(cfg: GenerationConfig) -> None:
     if cfg.ray_address:
         ray.init(address=cfg.ray_address, log_to_driver=False)
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(-(-cfg.workers * cfg.worker_cpus // 1))), include_dashboard=False,
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cfg.workers * cfg.worker_cpus)), include_dashboard=False,
                  log_to_driver=False, object_store_memory=256 * 2**20)  # records are small: no multi-GiB store
 
 

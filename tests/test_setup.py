@@ -3,7 +3,7 @@
 import pytest
 
 from selfplay.config import TrainConfig
-from selfplay.train.setup import checkpoint_step, checkpointing_args, lora_config
+from selfplay.train.setup import checkpoint_step, checkpointing_args, last_checkpoint, lora_config
 
 
 @pytest.mark.slow
@@ -27,3 +27,16 @@ def test_checkpointing_args():
     assert args["save_steps"] == 5 and args["save_total_limit"] == 1
     assert args["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
     assert checkpoint_step("/x/checkpoints/checkpoint-40") == 40 and checkpoint_step(None) is None
+
+
+def test_last_checkpoint_skips_checkpoints_a_kill_left_half_written(tmp_path):
+    assert last_checkpoint(tmp_path / "none") is None
+    for step, state in ((1, '{"global_step": 1}'), (2, None), (3, '{"global_st'), (10, '{"global_step": 10}')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # by step number, not by name
+    (tmp_path / "checkpoint-10" / "trainer_state.json").unlink()  # killed while saving step 10
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-1")  # 3 is half-written JSON, 2 has none
+    (tmp_path / "checkpoint-1" / "trainer_state.json").unlink()
+    assert last_checkpoint(tmp_path) is None

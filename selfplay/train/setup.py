@@ -3,6 +3,7 @@ fp32 (autocast decides the compute precision), the LoRA config if any, and wheth
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -82,10 +83,22 @@ def checkpointing_args(cfg: TrainConfig) -> dict:
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete checkpoint a killed train stage left in `folder` (None = start from step 0)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint a killed train stage left in `folder` (None = start from step 0).
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    The Trainer writes a checkpoint's trainer_state.json after its weights, optimizer and RNG states, and
+    not atomically; a kill while saving leaves a newer folder without it (or with half of it). So complete
+    means "trainer_state.json reads as JSON" (transformers' get_last_checkpoint takes the newest folder
+    whatever it holds, and resuming from a half-written one fails)."""
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
+    for checkpoint in sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return str(checkpoint)
+    return None
 
 
 def train_resumable(trainer, folder: Path) -> int | None:

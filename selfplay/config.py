@@ -137,6 +137,10 @@ class PairingConfig(Section):
     max_length_gap: int | None = Field(None, ge=0, description="length control: the pair is the widest-margin (chosen, "
                                        "rejected) whose lengths differ by at most this many tokens, so a judge that "
                                        "prefers short (or long) answers cannot teach length alone; None = best vs worst")
+    revise: str | None = Field(None, description="judge.kind=program: 'module:function' revise(prompt, response) -> revised "
+                               "response or None. A prompt whose best response it can revise gets the pair revision "
+                               "(chosen, scored by the judge program) vs that response, the program counterpart of "
+                               "constitution revision pairs; e.g. selfplay.program_judges:ifeval_revise")
 
 
 class TrainConfig(Section):
@@ -151,6 +155,9 @@ class TrainConfig(Section):
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dpo / rloo / grpo; ppo runs without dropout so the first "
                                 "minibatch's probability ratio is exactly 1")
     beta: float = Field(0.1, gt=0.0, description="DPO KL strength (Rafailov et al. 2023)")
+    sft_weight: float = Field(0.0, ge=0.0, description="dpo: add this times the chosen responses' per-token negative "
+                              "log-likelihood to the DPO loss (RPO, Pang et al. 2024, weight 1), so the policy also learns to "
+                              "write the chosen text, not only to prefer it; the reported loss is then the sum")
     learning_rate: float = Field(5e-5, gt=0.0, description="policy learning rate (dpo, ppo, rloo, grpo)")
     epochs: float = Field(1.0, gt=0.0)
     batch_size: int = Field(8, ge=1, description="dpo: pairs per optimizer step (per device, before accumulation); rloo / grpo: "
@@ -319,6 +326,12 @@ class RunConfig(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     monitors: MonitorConfig = MonitorConfig()
+
+    @model_validator(mode="after")
+    def _revision_needs_program(self) -> "RunConfig":
+        if self.pairing.revise and self.judge.kind != "program":
+            raise ValueError(f"pairing.revise needs judge.kind=program (its program scores the revisions), not {self.judge.kind}")
+        return self
 
     def digest(self) -> str:
         """Hash of the resolved config; a resumed run must match it."""

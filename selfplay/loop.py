@@ -375,7 +375,12 @@ def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines 
 
                 pairs, stats = revision_pairs(prompts, gens, judgements)
             else:
-                pairs, stats = make_pairs(cfg.pairing, prompts, gens, judgements)  # pure: recomputing on resume is exact
+                reviser = None
+                if cfg.pairing.revise:
+                    from selfplay.judges.program import program_reviser
+
+                    reviser = program_reviser(cfg.pairing.revise, cfg.judge)
+                pairs, stats = make_pairs(cfg.pairing, prompts, gens, judgements, reviser)  # pure: recomputing on resume is exact
             manifest.pairing = stats
             return manifest.stage("pair", p.pairs, lambda: pairs, Pair)
         case "train":
@@ -634,6 +639,10 @@ def preflight(cfg: RunConfig) -> None:
         resolve_model(cfg.model)
     preflight_prompts(cfg.prompts)
     preflight_judge(cfg.judge)
+    if cfg.pairing.revise:
+        from selfplay.judges.program import program_reviser
+
+        program_reviser(cfg.pairing.revise, cfg.judge)  # imports it and checks it takes (prompt, response)
     check_reporting(cfg.train)
     check_launcher(cfg.train)
 

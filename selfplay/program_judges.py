@@ -87,3 +87,14 @@ def ifeval(prompt: Prompt, response: str, *, echo_penalty: bool = True) -> float
         return 0.0
     checkable = IFEvalPrompt(key=prompt.id, prompt=prompt.text, instruction_id_list=ids, kwargs=prompt.meta.get("kwargs", []))
     return ifeval_score(checkable, response)
+
+
+def ifeval_revise(prompt: Prompt, response: str) -> str | None:
+    """pairing.revise for the ifeval judge: the response rewritten by selfplay.ifeval.revise's rules so that it
+    follows every instruction of the prompt, or None (it follows them all already, or a failed one has no rule)."""
+    from selfplay.ifeval.revise import revise
+
+    ids = prompt.meta.get("instruction_id_list")
+    if not ids:
+        raise ValueError(f"prompt {prompt.id} has no instruction_id_list in its meta; ifeval_revise needs an IFEval-format pool")
+    return revise(ids, prompt.meta.get("kwargs", []), response)

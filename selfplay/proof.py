@@ -105,28 +105,43 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
 def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
     """Markdown lines: per config and iteration, what the pairs teach as the instruction checkers see it.
     Every training prompt carries checkable instructions, so each response has a checker score even when
-    another judge made the pairs: do chosen responses follow more instructions than rejected ones?"""
+    another judge made the pairs: do chosen responses follow more instructions than rejected ones? A chosen
+    side that is a revision (pairing.revise) is no generation: it is checked, and its tokens counted, as text."""
+    from transformers import AutoTokenizer
+
+    from selfplay.models import resolve_model
     from selfplay.program_judges import ifeval
     from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
     from selfplay.stats import pearson
 
-    lines = ["| config | iteration | pairs | chosen follows more / fewer / same instructions | judge score ~ checker score, r | "
+    lines = ["| config | iteration | pairs (revisions) | chosen follows more / fewer / same instructions | judge score ~ checker score, r | "
              "chosen − rejected length, tokens | mean checker score of samples |", "|---|---|---|---|---|---|---|"]
     for name, run in runs.items():
+        tokenizer = None
         for m in run.manifests():
             p = run.paths(m.iteration)
             prompts = {q.id: q for q in read_records(p.prompts, Prompt)}
             gens = {g.id: g for g in read_records(p.generations, Generation)}
             pairs = read_records(p.pairs, Pair)
             check = {gid: ifeval(prompts[g.prompt_id], g.text) for gid, g in gens.items()}
+            revisions = [q for q in pairs if q.chosen_id not in gens]
+            if revisions and tokenizer is None:
+                tokenizer = AutoTokenizer.from_pretrained(resolve_model(run.cfg.model))
+            for q in revisions:
+                check[q.chosen_id] = ifeval(prompts[q.prompt_id], q.chosen)
+
+            def tokens(gid: str, text: str) -> int:
+                return gens[gid].n_tokens if gid in gens else len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
             more = sum(check[q.chosen_id] > check[q.rejected_id] for q in pairs)
             fewer = sum(check[q.chosen_id] < check[q.rejected_id] for q in pairs)
             scored = [(j.score, check[j.generation_ids[0]]) for j in read_records(p.judgements, Judgement)
                       if len(j.generation_ids) == 1 and j.score is not None and check.get(j.generation_ids[0]) is not None]
             r = pearson([a for a, _ in scored], [b for _, b in scored])
-            gap = sum(gens[q.chosen_id].n_tokens - gens[q.rejected_id].n_tokens for q in pairs) / len(pairs) if pairs else None
-            known = [v for v in check.values() if v is not None]
-            lines.append(f"| {name} | {m.iteration} | {len(pairs)} | {more} / {fewer} / {len(pairs) - more - fewer} | "
+            gap = (sum(tokens(q.chosen_id, q.chosen) - gens[q.rejected_id].n_tokens for q in pairs) / len(pairs)
+                   if pairs else None)
+            known = [v for gid, v in check.items() if gid in gens and v is not None]
+            lines.append(f"| {name} | {m.iteration} | {len(pairs)} ({len(revisions)}) | {more} / {fewer} / {len(pairs) - more - fewer} | "
                          f"{'-' if r is None else f'{r:.2f}'} | {'-' if gap is None else f'{gap:+.0f}'} | "
                          f"{sum(known) / len(known):.3f} |")
     return lines

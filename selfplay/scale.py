@@ -117,15 +117,22 @@ class RayShardedGenerator:
 
 
 def check_launcher(cfg: TrainConfig) -> None:
-    """Preflight for train.launcher=accelerate: accelerate must be importable (TRL depends on it) and the
-    algorithm must be one the TRL trainers run data-parallel."""
+    """Preflight for train.launcher=accelerate: the config file exists; PPO has a rollout for every process and
+    no DeepSpeed or FSDP config (it is data-parallel only)."""
     if cfg.launcher != "accelerate":
         return
-    if cfg.algo == "ppo":
-        raise ConfigError("train.launcher=accelerate runs the TRL trainers (dpo, rejection-sft, rest, revision-sft, rloo, "
-                          "grpo and the reward model); our PPO trains in one process: use rloo or grpo to scale out")
+    if cfg.algo == "ppo" and cfg.rl_rollout_prompts < cfg.num_processes:
+        raise ConfigError(f"train.launcher=accelerate with ppo: rl_rollout_prompts ({cfg.rl_rollout_prompts}) must be at least "
+                          f"num_processes ({cfg.num_processes}), one rollout shard per process")
     if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
         raise ConfigError(f"train.accelerate_config: no such file {cfg.accelerate_config}")
+    if cfg.algo == "ppo" and cfg.accelerate_config:
+        import yaml
+
+        kind = (yaml.safe_load(Path(cfg.accelerate_config).read_text()) or {}).get("distributed_type")
+        if kind in ("DEEPSPEED", "FSDP"):  # our PPO sums gradients itself; it would silently not shard
+            raise ConfigError(f"train.accelerate_config: ppo runs plain data parallel, not {kind}; drop the config "
+                              "file, or use rloo or grpo (TRL trainers) with it")
 
 
 def accelerate_command(cfg: TrainConfig, run_root: Path, k: int) -> list[str]:

@@ -188,6 +188,17 @@ def test_full_fine_tuning_dpo(tiny_model_dir, tmp_path):
     assert sum(not before[k].to(after[k].dtype).equal(after[k]) for k in before) > len(before) // 2
 
 
+def test_dpo_with_an_sft_term_adds_the_chosen_nll(finished_run, tiny_model_dir, tmp_path):
+    """train.sft_weight (RPO): the loss is DPO plus the chosen responses' per-token NLL. DPO alone starts at
+    ln 2 (policy = reference); a random tiny model's NLL over a 49k vocabulary is near ln 49152 = 10.8."""
+    run, _ = finished_run
+    assert json.loads(run.paths(1).train.read_text())["loss_first"] < 0.8
+    rpo = Run.create(tmp_path / "rpo", tiny_config(tiny_model_dir, "iterations=1", "train.sft_weight=1.0"))
+    run_loop(rpo, log=lambda _: None)
+    train = json.loads(rpo.paths(1).train.read_text())
+    assert train["steps"] >= 1 and 0.693 + 8 < train["loss_first"] < 0.693 + 13
+
+
 def test_lora_dpo_with_gradient_checkpointing(tiny_model_dir, tmp_path):
     run = Run.create(tmp_path / "gc", tiny_config(tiny_model_dir, "iterations=1", "train.gradient_checkpointing=true"))
     run_loop(run, log=lambda _: None)

@@ -22,9 +22,14 @@ def test_shard_bounds_are_contiguous_aligned_and_cover_everything():
     assert shard_bounds(3, 2, align=8) == [(0, 3)]
 
 
-def test_ppo_is_refused_under_accelerate_and_a_missing_config_file_named():
-    with pytest.raises(ConfigError, match="our PPO trains in one process"):
-        check_launcher(load_config(None, ["train.algo=ppo", "train.launcher=accelerate"]).train)
+def test_ppo_needs_a_rollout_per_process_and_a_missing_config_file_is_named():
+    with pytest.raises(ConfigError, match=r"rl_rollout_prompts \(2\) must be at least num_processes \(4\)"):
+        check_launcher(load_config(None, ["train.algo=ppo", "train.launcher=accelerate", "train.num_processes=4",
+                                          "train.rl_rollout_prompts=2", "train.ppo_minibatch=2"]).train)
+    check_launcher(load_config(None, ["train.algo=ppo", "train.launcher=accelerate", "train.num_processes=2"]).train)
+    with pytest.raises(ConfigError, match="ppo runs plain data parallel, not DEEPSPEED"):
+        check_launcher(load_config(None, ["train.algo=ppo", "train.launcher=accelerate",
+                                          "train.accelerate_config=configs/accelerate/deepspeed-zero3.yaml"]).train)
     with pytest.raises(ConfigError, match="no such file nope.yaml"):
         check_launcher(load_config(None, ["train.launcher=accelerate", "train.accelerate_config=nope.yaml"]).train)
 
@@ -117,4 +122,34 @@ def test_reward_model_then_rloo_on_two_cpu_processes(tiny_model_dir, tmp_path):
     parallel = tensorboard_losses(two.paths(1).dir / "reward_model" / "logs")
     assert parallel == pytest.approx(single, abs=1e-4)
     assert result.algo == "rloo" and result.skipped is None and result.steps == 1
+    assert (two.paths(1).policy / "merged" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_ppo_on_two_cpu_processes_takes_the_steps_of_one_process(tiny_model_dir, tmp_path):
+    """Our PPO data-parallel: each process rolls out half of every batch (per-prompt seeds, so the same responses
+    as one process), and the summed statistics and gradients make the same PPO steps as one process."""
+    extra = ["iterations=1", "prompts.per_iteration=8", "train.algo=ppo", "train.rl_steps=2", "train.rl_max_new_tokens=8",
+             "train.rl_rollout_prompts=4", "train.ppo_minibatch=2", "train.ppo_epochs=2", "train.rm_heldout=0.0"]
+    one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra))
+    run_loop(one, log=lambda _: None)
+    # The same reward model (its data-parallel training is tested above), so the rewards are the same too.
+    rm_dir = json.loads((one.paths(1).dir / "reward_model" / "reward_model.json").read_text())["model_dir"]
+    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, f"train.rm_path={rm_dir}",
+                                                   "train.launcher=accelerate", "train.num_processes=2"))
+    two.paths(1).dir.mkdir(parents=True, exist_ok=True)
+    for name in ITERATION_FILES:
+        shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)
+    result = train_stage(two, 1, Manifest(iteration=1, policy=str(two.policy_for(1))))
+
+    def stats(run):
+        return [json.loads(line) for line in (run.paths(1).policy / "ppo_stats.jsonl").read_text().splitlines()]
+
+    single, parallel = stats(one), stats(two)
+    assert result.algo == "ppo" and result.skipped is None and result.steps == len(single) == len(parallel) == 2
+    for a, b in zip(single, parallel):
+        assert b["responses"] == a["responses"] == 4 and b["response_tokens"] == a["response_tokens"]
+        for key in ("reward_mean", "kl", "policy_loss", "value_loss", "clip_frac", "approx_kl"):
+            assert b[key] == pytest.approx(a[key], abs=1e-4), key
+    assert single[1]["kl"] != 0.0  # the first step moved the policy, and both runs moved it the same way
     assert (two.paths(1).policy / "merged" / "model.safetensors").exists()

@@ -111,3 +111,24 @@ class ProgramJudge:
                 template_hash=self.program.hash,
             ))
         return out
+
+
+def program_reviser(revise_spec: str, cfg: JudgeConfig):
+    """pairing.revise as a `pairing.Reviser`: the revise function rewrites a response (or returns None), and
+    the judge's own program scores the revision, so a revision counts only where the judge agrees it is better."""
+    revise = load_program(revise_spec)
+    judge = load_program(cfg.program, cfg.program_args)
+
+    def reviser(prompt: Prompt, response: str) -> tuple[str, float] | None:
+        try:
+            text = revise.fn(prompt if revise.takes_record else prompt.text, response)
+        except Exception as err:  # a user's function may fail in any way: stop with its message, pairs unwritten
+            raise JudgeError(f"pairing.revise {revise_spec!r} raised {type(err).__name__} on {prompt.id}: {err}") from None
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            raise JudgeError(f"pairing.revise {revise_spec!r} returned {type(text).__name__} for {prompt.id}, not a string or None")
+        _, score, status = run_program(judge, prompt, text, cfg.program_args)
+        return (text, score) if status == "ok" and text.strip() else None
+
+    return reviser

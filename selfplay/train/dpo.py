@@ -75,6 +75,7 @@ class DPOTrainer:
             gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=use_bf16,
             logging_steps=1, **checkpointing_args(cfg), report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
             use_cpu=not torch.cuda.is_available(), disable_tqdm=True, precompute_ref_log_probs=cfg.precompute_ref,
+            **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {}),
         )
         dataset = Dataset.from_list([p.to_trl() for p in pairs])
         trainer = TRLDPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)

@@ -11,6 +11,10 @@ Models from Human Preferences") and Ouyang et al. 2022 (InstructGPT), with PPO f
         several epochs of minibatches: clipped surrogate loss + clipped value loss
         adapt kl_coef toward a target KL (Ziegler et al. 2019)
 
+Under `accelerate launch` (train.launcher=accelerate) every process rolls out and scores a shard of each rollout
+batch, and the statistics (advantage whitening, KL, token counts) and gradients are summed over the processes:
+each takes the step one process would take on the whole batch (DataParallel below).
+
 Shapes: B responses, T response tokens (right-padded); `mask` is 1 on response tokens (up to and including the
 end token) and 0 on padding. Every loss is a mean over response tokens. The reference policy is the policy we
 start from: the LoRA-disabled base with LoRA, else a frozen copy.
@@ -46,12 +50,14 @@ def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def whiten(x, mask, shift_mean: bool = True):
-    """(x - mean) / std over the masked entries (population variance); padding comes back as 0."""
+def whiten(x, mask, shift_mean: bool = True, total: Callable = lambda t: t):
+    """(x - mean) / std over the masked entries (population variance); padding comes back as 0. `total` sums a
+    tensor over the processes of a data-parallel run (identity in one), so mean and std are the whole batch's."""
     import torch
 
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    count = total(mask.sum()).clamp(min=1)
+    mean = total((x * mask).sum()) / count
+    var = total((((x - mean) ** 2) * mask).sum()) / count
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
@@ -149,6 +155,69 @@ class PPOStepStats(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Data parallel: the processes of an `accelerate launch` share every rollout batch
+
+
+@dataclass
+class DataParallel:
+    """Process `rank` of `world` (1 of 1 when not launched). Each process rolls out a contiguous shard of every
+    rollout batch; sums of statistics and of gradients are all-reduced, so every process takes exactly the step
+    one process would take on the whole batch. By hand rather than DDP: the policy also generates and runs with
+    its adapter disabled (the reference), which a DDP wrapper would have to be unwrapped for every time."""
+    rank: int
+    world: int
+
+    @classmethod
+    def current(cls) -> DataParallel:
+        from selfplay.scale import under_launch
+
+        if not under_launch():
+            return cls(0, 1)
+        from accelerate import PartialState
+
+        state = PartialState()  # the process group torchrun set up (gloo on CPU), shared with the TRL trainers
+        return cls(state.process_index, state.num_processes)
+
+    def shard(self, count: int) -> range:
+        from selfplay.scale import shard_bounds
+
+        bounds = shard_bounds(count, self.world)
+        return range(*bounds[self.rank]) if self.rank < len(bounds) else range(0)
+
+    def total(self, x):
+        """The sum of tensor `x` over the processes."""
+        if self.world == 1:
+            return x
+        import torch.distributed as dist
+
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    def gather(self, values: list) -> list:
+        """Every process's `values`, concatenated in rank order (the shards' order)."""
+        if self.world == 1:
+            return list(values)
+        import torch.distributed as dist
+
+        parts = [None] * self.world
+        dist.all_gather_object(parts, list(values))
+        return [v for part in parts for v in part]
+
+    def sum_gradients(self, params) -> None:
+        """Each gradient becomes its sum over the processes (missing = zero: a shard without rows in a minibatch)."""
+        if self.world == 1:
+            return
+        import torch
+
+        flat = self.total(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]))
+        offset = 0
+        for p in params:
+            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The trainer
 
 
@@ -238,67 +307,86 @@ class PPOTrainer:
         n_steps = cfg.rl_steps or max(1, math.ceil(len(prompts) / R))
         history: list[PPOStepStats] = []
         nan_steps = 0  # minibatch steps skipped for a non-finite gradient
+        dp = DataParallel.current()
         for step in range(1, n_steps + 1):
             step_started = time.monotonic()
             batch = [prompts[order[((step - 1) * R + i) % len(order)]] for i in range(min(R, len(prompts)))]
-            roll = self._rollout(model, tokenizer, batch, derive_seed(self.seed, "ppo-rollout", step), device)
-            scores = [float(s) for s in reward_fn([p.text for p in batch], roll.texts)]
-            n_tokens = roll.mask.sum(dim=1).float()
-            base = dict(step=step, responses=len(batch), kl_coef=kl_ctl.value, response_tokens=n_tokens.mean().item(),
-                        ended=roll.ended.float().mean().item())
-            if len(scores) != len(batch) or not all(math.isfinite(s) for s in scores):
-                # A NaN or infinite reward would poison every weight it touches: record the batch and skip it.
-                why = (f"reward_fn returned {len(scores)} scores for {len(batch)} responses" if len(scores) != len(batch)
-                       else f"non-finite reward ({sum(not math.isfinite(s) for s in scores)} of {len(scores)})")
+            mine = dp.shard(len(batch))  # this process's rows of the batch (all of them in one process)
+            roll = self._rollout(model, tokenizer, [batch[i] for i in mine],
+                                 [derive_seed(self.seed, "ppo-rollout", step, i) for i in mine], device)
+            scores = [float(s) for s in reward_fn([batch[i].text for i in mine], roll.texts)]
+            base = dict(step=step, responses=len(batch), kl_coef=kl_ctl.value,
+                        response_tokens=dp.total(roll.mask.sum().float()).item() / len(batch),
+                        ended=dp.total(roll.ended.float().sum()).item() / len(batch))
+            bad = len(scores) != len(mine) or not all(math.isfinite(s) for s in scores)
+            if dp.total(torch.tensor(float(bad))).item() > 0:
+                # A NaN or infinite reward would poison every weight it touches: record the batch and skip it
+                # (in every process, so they stay in step).
+                why = (f"reward_fn returned {len(scores)} scores for {len(mine)} responses" if len(scores) != len(mine)
+                       else f"non-finite reward ({sum(not math.isfinite(s) for s in scores)} of {len(scores)})" if bad
+                       else "non-finite reward in another process's shard")
                 history.append(PPOStepStats(**base, skipped=why, reward_mean=None, reward_std=None, kl=None, policy_loss=None,
                                             value_loss=None, clip_frac=None, approx_kl=None,
                                             seconds=round(time.monotonic() - step_started, 2)))
                 continue
             score = torch.tensor(scores, device=device)
-            rows = torch.arange(len(batch), device=device)
+            rows = torch.arange(len(mine), device=device)
             with torch.no_grad():
                 old_logprobs, old_values = forward(roll, rows)
                 ref_logprobs, _ = forward(roll, rows, use_reference=True)
                 rewards = kl_penalized_rewards(score, old_logprobs, ref_logprobs, roll.mask, kl_ctl.value)
                 advantages, returns = gae(rewards, old_values, roll.mask, cfg.ppo_gamma, cfg.ppo_lam)
                 if cfg.ppo_whiten_advantages:
-                    advantages = whiten(advantages, roll.mask)
-                kl = ((old_logprobs - ref_logprobs) * roll.mask).sum(dim=1).mean().item()
+                    advantages = whiten(advantages, roll.mask, total=dp.total)
+                kl = dp.total(((old_logprobs - ref_logprobs) * roll.mask).sum()).item() / len(batch)
 
             pg_losses, vf_losses, clip_fracs = [], [], []
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "ppo-minibatch", step))
             for _ in range(cfg.ppo_epochs):
                 for mb in torch.randperm(len(batch), generator=generator).to(device).split(cfg.ppo_minibatch):
-                    new_logprobs, values = forward(roll, mb)
-                    mask = roll.mask[mb]
-                    pg = policy_loss(new_logprobs, old_logprobs[mb], advantages[mb], mask, cfg.ppo_clip)
-                    vf = value_loss(values, old_values[mb], returns[mb], mask, cfg.ppo_value_clip)
+                    # This process's rows of the minibatch; the loss is a mean over the whole minibatch's response
+                    # tokens, so each process weighs its part by its share of them and the gradients are summed.
+                    own = mb[(mb >= mine.start) & (mb < mine.stop)] - mine.start
+                    mask = roll.mask[own]
+                    share = mask.sum() / dp.total(mask.sum()).clamp(min=1)
                     optimizer.zero_grad()
-                    (pg + cfg.ppo_value_coef * vf).backward()
+                    pg = vf = clipped = torch.zeros((), device=device)
+                    if len(own):
+                        new_logprobs, values = forward(roll, own)
+                        pg = policy_loss(new_logprobs, old_logprobs[own], advantages[own], mask, cfg.ppo_clip) * share
+                        vf = value_loss(values, old_values[own], returns[own], mask, cfg.ppo_value_clip) * share
+                        (pg + cfg.ppo_value_coef * vf).backward()
+                        with torch.no_grad():
+                            ratio = torch.exp(new_logprobs - old_logprobs[own])
+                            clipped = masked_mean(((ratio - 1.0).abs() > cfg.ppo_clip).float(), mask) * share
+                    dp.sum_gradients(params)
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.ppo_max_grad_norm)
                     if not torch.isfinite(grad_norm):  # a NaN/inf gradient: skip this step, count it, keep the weights
                         nan_steps += 1
                         continue
                     optimizer.step()
-                    with torch.no_grad():
-                        ratio = torch.exp(new_logprobs - old_logprobs[mb])
-                        clip_fracs.append(masked_mean(((ratio - 1.0).abs() > cfg.ppo_clip).float(), mask).item())
-                    pg_losses.append(pg.item())
-                    vf_losses.append(vf.item())
+                    clip_fracs.append(dp.total(clipped.detach()).item())
+                    pg_losses.append(dp.total(pg.detach()).item())
+                    vf_losses.append(dp.total(vf.detach()).item())
             with torch.no_grad():
                 new_logprobs, _ = forward(roll, rows)
-                approx_kl = masked_mean(old_logprobs - new_logprobs, roll.mask).item()
+                approx_kl = (dp.total(((old_logprobs - new_logprobs) * roll.mask).sum())
+                             / dp.total(roll.mask.sum()).clamp(min=1)).item()
+            every_score = torch.tensor(dp.gather(scores))
             history.append(PPOStepStats(
                 **base, skipped=None if pg_losses else "every minibatch had a non-finite gradient",
-                reward_mean=score.mean().item(), reward_std=score.std().item() if len(batch) > 1 else 0.0, kl=kl,
-                policy_loss=_mean(pg_losses), value_loss=_mean(vf_losses), clip_frac=_mean(clip_fracs), approx_kl=approx_kl,
-                seconds=round(time.monotonic() - step_started, 2)))
+                reward_mean=every_score.mean().item(), reward_std=every_score.std().item() if len(batch) > 1 else 0.0,
+                kl=kl, policy_loss=_mean(pg_losses), value_loss=_mean(vf_losses), clip_frac=_mean(clip_fracs),
+                approx_kl=approx_kl, seconds=round(time.monotonic() - step_started, 2)))
             kl_ctl.update(kl, len(batch))
 
         return self._save(model, tokenizer, history, kl_ctl, nan_steps, len(prompts), started, out_dir)
 
-    def _rollout(self, model, tokenizer, batch: Sequence[Prompt], seed: int, device) -> Rollout:
-        """Samples one response per prompt. Prompts are chat-formatted and left-padded for generate()."""
+    def _rollout(self, model, tokenizer, batch: Sequence[Prompt], seeds: Sequence[int], device) -> Rollout:
+        """Samples one response per prompt at rl_temperature (no top-k, no top-p: the distribution the losses use),
+        each prompt from its own seeded generator, so that a response does not depend on which prompts share its
+        batch and a data-parallel shard rolls out exactly what one process would. transformers' generate() draws
+        every row from one random stream, hence this loop over the KV cache. Prompts are chat-formatted, left-padded."""
         import torch
 
         cfg = self.cfg
@@ -306,18 +394,30 @@ class PPOTrainer:
                  for p in batch]
         tokenizer.padding_side = "left"
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        torch.manual_seed(seed)
+        generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        ids, attn, cache, steps = enc["input_ids"], enc["attention_mask"], None, []
+        finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
         with torch.no_grad():
-            out = model.generate(**enc, do_sample=True, temperature=cfg.rl_temperature, top_k=0, top_p=1.0,
-                                 max_new_tokens=cfg.rl_max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
-        response = out[:, enc["input_ids"].shape[1]:]
-        # The response runs up to and including the first end token; generate() pads after it.
-        is_end = response == tokenizer.eos_token_id
+            for _ in range(cfg.rl_max_new_tokens):
+                positions = (attn.cumsum(dim=1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+                out = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                probs = torch.softmax(out.logits[:, -1].float() / cfg.rl_temperature, dim=-1)
+                token = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+                token = torch.where(finished, torch.full_like(token, pad), token)
+                steps.append(token)
+                finished |= token == eos
+                if finished.all():
+                    break
+                ids, attn = token[:, None], torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        response = torch.stack(steps, dim=1)
+        # The response runs up to and including the first end token; padding follows it.
+        is_end = response == eos
         has_end = is_end.any(dim=1)
         length = torch.where(has_end, is_end.int().argmax(dim=1) + 1, torch.full_like(has_end, response.shape[1], dtype=torch.long))
         mask = (torch.arange(response.shape[1], device=device)[None, :] < length[:, None]).long()
-        response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+        response = torch.where(mask.bool(), response, torch.full_like(response, pad))
         decoded = [tokenizer.decode(response[i, :length[i]], skip_special_tokens=True) for i in range(len(batch))]
         return Rollout(query=enc["input_ids"], query_mask=enc["attention_mask"], response=response, mask=mask, ended=has_end,
                        texts=decoded)

@@ -40,7 +40,7 @@ _NON_TERMINAL_PERIODS = (
     re.compile(r"\b(?:[A-Z]\.){2,}(?=\s+[a-z0-9])"),  # before initials, which would mask its first periods
     re.compile(r"\b[A-Z]\.(?=\s*[A-Z]\.|\s+[A-Z][a-z])"),
 )
-_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)")
+SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -48,7 +48,7 @@ def split_sentences(text: str) -> list[str]:
     word character (a stray "..." or "-") are not sentences."""
     for pattern in _NON_TERMINAL_PERIODS:
         text = pattern.sub(lambda m: m.group(0).replace(".", _MASK), text)
-    pieces = _SENTENCE_END.split(text)
+    pieces = SENTENCE_END.split(text)
     return [p.replace(_MASK, ".").strip() for p in pieces if re.search(r"\w", p)]
 
 

@@ -9,7 +9,7 @@ critic (the checkers) and the reviser (these rules) programs instead of the mode
 
 A rule edits form only: case, commas, quotes, the end phrase, a title, a list or section layout, trimming to
 a limit. Instructions about content (use a keyword N times, answer in French, write at least N words, add a
-postscript or placeholders, give two answers) have no rule, and a response failing one of those gets no
+postscript or placeholders, give two answers, avoid a word) have no rule, and a response failing one of those gets no
 revision. `revise` applies the rules for the failed instructions in a fixed order, then checks every
 instruction again: it returns a revision only when all of them pass.
 """
@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from selfplay.ifeval.checkers import _SENTENCE_END, check, validate_kwargs
+from selfplay.ifeval.checkers import SENTENCE_END, check, validate_kwargs
 
 Rule = Callable[[str, dict[str, Any]], "str | None"]  # (response, kwargs) -> revised response; None = cannot
 
@@ -31,7 +31,7 @@ def complete_sentences(text: str) -> str:
     (an end phrase or a closing quote after half a sentence would still read as cut off). Unchanged when
     it ends a sentence already or has no sentence end at all."""
     text = text.strip()
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
     return text[: ends[-1]].strip() if ends else text
 
 
@@ -40,7 +40,7 @@ def _sentences(text: str) -> list[str]:
     flat = re.sub(r"^\s*(?:[-*]|\d+[.)])\s+", "", text, flags=re.MULTILINE)
     flat = " ".join(flat.replace("**", "").split())
     out, start = [], 0
-    for m in _SENTENCE_END.finditer(flat):
+    for m in SENTENCE_END.finditer(flat):
         out.append(flat[start : m.end()].strip())
         start = m.end()
     tail = flat[start:].strip()

@@ -8,8 +8,9 @@ from selfplay.config import ConfigError, JudgeConfig, PairingConfig, load_config
 from selfplay.ifeval import check
 from selfplay.ifeval.revise import complete_sentences, revise
 from selfplay.judges.program import program_reviser
+from selfplay.loop import Manifest, Run, preflight, run_stage
 from selfplay.pairing import make_pairs
-from selfplay.records import Judgement, Prompt
+from selfplay.records import Judgement, Pair, Prompt, read_records, write_records
 
 from conftest import make_generation
 
@@ -115,3 +116,25 @@ def test_revise_needs_a_program_judge_and_a_working_function(tmp_path, monkeypat
     reviser = program_reviser("bad_revise.py:revise", JudgeConfig(kind="program", program="selfplay.program_judges:ifeval"))
     with pytest.raises(Exception, match="returned int for ifeval-9, not a string or None"):
         reviser(PROMPT, "Rain.")
+
+
+def test_the_pair_stage_revises_through_the_run_config(tmp_path):
+    """The loop's pair stage with pairing.revise: records in, revision pairs and their count in the manifest out."""
+    cfg = load_config(None, ["judge.kind=program", "judge.program=selfplay.program_judges:ifeval",
+                             "pairing.revise=selfplay.program_judges:ifeval_revise", "pairing.min_margin=0.05"])
+    preflight(cfg)
+    run = Run.create(tmp_path / "rev", cfg)
+    p = run.paths(1)
+    quoted = Prompt(id="ifeval-3", text="Say hi in double quotes.", source="ifeval",
+                    meta={"instruction_id_list": ["startend:quotation"], "kwargs": [{}]})
+    rain_gens, rain_js = judged("ifeval-9", [("Rain Falls.", 0.0), ("Rain Is Wet.", 0.0)])
+    hi_gens, hi_js = judged("ifeval-3", [('"Hi."', 1.0), ("Hi.", 0.0)])
+    write_records(p.prompts, [PROMPT, quoted])
+    write_records(p.generations, rain_gens + hi_gens)
+    write_records(p.judgements, rain_js + hi_js)
+    manifest = Manifest(iteration=1, policy="m")
+    run_stage(run, 1, "pair", manifest)
+    pairs = {q.prompt_id: q for q in read_records(p.pairs, Pair)}
+    assert (pairs["ifeval-9"].chosen, pairs["ifeval-9"].chosen_id) == ("rain falls.", "ifeval-9/g0/revision")
+    assert (pairs["ifeval-3"].chosen_id, pairs["ifeval-3"].rejected_id) == ("ifeval-3/g0", "ifeval-3/g1")  # passed: no revision
+    assert (manifest.pairing.pairs, manifest.pairing.revised) == (2, 1)

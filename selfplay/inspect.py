@@ -236,6 +236,9 @@ def format_prompt_view(v: PromptView) -> str:
         p = v.pair
         out.append(f"pair {p.id}: chosen {p.chosen_id} ({_fmt(p.chosen_score, 2)}) over rejected {p.rejected_id} "
                    f"({_fmt(p.rejected_score, 2)}), margin {_fmt(p.margin, 2)}")
+        if all(c.generation.id != p.chosen_id for c in v.candidates):  # a revision: no generation holds its text
+            out.append(f"── {p.chosen_id} [CHOSEN]")
+            out.append(_indent(p.chosen or "(empty)"))
     elif "pairs" not in v.missing:
         out.append("pair: none (a tie, too few scores, or dropped by pairing)")
     return "\n".join(out).rstrip() + "\n"

@@ -15,7 +15,7 @@ from selfplay.config import load_config
 from selfplay.inspect import sort_records
 from selfplay.loop import Manifest, Run, StageInfo
 from selfplay.pairing import PairingStats
-from selfplay.records import Judgement, Pair, Prompt, write_json, write_records
+from selfplay.records import Judgement, Pair, Prompt, read_records, write_json, write_records
 from selfplay.train.dpo import TrainResult
 
 from conftest import make_generation
@@ -113,6 +113,16 @@ def test_show_one_prompt(tmp_path):
     assert view["prompt"]["id"] == "a" and [c["role"] for c in view["candidates"]] == ["rejected", "chosen", None]
     assert view["candidates"][2]["judgements"][0]["raw"] == ["I think it is fine."]
     assert view["pair"]["margin"] == 2.0 and view["missing"] == []
+
+
+def test_show_prints_a_revision_that_no_generation_holds(tmp_path):
+    run = build_run(tmp_path)
+    p = run.paths(1)
+    [first, *rest] = read_records(p.pairs, Pair)
+    revised = first.model_copy(update={"chosen": "SAY HI.", "chosen_id": f"{first.rejected_id}/revision"})
+    write_records(p.pairs, [revised, *rest])
+    out = runner.invoke(APP, ["show", "view", "1", "a"]).output
+    assert f"── {first.rejected_id}/revision [CHOSEN]\n    SAY HI." in out and "[REJECTED]" in out
 
 
 def test_show_errors_are_one_line(tmp_path):

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("gen-vllm", "gen-hf", "judge-cache", "judge-nocache", "dpo-fp32", "dpo-bf16", "dpo-precompute")
+PARTS = ("gen-vllm", "gen-hf", "judge-cache", "judge-nocache", "dpo-fp32", "dpo-bf16", "dpo-precompute",
+         "rollout-seeded", "rollout-generate")
 
 
 def _prompts(n: int):
@@ -87,6 +88,41 @@ def part_dpo(precision: str, precompute: bool, n_pairs: int) -> dict:
     return {"seconds": result.seconds, "pairs": len(pairs), "pairs_per_s": round(len(pairs) / result.seconds, 3)}
 
 
+def part_rollout(seeded: bool, n_prompts: int) -> dict:
+    """PPO rollouts on the default model: our per-prompt seeded sampling loop (PPOTrainer._rollout, which makes a
+    response independent of its batch) against one transformers generate() call with the same settings."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfplay.config import TrainConfig
+    from selfplay.models import ensure_default_model
+    from selfplay.train.ppo import PPOTrainer
+
+    cfg = TrainConfig(algo="ppo", rl_max_new_tokens=64, rl_rollout_prompts=n_prompts, ppo_minibatch=1)
+    model_dir = ensure_default_model()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompts, trainer = _prompts(n_prompts), PPOTrainer(cfg, seed=0)
+    started = time.monotonic()
+    if seeded:
+        roll = trainer._rollout(model, tokenizer, prompts, list(range(len(prompts))), torch.device("cpu"))
+        tokens = int(roll.mask.sum())
+    else:
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        tokenizer.padding_side = "left"
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=True, temperature=cfg.rl_temperature, top_k=0, top_p=1.0,
+                                 max_new_tokens=cfg.rl_max_new_tokens, pad_token_id=tokenizer.eos_token_id)
+        response = out[:, enc["input_ids"].shape[1]:]
+        ended = response == tokenizer.eos_token_id
+        tokens = int(torch.where(ended.any(1), ended.int().argmax(1) + 1, torch.full_like(ended[:, 0], response.shape[1], dtype=torch.long)).sum())
+    seconds = time.monotonic() - started
+    return {"seconds": round(seconds, 1), "tokens": tokens, "tok_per_s": round(tokens / seconds, 1)}
+
+
 def run_part(name: str, args) -> dict:
     match name:
         case "gen-vllm":
@@ -103,6 +139,10 @@ def run_part(name: str, args) -> dict:
             return part_dpo("bf16", False, args.pairs)
         case "dpo-precompute":
             return part_dpo("fp32", True, args.pairs)
+        case "rollout-seeded":
+            return part_rollout(True, args.prompts)
+        case "rollout-generate":
+            return part_rollout(False, args.prompts)
     raise SystemExit(f"unknown part {name!r}; one of {', '.join(PARTS)}")
 
 
@@ -121,6 +161,8 @@ def ratios(r: dict) -> dict:
         out["dpo bf16 / fp32"] = round(get("dpo-bf16", "pairs_per_s") / get("dpo-fp32", "pairs_per_s"), 2)
     if get("dpo-fp32", "pairs_per_s") and get("dpo-precompute", "pairs_per_s"):
         out["dpo precomputed ref / per-step ref"] = round(get("dpo-precompute", "pairs_per_s") / get("dpo-fp32", "pairs_per_s"), 2)
+    if get("rollout-seeded", "tok_per_s") and get("rollout-generate", "tok_per_s"):
+        out["ppo rollout: seeded per-prompt sampling / generate()"] = round(get("rollout-seeded", "tok_per_s") / get("rollout-generate", "tok_per_s"), 2)
     if get("dpo-fp32", "pairs_per_s"):
         out["dpo pairs/s fp32 (target >= 1)"] = get("dpo-fp32", "pairs_per_s")
     return out

@@ -21,7 +21,7 @@ class PairingStats(BaseModel):
 
 
 # (prompt, response) -> (revised response, its judge score), or None when there is no revision to make.
-Reviser = Callable[[Prompt, str], "tuple[str, float] | None"]
+Reviser = Callable[[Prompt, Generation], "tuple[str, float] | None"]
 
 
 def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Sequence[Generation],
@@ -44,7 +44,7 @@ def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Seque
         ranked = sorted(scored.get(prompt.id, []), key=lambda t: (-t[0], t[1].id))
         if revise is not None and ranked:
             best, original, judged = ranked[0]
-            revision = revise(prompt, original.text)
+            revision = revise(prompt, original)
             if revision is not None and revision[1] - best >= max(cfg.min_margin, 1e-9):
                 text, score = revision
                 pairs.append(Pair(

@@ -115,7 +115,22 @@ def test_revise_needs_a_program_judge_and_a_working_function(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     reviser = program_reviser("bad_revise.py:revise", JudgeConfig(kind="program", program="selfplay.program_judges:ifeval"))
     with pytest.raises(Exception, match="returned int for ifeval-9, not a string or None"):
-        reviser(PROMPT, "Rain.")
+        reviser(PROMPT, make_generation("ifeval-9", 0, "Rain."))
+
+
+def test_a_cut_response_is_trimmed_to_its_last_sentence_before_revision():
+    reviser = program_reviser("selfplay.program_judges:ifeval_revise",
+                              JudgeConfig(kind="program", program="selfplay.program_judges:ifeval"))
+    cut = make_generation("ifeval-9", 0, "Rain Falls. It Soaks the").model_copy(update={"finish_reason": "length"})
+    assert reviser(PROMPT, cut) == ("rain falls.", 1.0)
+    finished = make_generation("ifeval-9", 0, "Rain Falls. It Soaks the")  # stopped there itself: kept whole
+    assert reviser(PROMPT, finished) == ("rain falls. it soaks the", 1.0)
+    # Trimming alone is the revision when it is all that was wrong: fewer than 4 words.
+    short = Prompt(id="ifeval-5", text="Describe rain in under 4 words.", source="ifeval",
+                   meta={"instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": 4, "relation": "less than"}]})
+    cut = make_generation("ifeval-5", 0, "Rain falls. It soaks the ground and").model_copy(update={"finish_reason": "length"})
+    assert reviser(short, cut) == ("Rain falls.", 1.0)
+    assert reviser(short, make_generation("ifeval-5", 0, "Rain falls.")) is None  # follows it already
 
 
 def test_the_pair_stage_revises_through_the_run_config(tmp_path):

@@ -115,20 +115,29 @@ class ProgramJudge:
 
 def program_reviser(revise_spec: str, cfg: JudgeConfig):
     """pairing.revise as a `pairing.Reviser`: the revise function rewrites a response (or returns None), and
-    the judge's own program scores the revision, so a revision counts only where the judge agrees it is better."""
+    the judge's own program scores the revision, so a revision counts only where the judge agrees it is better.
+
+    A response cut at max_tokens is first trimmed to its last complete sentence: an unfinished answer is the
+    first thing to fix, and a revision trained as a whole answer must not stop mid-sentence. The trimmed text
+    alone is the revision when the function finds nothing more to change."""
+    from selfplay.ifeval.revise import complete_sentences
+
     revise = load_program(revise_spec)
     judge = load_program(cfg.program, cfg.program_args)
 
-    def reviser(prompt: Prompt, response: str) -> tuple[str, float] | None:
+    def reviser(prompt: Prompt, generation: Generation) -> tuple[str, float] | None:
+        original = generation.text
+        trimmed = complete_sentences(original) if generation.finish_reason == "length" else original
         try:
-            text = revise.fn(prompt if revise.takes_record else prompt.text, response)
+            text = revise.fn(prompt if revise.takes_record else prompt.text, trimmed)
         except Exception as err:  # a user's function may fail in any way: stop with its message, pairs unwritten
             raise JudgeError(f"pairing.revise {revise_spec!r} raised {type(err).__name__} on {prompt.id}: {err}") from None
-        if text is None:
-            return None
-        if not isinstance(text, str):
+        if text is not None and not isinstance(text, str):
             raise JudgeError(f"pairing.revise {revise_spec!r} returned {type(text).__name__} for {prompt.id}, not a string or None")
+        text = trimmed if text is None else text
+        if text == original or not text.strip():
+            return None
         _, score, status = run_program(judge, prompt, text, cfg.program_args)
-        return (text, score) if status == "ok" and text.strip() else None
+        return (text, score) if status == "ok" else None
 
     return reviser

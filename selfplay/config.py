@@ -141,6 +141,9 @@ class PairingConfig(Section):
                                "response or None. A prompt whose best response it can revise gets the pair revision "
                                "(chosen, scored by the judge program) vs that response, the program counterpart of "
                                "constitution revision pairs; e.g. selfplay.program_judges:ifeval_revise")
+    revise_trim_cut: bool = Field(True, description="with revise: a response cut at max_tokens is trimmed to its last "
+                                  "complete sentence before revision, so the chosen side is a finished answer (and the "
+                                  "trimmed text alone is the revision when nothing else needs fixing)")
 
 
 class TrainConfig(Section):

@@ -379,7 +379,7 @@ def run_stage(run: Run, k: int, name: str, manifest: Manifest, engines: Engines 
                 if cfg.pairing.revise:
                     from selfplay.judges.program import program_reviser
 
-                    reviser = program_reviser(cfg.pairing.revise, cfg.judge)
+                    reviser = program_reviser(cfg.pairing.revise, cfg.judge, cfg.pairing.revise_trim_cut)
                 pairs, stats = make_pairs(cfg.pairing, prompts, gens, judgements, reviser)  # pure: recomputing on resume is exact
             manifest.pairing = stats
             return manifest.stage("pair", p.pairs, lambda: pairs, Pair)

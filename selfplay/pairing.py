@@ -20,7 +20,7 @@ class PairingStats(BaseModel):
     revised: int = 0  # pairs whose chosen side is a revision (pairing.revise)
 
 
-# (prompt, response) -> (revised response, its judge score), or None when there is no revision to make.
+# (prompt, response record) -> (revised response, its judge score), or None when there is no revision to make.
 Reviser = Callable[[Prompt, Generation], "tuple[str, float] | None"]
 
 

@@ -131,6 +131,10 @@ def test_a_cut_response_is_trimmed_to_its_last_sentence_before_revision():
     cut = make_generation("ifeval-5", 0, "Rain falls. It soaks the ground and").model_copy(update={"finish_reason": "length"})
     assert reviser(short, cut) == ("Rain falls.", 1.0)
     assert reviser(short, make_generation("ifeval-5", 0, "Rain falls.")) is None  # follows it already
+    untrimmed = program_reviser("selfplay.program_judges:ifeval_revise",
+                                JudgeConfig(kind="program", program="selfplay.program_judges:ifeval"), trim_cut=False)
+    cut = make_generation("ifeval-9", 0, "Rain Falls. It Soaks the").model_copy(update={"finish_reason": "length"})
+    assert untrimmed(PROMPT, cut) == ("rain falls. it soaks the", 1.0)  # revise_trim_cut=false: the rules get the cut text
 
 
 def test_the_pair_stage_revises_through_the_run_config(tmp_path):

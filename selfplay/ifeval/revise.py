@@ -138,7 +138,8 @@ _TITLE_TAIL = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "wi
 
 def _title(text: str, kw: dict) -> str | None:
     """The first words of the first sentence as the title, without a dangling "of the"."""
-    words = re.findall(r"[A-Za-z0-9']+", _sentences(text)[0] if _sentences(text) else text)[:5]
+    sentences = _sentences(text)
+    words = re.findall(r"[A-Za-z0-9']+", sentences[0] if sentences else text)[:5]
     while words and words[-1].lower() in _TITLE_TAIL:
         words.pop()
     return f"<<{' '.join(words).title()}>>\n\n{text}" if words else None

@@ -113,13 +113,13 @@ class ProgramJudge:
         return out
 
 
-def program_reviser(revise_spec: str, cfg: JudgeConfig):
+def program_reviser(revise_spec: str, cfg: JudgeConfig, trim_cut: bool = True):
     """pairing.revise as a `pairing.Reviser`: the revise function rewrites a response (or returns None), and
     the judge's own program scores the revision, so a revision counts only where the judge agrees it is better.
 
-    A response cut at max_tokens is first trimmed to its last complete sentence: an unfinished answer is the
-    first thing to fix, and a revision trained as a whole answer must not stop mid-sentence. The trimmed text
-    alone is the revision when the function finds nothing more to change."""
+    With `trim_cut` (pairing.revise_trim_cut), a response cut at max_tokens is first trimmed to its last complete
+    sentence: an unfinished answer is the first thing to fix, and a revision trained as a whole answer must not
+    stop mid-sentence. The trimmed text alone is the revision when the function finds nothing more to change."""
     from selfplay.ifeval.revise import complete_sentences
 
     revise = load_program(revise_spec)
@@ -127,7 +127,7 @@ def program_reviser(revise_spec: str, cfg: JudgeConfig):
 
     def reviser(prompt: Prompt, generation: Generation) -> tuple[str, float] | None:
         original = generation.text
-        trimmed = complete_sentences(original) if generation.finish_reason == "length" else original
+        trimmed = complete_sentences(original) if trim_cut and generation.finish_reason == "length" else original
         try:
             text = revise.fn(prompt if revise.takes_record else prompt.text, trimmed)
         except Exception as err:  # a user's function may fail in any way: stop with its message, pairs unwritten

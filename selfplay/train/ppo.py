@@ -401,7 +401,8 @@ class PPOTrainer:
         with torch.no_grad():
             for _ in range(cfg.rl_max_new_tokens):
                 positions = (attn.cumsum(dim=1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-                out = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True)
+                out = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True,
+                            logits_to_keep=1)  # the next token's logits only, not the whole prompt's (B, P, vocab)
                 cache = out.past_key_values
                 probs = torch.softmax(out.logits[:, -1].float() / cfg.rl_temperature, dim=-1)
                 token = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])

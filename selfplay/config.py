@@ -175,7 +175,7 @@ class TrainConfig(Section):
                                          "models on one GPU")
     launcher: Literal["none", "accelerate"] = Field("none", description="accelerate: the train stage runs under `accelerate "
                                                     "launch` with num_processes processes, data-parallel (DPO, the SFT paths, "
-                                                    "the reward model, RLOO/GRPO); none: in this process")
+                                                    "the reward model, RLOO/GRPO, PPO); none: in this process")
     num_processes: int = Field(2, ge=1, description="launcher=accelerate: training processes (one per GPU; CPU processes use gloo)")
     accelerate_config: str | None = Field(None, description="launcher=accelerate: an accelerate config file (e.g. "
                                           "configs/accelerate/deepspeed-zero2.yaml, fsdp.yaml); None = plain data parallel")

@@ -33,9 +33,14 @@ def test_augment_gives_each_task_different_checkable_instructions(tmp_path):
     assert len({r["instruction_id_list"][0] for r in records}) == 3
     for r in records:
         assert r["prompt"].startswith("Explain how tides work. ") and r["instruction_id_list"][0] in FORMATS
-        # Every new instruction is one the revision rules can fix, so each such prompt can teach its format.
-        assert revise(r["instruction_id_list"], r["kwargs"], "Tides Rise, And Fall Twice A Day. The Moon Pulls, The Water Follows.") is not None
     assert augment([p], per_task=3, seed=1) == records
+
+
+@pytest.mark.parametrize("iid, kwargs", [(iid, kw) for iid, choices in FORMATS.items() for _, kw in choices])
+def test_every_new_instruction_is_one_the_revision_rules_can_fix(iid, kwargs):
+    """So that each new prompt can teach its format through a revision pair."""
+    response = "Tides Rise, And Fall. The Moon Pulls. The Water Follows. It Happens Twice. Sailors Plan For It."
+    assert check(iid, kwargs, response) is False and revise([iid], [kwargs], response) is not None
 
 
 def test_the_shipped_pool_is_the_train_split_then_its_tasks_with_new_instructions(tmp_path, capsys):

@@ -29,7 +29,7 @@ _CUES = re.compile(r"\b(lowercase|lower case|capital|upper ?case|words?|sentence
                    r"json|comma|title|section|highlight|end (with|your)|start|repeat|language|letters?|mention|"
                    r"include|avoid|without|placeholder|p\.s|postscript|format|exactly)\b", re.IGNORECASE)
 
-# instruction id -> (wording, kwargs) choices; {placeholders} are filled from the kwargs.
+# instruction id -> (wording, kwargs) choices, the wording already carrying the kwargs (a phrase, a count).
 FORMATS: dict[str, list[tuple[str, dict]]] = {
     "change_case:english_lowercase": [("Write your whole answer in lowercase letters only.", {}),
                                       ("Use no capital letters anywhere in your reply.", {})],

@@ -39,7 +39,9 @@ def test_augment_gives_each_task_different_checkable_instructions(tmp_path):
 @pytest.mark.parametrize("iid, kwargs", [(iid, kw) for iid, choices in FORMATS.items() for _, kw in choices])
 def test_every_new_instruction_is_one_the_revision_rules_can_fix(iid, kwargs):
     """So that each new prompt can teach its format through a revision pair."""
-    response = "Tides Rise, And Fall. The Moon Pulls. The Water Follows. It Happens Twice. Sailors Plan For It."
+    response = ("Tides Rise, And Fall. The Moon Pulls. The Water Follows. It Happens Twice. Sailors Plan For It. "
+                "The Sun Pulls Too, But Less. Spring Tides Come When Both Pull Together, Neap Tides When They Pull "
+                "Apart. Harbours Post Tables Of The Times. Fishermen Read Them Every Morning Before Going Out.")
     assert check(iid, kwargs, response) is False and revise([iid], [kwargs], response) is not None
 
 

@@ -45,6 +45,14 @@ FORMATS: dict[str, list[tuple[str, dict]]] = {
     "detectable_format:number_highlighted_sections": [
         (f"Highlight at least {n} key phrase{'s' * (n > 1)} with markdown asterisks, like *this*.", {"num_highlights": n})
         for n in (1, 2)],
+    # Attempt 6: length limits and emphasised words, the largest instruction kinds of the split the pool lacked.
+    "length_constraints:number_words": [(f"Keep the whole reply under {n} words.", {"num_words": n, "relation": "less than"})
+                                        for n in (30, 40, 50)],
+    "length_constraints:number_sentences": [(f"Say it in fewer than {n} sentences.", {"num_sentences": n, "relation": "less than"})
+                                            for n in (3, 4)],
+    "change_case:capital_word_frequency": [
+        (f"Write at least {n} words in ALL CAPITALS for emphasis.", {"capital_frequency": n, "capital_relation": "at least"})
+        for n in (2, 3)],
 }
 
 
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pool", type=Path, help="IFEval-format JSONL whose tasks are reused (the train split)")
     parser.add_argument("out", type=Path, help="output pool: the input prompts, then the new ones")
-    parser.add_argument("--per-task", type=int, default=2, help="new prompts per usable task (default 2)")
+    parser.add_argument("--per-task", type=int, default=3, help="new prompts per usable task (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     prompts = load_ifeval(args.pool)

@@ -45,7 +45,7 @@ FORMATS: dict[str, list[tuple[str, dict]]] = {
     "detectable_format:number_highlighted_sections": [
         (f"Highlight at least {n} key phrase{'s' * (n > 1)} with markdown asterisks, like *this*.", {"num_highlights": n})
         for n in (1, 2)],
-    # Attempt 6: length limits and emphasised words, the largest instruction kinds of the split the pool lacked.
+    # Attempt 6: word and sentence limits and words in capitals, common in the train split and missing here before.
     "length_constraints:number_words": [(f"Keep the whole reply under {n} words.", {"num_words": n, "relation": "less than"})
                                         for n in (30, 40, 50)],
     "length_constraints:number_sentences": [(f"Say it in fewer than {n} sentences.", {"num_sentences": n, "relation": "less than"})

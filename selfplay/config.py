@@ -59,7 +59,7 @@ class GenerationConfig(Section):
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(192, ge=1, description="new tokens per response")
-    dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description="auto = bfloat16 where the hardware has fast bf16 (GPU, AVX512-BF16/AMX CPU), else float32")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description="auto = the precision the checkpoint was saved in: bfloat16 for a bf16 checkpoint where the hardware has fast bf16 (GPU, AVX512-BF16/AMX CPU), else float32 (trained policies are fp32, so their update is kept)")
     max_model_len: int = Field(2048, ge=256, description="context length given to the engine, tokens")
     prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes first for this)")
     enforce_eager: bool = Field(True, description="vLLM: skip graph compilation; starts in ~20 s instead of ~85 s on CPU")

@@ -21,19 +21,12 @@ from typing import Protocol
 from selfplay.config import GenerationConfig
 from selfplay.records import Generation, Prompt, derive_seed
 from selfplay.progress import progress
+from selfplay.serving import served_dtype
 
 SEEDING = {
     "vllm": "engine-seeded: identical outputs for the same prompts in the same order on the same machine",
     "transformers": "per-prompt seeds derived from (seed, prompt id): identical outputs per record",
 }
-
-
-def resolve_dtype(dtype: str) -> str:
-    from selfplay.models import bf16_is_fast
-
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if bf16_is_fast() else "float32"
 
 
 class Generator(Protocol):
@@ -93,7 +86,7 @@ class VLLMGenerator:
 
         self.cfg, self.seed, self.model_dir = cfg, seed, str(model_dir)
         self.llm = LLM(
-            model=self.model_dir, seed=seed, dtype=resolve_dtype(cfg.dtype), enforce_eager=cfg.enforce_eager,
+            model=self.model_dir, seed=seed, dtype=served_dtype(cfg.dtype, model_dir), enforce_eager=cfg.enforce_eager,
             max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
             enable_prefix_caching=cfg.prefix_caching, trust_remote_code=False, disable_log_stats=True,
             tensor_parallel_size=cfg.tensor_parallel_size, pipeline_parallel_size=cfg.pipeline_parallel_size,
@@ -182,7 +175,7 @@ class HFGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, resolve_dtype(cfg.dtype))).to(device)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, served_dtype(cfg.dtype, model_dir))).to(device)
         self.model.eval()
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.context = min(cfg.max_model_len, getattr(self.model.config, "max_position_embeddings", cfg.max_model_len))

@@ -30,6 +30,7 @@ from selfplay.records import (
     RECORDS_VERSION, Generation, Judgement, Pair, Prompt, RecordError, derive_seed, read_records, write_json,
     write_records, write_text,
 )
+from selfplay.serving import ServingCheck, check_serving, served_dtype
 from selfplay.train.dpo import TrainResult
 from selfplay.train.reward import RewardResult
 
@@ -69,6 +70,7 @@ class StageInfo(BaseModel):
 class Manifest(BaseModel):
     iteration: int
     policy: str  # the model directory this iteration generated with
+    serving: ServingCheck | None = None  # how much of its training update the policy keeps as served
     stages: dict[str, StageInfo] = {}
     generation: dict = {}  # counts, mean tokens, rate of responses cut at max_tokens, seeding guarantee
     judge: dict = {}  # counts per status, parse rate, mean score, template hash
@@ -136,7 +138,8 @@ class IterationSummary(BaseModel):
             human_accuracy=m.judge.get("human_agreement", {}).get("accuracy"),
             human_kappa=m.judge.get("human_agreement", {}).get("kappa"),
             examples=t.examples if t else None, improve=[s.summary() for s in t.improve] if t and t.improve else None,
-            warnings=m.monitors.warnings if m.monitors else [], stopped_by=m.monitors.stop if m.monitors else [],
+            warnings=([m.serving.warning] if m.serving and m.serving.warning else []) + (m.monitors.warnings if m.monitors else []),
+            stopped_by=m.monitors.stop if m.monitors else [],
         )
 
 
@@ -218,6 +221,14 @@ class Run:
         if not previous.exists():
             raise RunError(f"iteration {k} needs the policy of iteration {k - 1}, which has not been trained yet")
         return Path(TrainResult.model_validate_json(previous.read_text()).policy)
+
+    def policy_start(self, k: int) -> Path | None:
+        """The checkpoint iteration k's policy was trained from; None when it is the configured model itself."""
+        from selfplay.models import resolve_model
+
+        if k == 1:
+            return None if self.cfg.train.seed_warmup == "none" else resolve_model(self.cfg.model)
+        return self.policy_for(k - 1)
 
     def manifests(self) -> list[Manifest]:
         out = []
@@ -555,6 +566,9 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     policy = run.policy_for(k)
     manifest = Manifest(iteration=k, policy=str(policy), versions=versions(), config_digest=run.cfg.digest())
     log(f"iteration {k}: policy {policy}")
+    manifest.serving = check_serving(policy, run.policy_start(k), served_dtype(run.cfg.generation.dtype, policy))
+    if manifest.serving.warning:
+        log(f"warning: {manifest.serving.warning}")
     with ExitStack() as stack:
         engines = Engines(run, policy, k, stack)
         run_stage(run, k, "prompts", manifest, engines)  # self-instruct: the policy writes them (engine opened lazily)

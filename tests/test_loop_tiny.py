@@ -68,6 +68,11 @@ def test_dpo_changed_the_policy_and_the_next_iteration_uses_it(finished_run, tin
     assert changed, "DPO left every weight unchanged"
     gens2 = read_records(run.paths(2).generations, Generation)
     assert {g.policy for g in gens2} == {str(merged)}
+    # Served = trained: iteration 2 serves the fp32 policy whole, and its manifest says so.
+    serving = json.loads(run.paths(2).manifest.read_text())["serving"]
+    assert serving["start"] == str(tiny_model_dir) and serving["served_dtype"] == "float32"
+    assert serving["changed_tensors"] > 0 and serving["rounding_error"] == 0.0 and serving["warning"] is None
+    assert json.loads(run.paths(1).manifest.read_text())["serving"]["start"] is None  # the base model: no update
 
 
 def test_resume_is_free_and_config_changes_are_refused(finished_run):

@@ -13,10 +13,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from selfplay.errors import SelfplayError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # shipped data, prompts/, constitutions/
 
 
-class ConfigError(ValueError):
+class ConfigError(SelfplayError, ValueError):
     """A config that cannot be used; the message is one line naming the key."""
 
 
@@ -293,7 +295,7 @@ class EvalConfig(Section):
     ifeval: str = Field("data/ifeval/prompts.jsonl", description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) for verifiable instruction following")
     prompts: str | None = Field(None, description="held-out prompts for head-to-head (pool or IFEval format); None = head-to-head only when --prompts is given")
     max_prompts: int = Field(64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per comparison)")
-    max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (IFEval baselines in DESIGN.md used 512)")
+    max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (the IFEval baselines in docs/design.md used 512)")
     judge_model: str | None = Field(None, description="head-to-head judge model; None = the run's judge.model, else the run's base model (never the policy being compared)")
     judge_template: str = Field("pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head judge")
     judge_method: Literal["text", "logprob"] = Field("logprob", description="head-to-head verdicts: text = parse the judge's greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced 'Verdict: ' (always defined; small judges rarely keep the text format)")

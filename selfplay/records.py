@@ -19,10 +19,12 @@ from typing import Literal, TypeVar
 import jsonlines
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from selfplay.errors import SelfplayError
+
 RECORDS_VERSION = 1  # bump when a record's meaning changes; old run directories are then refused
 
 
-class RecordError(ValueError):
+class RecordError(SelfplayError, ValueError):
     """A record file that cannot be read: the message names the file and line."""
 
 

@@ -26,6 +26,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel
 
+from selfplay.errors import SelfplayError
 from selfplay.records import Pair, Prompt, Record, append_record, derive_seed, read_records
 from selfplay.stats import cohens_kappa
 
@@ -36,7 +37,7 @@ POINTWISE_OPTIONAL = {"id", "prompt_id", "labeler", "note"}
 LABELS = ("chosen", "rejected", "tie", "skip")
 
 
-class SeedError(ValueError):
+class SeedError(SelfplayError, ValueError):
     """A seed file that cannot be used; one line naming the file and line (or task)."""
 
 

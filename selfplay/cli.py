@@ -42,16 +42,11 @@ def _guard(fn, extra: tuple[type[Exception], ...] = ()):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from selfplay.config import ConfigError
-        from selfplay.loop import RunError
-        from selfplay.models import ModelError
-        from selfplay.records import RecordError
-        from selfplay.templates import TemplateError
-        from selfplay.train import NonFiniteWeightsError
+        from selfplay.errors import SelfplayError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, RunError, ModelError, RecordError, TemplateError, NonFiniteWeightsError, *extra) as err:
+        except (SelfplayError, *extra) as err:
             _fail(str(err).splitlines()[0] if str(err) else err.__class__.__name__)
         except KeyboardInterrupt:
             _fail("interrupted; everything finished so far is on disk: rerun with --resume to continue")
@@ -102,8 +97,7 @@ def run(
 
 def _one_stage(run: str, iteration: int, name: str, overrides: list[str] = ()) -> None:
     """`overrides`: key=value config changes for this invocation only (config.yaml is not rewritten)."""
-    from selfplay.loop import Engines, Manifest, check_stage_inputs, run_stage
-    from contextlib import ExitStack
+    from selfplay.loop import run_stage
 
     the_run = _open_run(run)
     if overrides:
@@ -112,13 +106,8 @@ def _one_stage(run: str, iteration: int, name: str, overrides: list[str] = ()) -
 
         the_run.cfg = with_overrides(the_run.cfg, list(overrides))
         check_launcher(the_run.cfg.train)
-    check_stage_inputs(the_run, iteration, name)
     p = the_run.paths(iteration)
-    manifest = Manifest(iteration=iteration, policy=str(the_run.policy_for(iteration)))
-    with ExitStack() as stack:
-        engines = Engines(the_run, Path(manifest.policy), iteration, stack) if name in ("generate", "judge") else None
-        run_stage(the_run, iteration, name, manifest, engines)
-    info = manifest.stages[name]
+    info = run_stage(the_run, iteration, name)
     typer.echo(f"{name}: {info.status} ({info.count} records, {info.seconds:.0f} s) in {p.dir}")
 
 

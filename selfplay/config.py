@@ -314,7 +314,7 @@ class MonitorConfig(Section):
     max_parse_failure: float | None = Field(0.5, ge=0, le=1, description="fraction of judgements without a score")
     max_position_bias: float | None = Field(0.8, ge=0.5, le=1, description="pairwise: fraction won by the first-presented answer (or by the second) above this = position bias")
     max_margin_drop: float | None = Field(None, ge=0, description="mean pair margin falling by more than this since the previous iteration (judge units)")
-    max_kl: float | None = Field(None, ge=0, description="KL to the reference policy where the trainer records it (nats)")
+    max_kl: float | None = Field(None, ge=0, description="KL to the reference policy where the trainer records it (ppo, rloo, grpo), nats per response token")
     min_samples: int = Field(8, ge=1, description="a monitor with fewer data points than this reports but never warns")
     stop_on: list[Literal["length_corr", "length_gap", "parse_failure", "position_bias", "margin_drop", "kl"]] = Field(
         [], description="monitors whose warning stops the loop after the iteration")

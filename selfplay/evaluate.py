@@ -131,7 +131,7 @@ def eval_dir(run: Run) -> Path:
 def policy_dir(run: Run, k: int) -> Path:
     """Iteration 0 = the run's base model; k = the policy trained in iteration k."""
     from selfplay.models import resolve_model
-    from selfplay.train.dpo import TrainResult
+    from selfplay.records import TrainResult
 
     if k == 0:
         return resolve_model(run.cfg.model)

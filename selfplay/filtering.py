@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from selfplay.records import Generation, Judgement, Prompt, Record
+from selfplay.records import FilterStats, Generation, ImproveStep, Judgement, PromptCounts, Prompt, Record
 
 
 class SFTExample(Record):
@@ -43,58 +43,6 @@ class SFTExample(Record):
             "prompt": [{"role": "user", "content": self.prompt}],
             "completion": [{"role": "assistant", "content": self.completion}],
         }
-
-
-class PromptCounts(BaseModel):
-    """What happened to one prompt's responses. responses = unscored + empty + below + duplicate + over_k + kept."""
-
-    responses: int
-    unscored: int = 0  # no usable score (unparseable, the scorer failed, not judged): excluded
-    empty: int = 0  # empty text: never fine-tuned on, whatever its score
-    below: int = 0  # scored under the threshold
-    duplicate: int = 0  # same text (ends stripped) as a better-ranked response of the prompt
-    over_k: int = 0  # at or above the threshold, but beyond the top-k
-    kept: int = 0
-
-
-class FilterStats(BaseModel):
-    threshold: float | None  # kept responses score >= this, judge units; None = no threshold
-    top_k: int | None  # at most this many kept per prompt; None = no limit
-    prompts: int
-    prompts_kept: int  # prompts with at least one kept response
-    responses: int
-    unscored: int
-    empty: int
-    below: int
-    duplicate: int
-    over_k: int
-    kept: int
-    kept_fraction: float | None  # kept / responses; None when there are no responses
-    mean_kept_score: float | None
-    per_prompt: dict[str, PromptCounts]  # prompt id -> counts (the manifest's per-prompt record)
-
-
-class ImproveStep(BaseModel):
-    """One ReST Improve step: the grown dataset filtered at `threshold`, and the fine-tune on what passed."""
-
-    step: int  # 1-based
-    threshold: float | None  # judge units (in quantile mode, the score at `quantile` of the grown dataset); None = nothing was scored
-    quantile: float | None = None  # 0..1, quantile mode only
-    filtering: FilterStats
-    examples: int  # responses that passed the filter: the fine-tune's examples
-    steps: int = 0  # optimizer steps
-    loss_first: float | None = None  # mean SFT loss (nats per response token), first logged steps
-    loss_last: float | None = None
-    seconds: float = 0.0
-    policy: str  # the policy after this step (the one it started from, when skipped)
-    adapter: str | None = None
-    skipped: str | None = None  # why no fine-tune ran, if it did not
-
-    def summary(self) -> dict:
-        """The summary.jsonl view: threshold, kept fraction and losses (per-prompt counts stay in the manifest)."""
-        return {"step": self.step, "threshold": self.threshold, "quantile": self.quantile, "examples": self.examples,
-                "kept_fraction": self.filtering.kept_fraction, "loss_first": self.loss_first, "loss_last": self.loss_last,
-                "skipped": self.skipped}
 
 
 def response_scores(judgements: Sequence[Judgement]) -> dict[str, tuple[float, str]]:

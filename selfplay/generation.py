@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Protocol
 
 from selfplay.config import GenerationConfig
-from selfplay.records import Generation, Prompt, derive_seed
 from selfplay.progress import progress
+from selfplay.records import Generation, Prompt, derive_seed
+from selfplay.scale import RayShardedGenerator
 from selfplay.serving import served_dtype
 
 SEEDING = {
@@ -256,9 +257,7 @@ def open_generator(cfg: GenerationConfig, model_dir: Path, seed: int) -> Iterato
     """A generator for `model_dir`, shut down on exit so training gets the memory back; with
     generation.workers > 1, one per Ray actor behind a single sharding generator."""
     if cfg.workers > 1:
-        from selfplay.scale import RayShardedGenerator
-
-        gen = RayShardedGenerator(model_dir, cfg, seed)
+        gen = RayShardedGenerator(model_dir, cfg, seed, open_one=open_generator)
     else:
         match cfg.backend:
             case "vllm":

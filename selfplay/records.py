@@ -11,13 +11,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import jsonlines
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from selfplay.errors import SelfplayError
 
@@ -93,6 +94,169 @@ class Pair(Record):
             "chosen": [{"role": "assistant", "content": self.chosen}],
             "rejected": [{"role": "assistant", "content": self.rejected}],
         }
+
+
+class PromptCounts(BaseModel):
+    """What happened to one prompt's responses. responses = unscored + empty + below + duplicate + over_k + kept."""
+
+    responses: int
+    unscored: int = 0  # no usable score (unparseable, the scorer failed, not judged): excluded
+    empty: int = 0  # empty text: never fine-tuned on, whatever its score
+    below: int = 0  # scored under the threshold
+    duplicate: int = 0  # same text (ends stripped) as a better-ranked response of the prompt
+    over_k: int = 0  # at or above the threshold, but beyond the top-k
+    kept: int = 0
+
+
+class FilterStats(BaseModel):
+    threshold: float | None  # kept responses score >= this, judge units; None = no threshold
+    top_k: int | None  # at most this many kept per prompt; None = no limit
+    prompts: int
+    prompts_kept: int  # prompts with at least one kept response
+    responses: int
+    unscored: int
+    empty: int
+    below: int
+    duplicate: int
+    over_k: int
+    kept: int
+    kept_fraction: float | None  # kept / responses; None when there are no responses
+    mean_kept_score: float | None
+    per_prompt: dict[str, PromptCounts]  # prompt id -> counts (the manifest's per-prompt record)
+
+
+class ImproveStep(BaseModel):
+    """One ReST Improve step: the grown dataset filtered at `threshold`, and the fine-tune on what passed."""
+
+    step: int  # 1-based
+    threshold: float | None  # judge units (in quantile mode, the score at `quantile` of the grown dataset); None = nothing was scored
+    quantile: float | None = None  # 0..1, quantile mode only
+    filtering: FilterStats
+    examples: int  # responses that passed the filter: the fine-tune's examples
+    steps: int = 0  # optimizer steps
+    loss_first: float | None = None  # mean SFT loss (nats per response token), first logged steps
+    loss_last: float | None = None
+    seconds: float = 0.0
+    policy: str  # the policy after this step (the one it started from, when skipped)
+    adapter: str | None = None
+    skipped: str | None = None  # why no fine-tune ran, if it did not
+
+    def summary(self) -> dict:
+        """The summary.jsonl view: threshold, kept fraction and losses (per-prompt counts stay in the manifest)."""
+        return {"step": self.step, "threshold": self.threshold, "quantile": self.quantile, "examples": self.examples,
+                "kept_fraction": self.filtering.kept_fraction, "loss_first": self.loss_first, "loss_last": self.loss_last,
+                "skipped": self.skipped}
+
+
+# What training produced. Common fields at the top; what only one family of algorithms measures lives in its
+# sub-record (dpo / rl / sft), so no algorithm fills another's fields with None.
+class PreferenceStats(Record):
+    """dpo: training on preference pairs."""
+    pairs: int  # pairs trained on
+    reward_accuracy: float | None = None  # fraction of pairs whose implicit reward prefers the chosen side, last logged steps
+    reward_margin: float | None = None  # mean (chosen - rejected) implicit reward, last logged steps
+
+
+class RLStats(Record):
+    """ppo, rloo, grpo: online RL against a reward model (or program). Rewards are its scores per response."""
+    prompts: int  # distinct prompts the rollouts were drawn from
+    reward_first: float | None = None  # mean score of the first logged steps' responses
+    reward_last: float | None = None  # ... of the last logged steps' responses
+    kl_last: float | None = None  # KL(policy || reference), nats per response token, last logged steps (every algorithm)
+    kl_coef: float | None = None  # ppo: the adaptive KL coefficient at the end; rloo / grpo: the fixed beta
+    safety_gated: float | None = None  # with train.safety_rm_path: fraction of rollouts rewarded by the safety model
+    skipped_steps: int = 0  # ppo: rollout batches that did not update the policy (non-finite reward, or every gradient)
+    stats: str | None = None  # per-step stats JSONL (reward, KL, coefficient, losses)
+
+
+class SFTStats(Record):
+    """rejection-sft, rest, revision-sft, seed-sft: supervised fine-tuning on chosen responses."""
+    examples: int  # responses fine-tuned on, after TRL drops any wholly beyond max_length (rest: the last step that trained)
+    filtering: FilterStats | None = None  # rejection-sft: kept / dropped responses, in total and per prompt
+    improve: list[ImproveStep] | None = None  # rest: per Improve step, its threshold, kept fraction and losses
+
+
+class TrainResult(Record):
+    """train.json: one train stage's outcome; `policy` is what the next iteration generates with."""
+    algo: str
+    policy: str
+    adapter: str | None = None  # the LoRA adapter directory, when trained with LoRA
+    steps: int = 0  # optimizer steps
+    seconds: float = 0.0
+    loss_first: float | None = None  # the algorithm's own loss, mean of the first logged steps (dpo: 0.693 = ln 2 at the start)
+    loss_last: float | None = None
+    nan_steps: int = 0  # optimizer steps skipped because a gradient was NaN/inf
+    resumed_at_step: int | None = None  # the checkpoint a killed train stage resumed from (train.save_steps)
+    skipped: str | None = None  # why training did not run, if it did not; the policy is then carried over
+    dpo: PreferenceStats | None = None
+    rl: RLStats | None = None
+    sft: SFTStats | None = None
+
+    @classmethod
+    def skip(cls, algo: str, policy: Path | str, why: str, **details: object) -> TrainResult:
+        """Training did not run: the starting policy is carried over, and `why` says so."""
+        return cls(algo=algo, policy=str(policy), skipped=why, **details)
+
+    @property
+    def count(self) -> int:
+        """What it trained on: pairs (dpo), prompts (rl) or responses (sft)."""
+        return self.dpo.pairs if self.dpo else self.rl.prompts if self.rl else self.sft.examples if self.sft else 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_train_json(cls, data: object) -> object:
+        """train.json files written before the sub-records (one flat record of every algorithm's fields)."""
+        if not isinstance(data, dict) or "pairs" not in data:
+            return data
+        flat = dict(data)
+
+        def pick(*keys: str) -> dict:
+            return {k: flat.pop(k) for k in keys if k in flat}
+
+        pairs, prompts, examples = flat.pop("pairs"), flat.pop("prompts", None), flat.pop("examples", None)
+        dpo = pick("reward_accuracy", "reward_margin")
+        rl = pick("reward_first", "reward_last", "kl_last", "kl_coef", "safety_gated", "skipped_steps", "stats")
+        sft = pick("filtering", "improve")
+        if flat.get("algo") == "ppo":
+            rl.pop("kl_last", None)  # then nats per response; kl_last is now per token, and the old value cannot be converted
+        if prompts is not None:
+            flat["rl"] = {"prompts": prompts, **rl}
+        elif examples is not None:
+            flat["sft"] = {"examples": examples, **sft}
+        elif flat.get("algo") == "dpo":
+            flat["dpo"] = {"pairs": pairs, **dpo}
+        return flat
+
+
+class RewardResult(BaseModel):
+    """reward_model/result.json: a reward model trained on the pairs (ppo / rloo / grpo, `selfplay train rm`)."""
+    pairs: int  # pairs given
+    train_pairs: int  # pairs trained on: given minus held out minus those over max_length
+    too_long: int  # training pairs dropped by TRL because chosen or rejected exceeded max_length tokens
+    heldout: int  # pairs held out (whole prompts, seeded)
+    heldout_accuracy: float | None  # 0..1, fraction of held-out pairs with r(chosen) > r(rejected); None = none held out
+    heldout_margin: float | None  # mean r(chosen) - r(rejected) on held-out pairs, reward units
+    train_accuracy: float | None  # 0..1, last logged training steps
+    loss_first: float | None  # Bradley-Terry loss, first logged steps (ln 2 = 0.693 at chance)
+    loss_last: float | None
+    steps: int
+    nan_steps: int = 0  # optimizer steps skipped because a gradient was NaN/inf
+    seconds: float
+    base: str  # the checkpoint the reward model started from
+    model_dir: str | None  # the saved reward model; None when skipped
+    lora: bool
+    margin: bool  # trained with the pair margin in the loss
+    max_length: int  # tokens; longer inputs are scored on their last max_length tokens
+    skipped: str | None = None  # why training did not run, if it did not
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """One iteration's records; each algorithm learns from the part it needs (pairs, judged responses, prompts)."""
+    prompts: Sequence[Prompt] = ()
+    generations: Sequence[Generation] = ()
+    judgements: Sequence[Judgement] = ()
+    pairs: Sequence[Pair] = ()
 
 
 R = TypeVar("R", bound=BaseModel)
@@ -185,3 +349,19 @@ def read_records(path: Path, cls: type[R], *, unique_ids: bool = True) -> list[R
             seen.add(rid)
         records.append(record)
     return records
+
+
+def read_record(path: Path, cls: type[R]) -> R:
+    """Reads one JSON record (train.json, manifest.json, ...); a missing, truncated or malformed file is a
+    RecordError naming it."""
+    path = Path(path)
+    try:
+        return cls.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RecordError(f"{path}: a directory, not a JSON file") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "record"
+        raise RecordError(f"{path}: {where}: {first['msg']}") from None

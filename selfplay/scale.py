@@ -10,7 +10,7 @@ unsharded one. vLLM engines are seeded per engine, so a sharded vLLM run samples
 recorded), as would one engine given the prompts in another order.
 
 Training: `train.launcher = accelerate` with `train.num_processes = N` runs the train stage of an iteration
-under `accelerate launch` (`python -m selfplay.scale RUN K`); the TRL trainers (DPO, reward model, SFT,
+under `accelerate launch` (`python -m selfplay.launched RUN K`); the TRL trainers (DPO, reward model, SFT,
 RLOO/GRPO) then train data-parallel, and only the main process writes the policy and train.json.
 """
 
@@ -20,7 +20,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from selfplay.config import ConfigError, GenerationConfig, TrainConfig
@@ -42,12 +42,11 @@ def shard_bounds(count: int, shards: int, align: int = 1) -> list[tuple[int, int
 
 
 class _Worker:
-    """One Ray actor: a whole generator for the model (vLLM or transformers), built inside the actor."""
+    """One Ray actor: a whole generator for the model (vLLM or transformers), built inside the actor by
+    `open_one` (generation.open_generator, passed in: generation imports this module, not the reverse)."""
 
-    def __init__(self, model_dir: str, cfg: dict, seed: int):
-        from selfplay.generation import open_generator
-
-        self._context = open_generator(GenerationConfig.model_validate(cfg), Path(model_dir), seed)
+    def __init__(self, model_dir: str, cfg: dict, seed: int, open_one: Callable):
+        self._context = open_one(GenerationConfig.model_validate(cfg), Path(model_dir), seed)
         self.gen = self._context.__enter__()
 
     def call(self, method: str, args: tuple, kwargs: dict):
@@ -76,7 +75,7 @@ def start_ray(cfg: GenerationConfig) -> None:
 class RayShardedGenerator:
     """The Generator protocol over `cfg.workers` Ray actors (see the module docstring)."""
 
-    def __init__(self, model_dir: Path, cfg: GenerationConfig, seed: int):
+    def __init__(self, model_dir: Path, cfg: GenerationConfig, seed: int, open_one: Callable):
         start_ray(cfg)
         import ray
         from transformers import AutoTokenizer
@@ -85,7 +84,7 @@ class RayShardedGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)  # judges render chat prompts here, in the driver
         one = cfg.model_copy(update={"workers": 1}).model_dump(mode="json")
         actor = ray.remote(num_cpus=cfg.worker_cpus, num_gpus=cfg.worker_gpus)(_Worker)
-        self.workers = [actor.remote(self.model_dir, one, seed) for _ in range(cfg.workers)]
+        self.workers = [actor.remote(self.model_dir, one, seed, open_one) for _ in range(cfg.workers)]
         # transformers samples `batch_size` prompts per call with one seed: shards start on batch boundaries.
         self.align = cfg.batch_size if cfg.backend == "transformers" else 1
 
@@ -148,7 +147,7 @@ def accelerate_command(cfg: TrainConfig, run_root: Path, k: int) -> list[str]:
     cmd += ["--num_processes", str(cfg.num_processes)]
     if not cfg.accelerate_config and not torch.cuda.is_available():
         cmd += ["--main_process_port", str(free_port())]
-    return cmd + ["-m", "selfplay.scale", str(run_root), str(k)]
+    return cmd + ["-m", "selfplay.launched", str(run_root), str(k)]
 
 
 def free_port() -> int:
@@ -175,16 +174,3 @@ def launch_train(cfg: TrainConfig, run_root: Path, k: int) -> None:
 def under_launch() -> bool:
     """True in a process that torchrun / accelerate launch started."""
     return "LOCAL_RANK" in os.environ
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of each process `accelerate launch` starts: iteration K's train stage of run RUN."""
-    from selfplay.loop import Manifest, Run, train_stage
-
-    run_root, k = (argv or sys.argv[1:])[:2]
-    run = Run.open(Path(run_root))
-    train_stage(run, int(k), Manifest(iteration=int(k), policy=str(run.policy_for(int(k)))))
-
-
-if __name__ == "__main__":
-    main()

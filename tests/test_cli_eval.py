@@ -15,8 +15,7 @@ from selfplay.config import load_config
 from selfplay.inspect import sort_records
 from selfplay.loop import Manifest, Run, StageInfo
 from selfplay.pairing import PairingStats
-from selfplay.records import Judgement, Pair, Prompt, read_records, write_json, write_records
-from selfplay.train.dpo import TrainResult
+from selfplay.records import Judgement, Pair, PreferenceStats, Prompt, TrainResult, read_records, write_json, write_records
 
 from conftest import make_generation
 from test_evaluate import IFEVAL_LINES, scripted, write_jsonl  # noqa: F401 (fixture)
@@ -64,8 +63,8 @@ def build_run(tmp_path, name: str = "view") -> Run:
         write_records(p.generations, gens)
         write_records(p.judgements, judgements)
         write_records(p.pairs, pairs)
-        train = TrainResult(algo="dpo", pairs=len(pairs), steps=3, seconds=5.0, loss_first=0.693, loss_last=0.60 - 0.05 * k,
-                            reward_accuracy=0.5 + 0.2 * k, reward_margin=0.1, policy=f"/models/iter{k}")
+        train = TrainResult(algo="dpo", steps=3, seconds=5.0, loss_first=0.693, loss_last=0.60 - 0.05 * k, policy=f"/models/iter{k}",
+                            dpo=PreferenceStats(pairs=len(pairs), reward_accuracy=0.5 + 0.2 * k, reward_margin=0.1))
         write_json(p.train, train.model_dump())
         scores = [j.score for j in judgements if j.score is not None]
         manifest = Manifest(

@@ -253,7 +253,7 @@ def test_ifeval_and_h2h_on_tiny_model(tmp_path, tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfplay.train.dpo import TrainResult
+    from selfplay.records import TrainResult
 
     other = tmp_path / "tiny-other"
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -267,8 +267,7 @@ def test_ifeval_and_h2h_on_tiny_model(tmp_path, tiny_model_dir):
     # Judged by the shipped pairwise template, logprob verdicts (the default), with the base model as judge.
     run = make_run(tmp_path, [f"model={tiny_model_dir}", "generation.backend=transformers", "generation.dtype=float32",
                               "eval.max_tokens=6", "generation.max_tokens=6", "eval.best_of_n=2"])
-    write_json(run.paths(1).train, TrainResult(algo="dpo", pairs=0, steps=0, seconds=0.0, loss_first=None, loss_last=None,
-                                               reward_accuracy=None, reward_margin=None, policy=str(other)).model_dump())
+    write_json(run.paths(1).train, TrainResult(algo="dpo", policy=str(other)).model_dump())
     ifeval = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
     result = run_eval(run, ifeval_file=str(ifeval), prompts_file=str(ifeval))  # the IFEval prompts double as held-out ones
     s = result.ifeval

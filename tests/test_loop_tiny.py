@@ -126,7 +126,7 @@ def test_rlhf_iteration_reward_model_then_rl(tiny_model_dir, tmp_path, algo, ext
     rm = manifest["reward_model"]
     assert rm["steps"] >= 1 and rm["model_dir"] and (run.paths(1).dir / "reward_model" / "reward_model.json").exists()
     train = json.loads(run.paths(1).train.read_text())
-    assert train["skipped"] is None and train["steps"] == 2 and train["reward_first"] is not None
+    assert train["skipped"] is None and train["steps"] == 2 and train["rl"]["reward_first"] is not None
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(run.paths(1).policy / "merged" / "model.safetensors")
     assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
     assert row.rl_reward_first is not None and row.kl_last is not None
@@ -162,13 +162,13 @@ def test_cli_train_rm_then_score(finished_run, tmp_path):
     gated = Run.create(tmp_path / "gated", cfg)
     run_loop(gated, log=lambda _: None)
     train = json.loads(gated.paths(1).train.read_text())
-    assert train["steps"] == 1 and 0.0 <= train["safety_gated"] <= 1.0
+    assert train["steps"] == 1 and 0.0 <= train["rl"]["safety_gated"] <= 1.0
 
 
 def test_revision_sft_trains_on_the_revisions(tiny_model_dir, tmp_path):
     """Constitutional AI's supervised stage through the loop's train stage: SFT on each pair's revision."""
-    from selfplay.loop import Manifest, train_stage
-    from selfplay.records import write_records
+    from selfplay.loop import run_stage
+    from selfplay.records import TrainResult, read_record, write_records
 
     run = Run.create(tmp_path / "cai", tiny_config(tiny_model_dir, "train.algo=revision-sft", "train.epochs=1"))
     pairs = [Pair(id=f"p{i}/g0/p", prompt_id=f"p{i}", prompt=f"Name a colour, item {i}.", chosen="Blue.",
@@ -176,7 +176,8 @@ def test_revision_sft_trains_on_the_revisions(tiny_model_dir, tmp_path):
                   rejected_score=0.0, margin=1.0, judge="constitution-revision", principle="helpful")
              for i in range(4)]
     write_records(run.paths(1).pairs, pairs)
-    result = train_stage(run, 1, Manifest(iteration=1, policy=str(tiny_model_dir)))
+    assert run_stage(run, 1, "train").status == "done"
+    result = read_record(run.paths(1).train, TrainResult)
     assert result.algo == "revision-sft" and result.steps >= 1 and result.skipped is None
     examples = [json.loads(line) for line in (run.paths(1).policy / "examples.jsonl").read_text().splitlines()]
     assert [e["completion"] for e in examples] == ["Blue."] * 4
@@ -219,7 +220,7 @@ def test_seed_warmup_trains_iteration_0_and_agreement_is_measured_each_iteration
                                                        "train.seed_warmup=dpo"))
     rows = run_loop(run, log=lambda _: None)
     warmup = json.loads((run.seed_policy / "train.json").read_text())
-    assert warmup["algo"] == "dpo" and warmup["pairs"] == 30 and warmup["steps"] >= 1
+    assert warmup["algo"] == "dpo" and warmup["dpo"]["pairs"] == 30 and warmup["steps"] >= 1
     # Iteration 1 samples from the policy the seed set trained, not from the base model.
     assert {g.policy for g in read_records(run.paths(1).generations, Generation)} == {warmup["policy"]}
     agreement = json.loads((run.paths(1).dir / "seed_agreement.json").read_text())
@@ -235,7 +236,7 @@ def test_seed_warmup_by_sft_on_the_chosen_responses(tiny_model_dir, tmp_path):
                                                            "judge.program=selfplay.program_judges:length_bounds"))
     run_loop(run, log=lambda _: None)
     warmup = json.loads((run.seed_policy / "train.json").read_text())
-    assert warmup["algo"] == "seed-sft" and warmup["examples"] == 30 and warmup["steps"] >= 1
+    assert warmup["algo"] == "seed-sft" and warmup["sft"]["examples"] == 30 and warmup["steps"] >= 1
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(run.seed_policy / "merged" / "model.safetensors")
     assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
     # a program judge scores the seed pairs too: agreement is measured whatever the judge kind

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from selfplay.config import TrainConfig
-from selfplay.records import Prompt
+from selfplay.records import Prompt, TrainInputs
 from selfplay.train.ppo import (
     AdaptiveKLController, PPOTrainer, gae, kl_penalized_rewards, policy_loss, value_loss, whiten,
 )
@@ -127,18 +127,22 @@ def test_ppo_length_reward_rises_kl_stays_bounded_and_a_nan_batch_is_skipped(tin
         return [len(r) / MAX_NEW for r in responses]
 
     out = tmp_path / "ppo"
-    result = PPOTrainer(ppo_config(rl_steps=10), seed=0).train(PROMPTS, reward, tiny_chat_model_dir, out)
+    result = PPOTrainer(ppo_config(rl_steps=10), seed=0, reward=lambda: reward).train(TrainInputs(prompts=PROMPTS), tiny_chat_model_dir, out)
     stats = [json.loads(line) for line in (out / "ppo_stats.jsonl").read_text().splitlines()]
     assert [s["step"] for s in stats] == list(range(1, 11))
     assert stats[2]["skipped"].startswith("non-finite reward") and stats[2]["policy_loss"] is None
-    assert result.skipped_steps == 1 and result.steps == 9
+    assert result.rl.skipped_steps == 1 and result.steps == 9
     done = [s for s in stats if s["skipped"] is None]
     assert done[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the first batch samples from the reference itself
     first, last = sum(s["reward_mean"] for s in done[:3]) / 3, sum(s["reward_mean"] for s in done[-3:]) / 3
     assert last > first + 0.2, f"length reward did not rise: {first:.2f} -> {last:.2f}"
-    assert result.reward_first == pytest.approx(first) and result.reward_last == pytest.approx(last)
+    assert result.rl.reward_first == pytest.approx(first) and result.rl.reward_last == pytest.approx(last)
     assert all(s["kl"] < 10.0 for s in done), [s["kl"] for s in done]  # nats per response, bounded
-    assert result.kl_coef is not None and math.isfinite(result.kl_coef)
+    # The result's KL is per response token, the unit every RL algorithm reports it in.
+    per_token = [s["kl_per_token"] for s in done[-3:]]
+    assert result.rl.kl_last == pytest.approx(sum(per_token) / 3)
+    assert all(s["kl_per_token"] == pytest.approx(s["kl"] / s["response_tokens"]) for s in done)
+    assert result.rl.kl_coef is not None and math.isfinite(result.rl.kl_coef)
     # The policy was saved merged, as safetensors only, and differs from where it started.
     before = load_file(tiny_chat_model_dir / "model.safetensors")
     after = load_file(out / "merged" / "model.safetensors")
@@ -151,7 +155,8 @@ def test_ppo_length_reward_rises_kl_stays_bounded_and_a_nan_batch_is_skipped(tin
 def test_ppo_with_lora_saves_an_adapter_and_starts_at_zero_kl(tiny_chat_model_dir, tmp_path, one_thread):
     out = tmp_path / "ppo-lora"
     cfg = ppo_config(lora=True, lora_r=4, learning_rate=1e-2, rl_steps=2, rl_rollout_prompts=4, ppo_minibatch=2, ppo_epochs=2)
-    result = PPOTrainer(cfg, seed=1).train(PROMPTS[:4], lambda p, r: [len(x) / MAX_NEW for x in r], tiny_chat_model_dir, out)
+    result = PPOTrainer(cfg, seed=1, reward=lambda: lambda p, r: [len(x) / MAX_NEW for x in r]).train(
+        TrainInputs(prompts=PROMPTS[:4]), tiny_chat_model_dir, out)
     stats = [json.loads(line) for line in (out / "ppo_stats.jsonl").read_text().splitlines()]
     # The reference is the LoRA-disabled model, and LoRA starts as the identity (B = 0): no KL on batch one.
     assert stats[0]["kl"] == pytest.approx(0.0, abs=1e-5) and result.steps == 2

@@ -32,7 +32,7 @@ def _snapshot(root: Path, iterations: int = 2) -> dict:
         for name in RECORD_FILES:
             out[f"{k}/{name}"] = (it / name).read_text().replace(str(root), "<run>")  # policy paths name the run
         train = json.loads((it / "policy" / "train.json").read_text())
-        out[f"{k}/train"] = (train["pairs"], train["steps"], round(train["loss_first"], 4), round(train["loss_last"], 4))
+        out[f"{k}/train"] = (train["dpo"]["pairs"], train["steps"], round(train["loss_first"], 4), round(train["loss_last"], 4))
     rows = [json.loads(line) for line in (root / "summary.jsonl").read_text().splitlines()]
     out["summary"] = [{k: v for k, v in row.items() if k not in ("seconds", "loss_first", "loss_last", "reward_accuracy")}
                       for row in rows]

@@ -7,7 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from selfplay.config import TrainConfig
-from selfplay.records import Prompt
+from selfplay.records import Prompt, TrainInputs
 from selfplay.train.reward import RewardModelError
 from selfplay.train.rloo import GroupRLTrainer, message_text, trl_reward_func
 
@@ -37,7 +37,7 @@ def test_reward_wrapper_refuses_nan_and_miscounted_rewards():
 
 def test_group_trainer_refuses_other_algorithms(tmp_path):
     with pytest.raises(ValueError, match="rloo or grpo"):
-        GroupRLTrainer(TrainConfig(algo="dpo"), seed=0).train([], lambda p, r: [], tmp_path, tmp_path / "out")
+        GroupRLTrainer(TrainConfig(algo="dpo"), seed=0, reward=lambda: lambda p, r: []).train(TrainInputs(), tmp_path, tmp_path / "out")
 
 
 PROMPTS = [Prompt(id=f"p{i}", text=f"Write about topic {i}.") for i in range(4)]
@@ -50,7 +50,7 @@ def length_reward(prompts, responses):
 def run(algo: str, lora: bool, model_dir, out):
     cfg = TrainConfig(algo=algo, lora=lora, lora_r=4, learning_rate=1e-2, rl_steps=2, rl_rollout_prompts=2,
                       rl_num_generations=2, batch_size=4, rl_max_new_tokens=8, precision="fp32", kl_coef=0.05)
-    return GroupRLTrainer(cfg, seed=0).train(PROMPTS, length_reward, model_dir, out)
+    return GroupRLTrainer(cfg, seed=0, reward=lambda: length_reward).train(TrainInputs(prompts=PROMPTS), model_dir, out)
 
 
 def changed(model_dir, merged_dir) -> bool:
@@ -62,9 +62,9 @@ def changed(model_dir, merged_dir) -> bool:
 def test_rloo_with_lora_runs_steps_changes_the_policy_and_records_metrics(tiny_chat_model_dir, tmp_path, one_thread):
     out = tmp_path / "rloo"
     result = run("rloo", True, tiny_chat_model_dir, out)
-    assert result.algo == "rloo" and result.steps == 2 and result.prompts == 4 and result.nan_steps == 0
-    assert result.reward_first is not None and 0.0 <= result.reward_first <= 1.0
-    assert result.kl_last is not None and result.kl_coef == 0.05
+    assert result.algo == "rloo" and result.steps == 2 and result.rl.prompts == 4 and result.nan_steps == 0
+    assert result.rl.reward_first is not None and 0.0 <= result.rl.reward_first <= 1.0
+    assert result.rl.kl_last is not None and result.rl.kl_coef == 0.05
     assert (out / "adapter" / "adapter_model.safetensors").exists() and changed(tiny_chat_model_dir, out / "merged")
     logged = [json.loads(line) for line in (out / "rloo_stats.jsonl").read_text().splitlines()]
     assert sum("reward" in row for row in logged) == 2 and not list(out.rglob("*.bin"))
@@ -75,7 +75,7 @@ def test_grpo_full_fine_tuning_changes_the_policy(tiny_chat_model_dir, tmp_path,
     out = tmp_path / "grpo"
     result = run("grpo", False, tiny_chat_model_dir, out)
     assert result.algo == "grpo" and result.steps == 2 and result.adapter is None
-    assert result.reward_first is not None and changed(tiny_chat_model_dir, out / "merged")
+    assert result.rl.reward_first is not None and changed(tiny_chat_model_dir, out / "merged")
     assert (out / "grpo_stats.jsonl").exists()
 
 

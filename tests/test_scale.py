@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from selfplay.config import ConfigError, load_config
-from selfplay.loop import Manifest, Run, run_loop, train_stage
+from selfplay.loop import Run, reward_model_result, run_loop, run_stage
+from selfplay.records import TrainResult, read_record
 from selfplay.scale import accelerate_command, check_launcher, shard_bounds
 from tests.test_loop_tiny import tiny_config
 
@@ -40,7 +41,7 @@ def test_accelerate_command_uses_the_config_file_when_given(tmp_path):
     cmd = accelerate_command(cfg, tmp_path / "r", 3)
     assert cmd[cmd.index("--config_file") + 1] == "configs/accelerate/deepspeed-zero2.yaml"
     assert cmd[cmd.index("--num_processes") + 1] == "4" and "--multi_gpu" not in cmd
-    assert cmd[-3:] == ["selfplay.scale", str(tmp_path / "r"), "3"]
+    assert cmd[-3:] == ["selfplay.launched", str(tmp_path / "r"), "3"]
 
 
 ITERATION_FILES = ("prompts.jsonl", "generations.jsonl", "judgements.jsonl", "pairs.jsonl")
@@ -85,12 +86,12 @@ def test_dpo_on_two_cpu_processes_follows_one_process_with_the_same_global_batch
     two.paths(1).dir.mkdir(parents=True, exist_ok=True)
     for name in ITERATION_FILES:  # the same pairs; only the train stage runs
         shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)
-    manifest = Manifest(iteration=1, policy=str(two.policy_for(1)))
-    result = train_stage(two, 1, manifest)
+    info = run_stage(two, 1, "train")
+    result = read_record(two.paths(1).train, TrainResult)
 
     expected = json.loads(one.paths(1).train.read_text())
-    assert result.pairs == expected["pairs"] >= 4 and result.steps == expected["steps"] >= 2
-    assert manifest.stages["train"].status == "done"
+    assert result.dpo.pairs == expected["dpo"]["pairs"] >= 4 and result.steps == expected["steps"] >= 2
+    assert info.status == "done"
     single, parallel = tensorboard_losses(one.paths(1).policy / "logs"), tensorboard_losses(two.paths(1).policy / "logs")
     assert len(parallel) == len(single) == result.steps
     assert parallel == pytest.approx(single, abs=1e-4)  # measured: within 2e-7
@@ -113,11 +114,12 @@ def test_reward_model_then_rloo_on_two_cpu_processes(tiny_model_dir, tmp_path):
     two.paths(1).dir.mkdir(parents=True, exist_ok=True)
     for name in ITERATION_FILES:
         shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)
-    manifest = Manifest(iteration=1, policy=str(two.policy_for(1)))
-    result = train_stage(two, 1, manifest)
+    run_stage(two, 1, "train")
+    result = read_record(two.paths(1).train, TrainResult)
 
     rm_one = json.loads((one.paths(1).dir / "reward_model" / "reward_model.json").read_text())
-    assert manifest.reward_model is not None and manifest.reward_model.steps == rm_one["steps"] >= 2
+    rm_two = reward_model_result(two, 1)
+    assert rm_two is not None and rm_two.steps == rm_one["steps"] >= 2
     single = tensorboard_losses(one.paths(1).dir / "reward_model" / "logs")
     parallel = tensorboard_losses(two.paths(1).dir / "reward_model" / "logs")
     assert parallel == pytest.approx(single, abs=1e-4)
@@ -140,7 +142,8 @@ def test_ppo_on_two_cpu_processes_takes_the_steps_of_one_process(tiny_model_dir,
     two.paths(1).dir.mkdir(parents=True, exist_ok=True)
     for name in ITERATION_FILES:
         shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)
-    result = train_stage(two, 1, Manifest(iteration=1, policy=str(two.policy_for(1))))
+    run_stage(two, 1, "train")
+    result = read_record(two.paths(1).train, TrainResult)
 
     def stats(run):
         return [json.loads(line) for line in (run.paths(1).policy / "ppo_stats.jsonl").read_text().splitlines()]

@@ -63,7 +63,7 @@ def test_a_small_trained_update_is_what_the_engine_serves(tiny_model_dir, tmp_pa
     from transformers import AutoModelForCausalLM
 
     from selfplay.generation import open_generator
-    from selfplay.records import Pair
+    from selfplay.records import Pair, TrainInputs
     from selfplay.train.dpo import DPOTrainer
 
     pairs = [Pair(id=f"p{i}", prompt_id=f"q{i}", prompt=f"Say something about {topic}.", chosen=f"{topic} is good.",
@@ -71,7 +71,7 @@ def test_a_small_trained_update_is_what_the_engine_serves(tiny_model_dir, tmp_pa
                   rejected_score=1.0, margin=4.0, judge="program")
              for i, topic in enumerate(["rain", "tea", "maps", "salt"])]
     cfg = TrainConfig(learning_rate=2e-5, batch_size=2, max_length=64, save_steps=0, precision="fp32")
-    result = DPOTrainer(cfg, seed=0).train(pairs, tiny_model_dir, tmp_path / "policy")
+    result = DPOTrainer(cfg, seed=0).train(TrainInputs(pairs=pairs), tiny_model_dir, tmp_path / "policy")
     trained = tmp_path / "policy" / "merged"
     check = check_serving(trained, tiny_model_dir, served_dtype("auto", trained))
     assert check.changed_tensors > 0 and check.served_dtype == "float32" and check.rounding_error == 0.0

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from selfplay.config import TrainConfig
-from selfplay.filtering import FilterStats, SFTExample
-from selfplay.records import Judgement, read_records
-from selfplay.train.dpo import TrainResult
-from selfplay.train.sft import too_few, train_rejection_sft, train_rest
+from selfplay.filtering import SFTExample
+from selfplay.records import FilterStats, Judgement, TrainInputs, TrainResult, read_records
+from selfplay.train.sft import ReSTTrainer, RejectionSFTTrainer, too_few
 
 from conftest import make_generation, make_prompt
 
@@ -35,11 +34,11 @@ LOW = {"a": [("meh", 1.0), ("bad", None), ("", 5.0)], "b": [("hmm", 2.0)]}
 def test_threshold_that_keeps_nothing_is_a_recorded_skip(tmp_path):
     cfg = TrainConfig(algo="rejection-sft", sft_threshold=4.0)
     policy = tmp_path / "never-loaded"  # a fine-tune would fail to load it: the skip must come first
-    result = train_rejection_sft(cfg, *grown(LOW), policy, tmp_path / "out", seed=0)
+    result = RejectionSFTTrainer(cfg, seed=0).train(TrainInputs(*grown(LOW)), policy, tmp_path / "out")
     assert result.skipped.startswith("0 of 4 responses kept (score >= 4 and top 1 per prompt; 2 below the threshold, "
                                      "1 without a score, 1 empty) < train.sft_min_examples=1")
-    assert (result.algo, result.policy, result.steps, result.examples, result.pairs) == ("rejection-sft", str(policy), 0, 0, 0)
-    assert result.filtering.per_prompt["a"].unscored == 1 and result.filtering.per_prompt["a"].empty == 1
+    assert (result.algo, result.policy, result.steps, result.sft.examples, result.dpo) == ("rejection-sft", str(policy), 0, 0, None)
+    assert result.sft.filtering.per_prompt["a"].unscored == 1 and result.sft.filtering.per_prompt["a"].empty == 1
     assert read_records(tmp_path / "out" / "examples.jsonl", SFTExample) == []
     assert not (tmp_path / "out" / "merged").exists()
     TrainResult.model_validate_json(result.model_dump_json())  # round-trips through train.json
@@ -47,15 +46,15 @@ def test_threshold_that_keeps_nothing_is_a_recorded_skip(tmp_path):
 
 def test_too_few_kept_for_min_examples(tmp_path):
     cfg = TrainConfig(algo="rejection-sft", sft_min_examples=5)
-    result = train_rejection_sft(cfg, *grown(LOW), tmp_path / "p", tmp_path / "out", seed=0)
+    result = RejectionSFTTrainer(cfg, seed=0).train(TrainInputs(*grown(LOW)), tmp_path / "p", tmp_path / "out")
     assert result.skipped and "2 of 4 responses kept (top 1 per prompt;" in result.skipped and "sft_min_examples=5" in result.skipped
 
 
 def test_rest_with_nothing_scored_skips_every_step(tmp_path):
     table = {"a": [("x", None), ("y", None)]}
     cfg = TrainConfig(algo="rest", rest_thresholds=[0.5, 0.9])
-    result = train_rest(cfg, *grown(table), tmp_path / "p", tmp_path / "out", seed=0)
-    assert [s.skipped for s in result.improve] == ["no response of the Grow step has a score; nothing to filter, policy carried over"] * 2
+    result = ReSTTrainer(cfg, seed=0).train(TrainInputs(*grown(table)), tmp_path / "p", tmp_path / "out")
+    assert [s.skipped for s in result.sft.improve] == ["no response of the Grow step has a score; nothing to filter, policy carried over"] * 2
     assert result.skipped.startswith("every Improve step was skipped") and result.policy == str(tmp_path / "p")
     assert all((tmp_path / "out" / f"improve_{i}" / "step.json").exists() for i in (1, 2))
 
@@ -130,11 +129,11 @@ def test_responses_beyond_max_length_are_a_recorded_skip(tiny_model_dir, tmp_pat
 def test_rejection_sft_end_to_end(grow, tiny_model_dir, tmp_path):
     prompts, gens, js = grow
     out = tmp_path / "policy"
-    result = train_rejection_sft(tiny_cfg(algo="rejection-sft", sft_top_k=2), prompts, gens, js, tiny_model_dir, out, seed=1)
+    result = RejectionSFTTrainer(tiny_cfg(algo="rejection-sft", sft_top_k=2), seed=1).train(TrainInputs(prompts, gens, js), tiny_model_dir, out)
     assert result.skipped is None and result.algo == "rejection-sft" and result.steps >= 1 and result.loss_first is not None
     examples = read_records(out / "examples.jsonl", SFTExample)
-    f = result.filtering
-    assert result.examples == len(examples) == f.kept and f.unscored >= 1
+    f = result.sft.filtering
+    assert result.sft.examples == len(examples) == f.kept and f.unscored >= 1
     assert f.per_prompt["p0"].unscored == 1 and all(c.kept <= 2 for c in f.per_prompt.values())
     assert sum(c.responses for c in f.per_prompt.values()) == len(gens) == 12
     assert gens[0].id not in {e.generation_id for e in examples}  # the failed score is excluded
@@ -152,9 +151,9 @@ def test_rest_end_to_end(grow, tiny_model_dir, tmp_path):
     # three Improve steps: everything scored, the best only, then above the best (keeps nothing: skipped)
     cfg = tiny_cfg(algo="rest", rest_threshold_mode="score", rest_thresholds=[scores[0], scores[-1], scores[-1] + 1.0])
     out = tmp_path / "policy"
-    result = train_rest(cfg, prompts, gens, js, tiny_model_dir, out, seed=2)
-    s1, s2, s3 = result.improve
-    assert [s.step for s in result.improve] == [1, 2, 3]
+    result = ReSTTrainer(cfg, seed=2).train(TrainInputs(prompts, gens, js), tiny_model_dir, out)
+    s1, s2, s3 = result.sft.improve
+    assert [s.step for s in result.sft.improve] == [1, 2, 3]
     assert s1.skipped is None and s2.skipped is None and s3.skipped.startswith("0 of 12 responses kept (score >= ")
     assert s1.examples > s2.examples >= 1 and s3.examples == 0
     assert s1.filtering.kept_fraction > s2.filtering.kept_fraction > s3.filtering.kept_fraction == 0
@@ -165,13 +164,13 @@ def test_rest_end_to_end(grow, tiny_model_dir, tmp_path):
     assert not Path(s1.policy).exists()  # the intermediate merged copy is dropped; its adapter stays
     assert (out / "improve_1" / "adapter" / "adapter_model.safetensors").exists()
     assert changed_tensors(tiny_model_dir, Path(result.policy))
-    for i, step in enumerate(result.improve, start=1):
+    for i, step in enumerate(result.sft.improve, start=1):
         assert read_records(out / f"improve_{i}" / "examples.jsonl", SFTExample).__len__() == step.examples
         assert json.loads((out / f"improve_{i}" / "step.json").read_text())["threshold"] == step.threshold
-    assert result.steps == s1.steps + s2.steps and result.examples == s2.examples and result.loss_last == s2.loss_last
+    assert result.steps == s1.steps + s2.steps and result.sft.examples == s2.examples and result.loss_last == s2.loss_last
 
     # resumed after a crash: finished steps are reused, not retrained (step 1's merged copy is not needed)
     (out / "improve_3" / "step.json").unlink()
-    again = train_rest(cfg, prompts, gens, js, tiny_model_dir, out, seed=2)
-    assert again.improve[:2] == result.improve[:2] and again.improve[2].skipped == s3.skipped
+    again = ReSTTrainer(cfg, seed=2).train(TrainInputs(prompts, gens, js), tiny_model_dir, out)
+    assert again.sft.improve[:2] == result.sft.improve[:2] and again.sft.improve[2].skipped == s3.skipped
     assert again.policy == result.policy and again.steps == result.steps

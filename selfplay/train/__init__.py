@@ -1,7 +1,49 @@
-"""Trainers: DPO (TRL), reward model, PPO (ours), RLOO/GRPO (TRL). Heavy imports stay inside them."""
+"""Trainers: one file per algorithm, each a `Trainer`; `make_trainer` picks one by `train.algo`.
 
-from selfplay.errors import SelfplayError
+    dpo             dpo.py    iterative DPO on the pairs (TRL DPOTrainer)
+    ppo             ppo.py    our PPO against a reward model trained on the pairs (InstructGPT recipe)
+    rloo / grpo     rloo.py   TRL's RLOOTrainer / GRPOTrainer against that reward model
+    rejection-sft   sft.py    fine-tuning on the best judged responses (Llama 2)
+    rest            sft.py    ReST's Improve steps on the judged responses (Gulcehre et al. 2023)
+    revision-sft    sft.py    fine-tuning on the chosen side of the pairs (Constitutional AI's supervised stage)
+
+Heavy imports (torch, transformers, TRL, peft) stay inside the trainers' methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from selfplay.config import TrainConfig
+from selfplay.records import TrainInputs, TrainResult
+from selfplay.train.dpo import DPOTrainer
+from selfplay.train.ppo import PPOTrainer, RewardFn
+from selfplay.train.rloo import GroupRLTrainer
+from selfplay.train.sft import ChosenSFTTrainer, ReSTTrainer, RejectionSFTTrainer
 
 
-class NonFiniteWeightsError(SelfplayError, RuntimeError):
-    """Training produced NaN or inf weights; nothing was saved."""
+class Trainer(Protocol):
+    def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
+        """Trains from `policy` (a checkpoint directory) and saves into `out_dir`; the result names the policy the
+        next iteration generates with (the starting one, carried over, when it did not train)."""
+        ...
+
+
+def make_trainer(cfg: TrainConfig, seed: int, reward: Callable[[], RewardFn | None]) -> Trainer:
+    """The trainer of `cfg.algo`. `reward` gives the reward function the RL algorithms optimise (None = there is
+    nothing to train a reward model on); it is called only by them, and only when they train."""
+    match cfg.algo:
+        case "dpo":
+            return DPOTrainer(cfg, seed)
+        case "ppo":
+            return PPOTrainer(cfg, seed, reward)
+        case "rloo" | "grpo":
+            return GroupRLTrainer(cfg, seed, reward)
+        case "rejection-sft":
+            return RejectionSFTTrainer(cfg, seed)
+        case "rest":
+            return ReSTTrainer(cfg, seed)
+        case "revision-sft":
+            return ChosenSFTTrainer(cfg, seed, algo="revision-sft")

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from selfplay.train import NonFiniteWeightsError
+from selfplay.errors import SelfplayError
+
+
+class NonFiniteWeightsError(SelfplayError, RuntimeError):
+    """Training produced NaN or inf weights; nothing was saved."""
 
 
 class NonFiniteGradGuard(TrainerCallback):

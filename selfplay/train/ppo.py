@@ -32,10 +32,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from selfplay.config import TrainConfig
-from selfplay.records import Prompt, derive_seed, write_records
-from selfplay.train.dpo import TrainResult
+from selfplay.records import RLStats, TrainInputs, TrainResult, derive_seed, write_records
 
 RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> one score per response
+NO_REWARD_MODEL = "no reward model (no pairs to train one on); policy carried over"
+
+
+def gated_fraction(reward_fn: RewardFn) -> float | None:
+    """With a safety reward model (train.safety_rm_path): the fraction of rollouts it rewarded."""
+    return getattr(reward_fn, "gated_fraction", None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -143,7 +148,8 @@ class PPOStepStats(BaseModel):
     skipped: str | None = None  # why the batch did not update the policy (e.g. a NaN reward)
     reward_mean: float | None  # mean score per response (reward model or program), before the KL penalty
     reward_std: float | None
-    kl: float | None  # mean over responses of sum_t (logp - ref_logp), nats per response
+    kl: float | None  # mean over responses of sum_t (logp - ref_logp), nats per response (what the KL controller targets)
+    kl_per_token: float | None = None  # the same sum over every response token, nats per token (as TRL's RLOO/GRPO log it)
     kl_coef: float  # the coefficient this batch's rewards used
     policy_loss: float | None  # mean over the batch's minibatch steps
     value_loss: float | None
@@ -236,10 +242,15 @@ class Rollout:
 class PPOTrainer:
     cfg: TrainConfig
     seed: int
+    reward: Callable[[], RewardFn | None]  # the reward model (or program) to optimise; None = none could be trained
 
-    def train(self, prompts: Sequence[Prompt], reward_fn: RewardFn, policy_dir: Path, out_dir: Path) -> TrainResult:
+    def train(self, inputs: TrainInputs, policy_dir: Path, out_dir: Path) -> TrainResult:
+        prompts = inputs.prompts
         if not prompts:
             raise ValueError("PPO needs at least one prompt to sample rollouts from")
+        reward_fn = self.reward()
+        if reward_fn is None:
+            return TrainResult.skip("ppo", policy_dir, NO_REWARD_MODEL, rl=RLStats(prompts=0))
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -338,7 +349,8 @@ class PPOTrainer:
                 advantages, returns = gae(rewards, old_values, roll.mask, cfg.ppo_gamma, cfg.ppo_lam)
                 if cfg.ppo_whiten_advantages:
                     advantages = whiten(advantages, roll.mask, total=dp.total)
-                kl = dp.total(((old_logprobs - ref_logprobs) * roll.mask).sum()).item() / len(batch)
+                kl_sum = dp.total(((old_logprobs - ref_logprobs) * roll.mask).sum()).item()
+                kl, kl_per_token = kl_sum / len(batch), kl_sum / max(1.0, dp.total(roll.mask.sum().float()).item())
 
             pg_losses, vf_losses, clip_fracs = [], [], []
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "ppo-minibatch", step))
@@ -376,11 +388,11 @@ class PPOTrainer:
             history.append(PPOStepStats(
                 **base, skipped=None if pg_losses else "every minibatch had a non-finite gradient",
                 reward_mean=every_score.mean().item(), reward_std=every_score.std().item() if len(batch) > 1 else 0.0,
-                kl=kl, policy_loss=_mean(pg_losses), value_loss=_mean(vf_losses), clip_frac=_mean(clip_fracs),
+                kl=kl, kl_per_token=kl_per_token, policy_loss=_mean(pg_losses), value_loss=_mean(vf_losses), clip_frac=_mean(clip_fracs),
                 approx_kl=approx_kl, seconds=round(time.monotonic() - step_started, 2)))
             kl_ctl.update(kl, len(batch))
 
-        return self._save(model, tokenizer, history, kl_ctl, nan_steps, len(prompts), started, out_dir)
+        return self._save(model, tokenizer, history, kl_ctl, nan_steps, len(prompts), started, out_dir, reward_fn)
 
     def _rollout(self, model, tokenizer, batch: Sequence[Prompt], seeds: Sequence[int], device) -> Rollout:
         """Samples one response per prompt at rl_temperature (no top-k, no top-p: the distribution the losses use),
@@ -424,7 +436,7 @@ class PPOTrainer:
                        texts=decoded)
 
     def _save(self, model, tokenizer, history: list[PPOStepStats], kl_ctl: AdaptiveKLController, nan_steps: int,
-              n_prompts: int, started: float, out_dir: Path) -> TrainResult:
+              n_prompts: int, started: float, out_dir: Path, reward_fn: RewardFn) -> TrainResult:
         from selfplay.train.setup import save_policy
 
         cfg = self.cfg
@@ -434,12 +446,12 @@ class PPOTrainer:
 
         done = [h for h in history if h.skipped is None]
         losses = [h.policy_loss + cfg.ppo_value_coef * h.value_loss for h in done]
-        rewards, kls = [h.reward_mean for h in done], [h.kl for h in done]
+        rewards, kls = [h.reward_mean for h in done], [h.kl_per_token for h in done]
         return TrainResult(
-            algo="ppo", pairs=0, prompts=n_prompts, steps=len(done), seconds=round(time.monotonic() - started, 1),
-            loss_first=_mean(losses[:3]), loss_last=_mean(losses[-3:]), reward_accuracy=None, reward_margin=None,
-            reward_first=_mean(rewards[:3]), reward_last=_mean(rewards[-3:]), kl_last=_mean(kls[-3:]), kl_coef=kl_ctl.value,
-            skipped_steps=len(history) - len(done), nan_steps=nan_steps, stats=str(stats_path), policy=str(merged_dir),
-            adapter=str(adapter_dir) if adapter_dir else None,
+            algo="ppo", steps=len(done), seconds=round(time.monotonic() - started, 1), loss_first=_mean(losses[:3]),
+            loss_last=_mean(losses[-3:]), nan_steps=nan_steps, policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
             skipped="every rollout batch was skipped (non-finite rewards or gradients); the saved policy is the starting one" if not done else None,
+            rl=RLStats(prompts=n_prompts, reward_first=_mean(rewards[:3]), reward_last=_mean(rewards[-3:]), kl_last=_mean(kls[-3:]),
+                       kl_coef=kl_ctl.value, skipped_steps=len(history) - len(done), stats=str(stats_path),
+                       safety_gated=gated_fraction(reward_fn)),
         )

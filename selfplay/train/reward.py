@@ -19,11 +19,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from selfplay.config import TrainConfig
 from selfplay.errors import SelfplayError
-from selfplay.records import Pair, derive_seed, is_main_process, write_json
+from selfplay.records import Pair, RewardResult, derive_seed, is_main_process, write_json
 from selfplay.train.setup import history_mean, report_to
 
 RESULT_FILE = "reward_model.json"  # written last: a directory without it is a half-saved (or foreign) model
@@ -32,27 +30,6 @@ DEFAULT_MAX_LENGTH = 2048  # scoring limit for foreign checkpoints without rewar
 
 class RewardModelError(SelfplayError, ValueError):
     """A reward-model directory that cannot be used, or a reward that cannot be trusted; one line saying why."""
-
-
-class RewardResult(BaseModel):
-    pairs: int  # pairs given
-    train_pairs: int  # pairs trained on: given minus held out minus those over max_length
-    too_long: int  # training pairs dropped by TRL because chosen or rejected exceeded max_length tokens
-    heldout: int  # pairs held out (whole prompts, seeded)
-    heldout_accuracy: float | None  # 0..1, fraction of held-out pairs with r(chosen) > r(rejected); None = none held out
-    heldout_margin: float | None  # mean r(chosen) - r(rejected) on held-out pairs, reward units
-    train_accuracy: float | None  # 0..1, last logged training steps
-    loss_first: float | None  # Bradley-Terry loss, first logged steps (ln 2 = 0.693 at chance)
-    loss_last: float | None
-    steps: int
-    nan_steps: int = 0  # optimizer steps skipped because a gradient was NaN/inf
-    seconds: float
-    base: str  # the checkpoint the reward model started from
-    model_dir: str | None  # the saved reward model; None when skipped
-    lora: bool
-    margin: bool  # trained with the pair margin in the loss
-    max_length: int  # tokens; longer inputs are scored on their last max_length tokens
-    skipped: str | None = None  # why training did not run, if it did not
 
 
 def split_heldout(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:

@@ -16,15 +16,14 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfplay.config import TrainConfig
-from selfplay.records import Prompt, write_text
+from selfplay.records import RLStats, TrainInputs, TrainResult, write_text
+from selfplay.train.ppo import NO_REWARD_MODEL, RewardFn, gated_fraction
 from selfplay.train.setup import history_mean, lora_config, report_to, save_policy
-from selfplay.train.dpo import TrainResult
-from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RewardModelError
 
 
@@ -63,12 +62,17 @@ class GroupRLTrainer:
     """RLOO or GRPO, by cfg.algo."""
     cfg: TrainConfig
     seed: int
+    reward: Callable[[], RewardFn | None]  # the reward model (or program) to optimise; None = none could be trained
 
-    def train(self, prompts: Sequence[Prompt], reward_fn: RewardFn, policy_dir: Path, out_dir: Path) -> TrainResult:
+    def train(self, inputs: TrainInputs, policy_dir: Path, out_dir: Path) -> TrainResult:
+        prompts = inputs.prompts
         if self.cfg.algo not in ("rloo", "grpo"):
             raise ValueError(f"GroupRLTrainer trains rloo or grpo, not train.algo={self.cfg.algo!r}")
         if not prompts:
             raise ValueError(f"{self.cfg.algo} needs at least one prompt to sample rollouts from")
+        reward_fn = self.reward()
+        if reward_fn is None:
+            return TrainResult.skip(self.cfg.algo, policy_dir, NO_REWARD_MODEL, rl=RLStats(prompts=0))
         import torch
         from datasets import Dataset
         from transformers import AutoTokenizer, PrinterCallback
@@ -125,10 +129,10 @@ class GroupRLTrainer:
 
         merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora)
         return TrainResult(
-            algo=cfg.algo, pairs=0, prompts=len(prompts), steps=trainer.state.global_step,
-            seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),
-            loss_last=history_mean(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
-            reward_first=history_mean(history, "reward", last=False), reward_last=history_mean(history, "reward", last=True),
-            kl_last=history_mean(history, "kl", last=True), kl_coef=cfg.kl_coef, nan_steps=guard.skipped_steps, stats=str(stats_path),
-            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
+            algo=cfg.algo, steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
+            loss_first=history_mean(history, "loss", last=False), loss_last=history_mean(history, "loss", last=True),
+            nan_steps=guard.skipped_steps, policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
+            rl=RLStats(prompts=len(prompts), reward_first=history_mean(history, "reward", last=False),
+                       reward_last=history_mean(history, "reward", last=True), kl_last=history_mean(history, "kl", last=True),
+                       kl_coef=cfg.kl_coef, stats=str(stats_path), safety_gated=gated_fraction(reward_fn)),
         )

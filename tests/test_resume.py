@@ -88,7 +88,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
 
     resumed, ref = _train(root, 1), _train(tmp_path / "runs" / "ref", 1)
     assert resumed["resumed_at_step"] >= 2 and ref["resumed_at_step"] is None
-    assert (resumed["pairs"], resumed["steps"]) == (ref["pairs"], ref["steps"]) and ref["steps"] >= 4
+    assert (resumed["dpo"]["pairs"], resumed["steps"]) == (ref["dpo"]["pairs"], ref["steps"]) and ref["steps"] >= 4
     assert resumed["loss_last"] == pytest.approx(ref["loss_last"], abs=1e-4)  # the remaining steps, as uninterrupted
     assert not (root / "iter_001" / "policy" / "checkpoints").exists()  # removed once the policy is saved
 

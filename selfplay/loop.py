@@ -104,16 +104,18 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
 
 def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callable[[IterationSummary], None] | None = None
              ) -> list[IterationSummary]:
-    seed_warmup(run, log)
+    """Every iteration of the run, holding the run's lock; stops early where a monitor in stop_on warned."""
     rows = []
-    for k in range(1, run.cfg.iterations + 1):
-        row = run_iteration(run, k, log)
-        rows.append(row)
-        if on_iteration:
-            on_iteration(row)
-        if row.stopped_by:
-            log(f"stopping after iteration {k}: {', '.join(row.stopped_by)} warned (monitors.stop_on)")
-            break
+    with run.writing():
+        seed_warmup(run, log)
+        for k in range(1, run.cfg.iterations + 1):
+            row = run_iteration(run, k, log)
+            rows.append(row)
+            if on_iteration:
+                on_iteration(row)
+            if row.stopped_by:
+                log(f"stopping after iteration {k}: {', '.join(row.stopped_by)} warned (monitors.stop_on)")
+                break
     return rows
 
 
@@ -320,7 +322,7 @@ def run_stage(run: Run, k: int, name: str) -> StageInfo:
     p, cfg = run.paths(k), run.cfg
     stage = Stages(Manifest(iteration=k, policy=str(run.policy_for(k))))
     inputs = read_inputs(run, k)
-    with Engines(run, run.policy_for(k), k) as engines:
+    with run.writing(), Engines(run, run.policy_for(k), k) as engines:
         match name:
             case "prompts":
                 stage("prompts", p.prompts, Prompt, lambda: write_prompts(run, k, engines))

@@ -12,10 +12,15 @@ derived from the manifests, so it can never disagree with them.
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+from filelock import FileLock, Timeout
 from pydantic import BaseModel
 
 import selfplay
@@ -142,6 +147,16 @@ class IterPaths:
         self.manifest = self.dir / "manifest.json"
 
 
+LOCK_FILE, WRITER_FILE = ".lock", ".writer"  # the writers' lock (flock), and who holds it, for the refusal message
+
+
+def _writer(root: Path) -> str:
+    try:
+        return "selfplay (" + (root / WRITER_FILE).read_text().strip() + ")"
+    except OSError:
+        return "another selfplay"
+
+
 class Run:
     """A run directory: config.yaml (written first), run.json, iter_NNN/, summary.jsonl."""
 
@@ -185,9 +200,29 @@ class Run:
             if changed:
                 raise RunError(f"{root}: made with other versions ({'; '.join(changed)}); resuming could mix "
                                "incompatible records: use a new --name, or pass --force to resume anyway")
-        for stale in root.rglob(".*.tmp"):  # left by a write that was killed; never read, so safe to drop
-            stale.unlink()
         return cls(root, cfg if cfg is not None and force else saved)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Holds the run's lock while this process writes it. A second writer is refused with one line; a lock
+        whose holder died (kill -9) is taken over, since the kernel drops a dead process's lock. Only the holder
+        removes what killed writers left: our own `.<name>.<random>.tmp` files, and the `.tmpXXXXXX` files that
+        safetensors writes before renaming (a killed save of a merged 135M policy left 538 MB of them)."""
+        lock = FileLock(str(self.root / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunError(f"{self.root}: {_writer(self.root)} is writing this run; wait for it to finish or stop it, "
+                           "then resume") from None
+        try:
+            (self.root / WRITER_FILE).write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            for stale in [*self.root.rglob(".*.tmp"), *self.root.rglob(".tmp*")]:
+                if stale.is_file():
+                    stale.unlink()
+            yield
+        finally:
+            (self.root / WRITER_FILE).unlink(missing_ok=True)
+            lock.release()
 
     def paths(self, k: int) -> IterPaths:
         return IterPaths(self.root, k)

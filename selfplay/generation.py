@@ -89,7 +89,7 @@ class VLLMGenerator:
         self.llm = LLM(
             model=self.model_dir, seed=seed, dtype=served_dtype(cfg.dtype, model_dir), enforce_eager=cfg.enforce_eager,
             max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
-            enable_prefix_caching=cfg.prefix_caching, trust_remote_code=False, disable_log_stats=True,
+            enable_prefix_caching=cfg.prefix_caching, trust_remote_code=False, disable_log_stats=True, load_format="safetensors",
             tensor_parallel_size=cfg.tensor_parallel_size, pipeline_parallel_size=cfg.pipeline_parallel_size,
         )
         self.tokenizer = self.llm.get_tokenizer()
@@ -176,7 +176,8 @@ class HFGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, served_dtype(cfg.dtype, model_dir))).to(device)
+        dtype = getattr(torch, served_dtype(cfg.dtype, model_dir))
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, use_safetensors=True).to(device)
         self.model.eval()
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.context = min(cfg.max_model_len, getattr(self.model.config, "max_position_embeddings", cfg.max_model_len))

@@ -21,6 +21,8 @@ DEFAULT_NAME = "default"
 DEFAULT_DIRNAME = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE = ".selfplay-complete"  # written last: a directory without it is a half-finished conversion
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")  # weight formats that unpickle, i.e. can run code
+ALLOW_PICKLE_ENV = "SELFPLAY_ALLOW_PICKLE_WEIGHTS"  # =1: accept a directory that holds them beside its safetensors
 
 
 class ModelError(SelfplayError, ValueError):
@@ -63,14 +65,29 @@ def gguf_path() -> Path:
     return path
 
 
+def weights_problem(path: Path) -> str | None:
+    """Why a checkpoint directory's weights may not be loaded (None: they may). Only safetensors are loaded
+    (every from_pretrained here passes use_safetensors=True): pickle formats can run code when loaded. A
+    directory that also holds pickle weight files is refused unless the user accepts it explicitly, since
+    another tool pointed at it would load them; an empty decoy `x.safetensors` is no safetensors checkpoint."""
+    if not ((path / "model.safetensors").exists() or (path / "model.safetensors.index.json").exists()):
+        return "no model.safetensors (or model.safetensors.index.json) weights; other weight formats are refused: they can run code"
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+    if pickles and os.environ.get(ALLOW_PICKLE_ENV) != "1":
+        return (f"pickle weight files beside the safetensors ({', '.join(pickles[:3])}) can run code when loaded; remove "
+                f"them, or set {ALLOW_PICKLE_ENV}=1 to accept the directory (selfplay loads only its safetensors)")
+    return None
+
+
 def check_checkpoint(path: Path) -> Path:
-    """A directory usable as a model: config, safetensors weights and a tokenizer."""
+    """A directory usable as a model: config, safetensors weights (and no pickle weights) and a tokenizer."""
     if not path.is_dir():
         raise ModelError(f"unknown model {str(path)!r}: not 'default' and not a directory")
     if not (path / "config.json").exists():
         raise ModelError(f"{path}: no config.json; not a Hugging Face checkpoint directory")
-    if not any(path.glob("*.safetensors")):
-        raise ModelError(f"{path}: no *.safetensors weights (other weight formats are refused: they can run code)")
+    problem = weights_problem(path)
+    if problem:
+        raise ModelError(f"{path}: {problem}")
     if not ((path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()):
         raise ModelError(f"{path}: no tokenizer (tokenizer.json or tokenizer_config.json)")
     return path

@@ -263,7 +263,7 @@ class PPOTrainer:
         tokenizer = AutoTokenizer.from_pretrained(policy_dir)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).to(device)
+        model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32, use_safetensors=True).to(device)
         if cfg.lora:
             from peft import get_peft_model
 

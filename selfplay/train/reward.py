@@ -21,6 +21,7 @@ from pathlib import Path
 
 from selfplay.config import TrainConfig
 from selfplay.errors import SelfplayError
+from selfplay.models import weights_problem
 from selfplay.records import Pair, RewardResult, derive_seed, is_main_process, write_json
 from selfplay.train.setup import history_mean, report_to
 
@@ -97,7 +98,7 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
         args = RewardConfig(
             output_dir=scratch, learning_rate=cfg.rm_learning_rate, num_train_epochs=cfg.rm_epochs,
             per_device_train_batch_size=cfg.rm_batch_size, max_length=cfg.max_length, bf16=use_bf16,
-            center_rewards_coefficient=cfg.rm_center_coef or None, model_init_kwargs={"dtype": torch.float32},
+            center_rewards_coefficient=cfg.rm_center_coef or None, model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
             logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=seed, data_seed=seed,
             use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         )
@@ -170,14 +171,15 @@ class RewardModel:
         if not any(a.endswith("ForSequenceClassification") for a in archs) or config.num_labels != 1:
             raise RewardModelError(f"{path}: a {'/'.join(archs) or 'model'} with {config.num_labels} outputs, not a reward "
                                    "model (a sequence classifier with 1 output)")
-        if not any(path.glob("*.safetensors")):
-            raise RewardModelError(f"{path}: no *.safetensors weights (other weight formats are refused: they can run code)")
+        problem = weights_problem(path)
+        if problem:
+            raise RewardModelError(f"{path}: {problem}")
         max_length = DEFAULT_MAX_LENGTH
         if (path / RESULT_FILE).exists():
             max_length = RewardResult.model_validate_json((path / RESULT_FILE).read_text()).max_length
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, use_safetensors=True).to(device).eval()
         return cls(model, AutoTokenizer.from_pretrained(path), max_length, batch_size)
 
     def encode(self, prompt: str, response: str) -> list[int]:

@@ -112,7 +112,7 @@ class GroupRLTrainer:
                 per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=completions // cfg.batch_size,
                 num_generations=cfg.rl_num_generations, max_completion_length=cfg.rl_max_new_tokens,
                 temperature=cfg.rl_temperature, top_p=1.0, top_k=0, beta=cfg.kl_coef,
-                model_init_kwargs={"dtype": torch.float32}, bf16=use_bf16, gradient_checkpointing=False,
+                model_init_kwargs={"dtype": torch.float32, "use_safetensors": True}, bf16=use_bf16, gradient_checkpointing=False,
                 logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
                 use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
             )

@@ -19,7 +19,7 @@ def load_policy(policy: Path, cfg: TrainConfig):
     tokenizer = AutoTokenizer.from_pretrained(policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32, use_safetensors=True)
     peft_config = lora_config(cfg, model) if cfg.lora else None
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
     return tokenizer, model, peft_config, use_bf16

@@ -20,12 +20,15 @@ import json
 import math
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
 from selfplay.config import ConfigError, JudgeConfig
+from selfplay.models import resolve_model
 
 LOGPROBS_TOP = 20  # vLLM's default max_logprobs; OpenAI's own completions API allows at most 5
+PREFLIGHT_TIMEOUT_S = 10.0  # a run checks the judge server this long before it starts any engine
 
 
 class EndpointError(ConfigError):
@@ -61,13 +64,18 @@ class EndpointGenerator:
         self.model_dir = f"{self.base_url}#{model}"  # recorded as the judge's "policy"
 
     def _post(self, body: dict) -> dict:
-        url = f"{self.base_url}/completions"
+        return self._request("completions", {"model": self.model, **body}, self.timeout_s)
+
+    def _request(self, path: str, body: dict | None, timeout_s: float) -> dict:
+        """GET (no body) or POST one JSON request to the server; every failure is one EndpointError line."""
+        url = f"{self.base_url}/{path}"
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(url, data=json.dumps({"model": self.model, **body}).encode(), headers=headers, method="POST")
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as err:
             detail = err.read().decode("utf-8", "replace")[:200].replace("\n", " ")
@@ -76,6 +84,23 @@ class EndpointGenerator:
             raise EndpointError(f"{url}: cannot reach the judge server ({getattr(err, 'reason', err)})") from None
         except ValueError:
             raise EndpointError(f"{url}: the reply is not JSON; is this an OpenAI-compatible /v1 URL?") from None
+
+    def check(self, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> None:
+        """Preflight: the server answers, serves `model`, and speaks /v1/completions (the judges continue a
+        started answer, which chat-only services cannot: they answer 404 there)."""
+        reply = self._request("models", None, timeout_s)
+        served = [m.get("id") for m in reply.get("data", []) if isinstance(m, dict)] if isinstance(reply, dict) else []
+        if not served:
+            raise EndpointError(f"{self.base_url}/models: no model list in the reply; is this an OpenAI-compatible /v1 URL?")
+        if self.model not in served:
+            raise EndpointError(f"judge.endpoint_model={self.model!r}: {self.base_url} serves {', '.join(map(str, served[:5]))}")
+        try:
+            self._request("completions", {"model": self.model, "prompt": "Hi", "max_tokens": 1}, timeout_s)
+        except EndpointError as err:
+            if ": HTTP 404:" in str(err):
+                raise EndpointError(f"{self.base_url}/completions: not found (HTTP 404); the judges need the completions API, "
+                                    "not only chat completions") from None
+            raise
 
     def _prompts(self, prompt_ids: Sequence[list[int]]) -> list:
         return [self.tokenizer.decode(list(ids)) if self.as_text else list(ids) for ids in prompt_ids]
@@ -129,20 +154,41 @@ class EndpointGenerator:
         pass  # nothing held between requests
 
 
+def check_endpoint_url(url: str) -> None:
+    """judge.endpoint must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EndpointError(f"judge.endpoint={url!r}: not an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1")
+
+
 def open_external(cfg: JudgeConfig) -> EndpointGenerator:
     """The judge's Generator for `judge.endpoint`; `Engines.judge()` returns it instead of starting an engine."""
     if not cfg.endpoint or not cfg.endpoint_model:
         raise EndpointError("judge.endpoint and judge.endpoint_model are both needed for an external judge")
+    check_endpoint_url(cfg.endpoint)
     tokenizer = None
     if cfg.endpoint_tokenizer:
         from transformers import AutoTokenizer  # heavy: only when a local tokenizer is asked for
 
-        from selfplay.models import resolve_model
-
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.endpoint_tokenizer))
-    api_key = None
-    if cfg.endpoint_api_key_env:
-        api_key = os.environ.get(cfg.endpoint_api_key_env)
-        if not api_key:
-            raise EndpointError(f"judge.endpoint_api_key_env: environment variable {cfg.endpoint_api_key_env} is not set")
-    return EndpointGenerator(cfg.endpoint, cfg.endpoint_model, tokenizer, cfg.endpoint_timeout_s, api_key)
+    return EndpointGenerator(cfg.endpoint, cfg.endpoint_model, tokenizer, cfg.endpoint_timeout_s, _api_key(cfg))
+
+
+def preflight_endpoint(cfg: JudgeConfig) -> None:
+    """Before a run starts an engine: the URL's form, the key's variable, the local tokenizer, and the server itself
+    (reachable, serving endpoint_model, speaking /v1/completions), each a one-line EndpointError."""
+    if not cfg.endpoint or not cfg.endpoint_model:
+        raise EndpointError("judge.endpoint and judge.endpoint_model are both needed for an external judge")
+    check_endpoint_url(cfg.endpoint)
+    if cfg.endpoint_tokenizer:
+        resolve_model(cfg.endpoint_tokenizer)
+    EndpointGenerator(cfg.endpoint, cfg.endpoint_model, None, cfg.endpoint_timeout_s, _api_key(cfg)).check()
+
+
+def _api_key(cfg: JudgeConfig) -> str | None:
+    if not cfg.endpoint_api_key_env:
+        return None
+    key = os.environ.get(cfg.endpoint_api_key_env)
+    if not key:
+        raise EndpointError(f"judge.endpoint_api_key_env: environment variable {cfg.endpoint_api_key_env} is not set")
+    return key

@@ -27,7 +27,9 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel
 
 from selfplay.errors import SelfplayError
-from selfplay.records import Pair, Prompt, Record, append_record, derive_seed, read_records
+from selfplay.judges.human import HumanLabel
+from selfplay.judges.injection import given_response
+from selfplay.records import Pair, Prompt, Record, derive_seed, read_records
 from selfplay.stats import cohens_kappa
 
 PAIRWISE_KEYS = {"prompt", "chosen", "rejected"}
@@ -50,17 +52,6 @@ class ScoredResponse(Record):
     score: float  # on the labeller's own scale, as given (e.g. 1..5)
     labeler: str | None = None
     note: str | None = None
-
-
-class HumanLabel(Record):
-    """One line written by `label_pairs`: the pair as it stood, and the person's verdict on it."""
-    id: str  # the pair's id
-    prompt_id: str
-    prompt: str
-    chosen: str  # the pair's chosen text (e.g. the AI judge's preference), not necessarily the person's
-    rejected: str
-    label: Literal["chosen", "rejected", "tie", "skip"]  # rejected = the person prefers the `rejected` text
-    labeler: str | None = None
 
 
 class SeedSet(BaseModel):
@@ -316,8 +307,6 @@ def judge_human_agreement(pairs: Sequence[Pair], chosen_scores: Sequence[float |
 def judge_seed_agreement(judge, pairs: Sequence[Pair], seed: int) -> AgreementResult:
     """Run a loop judge (judges.Judge) on human-labelled pairs and measure its agreement with the people: each
     pair's two texts are judged as the responses to its prompt (pairwise kinds compare them in both orders)."""
-    from selfplay.judges import given_response
-
     prompts, generations = [], []
     for i, pair in enumerate(pairs):
         pid = f"seed-{i:04d}"  # one prompt per pair, so a pairwise judge compares exactly the pair's two texts
@@ -368,7 +357,9 @@ def label_pairs(pairs: Sequence[Pair], out_path: Path, input_fn: Callable[[str],
             label = "chosen" if (answer == "a") == chosen_is_a else "rejected"
         else:
             label = "tie" if answer == "t" else "skip"
-        append_record(out_path, HumanLabel(id=pair.id, prompt_id=pair.prompt_id, prompt=pair.prompt, chosen=pair.chosen,
-                                           rejected=pair.rejected, label=label, labeler=labeler))
+        line = HumanLabel(id=pair.id, prompt_id=pair.prompt_id, prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected,
+                          label=label, labeler=labeler)
+        with out_path.open("a", encoding="utf-8") as out:  # only the fields a pair line has: load_seed reads it back
+            out.write(line.model_dump_json(exclude_none=True) + "\n")
         counts[label] += 1
     return LabelSession(labelled=sum(counts.values()), already=len(pairs) - len(todo), remaining=0, counts=counts)

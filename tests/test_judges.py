@@ -387,6 +387,23 @@ def test_human_score_and_pair_labels(tmp_path):
     assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("a/g0", "a/g1"), ("b/g0", "b/g1")]
 
 
+def test_human_pair_label_verdicts(tmp_path):
+    """A pair line's label (as `selfplay label` writes it) is the person's verdict on the pair as written:
+    rejected swaps it, tie and skip prefer neither response."""
+    prompts = [make_prompt("a", "Say hi."), make_prompt("b", "Count.")]
+    gens = [make_generation("a", 0, "hi"), make_generation("a", 1, "go away"), make_generation("b", 0, "1 2"),
+            make_generation("b", 1, "one")]
+    path = _labels(tmp_path, [
+        {"id": "a/p", "prompt_id": "a", "prompt": "Say hi.", "chosen": "go away", "rejected": "hi", "label": "rejected",
+         "labeler": "ann"},
+        {"prompt": "Count.", "chosen": "1 2", "rejected": "one", "label": "tie"},
+        {"prompt": "Count.", "chosen": "one", "rejected": "1 2", "label": "skip"},
+    ])
+    out = make_judge(JudgeConfig(kind="human", labels=str(path)), None).judge(prompts, gens)
+    assert {j.generation_ids[0]: (j.score, j.status) for j in out} == {
+        "a/g0": (1.0, "ok"), "a/g1": (0.0, "ok"), "b/g0": (None, "unparseable"), "b/g1": (None, "unparseable")}
+
+
 @pytest.mark.parametrize("lines, message", [
     ([{"prompt": "Say hi.", "response": "hello there", "score": 3}],
      r"labels.jsonl:1: response 'hello there' is not among the 2 generations of prompt a"),

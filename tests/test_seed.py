@@ -6,9 +6,10 @@ import json
 import pytest
 
 from selfplay.config import PROJECT_ROOT
+from selfplay.judges.human import HumanLabel
 from selfplay.records import Pair
 from selfplay.seed import (
-    Agreement, HumanLabel, SeedError, agreement, judge_human_agreement, judge_seed_agreement, label_pairs,
+    Agreement, SeedError, agreement, judge_human_agreement, judge_seed_agreement, label_pairs,
     load_label_studio, load_seed,
     pairs_from_scored,
 )

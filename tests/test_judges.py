@@ -7,7 +7,7 @@ from selfplay.config import ConfigError, JudgeConfig, PairingConfig, load_config
 from selfplay.judges import (
     EMPTY, JudgeError, PointwiseJudge, check_template, comparison_order, expected_score, injection_success_rate,
     load_injections, load_labels, make_judge, needs_generator, order_agreement, pairwise_stats, parse_score,
-    position_bias, score_token_ids, win_rates,
+    position_bias, score_token_ids, verdict_win, win_rates,
 )
 from selfplay.pairing import make_pairs
 from selfplay.records import Judgement, derive_seed
@@ -274,6 +274,27 @@ def test_pairwise_logprob_verdict():
     assert first.score == pytest.approx(0.75) and first.method == "logprob"
     assert json.loads(first.raw[0]) == {"verdict_token_probs": {"A": 0.6, "B": 0.2}}
     assert [j.score for j in out if len(j.generation_ids) == 1] == pytest.approx([0.5, 0.5])  # always-A: no signal
+
+
+@pytest.mark.parametrize("verdict, want", [
+    ("A", 1.0), ("B", 0.0), (" a ", 1.0), ("[B]", 0.0), ("**A**.", 1.0), ("1", 1.0), ("second", 0.0),
+    ("C", None), ("", None), (None, None), ("AB", None),
+])
+def test_verdict_win(verdict, want):
+    assert verdict_win(verdict) == want
+
+
+def test_pairwise_judge_compares_given_texts():
+    """compare_many: verdicts on texts that are not one prompt's samples (evaluation's head-to-head), through
+    the same template and verdict reading as judge()."""
+    judge = make_judge(JudgeConfig(kind="pairwise", method="text", temperature=0.0), quality_judge())
+    low, high = "reply of quality 2", "reply of quality 9"
+    assert judge.compare_many([("Q", low, high), ("Q", high, low)]) == [
+        ("second", "A is stronger.\nVerdict: B"), ("first", "A is stronger.\nVerdict: A")]
+    tied = make_judge(JudgeConfig(kind="pairwise", method="logprob"), FakeGenerator(logprobs=lambda t: {ord("A"): -1.0, ord("B"): -1.0}))
+    assert tied.compare("Q", "x", "y") is None  # a dead heat is no verdict
+    with pytest.raises(JudgeError, match="judge.samples is 3, not 1"):
+        make_judge(JudgeConfig(kind="pairwise", method="text", samples=3), quality_judge()).compare("Q", low, high)
 
 
 def test_constitution_pairwise_samples_one_principle_per_prompt():

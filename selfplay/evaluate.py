@@ -12,7 +12,7 @@ evaluation (and by `selfplay diff`):
     eval/ifeval_summary.json           accuracies per iteration, with the echo baseline beside them
     eval/h2h_iter_<k>_vs_<j>.jsonl     per held-out prompt: both verdicts and the outcome for k
     eval/h2h_summary.json              win rates with 95% intervals
-    eval/agreement.json                the judge against human-labelled seed pairs
+    eval/agreement.json                the judge against human-labelled seed pairs (selfplay.agreement)
 
 Head-to-head (Zheng et al. 2023, MT-Bench): each prompt is judged twice, iteration k's response first and
 then second; k wins only if both orders prefer it, loses only if both prefer the other, and anything else
@@ -31,12 +31,13 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
+from selfplay.agreement import Agreement, agreement
 from selfplay.config import EvalConfig, JudgeConfig
 from selfplay.errors import SelfplayError
 from selfplay.judges import PairwiseJudge, Verdict, make_judge
 from selfplay.loop import Run
 from selfplay.records import Generation, Prompt, Record, derive_seed, file_hash, read_records, write_json, write_records
-from selfplay.stats import PairedDiff, WinRate, cohens_kappa, paired_bootstrap_diff, wilson_interval, win_rate
+from selfplay.stats import PairedDiff, WinRate, paired_bootstrap_diff, wilson_interval, win_rate
 from selfplay.templates import Template, TemplateError, load_template
 
 Log = Callable[[str], None]
@@ -109,17 +110,6 @@ class H2HReport(WinRate):
     unparseable: int  # verdicts without a parse, of 2 per judged prompt
     identical: int  # prompts where both iterations answered identically (ties, not judged)
     baseline: str | None = None  # set when `against` is not a policy's greedy responses, e.g. "best-of-4 (pointwise)" from 0
-
-
-class AgreementReport(BaseModel):
-    file: str
-    judge: str
-    n: int  # seed pairs
-    agree: int  # judge preferred the human's choice in both orders
-    disagree: int  # judge preferred the other response in both orders
-    inconsistent: int  # orders disagree or no verdict
-    accuracy: WinRate  # human's choice as the "win", inconsistent as a tie
-    kappa: float | None  # Cohen's kappa of judge vs human over the 2n presented comparisons ("none" a label)
 
 
 # ----------------------------------------------------------------------------------------- prompts & policy
@@ -427,16 +417,16 @@ def read_ifeval_summary(run: Run) -> IFEvalSummary | None:
     return IFEvalSummary.model_validate_json(path.read_text()) if path.exists() else None
 
 
-def read_agreement(run: Run) -> AgreementReport | None:
+def read_agreement(run: Run) -> Agreement | None:
     path = eval_dir(run) / "agreement.json"
-    return AgreementReport.model_validate_json(path.read_text()) if path.exists() else None
+    return Agreement.model_validate_json(path.read_text()) if path.exists() else None
 
 
 # ------------------------------------------------------------------------------------ judge vs humans
 
-def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalConfig | None = None) -> AgreementReport:
-    """How often the judge prefers the human's choice, both orders, with Cohen's kappa over the 2n
-    presented comparisons (position-balanced, so chance agreement is near 1/2, not the trivial 1)."""
+def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalConfig | None = None) -> Agreement:
+    """How often the judge prefers the human's choice, each pair in both orders (so the person's choice is
+    first half the time and kappa's chance agreement is near 1/2, not the trivial 1); selfplay.agreement."""
     from selfplay.config import resolve_data_path
     from selfplay.seed import load_seed
 
@@ -448,14 +438,8 @@ def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalCo
     items = [(s.prompt, s.chosen, s.rejected) for s in pairs] + [(s.prompt, s.rejected, s.chosen) for s in pairs]
     verdicts = [v for v, _ in _compare_all(judge, items)]
     n = len(pairs)
-    outcomes = [_outcome(verdicts[i], verdicts[n + i])[0] for i in range(n)]
-    human = ["first"] * n + ["second"] * n
-    report = AgreementReport(
-        file=str(seed_file), judge=judge_name(judge), n=n, agree=outcomes.count("win"), disagree=outcomes.count("loss"),
-        inconsistent=outcomes.count("tie"),
-        accuracy=win_rate(outcomes, n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "agreement")),
-        kappa=cohens_kappa(human, [v or "none" for v in verdicts]),
-    )
+    report = agreement(verdicts, ["first"] * n + ["second"] * n, list(range(n)) * 2, n_boot=cfg.bootstrap,
+                       seed=derive_seed(run.cfg.seed, "agreement"), file=str(seed_file), judge=judge_name(judge))
     write_json(eval_dir(run) / "agreement.json", report.model_dump(mode="json"))
     return report
 
@@ -503,7 +487,7 @@ def h2h_plan(iterations: Sequence[int]) -> list[tuple[int, int]]:
 class EvalResult(BaseModel):
     ifeval: IFEvalSummary | None = None
     h2h: list[H2HReport] = []
-    agreement: AgreementReport | None = None
+    agreement: Agreement | None = None
 
 
 def run_eval(run: Run, *, iterations: Sequence[int] | None = None, ifeval_file: str | None = None,

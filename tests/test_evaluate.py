@@ -14,7 +14,7 @@ import selfplay.generation
 from selfplay.config import EvalConfig, load_config
 from selfplay.evaluate import (
     EvalError, H2HRow, IFEvalRow, agreement_eval, check_held_out, h2h_eval, h2h_judge, h2h_plan, ifeval_eval,
-    load_pairwise_template, run_eval,
+    load_pairwise_template, read_agreement, run_eval,
 )
 from selfplay.bestofn import BestOfN
 from selfplay.loop import Run
@@ -239,11 +239,43 @@ def test_agreement_with_human_labels(tmp_path):
         {"prompt": "a", "chosen": "good 1", "rejected": "bad 1"}, {"prompt": "b", "chosen": "good 2", "rejected": "bad 2"},
         {"prompt": "c", "chosen": "bad a", "rejected": "bad b", "labeler": "x"}])
     r = agreement_eval(run, seed, PrefersGood())
-    assert (r.n, r.agree, r.disagree, r.inconsistent) == (3, 2, 0, 1)
-    assert r.accuracy.win_rate == pytest.approx(2.5 / 3)
+    assert (r.n, r.agree, r.disagree, r.undecided) == (3, 2, 0, 1)
+    assert r.accuracy == pytest.approx(2.5 / 3)
     # human: first x3, second x3; judge: first, first, first, second, second, first -> p_o 5/6, p_e 1/2, kappa 2/3
     assert r.kappa == pytest.approx(2 / 3)
     assert (run.root / "eval" / "agreement.json").exists()
+    assert read_agreement(run) == r and r.judge == "PrefersGood" and r.unjudged == 0
+
+
+def test_agreement_without_verdicts_is_left_out(tmp_path):
+    """No verdict in either order: the pair is counted as unjudged, not as a tie; one order without a
+    verdict leaves that order out of accuracy and kappa."""
+    run = make_run(tmp_path)
+    seed = write_jsonl(tmp_path / "seed.jsonl", [
+        {"prompt": "a", "chosen": "good 1", "rejected": "bad 1"}, {"prompt": "mute", "chosen": "good 2", "rejected": "bad 2"},
+        {"prompt": "half", "chosen": "good 3", "rejected": "bad 3"}])
+
+    class MuteOnSome(PrefersGood):
+        def compare(self, prompt, first, second):
+            if prompt == "mute" or (prompt == "half" and first.startswith("bad")):
+                return None
+            return super().compare(prompt, first, second)
+
+    r = agreement_eval(run, seed, MuteOnSome())
+    assert (r.n, r.unjudged, r.agree, r.disagree, r.undecided) == (2, 1, 1, 0, 1)
+    assert r.accuracy == 1.0  # every verdict given named the person's choice
+    assert r.kappa == pytest.approx(1.0)  # judge first, first, second vs human first, first, second
+
+
+def test_agreement_file_of_an_earlier_version_still_reads(tmp_path):
+    run = make_run(tmp_path)
+    write_json(run.root / "eval" / "agreement.json", {
+        "file": "seed.jsonl", "judge": "pairwise@1 on base", "n": 30, "agree": 18, "disagree": 4, "inconsistent": 8,
+        "accuracy": {"n": 30, "wins": 18, "losses": 4, "ties": 8, "win_rate": 22 / 30, "tie_rate": 8 / 30,
+                     "ci_low": 0.6, "ci_high": 0.85}, "kappa": 0.41})
+    a = read_agreement(run)
+    assert (a.n, a.unjudged, a.agree, a.disagree, a.undecided, a.kappa) == (30, 0, 18, 4, 8, 0.41)
+    assert a.accuracy == pytest.approx(22 / 30) and a.accuracy_ci == (0.6, 0.85)
 
 
 def test_h2h_plan():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import re
 
-from selfplay.evaluate import AgreementReport, H2HReport, IFEvalIteration, IFEvalScores, IFEvalSummary
+from selfplay.agreement import Agreement
+from selfplay.evaluate import H2HReport, IFEvalIteration, IFEvalScores, IFEvalSummary
 from selfplay.records import write_json
 from selfplay.report import collect, write_report
-from selfplay.stats import PairedDiff, WinRate
+from selfplay.stats import PairedDiff
 
 from test_cli_eval import build_run
 
@@ -37,9 +38,8 @@ def add_eval_files(run) -> None:
                                        iteration=k, against=a, prompts_file="held.jsonl", judge="pairwise@1 on base <b>",
                                        consistent=0.8, first_position_rate=0.55, unparseable=2, identical=1).model_dump(mode="json")
     write_json(ev / "h2h_summary.json", h2h)
-    agreement = AgreementReport(file="seed.jsonl", judge="pairwise@1", n=30, agree=18, disagree=4, inconsistent=8,
-                                accuracy=WinRate(n=30, wins=18, losses=4, ties=8, win_rate=22 / 30, tie_rate=8 / 30,
-                                                 ci_low=0.6, ci_high=0.85), kappa=0.41)
+    agreement = Agreement(file="seed.jsonl", judge="pairwise@1", n=30, unjudged=0, agree=18, disagree=4, undecided=8,
+                          accuracy=22 / 30, accuracy_ci=(0.6, 0.85), kappa=0.41)
     write_json(ev / "agreement.json", agreement.model_dump(mode="json"))
 
 

@@ -1,4 +1,5 @@
-"""Reward-hacking and bias monitors, one report per iteration, computed from the iteration's records.
+"""Reward-hacking and bias monitors, one report per iteration, computed from the iteration's records by the
+loop and kept in its manifest.json (field `monitors`; `selfplay report` reads them from there).
 
 A policy trained against an AI judge learns whatever the judge rewards, including what it should not:
 length (Singhal et al. 2023, "A Long Way to Go"; Dubois et al. 2024, length-controlled AlpacaEval), the
@@ -135,39 +136,3 @@ def check_thresholds(r: MonitorReport, cfg: MonitorConfig) -> list[tuple[str, st
     if cfg.max_kl is not None and r.kl is not None and r.kl > cfg.max_kl:
         out.append(("kl", f"kl: KL to the reference policy is {r.kl:.3f} nats (> {cfg.max_kl:g}): the policy is drifting far"))
     return out
-
-
-def monitor_run(run, cfg: MonitorConfig | None = None) -> list[MonitorReport]:
-    """Monitors of every iteration of a run that has records on disk (for reports; the loop calls
-    monitor_iteration as it goes). Iterations missing a stage file are monitored on what exists."""
-    from selfplay.records import read_records
-
-    cfg = cfg or run.cfg.monitors
-    reports: list[MonitorReport] = []
-    for k in iterations_on_disk(run):
-        p = run.paths(k)
-        if not p.prompts.exists():
-            continue
-        prompts = read_records(p.prompts, Prompt)
-        gens = read_records(p.generations, Generation) if p.generations.exists() else []
-        judgements = read_records(p.judgements, Judgement) if p.judgements.exists() else []
-        pairs = read_records(p.pairs, Pair) if p.pairs.exists() else []
-        kl = None
-        if p.train.exists():
-            import json
-
-            kl = json.loads(p.train.read_text()).get("kl")
-        report = monitor_iteration(prompts, gens, judgements, pairs, cfg, iteration=k,
-                                   previous=reports[-1] if reports else None, kl=kl)
-        reports.append(report)
-    return reports
-
-
-def iterations_on_disk(run) -> list[int]:
-    """Iteration numbers with a directory in the run, ascending."""
-    out = []
-    for d in run.root.glob("iter_*"):
-        suffix = d.name.removeprefix("iter_")
-        if d.is_dir() and suffix.isdigit():
-            out.append(int(suffix))
-    return sorted(out)

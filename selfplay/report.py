@@ -1,9 +1,9 @@
 """`selfplay report R`: one self-contained HTML page (PNGs embedded as base64) plus the PNG files.
 
-Everything comes from the run directory: summary rows from the manifests, score and length distributions
-from each iteration's records, monitors recomputed from the records, and the eval/ files (IFEval accuracy,
-head-to-head win rates, judge agreement) when `selfplay eval` has written them. matplotlib (Agg) is imported
-inside the plotting functions only.
+Everything comes from the run directory: summary rows and monitors from the manifests (the loop computed
+the monitors as each iteration finished; KL is the trainer's kl_last), score and length distributions from
+each iteration's records, and the eval/ files (IFEval accuracy, head-to-head win rates, judge agreement)
+when `selfplay eval` has written them. matplotlib (Agg) is imported inside the plotting functions only.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pydantic import BaseModel
 
 from selfplay.agreement import Agreement
 from selfplay.evaluate import H2HReport, IFEvalSummary, read_agreement, read_h2h_summary, read_ifeval_summary
-from selfplay.loop import IterationSummary, Run
-from selfplay.monitors import MonitorReport, iterations_on_disk, monitor_run
+from selfplay.loop import IterationSummary, Manifest, Run
+from selfplay.monitors import MonitorReport
 from selfplay.records import Generation, Judgement, atomic_path, read_records, write_text
 
 BLUE, ORANGE, GREEN, RED, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"
@@ -48,8 +48,28 @@ class ReportFiles(BaseModel):
     pngs: list[str]
 
 
+def iterations_on_disk(run: Run) -> list[int]:
+    """Iteration numbers with a directory in the run, ascending."""
+    out = []
+    for d in run.root.glob("iter_*"):
+        suffix = d.name.removeprefix("iter_")
+        if d.is_dir() and suffix.isdigit():
+            out.append(int(suffix))
+    return sorted(out)
+
+
+def manifest_monitors(m: Manifest) -> MonitorReport | None:
+    """The monitors the loop recorded for a finished iteration, KL from its train result where the monitor has
+    none (the same number: the loop hands the KL monitor train.kl_last)."""
+    if m.monitors is None:
+        return None
+    kl = m.monitors.kl if m.monitors.kl is not None else m.train.kl_last if m.train else None
+    return m.monitors.model_copy(update={"iteration": m.iteration, "kl": kl})
+
+
 def collect(run: Run) -> ReportData:
     """Reads everything the report shows; pure reading, nothing is written."""
+    manifests = run.manifests()
     records = []
     for k in iterations_on_disk(run):
         p = run.paths(k)
@@ -62,8 +82,9 @@ def collect(run: Run) -> ReportData:
             scores=[j.score for j in judgements if j.score is not None and len(j.generation_ids) == 1]))
     return ReportData(
         name=run.root.name, config=run.cfg.model_dump(mode="json"),
-        summary=[IterationSummary.from_manifest(m) for m in run.manifests()], records=records,
-        monitors=monitor_run(run), ifeval=read_ifeval_summary(run), h2h=read_h2h_summary(run),
+        summary=[IterationSummary.from_manifest(m) for m in manifests], records=records,
+        monitors=[r for m in manifests if (r := manifest_monitors(m)) is not None],
+        ifeval=read_ifeval_summary(run), h2h=read_h2h_summary(run),
         agreement=read_agreement(run),
     )
 

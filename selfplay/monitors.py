@@ -54,10 +54,19 @@ def is_comparison(j: Judgement) -> bool:
 
 def first_presented_won(j: Judgement) -> bool | None:
     """A comparison's verdict by position: True = the first-presented answer won (score > 0.5), False = the
-    second (< 0.5), None = tie (0.5) or no verdict. Same rule as selfplay.judges.position_bias."""
+    second (< 0.5), None = a tie (0.5), no verdict, or not a comparison."""
     if not is_comparison(j) or j.score is None or j.score == 0.5:
         return None
     return j.score > 0.5
+
+
+def position_bias(judgements: Sequence[Judgement]) -> float | None:
+    """Fraction of decided comparisons the first-presented response won (0.5 = no bias; Zheng et al. 2023).
+
+    Decided = parsed and not a tie (score != 0.5). None when there is none.
+    """
+    decided = [won for j in judgements if (won := first_presented_won(j)) is not None]
+    return sum(decided) / len(decided) if decided else None
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -85,7 +94,7 @@ def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generatio
 
     gaps = [gens[p.chosen_id].n_tokens - gens[p.rejected_id].n_tokens for p in pairs
             if p.chosen_id in gens and p.rejected_id in gens]
-    pairwise = [v for j in judgements if (v := first_presented_won(j)) is not None]
+    decided = sum(first_presented_won(j) is not None for j in judgements)
     # Parse failures: verdicts the judge gave but we could not read. Derived win rates are not verdicts, and
     # an "error" (e.g. an empty response, never judged) is not the judge's failure to keep its format.
     verdicts = [j for j in judgements if j.method != "winrate" and j.status in ("ok", "unparseable")]
@@ -97,7 +106,7 @@ def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generatio
     report = MonitorReport(
         iteration=iteration, length_corr=length_corr, n_scored=len(scores),
         length_gap_tokens=_mean(gaps), n_pairs=len(gaps),
-        position_bias=_mean([1.0 if v else 0.0 for v in pairwise]), n_pairwise=len(pairwise),
+        position_bias=position_bias(judgements), n_pairwise=decided,
         parse_failure=len(failures) / len(verdicts) if verdicts else None, n_judgements=len(verdicts),
         mean_margin=mean_margin, margin_change=margin_change, kl=kl,
     )

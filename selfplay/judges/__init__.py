@@ -20,8 +20,8 @@ Where each part lives:
 
     base          JudgeError, the Judge protocol, TEMPLATE_VARIABLES, check_template, EMPTY
     pointwise     PointwiseJudge, parse_score, score_token_ids, expected_score
-    pairwise      PairwiseJudge, Verdict, comparison_order, win_rates, position_bias, order_agreement,
-                  pairwise_stats, verdict_win, verdict_token_ids
+    pairwise      PairwiseJudge, Verdict, comparison_order, win_rates, order_agreement, pairwise_stats,
+                  verdict_win, verdict_token_ids (position_bias: selfplay.monitors, re-exported here)
     constitution  ConstitutionRevisionJudge
     program       ProgramJudge, Program, load_program, run_program
     human         HumanJudge, HumanLabel, load_labels
@@ -46,13 +46,13 @@ from selfplay.judges.pairwise import (
     comparison_order,
     order_agreement,
     pairwise_stats,
-    position_bias,
     verdict_token_ids,
     verdict_win,
     win_rates,
 )
 from selfplay.judges.pointwise import PointwiseJudge, expected_score, parse_score, score_token_ids
 from selfplay.judges.program import Program, ProgramJudge, load_program, run_program
+from selfplay.monitors import position_bias
 from selfplay.records import Generation, Judgement, Prompt, derive_seed, read_records
 from selfplay.templates import load_template
 

@@ -1,5 +1,5 @@
 """Pairwise judge: an LLM compares two responses, in both orders; score = win rate. Also the statistics
-of its ordered comparisons (position bias, order agreement)."""
+of its ordered comparisons (order agreement; position bias is the monitor's, selfplay.monitors)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from selfplay.config import JudgeConfig
 from selfplay.constitutions import Constitution
 from selfplay.generation import Generator, chat_ids
 from selfplay.judges.base import EMPTY, JudgeError, is_empty
+from selfplay.monitors import is_comparison, position_bias
 from selfplay.records import Generation, Judgement, Prompt, derive_seed
 from selfplay.templates import Template, TemplateError
 
@@ -50,20 +51,6 @@ def win_rates(comparisons: Sequence[Judgement]) -> dict[str, tuple[list[str], li
     return dict(out)
 
 
-def _is_comparison(j: Judgement) -> bool:
-    # Human pair labels are not presented in an order, so they say nothing about position bias.
-    return len(j.generation_ids) == 2 and j.method in ("text", "logprob")
-
-
-def position_bias(judgements: Sequence[Judgement]) -> float | None:
-    """Fraction of decided comparisons the first-presented response won (0.5 = no bias; Zheng et al. 2023).
-
-    Decided = parsed and not a tie (score != 0.5). None when there is none.
-    """
-    decided = [j.score for j in judgements if _is_comparison(j) and j.score is not None and j.score != 0.5]
-    return sum(s > 0.5 for s in decided) / len(decided) if decided else None
-
-
 def _winner(a: str, b: str, p_first: float) -> str:
     return a if p_first > 0.5 else b if p_first < 0.5 else "tie"
 
@@ -71,7 +58,7 @@ def _winner(a: str, b: str, p_first: float) -> str:
 def order_agreement(judgements: Sequence[Judgement]) -> float | None:
     """Fraction of response pairs, judged in both orders with both parsed, whose two verdicts name the
     same winner (or both a tie). None when no pair has both orders parsed."""
-    scores = {tuple(j.generation_ids): j.score for j in judgements if _is_comparison(j) and j.score is not None}
+    scores = {tuple(j.generation_ids): j.score for j in judgements if is_comparison(j) and j.score is not None}
     agree = total = 0
     for (a, b), s in scores.items():
         if a < b and (b, a) in scores:
@@ -82,7 +69,7 @@ def order_agreement(judgements: Sequence[Judgement]) -> float | None:
 
 def pairwise_stats(judgements: Sequence[Judgement]) -> dict:
     """For the manifest: comparisons made and parsed, position bias, order agreement."""
-    comparisons = [j for j in judgements if _is_comparison(j)]
+    comparisons = [j for j in judgements if is_comparison(j)]
     bias, agree = position_bias(comparisons), order_agreement(comparisons)
     return {
         "comparisons": len(comparisons), "comparisons_parsed": sum(j.score is not None for j in comparisons),

@@ -445,6 +445,8 @@ def test_human_labels_naming_missing_responses_are_errors(tmp_path, lines, messa
     ('{"prompt": "x", "chosen": "y", "rejected": " y"}', ":1: chosen and rejected are the same text"),
     ('{"prompt": "x", "response": "y", "score": "high"}', ":1: score: "),
     ("not json", ":1: "),
+    ('{"prompt": "x", "response": "y", "score": 3, "label": "chosen"}', ":1: label is a verdict on a pair"),
+    ('{"prompt": "x", "chosen": "y", "rejected": "z", "label": "maybe"}', ":1: label: "),
 ])
 def test_bad_label_lines(tmp_path, line, message):
     path = tmp_path / "labels.jsonl"

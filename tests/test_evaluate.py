@@ -195,7 +195,8 @@ def test_h2h_judge_reads_both_orders(tmp_path):
     assert judge.compare("Q", "short", "long") == "second"
     assert judge.compare("Q", "long", "short") == "first"
     assert judge.compare_many([("Q", "short", "x")]) == [("second", "The second is better. Winner: B")]
-    mute = h2h_judge(FakeGenerator(replies=lambda text: ["I cannot decide."]), EvalConfig(judge_template=str(path), judge_method="text"))
+    mute = h2h_judge(FakeGenerator(replies=lambda text: ["I cannot decide."]),
+                     EvalConfig(judge_template=str(path), judge_method="text"))
     assert mute.compare("Q", "a", "b") is None
     assert "Q: Q" in gen.seen[0] and "<b>long</b>" in gen.seen[0]
     assert judge.name == "test-pairwise@1 on fake"  # recorded in h2h_summary.json

@@ -291,7 +291,8 @@ def test_pairwise_judge_compares_given_texts():
     low, high = "reply of quality 2", "reply of quality 9"
     assert judge.compare_many([("Q", low, high), ("Q", high, low)]) == [
         ("second", "A is stronger.\nVerdict: B"), ("first", "A is stronger.\nVerdict: A")]
-    tied = make_judge(JudgeConfig(kind="pairwise", method="logprob"), FakeGenerator(logprobs=lambda t: {ord("A"): -1.0, ord("B"): -1.0}))
+    even = FakeGenerator(logprobs=lambda t: {ord("A"): -1.0, ord("B"): -1.0})
+    tied = make_judge(JudgeConfig(kind="pairwise", method="logprob"), even)
     assert tied.compare("Q", "x", "y") is None  # a dead heat is no verdict
     with pytest.raises(JudgeError, match="judge.samples is 3, not 1"):
         make_judge(JudgeConfig(kind="pairwise", method="text", samples=3), quality_judge()).compare("Q", low, high)

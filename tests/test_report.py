@@ -91,8 +91,10 @@ def test_report_reads_monitors_and_kl_from_the_manifest(tmp_path):
                              n_pairwise=0, parse_failure=0.1, n_judgements=10, mean_margin=1.5, margin_change=None, kl=None,
                              warnings=["length_gap: recorded by the loop"])
     manifest = Manifest(iteration=1, policy="/models/base", train=train, monitors=monitors,
-                        stages={s: StageInfo(status="done", seconds=1.0, count=1) for s in ("prompts", "generate", "judge", "pair", "train")},
-                        generation={"count": 10, "mean_tokens": 20.0, "cut_at_max": 0.0}, judge={"parse_rate": 0.9, "mean_score": 3.0})
+                        stages={s: StageInfo(status="done", seconds=1.0, count=1)
+                                for s in ("prompts", "generate", "judge", "pair", "train")},
+                        generation={"count": 10, "mean_tokens": 20.0, "cut_at_max": 0.0},
+                        judge={"parse_rate": 0.9, "mean_score": 3.0})
     write_json(run.paths(1).manifest, manifest.model_dump(mode="json"))
     data = collect(run)
     assert [(m.iteration, m.kl, m.length_corr) for m in data.monitors] == [(1, 0.1234, 0.25)]

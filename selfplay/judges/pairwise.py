@@ -150,7 +150,8 @@ class PairwiseJudge:
         presented and the judge's raw output. One output each, so judge.samples must be 1. With a
         constitution, the principle is drawn per prompt text."""
         if self.cfg.samples != 1:
-            raise JudgeError(f"comparing given texts reads one verdict per comparison; judge.samples is {self.cfg.samples}, not 1")
+            raise JudgeError(f"comparing given texts reads one verdict per comparison; "
+                             f"judge.samples is {self.cfg.samples}, not 1")
         judged = self._verdicts([self._render(prompt, prompt, a, b) for prompt, a, b in items])
         out: list[tuple[Verdict, str]] = []
         for raws, scores in judged:

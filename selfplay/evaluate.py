@@ -12,33 +12,34 @@ evaluation (and by `selfplay diff`):
     eval/ifeval_summary.json           accuracies per iteration, with the echo baseline beside them
     eval/h2h_iter_<k>_vs_<j>.jsonl     per held-out prompt: both verdicts and the outcome for k
     eval/h2h_summary.json              win rates with 95% intervals
-    eval/agreement.json                the judge against human-labelled seed pairs
+    eval/agreement.json                the judge against human-labelled seed pairs (selfplay.agreement)
 
 Head-to-head (Zheng et al. 2023, MT-Bench): each prompt is judged twice, iteration k's response first and
 then second; k wins only if both orders prefer it, loses only if both prefer the other, and anything else
-(disagreement, no verdict, identical responses) is a tie. Held-out prompts must not be training prompts
-of the run: an id or text found in any iter_*/prompts.jsonl is refused.
+(disagreement, no verdict, identical responses) is a tie. The judge is the loop's pairwise judge
+(selfplay.judges.make_judge, kind pairwise), greedy, one verdict per comparison. Held-out prompts must not
+be training prompts of the run: an id or text found in any iter_*/prompts.jsonl is refused.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
-from selfplay.config import EvalConfig
+from selfplay.agreement import Agreement, agreement
+from selfplay.config import EvalConfig, JudgeConfig
 from selfplay.errors import SelfplayError
+from selfplay.judges import PairwiseJudge, Verdict, make_judge
 from selfplay.loop import Run
 from selfplay.records import Generation, Prompt, Record, derive_seed, file_hash, read_records, write_json, write_records
-from selfplay.stats import PairedDiff, WinRate, cohens_kappa, paired_bootstrap_diff, wilson_interval, win_rate
+from selfplay.stats import PairedDiff, WinRate, paired_bootstrap_diff, wilson_interval, win_rate
+from selfplay.templates import Template, TemplateError, load_template
 
-Verdict = Literal["first", "second"] | None
 Log = Callable[[str], None]
 
 
@@ -109,17 +110,6 @@ class H2HReport(WinRate):
     unparseable: int  # verdicts without a parse, of 2 per judged prompt
     identical: int  # prompts where both iterations answered identically (ties, not judged)
     baseline: str | None = None  # set when `against` is not a policy's greedy responses, e.g. "best-of-4 (pointwise)" from 0
-
-
-class AgreementReport(BaseModel):
-    file: str
-    judge: str
-    n: int  # seed pairs
-    agree: int  # judge preferred the human's choice in both orders
-    disagree: int  # judge preferred the other response in both orders
-    inconsistent: int  # orders disagree or no verdict
-    accuracy: WinRate  # human's choice as the "win", inconsistent as a tie
-    kappa: float | None  # Cohen's kappa of judge vs human over the 2n presented comparisons ("none" a label)
 
 
 # ----------------------------------------------------------------------------------------- prompts & policy
@@ -288,75 +278,8 @@ def ifeval_eval(run: Run, iterations: Sequence[int], ifeval_file: str | Path, cf
 
 # ----------------------------------------------------------------------------------------- head-to-head
 
-@dataclass
-class TemplateComparer:
-    """A pairwise judge from a template (kind pairwise; verdict group 1 is A/B) and any Generator.
-
-    text: the judge model writes its reasoning greedily and the template's regex reads the verdict (last
-    match). logprob: the likelier of the tokens A and B after the template's forced prefix ("Verdict: "),
-    as selfplay.judges.PairwiseJudge does; always a verdict unless the two are exactly equal."""
-
-    gen: object  # a selfplay.generation.Generator
-    template: object  # a selfplay.templates.Template
-    max_tokens: int = 256
-    method: Literal["text", "logprob"] = "text"
-
-    def __post_init__(self):
-        names = list(self.template.variables)
-        prompt_vars = [v for v in names if v in ("prompt", "instruction", "question", "request")]
-        others = [v for v in names if v not in prompt_vars]
-        if len(prompt_vars) != 1 or len(others) != 2:
-            raise EvalError(f"template {self.template.ref}: a pairwise template needs a prompt variable and two "
-                            f"response variables (first, second in declared order); it declares {names}")
-        self._prompt_var, self._first_var, self._second_var = prompt_vars[0], others[0], others[1]
-
-    @property
-    def name(self) -> str:
-        return f"{self.template.ref} on {Path(self.gen.model_dir).name}"
-
-    def compare(self, prompt: str, first: str, second: str) -> Verdict:
-        return self.compare_many([(prompt, first, second)])[0][0]
-
-    def compare_many(self, items: Sequence[tuple[str, str, str]]) -> list[tuple[Verdict, str]]:
-        from selfplay.generation import chat_ids
-
-        rendered = [self.template.render(**{self._prompt_var: p, self._first_var: a, self._second_var: b}) for p, a, b in items]
-        if self.method == "logprob":
-            return self._by_logprob(rendered)
-        ids = [chat_ids(self.gen.tokenizer, text) for text in rendered]
-        outputs = self.gen.complete(ids, n=1, temperature=0.0, max_tokens=self.max_tokens)
-        return [(parse_verdict(self.template.parse_verdict(out[0])), out[0]) for out in outputs]
-
-    def _by_logprob(self, rendered: list[str]) -> list[tuple[Verdict, str]]:
-        from selfplay.generation import chat_ids
-        from selfplay.judges import verdict_token_ids
-
-        if not self.template.score_prefix:
-            raise EvalError(f"template {self.template.ref}: logprob verdicts need score_prefix (e.g. 'Verdict: ')")
-        tokens = verdict_token_ids(self.gen.tokenizer)
-        ids = [chat_ids(self.gen.tokenizer, text, assistant_prefix=self.template.score_prefix) for text in rendered]
-        out: list[tuple[Verdict, str]] = []
-        for logprobs in self.gen.next_token_logprobs(ids, list(tokens)):
-            probs = {"A": 0.0, "B": 0.0}
-            for token, lp in logprobs.items():
-                probs[tokens[token]] += math.exp(lp)
-            verdict: Verdict = "first" if probs["A"] > probs["B"] else "second" if probs["B"] > probs["A"] else None
-            out.append((verdict, json.dumps({"verdict_token_probs": {k: round(v, 6) for k, v in probs.items()}})))
-        return out
-
-
-def parse_verdict(verdict: str | None) -> Verdict:
-    v = (verdict or "").strip().strip("[]()*.").upper()
-    if v in ("A", "1", "FIRST"):
-        return "first"
-    if v in ("B", "2", "SECOND"):
-        return "second"
-    return None
-
-
-def load_pairwise_template(name: str):
-    from selfplay.templates import TemplateError, load_template
-
+def load_pairwise_template(name: str) -> Template:
+    """The head-to-head judge's template, refused with an evaluation error unless it is a pairwise one."""
     try:
         template = load_template(name)
     except TemplateError as err:
@@ -494,16 +417,16 @@ def read_ifeval_summary(run: Run) -> IFEvalSummary | None:
     return IFEvalSummary.model_validate_json(path.read_text()) if path.exists() else None
 
 
-def read_agreement(run: Run) -> AgreementReport | None:
+def read_agreement(run: Run) -> Agreement | None:
     path = eval_dir(run) / "agreement.json"
-    return AgreementReport.model_validate_json(path.read_text()) if path.exists() else None
+    return Agreement.model_validate_json(path.read_text()) if path.exists() else None
 
 
 # ------------------------------------------------------------------------------------ judge vs humans
 
-def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalConfig | None = None) -> AgreementReport:
-    """How often the judge prefers the human's choice, both orders, with Cohen's kappa over the 2n
-    presented comparisons (position-balanced, so chance agreement is near 1/2, not the trivial 1)."""
+def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalConfig | None = None) -> Agreement:
+    """How often the judge prefers the human's choice, each pair in both orders (so the person's choice is
+    first half the time and kappa's chance agreement is near 1/2, not the trivial 1); selfplay.agreement."""
     from selfplay.config import resolve_data_path
     from selfplay.seed import load_seed
 
@@ -515,14 +438,8 @@ def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalCo
     items = [(s.prompt, s.chosen, s.rejected) for s in pairs] + [(s.prompt, s.rejected, s.chosen) for s in pairs]
     verdicts = [v for v, _ in _compare_all(judge, items)]
     n = len(pairs)
-    outcomes = [_outcome(verdicts[i], verdicts[n + i])[0] for i in range(n)]
-    human = ["first"] * n + ["second"] * n
-    report = AgreementReport(
-        file=str(seed_file), judge=judge_name(judge), n=n, agree=outcomes.count("win"), disagree=outcomes.count("loss"),
-        inconsistent=outcomes.count("tie"),
-        accuracy=win_rate(outcomes, n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "agreement")),
-        kappa=cohens_kappa(human, [v or "none" for v in verdicts]),
-    )
+    report = agreement(verdicts, ["first"] * n + ["second"] * n, list(range(n)) * 2, n_boot=cfg.bootstrap,
+                       seed=derive_seed(run.cfg.seed, "agreement"), file=str(seed_file), judge=judge_name(judge))
     write_json(eval_dir(run) / "agreement.json", report.model_dump(mode="json"))
     return report
 
@@ -537,14 +454,26 @@ def judge_model_dir(run: Run, cfg: EvalConfig) -> Path:
     return resolve_model(cfg.judge_model or run.cfg.judge.model or run.cfg.model)
 
 
+def h2h_judge(gen, cfg: EvalConfig) -> PairwiseJudge:
+    """The head-to-head judge: the loop's pairwise judge (make_judge) on `gen` (a Generator), greedy, one
+    verdict per comparison, with eval.judge_template and eval.judge_method."""
+    load_pairwise_template(cfg.judge_template)  # a wrong kind or a missing file, said as an evaluation error
+    judge_cfg = JudgeConfig(kind="pairwise", template=cfg.judge_template, method=cfg.judge_method, samples=1,
+                            temperature=0.0, max_tokens=cfg.judge_max_tokens)
+    try:
+        return make_judge(judge_cfg, gen)
+    except TemplateError as err:
+        raise EvalError(f"head-to-head judge: {err}") from None
+
+
 @contextmanager
-def open_comparer(run: Run, cfg: EvalConfig) -> Iterator[TemplateComparer]:
+def open_comparer(run: Run, cfg: EvalConfig) -> Iterator[PairwiseJudge]:
     from selfplay.generation import open_generator
 
-    template = load_pairwise_template(cfg.judge_template)
+    h2h_judge(None, cfg)  # a bad template fails before an engine starts
     gen_cfg = run.cfg.generation.model_copy(update={"temperature": 0.0, "max_tokens": cfg.judge_max_tokens})
     with open_generator(gen_cfg, judge_model_dir(run, cfg), derive_seed(run.cfg.seed, "eval-judge")) as gen:
-        yield TemplateComparer(gen, template, cfg.judge_max_tokens, cfg.judge_method)
+        yield h2h_judge(gen, cfg)
 
 
 def h2h_plan(iterations: Sequence[int]) -> list[tuple[int, int]]:
@@ -558,7 +487,7 @@ def h2h_plan(iterations: Sequence[int]) -> list[tuple[int, int]]:
 class EvalResult(BaseModel):
     ifeval: IFEvalSummary | None = None
     h2h: list[H2HReport] = []
-    agreement: AgreementReport | None = None
+    agreement: Agreement | None = None
 
 
 def run_eval(run: Run, *, iterations: Sequence[int] | None = None, ifeval_file: str | None = None,

@@ -1,4 +1,5 @@
-"""Reward-hacking and bias monitors, one report per iteration, computed from the iteration's records.
+"""Reward-hacking and bias monitors, one report per iteration, computed from the iteration's records by the
+loop and kept in its manifest.json (field `monitors`; `selfplay report` reads them from there).
 
 A policy trained against an AI judge learns whatever the judge rewards, including what it should not:
 length (Singhal et al. 2023, "A Long Way to Go"; Dubois et al. 2024, length-controlled AlpacaEval), the
@@ -53,10 +54,19 @@ def is_comparison(j: Judgement) -> bool:
 
 def first_presented_won(j: Judgement) -> bool | None:
     """A comparison's verdict by position: True = the first-presented answer won (score > 0.5), False = the
-    second (< 0.5), None = tie (0.5) or no verdict. Same rule as selfplay.judges.position_bias."""
+    second (< 0.5), None = a tie (0.5), no verdict, or not a comparison."""
     if not is_comparison(j) or j.score is None or j.score == 0.5:
         return None
     return j.score > 0.5
+
+
+def position_bias(judgements: Sequence[Judgement]) -> float | None:
+    """Fraction of decided comparisons the first-presented response won (0.5 = no bias; Zheng et al. 2023).
+
+    Decided = parsed and not a tie (score != 0.5). None when there is none.
+    """
+    decided = [won for j in judgements if (won := first_presented_won(j)) is not None]
+    return sum(decided) / len(decided) if decided else None
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -84,7 +94,7 @@ def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generatio
 
     gaps = [gens[p.chosen_id].n_tokens - gens[p.rejected_id].n_tokens for p in pairs
             if p.chosen_id in gens and p.rejected_id in gens]
-    pairwise = [v for j in judgements if (v := first_presented_won(j)) is not None]
+    decided = sum(first_presented_won(j) is not None for j in judgements)
     # Parse failures: verdicts the judge gave but we could not read. Derived win rates are not verdicts, and
     # an "error" (e.g. an empty response, never judged) is not the judge's failure to keep its format.
     verdicts = [j for j in judgements if j.method != "winrate" and j.status in ("ok", "unparseable")]
@@ -96,7 +106,7 @@ def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generatio
     report = MonitorReport(
         iteration=iteration, length_corr=length_corr, n_scored=len(scores),
         length_gap_tokens=_mean(gaps), n_pairs=len(gaps),
-        position_bias=_mean([1.0 if v else 0.0 for v in pairwise]), n_pairwise=len(pairwise),
+        position_bias=position_bias(judgements), n_pairwise=decided,
         parse_failure=len(failures) / len(verdicts) if verdicts else None, n_judgements=len(verdicts),
         mean_margin=mean_margin, margin_change=margin_change, kl=kl,
     )
@@ -135,39 +145,3 @@ def check_thresholds(r: MonitorReport, cfg: MonitorConfig) -> list[tuple[str, st
     if cfg.max_kl is not None and r.kl is not None and r.kl > cfg.max_kl:
         out.append(("kl", f"kl: KL to the reference policy is {r.kl:.3f} nats (> {cfg.max_kl:g}): the policy is drifting far"))
     return out
-
-
-def monitor_run(run, cfg: MonitorConfig | None = None) -> list[MonitorReport]:
-    """Monitors of every iteration of a run that has records on disk (for reports; the loop calls
-    monitor_iteration as it goes). Iterations missing a stage file are monitored on what exists."""
-    from selfplay.records import read_records
-
-    cfg = cfg or run.cfg.monitors
-    reports: list[MonitorReport] = []
-    for k in iterations_on_disk(run):
-        p = run.paths(k)
-        if not p.prompts.exists():
-            continue
-        prompts = read_records(p.prompts, Prompt)
-        gens = read_records(p.generations, Generation) if p.generations.exists() else []
-        judgements = read_records(p.judgements, Judgement) if p.judgements.exists() else []
-        pairs = read_records(p.pairs, Pair) if p.pairs.exists() else []
-        kl = None
-        if p.train.exists():
-            import json
-
-            kl = json.loads(p.train.read_text()).get("kl")
-        report = monitor_iteration(prompts, gens, judgements, pairs, cfg, iteration=k,
-                                   previous=reports[-1] if reports else None, kl=kl)
-        reports.append(report)
-    return reports
-
-
-def iterations_on_disk(run) -> list[int]:
-    """Iteration numbers with a directory in the run, ascending."""
-    out = []
-    for d in run.root.glob("iter_*"):
-        suffix = d.name.removeprefix("iter_")
-        if d.is_dir() and suffix.isdigit():
-            out.append(int(suffix))
-    return sorted(out)

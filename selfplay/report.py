@@ -1,9 +1,9 @@
 """`selfplay report R`: one self-contained HTML page (PNGs embedded as base64) plus the PNG files.
 
-Everything comes from the run directory: summary rows from the manifests, score and length distributions
-from each iteration's records, monitors recomputed from the records, and the eval/ files (IFEval accuracy,
-head-to-head win rates, judge agreement) when `selfplay eval` has written them. matplotlib (Agg) is imported
-inside the plotting functions only.
+Everything comes from the run directory: summary rows and monitors from the manifests (the loop computed
+the monitors as each iteration finished; KL is the trainer's kl_last), score and length distributions from
+each iteration's records, and the eval/ files (IFEval accuracy, head-to-head win rates, judge agreement)
+when `selfplay eval` has written them. matplotlib (Agg) is imported inside the plotting functions only.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from selfplay.evaluate import (
-    AgreementReport, H2HReport, IFEvalSummary, read_agreement, read_h2h_summary, read_ifeval_summary,
-)
-from selfplay.loop import IterationSummary, Run
-from selfplay.monitors import MonitorReport, iterations_on_disk, monitor_run
+from selfplay.agreement import Agreement
+from selfplay.evaluate import H2HReport, IFEvalSummary, read_agreement, read_h2h_summary, read_ifeval_summary
+from selfplay.loop import IterationSummary, Manifest, Run
+from selfplay.monitors import MonitorReport
 from selfplay.records import Generation, Judgement, atomic_path, read_records, write_text
 
 BLUE, ORANGE, GREEN, RED, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"
@@ -41,7 +40,7 @@ class ReportData(BaseModel):
     monitors: list[MonitorReport]
     ifeval: IFEvalSummary | None
     h2h: list[H2HReport]
-    agreement: AgreementReport | None
+    agreement: Agreement | None
 
 
 class ReportFiles(BaseModel):
@@ -49,8 +48,28 @@ class ReportFiles(BaseModel):
     pngs: list[str]
 
 
+def iterations_on_disk(run: Run) -> list[int]:
+    """Iteration numbers with a directory in the run, ascending."""
+    out = []
+    for d in run.root.glob("iter_*"):
+        suffix = d.name.removeprefix("iter_")
+        if d.is_dir() and suffix.isdigit():
+            out.append(int(suffix))
+    return sorted(out)
+
+
+def manifest_monitors(m: Manifest) -> MonitorReport | None:
+    """The monitors the loop recorded for a finished iteration, KL from its train result where the monitor has
+    none (the same number: the loop hands the KL monitor train.kl_last)."""
+    if m.monitors is None:
+        return None
+    kl = m.monitors.kl if m.monitors.kl is not None else m.train.kl_last if m.train else None
+    return m.monitors.model_copy(update={"iteration": m.iteration, "kl": kl})
+
+
 def collect(run: Run) -> ReportData:
     """Reads everything the report shows; pure reading, nothing is written."""
+    manifests = run.manifests()
     records = []
     for k in iterations_on_disk(run):
         p = run.paths(k)
@@ -63,8 +82,9 @@ def collect(run: Run) -> ReportData:
             scores=[j.score for j in judgements if j.score is not None and len(j.generation_ids) == 1]))
     return ReportData(
         name=run.root.name, config=run.cfg.model_dump(mode="json"),
-        summary=[IterationSummary.from_manifest(m) for m in run.manifests()], records=records,
-        monitors=monitor_run(run), ifeval=read_ifeval_summary(run), h2h=read_h2h_summary(run),
+        summary=[IterationSummary.from_manifest(m) for m in manifests], records=records,
+        monitors=[r for m in manifests if (r := manifest_monitors(m)) is not None],
+        ifeval=read_ifeval_summary(run), h2h=read_h2h_summary(run),
         agreement=read_agreement(run),
     )
 
@@ -280,11 +300,11 @@ def plot_ifeval(summary: IFEvalSummary) -> bytes:
     return _png(fig)
 
 
-def plot_agreement(a: AgreementReport) -> bytes:
+def plot_agreement(a: Agreement) -> bytes:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 1.9))
-    parts = [(a.agree, "agrees with human (both orders)", GREEN), (a.inconsistent, "inconsistent or no verdict", GREY),
-             (a.disagree, "prefers the rejected (both orders)", RED)]
+    parts = [(a.agree, "agrees with human (every order)", GREEN), (a.undecided, "tie, or orders disagree", GREY),
+             (a.disagree, "prefers the rejected (every order)", RED), (a.unjudged, "no verdict (left out)", "#cccccc")]
     left = 0
     for count, label, color in parts:
         ax.barh([0], [count], left=left, color=color, label=f"{label}: {count}")
@@ -292,12 +312,12 @@ def plot_agreement(a: AgreementReport) -> bytes:
             ax.text(left + count / 2, 0, str(count), ha="center", va="center", color="white", fontweight="bold")
         left += count
     ax.set_yticks([])
-    ax.set_xlim(0, max(a.n, 1))
-    ax.set_xlabel(f"seed pairs ({a.n})")
+    ax.set_xlim(0, max(a.n + a.unjudged, 1))
+    ax.set_xlabel(f"seed pairs ({a.n + a.unjudged})")
     kappa = "undefined" if a.kappa is None else f"{a.kappa:.2f}"
-    acc = a.accuracy
-    ax.set_title(f"Judge vs human labels: accuracy {acc.win_rate:.0%} [{acc.ci_low:.0%}, {acc.ci_high:.0%}] (inconsistent = half), "
-                 f"Cohen's κ {kappa}" if acc.win_rate is not None else "Judge vs human labels")
+    ci = f" [{a.accuracy_ci[0]:.0%}, {a.accuracy_ci[1]:.0%}]" if a.accuracy_ci else ""
+    ax.set_title(f"Judge vs human labels: accuracy {a.accuracy:.0%}{ci} (orders that disagree = half), Cohen's κ {kappa}"
+                 if a.accuracy is not None else "Judge vs human labels")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return _png(fig)
@@ -406,8 +426,9 @@ def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
     parts.append("<h2>Judge agreement with human labels</h2>")
     if d.agreement:
         a = d.agreement
-        parts.append(f"<p>{a.n} seed pairs from <code>{html.escape(a.file)}</code>, judge {html.escape(a.judge)}: "
-                     f"agrees {a.agree}, disagrees {a.disagree}, inconsistent {a.inconsistent}; Cohen's κ {_f(a.kappa, 2)}.</p>")
+        parts.append(f"<p>{a.n + a.unjudged} seed pairs from <code>{html.escape(str(a.file))}</code>, judge "
+                     f"{html.escape(str(a.judge))}: agrees {a.agree}, disagrees {a.disagree}, undecided {a.undecided}, "
+                     f"no verdict {a.unjudged}; accuracy {_pct(a.accuracy)}; Cohen's κ {_f(a.kappa, 2)}.</p>")
         parts.append(_img("agreement.png", *images["agreement.png"]))
     else:
         parts.append("<p class='note'>Not measured: <code>selfplay eval RUN --seed HUMAN_PAIRS.jsonl</code>.</p>")

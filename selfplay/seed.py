@@ -20,15 +20,17 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from pydantic import BaseModel
 
+from selfplay.agreement import TIE, Agreement, agreement
 from selfplay.errors import SelfplayError
-from selfplay.records import Pair, Prompt, Record, append_record, derive_seed, read_records
-from selfplay.stats import cohens_kappa
+from selfplay.judges.human import HumanLabel
+from selfplay.judges.injection import given_response
+from selfplay.records import Pair, Prompt, Record, derive_seed, read_records
 
 PAIRWISE_KEYS = {"prompt", "chosen", "rejected"}
 PAIRWISE_OPTIONAL = {"id", "prompt_id", "label", "labeler", "note", "margin"}
@@ -50,17 +52,6 @@ class ScoredResponse(Record):
     score: float  # on the labeller's own scale, as given (e.g. 1..5)
     labeler: str | None = None
     note: str | None = None
-
-
-class HumanLabel(Record):
-    """One line written by `label_pairs`: the pair as it stood, and the person's verdict on it."""
-    id: str  # the pair's id
-    prompt_id: str
-    prompt: str
-    chosen: str  # the pair's chosen text (e.g. the AI judge's preference), not necessarily the person's
-    rejected: str
-    label: Literal["chosen", "rejected", "tie", "skip"]  # rejected = the person prefers the `rejected` text
-    labeler: str | None = None
 
 
 class SeedSet(BaseModel):
@@ -260,64 +251,35 @@ def pairs_from_scored(scored: Sequence[ScoredResponse], min_margin: float = 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Agreement between a judge and people
-
-
-class Agreement(NamedTuple):
-    accuracy: float | None  # 0..1, fraction of items where the labels match; None = nothing to compare
-    kappa: float | None  # Cohen's kappa, (p_o - p_e) / (1 - p_e); None = undefined (no items, or p_e = 1)
-
-
-def agreement(judge_prefs: Sequence[Hashable | None], human_prefs: Sequence[Hashable | None]) -> Agreement:
-    """Raw agreement and Cohen's kappa (Cohen 1960) of two label sequences, item by item. Items where either
-    label is None (an unparseable judgement, an unlabelled item) are left out, never counted as a label.
-    Kappa discounts the agreement two raters would reach by chance from their label frequencies alone."""
-    if len(judge_prefs) != len(human_prefs):
-        raise ValueError(f"agreement: {len(judge_prefs)} judge labels but {len(human_prefs)} human labels")
-    both = [(j, h) for j, h in zip(judge_prefs, human_prefs) if j is not None and h is not None]
-    if not both:
-        return Agreement(None, None)
-    p_o = sum(j == h for j, h in both) / len(both)
-    return Agreement(p_o, cohens_kappa([j for j, _ in both], [h for _, h in both]))
-
-
-class AgreementResult(BaseModel):
-    n: int  # pairs compared
-    unjudged: int  # pairs left out because the judge gave no score for one of the two responses
-    accuracy: float | None  # 0..1; fraction of pairs where the judge prefers the person's choice (a judge tie is a miss)
-    kappa: float | None  # Cohen's kappa over the labels A / B / tie
+# Agreement between a judge and people (the computation and its record: selfplay.agreement)
 
 
 def judge_human_agreement(pairs: Sequence[Pair], chosen_scores: Sequence[float | None],
-                          rejected_scores: Sequence[float | None], seed: int, tie_margin: float = 0.0) -> AgreementResult:
+                          rejected_scores: Sequence[float | None], seed: int, tie_margin: float = 0.0) -> Agreement:
     """How well a judge's scores reproduce people's pairwise choices. `pairs` are human-labelled (chosen = the
     person's preference); the scores are the judge's for each pair's chosen and rejected response.
 
-    Each pair is shown in a seeded order, A/B, before comparing: with the person's choice always in one slot,
-    the human labels would be constant and kappa would be 0 whatever the judge did. A score gap of tie_margin or
-    less is a judge tie."""
+    Each pair is shown in a seeded order, first/second, before comparing: with the person's choice always in
+    one slot, the human labels would be constant and kappa would be 0 whatever the judge did. A score gap of
+    tie_margin or less is a judge tie; a missing score leaves the pair out (counted as unjudged)."""
     if not len(pairs) == len(chosen_scores) == len(rejected_scores):
         raise ValueError("judge_human_agreement: pairs, chosen_scores and rejected_scores differ in length")
     judge_labels: list[str | None] = []
     human_labels: list[str] = []
     for pair, cs, rs in zip(pairs, chosen_scores, rejected_scores):
-        chosen_is_a = derive_seed(seed, "agreement-order", pair.id) % 2 == 0
-        human_labels.append("A" if chosen_is_a else "B")
+        chosen_first = derive_seed(seed, "agreement-order", pair.id) % 2 == 0
+        human_labels.append("first" if chosen_first else "second")
         if cs is None or rs is None:
             judge_labels.append(None)
             continue
         gap = cs - rs  # > 0: the judge prefers the person's choice
-        judge_labels.append("tie" if abs(gap) <= tie_margin else ("A" if (gap > 0) == chosen_is_a else "B"))
-    accuracy, kappa = agreement(judge_labels, human_labels)
-    unjudged = sum(j is None for j in judge_labels)
-    return AgreementResult(n=len(pairs) - unjudged, unjudged=unjudged, accuracy=accuracy, kappa=kappa)
+        judge_labels.append(TIE if abs(gap) <= tie_margin else ("first" if (gap > 0) == chosen_first else "second"))
+    return agreement(judge_labels, human_labels, seed=seed)
 
 
-def judge_seed_agreement(judge, pairs: Sequence[Pair], seed: int) -> AgreementResult:
+def judge_seed_agreement(judge, pairs: Sequence[Pair], seed: int) -> Agreement:
     """Run a loop judge (judges.Judge) on human-labelled pairs and measure its agreement with the people: each
     pair's two texts are judged as the responses to its prompt (pairwise kinds compare them in both orders)."""
-    from selfplay.judges import given_response
-
     prompts, generations = [], []
     for i, pair in enumerate(pairs):
         pid = f"seed-{i:04d}"  # one prompt per pair, so a pairwise judge compares exactly the pair's two texts
@@ -368,7 +330,9 @@ def label_pairs(pairs: Sequence[Pair], out_path: Path, input_fn: Callable[[str],
             label = "chosen" if (answer == "a") == chosen_is_a else "rejected"
         else:
             label = "tie" if answer == "t" else "skip"
-        append_record(out_path, HumanLabel(id=pair.id, prompt_id=pair.prompt_id, prompt=pair.prompt, chosen=pair.chosen,
-                                           rejected=pair.rejected, label=label, labeler=labeler))
+        line = HumanLabel(id=pair.id, prompt_id=pair.prompt_id, prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected,
+                          label=label, labeler=labeler)
+        with out_path.open("a", encoding="utf-8") as out:  # only the fields a pair line has: load_seed reads it back
+            out.write(line.model_dump_json(exclude_none=True) + "\n")
         counts[label] += 1
     return LabelSession(labelled=sum(counts.values()), already=len(pairs) - len(todo), remaining=0, counts=counts)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Iterable
 
 from selfplay.config import PROJECT_ROOT
+from selfplay.filtering import word_ngrams
 
 SPLIT_SEED = 20261125  # fixed once; changing it would leak held-out prompts into earlier training runs
 N_HELDOUT = 120
@@ -21,13 +21,9 @@ N_VAL = 32
 IFEVAL_DIR = PROJECT_ROOT / "data" / "ifeval"
 
 
-def word_ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
 def near_duplicates(candidates: Iterable[str], reference: Iterable[str], n: int = 8) -> list[tuple[str, str]]:
-    """(candidate, reference) text pairs sharing any word n-gram: the same sentence of 8+ words."""
+    """(candidate, reference) text pairs sharing any word n-gram: the same sentence of 8+ words, or the same
+    text (case and punctuation aside) when it is shorter than that."""
     index: dict[tuple[str, ...], str] = {}
     for text in reference:
         for gram in word_ngrams(text, n):

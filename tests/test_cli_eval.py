@@ -14,6 +14,7 @@ from selfplay import cli_eval
 from selfplay.config import load_config
 from selfplay.inspect import sort_records
 from selfplay.loop import Manifest, Run, StageInfo
+from selfplay.monitors import monitor_iteration
 from selfplay.pairing import PairingStats
 from selfplay.records import Judgement, Pair, PreferenceStats, Prompt, TrainResult, read_records, write_json, write_records
 
@@ -39,8 +40,10 @@ def judged(gid: str, raw: str, score: float | None) -> Judgement:
 
 
 def build_run(tmp_path, name: str = "view") -> Run:
-    """Two finished iterations from literal records. Prompt "a" appears in both (the pool wrapped)."""
+    """Two finished iterations from literal records, monitored as the loop does. Prompt "a" appears in both
+    (the pool wrapped)."""
     run = Run.create(tmp_path / "runs" / name, load_config(None))
+    monitors = None
     texts = {"a": "Say hi [politely].", "b": "Name a colour.", "c": "Count to three."}
     spec = {  # iteration -> prompt -> [(text, tokens, score)]
         1: {"a": [("hi", 2, 2.0), ("Hello there, friend!", 12, 4.0), ("...", 1, None)],
@@ -67,6 +70,8 @@ def build_run(tmp_path, name: str = "view") -> Run:
                             dpo=PreferenceStats(pairs=len(pairs), reward_accuracy=0.5 + 0.2 * k, reward_margin=0.1))
         write_json(p.train, train.model_dump())
         scores = [j.score for j in judgements if j.score is not None]
+        monitors = monitor_iteration(read_records(p.prompts, Prompt), gens, judgements, pairs, run.cfg.monitors, iteration=k,
+                                     previous=monitors, kl=train.kl_last)
         manifest = Manifest(
             iteration=k, policy=f"/models/iter{k - 1}",
             stages={s: StageInfo(status="done", seconds=sec, count=1) for s, sec in
@@ -74,7 +79,7 @@ def build_run(tmp_path, name: str = "view") -> Run:
             generation={"count": len(gens), "mean_tokens": sum(g.n_tokens for g in gens) / len(gens), "cut_at_max": 0.1 * k},
             judge={"parse_rate": len(scores) / len(judgements), "mean_score": sum(scores) / len(scores)},
             pairing=PairingStats(prompts=2, pairs=len(pairs), skipped_few_scored=0, skipped_tie=0, mean_margin=1.0),
-            train=train,
+            train=train, monitors=monitors,
         )
         write_json(p.manifest, manifest.model_dump(mode="json"))
     run.rebuild_summary()

@@ -11,10 +11,10 @@ import pytest
 
 import selfplay.evaluate as ev
 import selfplay.generation
-from selfplay.config import load_config
+from selfplay.config import EvalConfig, load_config
 from selfplay.evaluate import (
-    EvalError, H2HRow, IFEvalRow, TemplateComparer, agreement_eval, check_held_out, h2h_eval, h2h_plan, ifeval_eval,
-    load_pairwise_template, run_eval,
+    EvalError, H2HRow, IFEvalRow, agreement_eval, check_held_out, h2h_eval, h2h_judge, h2h_plan, ifeval_eval,
+    load_pairwise_template, read_agreement, run_eval,
 )
 from selfplay.bestofn import BestOfN
 from selfplay.loop import Run
@@ -186,34 +186,36 @@ def test_h2h_unparseable_is_a_tie(tmp_path, scripted):
     assert (r.ties, r.unparseable, r.win_rate, r.first_position_rate) == (1, 2, 0.5, None)
 
 
-def test_template_comparer_reads_both_orders(tmp_path):
+def test_h2h_judge_reads_both_orders(tmp_path):
+    """The head-to-head judge is the loop's pairwise judge (make_judge), comparing given texts."""
     path = tmp_path / "pairwise.yaml"
     path.write_text(TEMPLATE)
-    template = load_pairwise_template(str(path))
     gen = FakeGenerator(replies=lambda text: ["The second is better. Winner: B"] if "<a>short</a>" in text else ["Winner: A"])
-    judge = TemplateComparer(gen, template, max_tokens=16)
+    judge = h2h_judge(gen, EvalConfig(judge_template=str(path), judge_method="text", judge_max_tokens=16))
     assert judge.compare("Q", "short", "long") == "second"
     assert judge.compare("Q", "long", "short") == "first"
     assert judge.compare_many([("Q", "short", "x")]) == [("second", "The second is better. Winner: B")]
-    mute = TemplateComparer(FakeGenerator(replies=lambda text: ["I cannot decide."]), template)
+    mute = h2h_judge(FakeGenerator(replies=lambda text: ["I cannot decide."]),
+                     EvalConfig(judge_template=str(path), judge_method="text"))
     assert mute.compare("Q", "a", "b") is None
     assert "Q: Q" in gen.seen[0] and "<b>long</b>" in gen.seen[0]
+    assert judge.name == "test-pairwise@1 on fake"  # recorded in h2h_summary.json
 
 
-def test_template_comparer_by_logprob():
-    template = load_pairwise_template("pairwise")  # the shipped template: forced prefix "Verdict: "
+def test_h2h_judge_by_logprob():
+    cfg = EvalConfig()  # the shipped pairwise template, forced prefix "Verdict: ", logprob verdicts
     seen = []
 
     def logprobs(text):
         seen.append(text)
         return {ord("A"): -2.0, ord("B"): -0.5} if "short" in text.split("<reply_A>")[1].split("</reply_A>")[0] else {ord("A"): -0.1}
 
-    judge = TemplateComparer(FakeGenerator(logprobs=logprobs), template, method="logprob")
+    judge = h2h_judge(FakeGenerator(logprobs=logprobs), cfg)
     [(v1, raw1), (v2, _)] = judge.compare_many([("Q", "short", "long"), ("Q", "long", "short")])
     assert (v1, v2) == ("second", "first")
     assert json.loads(raw1)["verdict_token_probs"]["B"] == pytest.approx(0.606531, abs=1e-6)
     assert seen[0].endswith("<assistant>Verdict: ")  # the verdict is read right after the forced prefix
-    assert TemplateComparer(FakeGenerator(logprobs=lambda t: {}), template, method="logprob").compare("Q", "a", "b") is None
+    assert h2h_judge(FakeGenerator(logprobs=lambda t: {}), cfg).compare("Q", "a", "b") is None
 
 
 def test_pointwise_template_is_refused_for_h2h():
@@ -221,6 +223,15 @@ def test_pointwise_template_is_refused_for_h2h():
         load_pairwise_template("self-rewarding")
     with pytest.raises(EvalError, match="no such template"):
         load_pairwise_template("no-such-template-xyz")
+    with pytest.raises(EvalError, match="pointwise template"):  # what open_comparer checks before an engine starts
+        h2h_judge(None, EvalConfig(judge_template="self-rewarding"))
+
+
+def test_h2h_template_must_fill_the_pairwise_variables(tmp_path):
+    path = tmp_path / "odd.yaml"
+    path.write_text(TEMPLATE.replace("response_a", "first").replace("response_b", "second"))
+    with pytest.raises(EvalError, match=r"head-to-head judge: template test-pairwise@1: variables .* a pairwise judge fills"):
+        h2h_judge(None, EvalConfig(judge_template=str(path), judge_method="text"))
 
 
 def test_agreement_with_human_labels(tmp_path):
@@ -229,11 +240,43 @@ def test_agreement_with_human_labels(tmp_path):
         {"prompt": "a", "chosen": "good 1", "rejected": "bad 1"}, {"prompt": "b", "chosen": "good 2", "rejected": "bad 2"},
         {"prompt": "c", "chosen": "bad a", "rejected": "bad b", "labeler": "x"}])
     r = agreement_eval(run, seed, PrefersGood())
-    assert (r.n, r.agree, r.disagree, r.inconsistent) == (3, 2, 0, 1)
-    assert r.accuracy.win_rate == pytest.approx(2.5 / 3)
+    assert (r.n, r.agree, r.disagree, r.undecided) == (3, 2, 0, 1)
+    assert r.accuracy == pytest.approx(2.5 / 3)
     # human: first x3, second x3; judge: first, first, first, second, second, first -> p_o 5/6, p_e 1/2, kappa 2/3
     assert r.kappa == pytest.approx(2 / 3)
     assert (run.root / "eval" / "agreement.json").exists()
+    assert read_agreement(run) == r and r.judge == "PrefersGood" and r.unjudged == 0
+
+
+def test_agreement_without_verdicts_is_left_out(tmp_path):
+    """No verdict in either order: the pair is counted as unjudged, not as a tie; one order without a
+    verdict leaves that order out of accuracy and kappa."""
+    run = make_run(tmp_path)
+    seed = write_jsonl(tmp_path / "seed.jsonl", [
+        {"prompt": "a", "chosen": "good 1", "rejected": "bad 1"}, {"prompt": "mute", "chosen": "good 2", "rejected": "bad 2"},
+        {"prompt": "half", "chosen": "good 3", "rejected": "bad 3"}])
+
+    class MuteOnSome(PrefersGood):
+        def compare(self, prompt, first, second):
+            if prompt == "mute" or (prompt == "half" and first.startswith("bad")):
+                return None
+            return super().compare(prompt, first, second)
+
+    r = agreement_eval(run, seed, MuteOnSome())
+    assert (r.n, r.unjudged, r.agree, r.disagree, r.undecided) == (2, 1, 1, 0, 1)
+    assert r.accuracy == 1.0  # every verdict given named the person's choice
+    assert r.kappa == pytest.approx(1.0)  # judge first, first, second vs human first, first, second
+
+
+def test_agreement_file_of_an_earlier_version_still_reads(tmp_path):
+    run = make_run(tmp_path)
+    write_json(run.root / "eval" / "agreement.json", {
+        "file": "seed.jsonl", "judge": "pairwise@1 on base", "n": 30, "agree": 18, "disagree": 4, "inconsistent": 8,
+        "accuracy": {"n": 30, "wins": 18, "losses": 4, "ties": 8, "win_rate": 22 / 30, "tie_rate": 8 / 30,
+                     "ci_low": 0.6, "ci_high": 0.85}, "kappa": 0.41})
+    a = read_agreement(run)
+    assert (a.n, a.unjudged, a.agree, a.disagree, a.undecided, a.kappa) == (30, 0, 18, 4, 8, 0.41)
+    assert a.accuracy == pytest.approx(22 / 30) and a.accuracy_ci == (0.6, 0.85)
 
 
 def test_h2h_plan():

@@ -7,7 +7,7 @@ from selfplay.config import ConfigError, JudgeConfig, PairingConfig, load_config
 from selfplay.judges import (
     EMPTY, JudgeError, PointwiseJudge, check_template, comparison_order, expected_score, injection_success_rate,
     load_injections, load_labels, make_judge, needs_generator, order_agreement, pairwise_stats, parse_score,
-    position_bias, score_token_ids, win_rates,
+    position_bias, score_token_ids, verdict_win, win_rates,
 )
 from selfplay.pairing import make_pairs
 from selfplay.records import Judgement, derive_seed
@@ -276,6 +276,28 @@ def test_pairwise_logprob_verdict():
     assert [j.score for j in out if len(j.generation_ids) == 1] == pytest.approx([0.5, 0.5])  # always-A: no signal
 
 
+@pytest.mark.parametrize("verdict, want", [
+    ("A", 1.0), ("B", 0.0), (" a ", 1.0), ("[B]", 0.0), ("**A**.", 1.0), ("1", 1.0), ("second", 0.0),
+    ("C", None), ("", None), (None, None), ("AB", None),
+])
+def test_verdict_win(verdict, want):
+    assert verdict_win(verdict) == want
+
+
+def test_pairwise_judge_compares_given_texts():
+    """compare_many: verdicts on texts that are not one prompt's samples (evaluation's head-to-head), through
+    the same template and verdict reading as judge()."""
+    judge = make_judge(JudgeConfig(kind="pairwise", method="text", temperature=0.0), quality_judge())
+    low, high = "reply of quality 2", "reply of quality 9"
+    assert judge.compare_many([("Q", low, high), ("Q", high, low)]) == [
+        ("second", "A is stronger.\nVerdict: B"), ("first", "A is stronger.\nVerdict: A")]
+    even = FakeGenerator(logprobs=lambda t: {ord("A"): -1.0, ord("B"): -1.0})
+    tied = make_judge(JudgeConfig(kind="pairwise", method="logprob"), even)
+    assert tied.compare("Q", "x", "y") is None  # a dead heat is no verdict
+    with pytest.raises(JudgeError, match="judge.samples is 3, not 1"):
+        make_judge(JudgeConfig(kind="pairwise", method="text", samples=3), quality_judge()).compare("Q", low, high)
+
+
 def test_constitution_pairwise_samples_one_principle_per_prompt():
     from selfplay.constitutions import load_constitution
 
@@ -387,6 +409,23 @@ def test_human_score_and_pair_labels(tmp_path):
     assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("a/g0", "a/g1"), ("b/g0", "b/g1")]
 
 
+def test_human_pair_label_verdicts(tmp_path):
+    """A pair line's label (as `selfplay label` writes it) is the person's verdict on the pair as written:
+    rejected swaps it, tie and skip prefer neither response."""
+    prompts = [make_prompt("a", "Say hi."), make_prompt("b", "Count.")]
+    gens = [make_generation("a", 0, "hi"), make_generation("a", 1, "go away"), make_generation("b", 0, "1 2"),
+            make_generation("b", 1, "one")]
+    path = _labels(tmp_path, [
+        {"id": "a/p", "prompt_id": "a", "prompt": "Say hi.", "chosen": "go away", "rejected": "hi", "label": "rejected",
+         "labeler": "ann"},
+        {"prompt": "Count.", "chosen": "1 2", "rejected": "one", "label": "tie"},
+        {"prompt": "Count.", "chosen": "one", "rejected": "1 2", "label": "skip"},
+    ])
+    out = make_judge(JudgeConfig(kind="human", labels=str(path)), None).judge(prompts, gens)
+    assert {j.generation_ids[0]: (j.score, j.status) for j in out} == {
+        "a/g0": (1.0, "ok"), "a/g1": (0.0, "ok"), "b/g0": (None, "unparseable"), "b/g1": (None, "unparseable")}
+
+
 @pytest.mark.parametrize("lines, message", [
     ([{"prompt": "Say hi.", "response": "hello there", "score": 3}],
      r"labels.jsonl:1: response 'hello there' is not among the 2 generations of prompt a"),
@@ -407,6 +446,8 @@ def test_human_labels_naming_missing_responses_are_errors(tmp_path, lines, messa
     ('{"prompt": "x", "chosen": "y", "rejected": " y"}', ":1: chosen and rejected are the same text"),
     ('{"prompt": "x", "response": "y", "score": "high"}', ":1: score: "),
     ("not json", ":1: "),
+    ('{"prompt": "x", "response": "y", "score": 3, "label": "chosen"}', ":1: label is a verdict on a pair"),
+    ('{"prompt": "x", "chosen": "y", "rejected": "z", "label": "maybe"}', ":1: label: "),
 ])
 def test_bad_label_lines(tmp_path, line, message):
     path = tmp_path / "labels.jsonl"

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from selfplay.config import MonitorConfig
-from selfplay.monitors import first_presented_won, monitor_iteration, monitor_run
+from selfplay.monitors import first_presented_won, monitor_iteration
 from selfplay.records import Judgement, Pair, Prompt
 
 from conftest import make_generation
@@ -121,19 +121,23 @@ def test_stop_on_is_validated():
         MonitorConfig(stop_on=["length"])
 
 
-def test_monitor_run_reads_records(tmp_path):
+def test_monitors_of_records_on_disk(tmp_path):
+    """As the loop monitors each iteration from its files, the previous iteration's report giving the trend."""
     from selfplay.config import load_config
     from selfplay.loop import Run
-    from selfplay.records import write_records
+    from selfplay.records import Generation, read_records, write_records
 
     run = Run.create(tmp_path / "r", load_config(None))
+    reports = []
     for k, margin in ((1, 2.0), (2, 0.5)):
         p = run.paths(k)
         write_records(p.prompts, PROMPTS)
         write_records(p.generations, GENS)
         write_records(p.judgements, [pointwise("a/g0", 1.0), pointwise("a/g1", 2.0)])
         write_records(p.pairs, [pair("a", "a/g1", "a/g0", margin)])
-    reports = monitor_run(run)
+        reports.append(monitor_iteration(read_records(p.prompts, Prompt), read_records(p.generations, Generation),
+                                         read_records(p.judgements, Judgement), read_records(p.pairs, Pair), run.cfg.monitors,
+                                         iteration=k, previous=reports[-1] if reports else None))
     assert [r.iteration for r in reports] == [1, 2]
     assert reports[1].margin_change == pytest.approx(-1.5)
     assert reports[0].length_gap_tokens == 10.0

@@ -5,10 +5,15 @@ from __future__ import annotations
 import base64
 import re
 
-from selfplay.evaluate import AgreementReport, H2HReport, IFEvalIteration, IFEvalScores, IFEvalSummary
+from selfplay.agreement import Agreement
+from selfplay.config import load_config
+from selfplay.evaluate import H2HReport, IFEvalIteration, IFEvalScores, IFEvalSummary
+from selfplay.loop import Manifest, Run, StageInfo
+from selfplay.monitors import MonitorReport
 from selfplay.records import write_json
 from selfplay.report import collect, write_report
-from selfplay.stats import PairedDiff, WinRate
+from selfplay.stats import PairedDiff
+from selfplay.train.dpo import TrainResult
 
 from test_cli_eval import build_run
 
@@ -37,9 +42,8 @@ def add_eval_files(run) -> None:
                                        iteration=k, against=a, prompts_file="held.jsonl", judge="pairwise@1 on base <b>",
                                        consistent=0.8, first_position_rate=0.55, unparseable=2, identical=1).model_dump(mode="json")
     write_json(ev / "h2h_summary.json", h2h)
-    agreement = AgreementReport(file="seed.jsonl", judge="pairwise@1", n=30, agree=18, disagree=4, inconsistent=8,
-                                accuracy=WinRate(n=30, wins=18, losses=4, ties=8, win_rate=22 / 30, tie_rate=8 / 30,
-                                                 ci_low=0.6, ci_high=0.85), kappa=0.41)
+    agreement = Agreement(file="seed.jsonl", judge="pairwise@1", n=30, unjudged=0, agree=18, disagree=4, undecided=8,
+                          accuracy=22 / 30, accuracy_ci=(0.6, 0.85), kappa=0.41)
     write_json(ev / "agreement.json", agreement.model_dump(mode="json"))
 
 
@@ -75,3 +79,26 @@ def test_report_with_eval_results(tmp_path):
     assert "iter 2 vs 1" in html and "[50.0%, 70.0%]" in html
     assert "pairwise@1 on base &lt;b&gt;" in html  # text from files is escaped
     assert "Cohen's κ 0.41" in html
+
+
+def test_report_reads_monitors_and_kl_from_the_manifest(tmp_path):
+    """An RL iteration's KL shows in the monitors table, read from the manifest (train.kl_last), and the
+    monitors are the manifest's own: nothing is recomputed from the records (there are none here)."""
+    run = Run.create(tmp_path / "runs" / "rl", load_config(None, ["train.algo=ppo"]))
+    train = TrainResult(algo="ppo", pairs=4, steps=2, seconds=1.0, loss_first=0.5, loss_last=0.4, reward_accuracy=None,
+                        reward_margin=None, policy="/models/iter1", kl_last=0.1234)
+    monitors = MonitorReport(iteration=1, length_corr=0.25, n_scored=10, length_gap_tokens=3.0, n_pairs=4, position_bias=None,
+                             n_pairwise=0, parse_failure=0.1, n_judgements=10, mean_margin=1.5, margin_change=None, kl=None,
+                             warnings=["length_gap: recorded by the loop"])
+    manifest = Manifest(iteration=1, policy="/models/base", train=train, monitors=monitors,
+                        stages={s: StageInfo(status="done", seconds=1.0, count=1)
+                                for s in ("prompts", "generate", "judge", "pair", "train")},
+                        generation={"count": 10, "mean_tokens": 20.0, "cut_at_max": 0.0},
+                        judge={"parse_rate": 0.9, "mean_score": 3.0})
+    write_json(run.paths(1).manifest, manifest.model_dump(mode="json"))
+    data = collect(run)
+    assert [(m.iteration, m.kl, m.length_corr) for m in data.monitors] == [(1, 0.1234, 0.25)]
+    html = open(write_report(run).html, encoding="utf-8").read()
+    monitors_table = html.split("<h2>Monitors")[1].split("<h2>")[0]
+    assert "<td>0.123</td>" in monitors_table  # the KL column
+    assert "iteration 1: length_gap: recorded by the loop" in monitors_table

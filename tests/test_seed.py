@@ -5,12 +5,12 @@ import json
 
 import pytest
 
+from selfplay.agreement import agreement
 from selfplay.config import PROJECT_ROOT
+from selfplay.judges.human import HumanLabel
 from selfplay.records import Pair
 from selfplay.seed import (
-    Agreement, HumanLabel, SeedError, agreement, judge_human_agreement, judge_seed_agreement, label_pairs,
-    load_label_studio, load_seed,
-    pairs_from_scored,
+    SeedError, judge_human_agreement, judge_seed_agreement, label_pairs, load_label_studio, load_seed, pairs_from_scored,
 )
 
 
@@ -144,21 +144,39 @@ def test_pairs_from_pointwise_scores(tmp_path):
     assert [(p.chosen, p.rejected, p.margin) for p in pairs] == [("a2", "a1", 3.0)]
 
 
+def accuracy_kappa(a):
+    return a.accuracy, a.kappa
+
+
 def test_agreement_by_hand():
     judge = ["A", "A", "B", "B", "tie", "A"]
     human = ["A", "B", "B", "B", "A", None]  # the last item is unlabelled: left out
     # 5 items; matches on items 1, 3, 4: p_o = 3/5 = 0.6.
     # Judge frequencies A 2/5, B 2/5, tie 1/5; human A 2/5, B 3/5.
     # p_e = (2*2 + 2*3 + 1*0) / 25 = 10/25 = 0.4;  kappa = (0.6 - 0.4) / (1 - 0.4) = 1/3
-    accuracy, kappa = agreement(judge, human)
+    accuracy, kappa = accuracy_kappa(agreement(judge, human))
     assert accuracy == pytest.approx(0.6) and kappa == pytest.approx(1 / 3)
-    assert agreement(["A", "B"], ["A", "B"]) == Agreement(1.0, 1.0)
+    assert accuracy_kappa(agreement(["A", "B"], ["A", "B"])) == (1.0, 1.0)
     # Opposite on two balanced items: p_o = 0, p_e = 0.5, kappa = -1.
-    assert agreement(["A", "B"], ["B", "A"]) == Agreement(0.0, -1.0)
-    assert agreement(["A", "A"], ["A", "A"]) == Agreement(1.0, None)  # p_e = 1: kappa undefined
-    assert agreement([None], ["A"]) == Agreement(None, None)
+    assert accuracy_kappa(agreement(["A", "B"], ["B", "A"])) == (0.0, -1.0)
+    assert accuracy_kappa(agreement(["A", "A"], ["A", "A"])) == (1.0, None)  # p_e = 1: kappa undefined
+    assert accuracy_kappa(agreement([None], ["A"])) == (None, None)
     with pytest.raises(ValueError, match="2 judge labels but 1 human"):
         agreement(["A", "B"], ["A"])
+
+
+def test_agreement_counts_per_pair():
+    # Pairs p (shown twice), q (twice), r (once), s (twice, no verdict at all).
+    judge = ["first", "second", "first", "first", "tie", None, None]
+    human = ["first", "second", "first", "second", "first", "first", "second"]
+    a = agreement(judge, human, ["p", "p", "q", "q", "r", "s", "s"], n_boot=200, seed=1)
+    # p agrees in both orders; q's orders disagree (half); r is a tie (a miss); s is left out.
+    assert (a.n, a.unjudged, a.agree, a.disagree, a.undecided) == (3, 1, 1, 0, 2)
+    assert a.accuracy == pytest.approx((1 + 0.5 + 0) / 3)
+    assert a.accuracy_ci is not None and a.accuracy_ci[0] <= a.accuracy <= a.accuracy_ci[1]
+    assert agreement(["second", "first"], ["first", "second"], ["p", "p"]).disagree == 1  # the other response in both orders
+    with pytest.raises(ValueError, match="2 labels but 1 pair ids"):
+        agreement(["A", "B"], ["A", "B"], ["p"])
 
 
 def human_pairs(n):

@@ -30,6 +30,9 @@ def test_near_duplicates_literal():
     ref = ["Write a short poem about the sea in exactly four lines please."]
     assert near_duplicates(["write a short poem about the sea in exactly four lines, thanks"], ref)
     assert not near_duplicates(["Write a short poem about the mountains in exactly four lines."], ref)
+    # shorter than 8 words: only the same text (case and punctuation aside) is a duplicate
+    assert near_duplicates(["Name a colour!"], ["name a colour"])
+    assert not near_duplicates(["Name a colour."], ["Name a colour, then a shape."])
 
 
 def test_no_training_pool_holds_a_heldout_prompt():

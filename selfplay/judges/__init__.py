@@ -20,8 +20,8 @@ Where each part lives:
 
     base          JudgeError, the Judge protocol, TEMPLATE_VARIABLES, check_template, EMPTY
     pointwise     PointwiseJudge, parse_score, score_token_ids, expected_score
-    pairwise      PairwiseJudge, comparison_order, win_rates, position_bias, order_agreement,
-                  pairwise_stats, verdict_token_ids
+    pairwise      PairwiseJudge, Verdict, comparison_order, win_rates, order_agreement, pairwise_stats,
+                  verdict_win, verdict_token_ids (position_bias: selfplay.monitors, re-exported here)
     constitution  ConstitutionRevisionJudge
     program       ProgramJudge, Program, load_program, run_program
     human         HumanJudge, HumanLabel, load_labels
@@ -42,15 +42,17 @@ from selfplay.judges.human import HumanJudge, HumanLabel, load_labels
 from selfplay.judges.injection import Injection, given_response, injection_success_rate, load_injections
 from selfplay.judges.pairwise import (
     PairwiseJudge,
+    Verdict,
     comparison_order,
     order_agreement,
     pairwise_stats,
-    position_bias,
     verdict_token_ids,
+    verdict_win,
     win_rates,
 )
 from selfplay.judges.pointwise import PointwiseJudge, expected_score, parse_score, score_token_ids
 from selfplay.judges.program import Program, ProgramJudge, load_program, run_program
+from selfplay.monitors import position_bias
 from selfplay.records import Generation, Judgement, Prompt, derive_seed, read_records
 from selfplay.templates import load_template
 
@@ -67,6 +69,7 @@ __all__ = [
     "PointwiseJudge",
     "Program",
     "ProgramJudge",
+    "Verdict",
     "check_template",
     "comparison_order",
     "expected_score",
@@ -87,6 +90,7 @@ __all__ = [
     "run_program",
     "score_token_ids",
     "verdict_token_ids",
+    "verdict_win",
     "win_rates",
 ]
 

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -15,15 +16,22 @@ from selfplay.records import Generation, Judgement, Prompt
 
 
 class HumanLabel(BaseModel):
-    """One line of a labels file: a score for a response, or a preference between two responses."""
+    """One line of a human labels file: a score for a response, or a person's verdict on two responses. The
+    human judge reads such files (judge.labels), as does the seed set (selfplay.seed.load_seed, which also
+    takes Label Studio exports); `selfplay label` (seed.label_pairs) writes pair lines with ids and verdict."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)  # labeler, note, ... are the labeller's own fields
+    model_config = ConfigDict(extra="ignore", frozen=True)  # note, margin, ... are the labeller's own fields
 
     prompt: str = Field(min_length=1)
     response: str | None = None
-    score: float | None = Field(None, allow_inf_nan=False)
-    chosen: str | None = None
+    score: float | None = Field(None, allow_inf_nan=False)  # on the labeller's own scale, as given (e.g. 1..5)
+    chosen: str | None = None  # as written, e.g. the AI judge's preference; `label` says whether the person agrees
     rejected: str | None = None
+    label: Literal["chosen", "rejected", "tie", "skip"] | None = None  # pair lines: None = chosen; rejected = the
+    #                                                                      person prefers the `rejected` text
+    id: str | None = None  # label_pairs: the pair's id
+    prompt_id: str | None = None
+    labeler: str | None = None
 
     @model_validator(mode="after")
     def _score_or_pair(self) -> HumanLabel:
@@ -33,6 +41,8 @@ class HumanLabel(BaseModel):
             raise ValueError("expected {prompt, response, score} or {prompt, chosen, rejected}")
         if is_pair and self.chosen.strip() == self.rejected.strip():
             raise ValueError("chosen and rejected are the same text")
+        if is_score and self.label is not None:
+            raise ValueError("label is a verdict on a pair; a score line takes none")
         return self
 
 
@@ -66,7 +76,8 @@ class HumanJudge:
     """Human labels keyed by prompt text and response text (whitespace at the ends ignored). Labels of
     prompts not in this batch are ignored (one file may cover many iterations); a label naming a
     response that is not among its prompt's generations is an error. Score labels: score = their mean.
-    Pair labels: score = win rate over the labelled pairs a response is in (0..1)."""
+    Pair labels: score = win rate over the labelled pairs a response is in (0..1), the person's preferred
+    text winning (label "rejected" swaps the pair); tie and skip lines prefer neither and are passed over."""
 
     path: str
     labels: list[tuple[int, HumanLabel]]
@@ -96,9 +107,10 @@ class HumanJudge:
                 for g in find(lineno, prompt, label.response):
                     got[g.id][0].append(line)
                     got[g.id][1].append(label.score)
-            else:
+            elif label.label not in ("tie", "skip"):
                 kinds[prompt.id].add("pair")
-                for text, win in ((label.chosen, 1.0), (label.rejected, 0.0)):
+                preferred, other = (label.rejected, label.chosen) if label.label == "rejected" else (label.chosen, label.rejected)
+                for text, win in ((preferred, 1.0), (other, 0.0)):
                     for g in find(lineno, prompt, text):
                         got[g.id][0].append(line)
                         got[g.id][1].append(win)

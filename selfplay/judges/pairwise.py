@@ -1,5 +1,5 @@
 """Pairwise judge: an LLM compares two responses, in both orders; score = win rate. Also the statistics
-of its ordered comparisons (position bias, order agreement)."""
+of its ordered comparisons (order agreement; position bias is the monitor's, selfplay.monitors)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from selfplay.config import JudgeConfig
 from selfplay.constitutions import Constitution
 from selfplay.generation import Generator, chat_ids
-from selfplay.judges.base import EMPTY, is_empty
+from selfplay.judges.base import EMPTY, JudgeError, is_empty
+from selfplay.monitors import is_comparison, position_bias
 from selfplay.records import Generation, Judgement, Prompt, derive_seed
 from selfplay.templates import Template, TemplateError
+
+Verdict = Literal["first", "second"] | None  # the presented response a comparison prefers; None = no verdict or a dead heat
 
 
 def comparison_order(generations: Sequence[Generation], mode: Literal["round-robin", "anchor"]) -> list[tuple[Generation, Generation]]:
@@ -47,20 +51,6 @@ def win_rates(comparisons: Sequence[Judgement]) -> dict[str, tuple[list[str], li
     return dict(out)
 
 
-def _is_comparison(j: Judgement) -> bool:
-    # Human pair labels are not presented in an order, so they say nothing about position bias.
-    return len(j.generation_ids) == 2 and j.method in ("text", "logprob")
-
-
-def position_bias(judgements: Sequence[Judgement]) -> float | None:
-    """Fraction of decided comparisons the first-presented response won (0.5 = no bias; Zheng et al. 2023).
-
-    Decided = parsed and not a tie (score != 0.5). None when there is none.
-    """
-    decided = [j.score for j in judgements if _is_comparison(j) and j.score is not None and j.score != 0.5]
-    return sum(s > 0.5 for s in decided) / len(decided) if decided else None
-
-
 def _winner(a: str, b: str, p_first: float) -> str:
     return a if p_first > 0.5 else b if p_first < 0.5 else "tie"
 
@@ -68,7 +58,7 @@ def _winner(a: str, b: str, p_first: float) -> str:
 def order_agreement(judgements: Sequence[Judgement]) -> float | None:
     """Fraction of response pairs, judged in both orders with both parsed, whose two verdicts name the
     same winner (or both a tie). None when no pair has both orders parsed."""
-    scores = {tuple(j.generation_ids): j.score for j in judgements if _is_comparison(j) and j.score is not None}
+    scores = {tuple(j.generation_ids): j.score for j in judgements if is_comparison(j) and j.score is not None}
     agree = total = 0
     for (a, b), s in scores.items():
         if a < b and (b, a) in scores:
@@ -79,13 +69,21 @@ def order_agreement(judgements: Sequence[Judgement]) -> float | None:
 
 def pairwise_stats(judgements: Sequence[Judgement]) -> dict:
     """For the manifest: comparisons made and parsed, position bias, order agreement."""
-    comparisons = [j for j in judgements if _is_comparison(j)]
+    comparisons = [j for j in judgements if is_comparison(j)]
     bias, agree = position_bias(comparisons), order_agreement(comparisons)
     return {
         "comparisons": len(comparisons), "comparisons_parsed": sum(j.score is not None for j in comparisons),
         "position_bias": None if bias is None else round(bias, 3),
         "order_agreement": None if agree is None else round(agree, 3),
     }
+
+
+def verdict_win(verdict: str | None) -> float | None:
+    """P(first wins) from a template's parsed verdict: A (or 1, FIRST) 1.0, B (2, SECOND) 0.0, else None.
+    Case, surrounding space and brackets, asterisks or a full stop ("[a]", "**B**.") are ignored, so a template
+    whose regex captures a little more than the letter still parses."""
+    v = (verdict or "").strip().strip("[]()*.").upper()
+    return 1.0 if v in ("A", "1", "FIRST") else 0.0 if v in ("B", "2", "SECOND") else None
 
 
 def verdict_token_ids(tokenizer) -> dict[int, str]:
@@ -111,24 +109,56 @@ class PairwiseJudge:
     seed: int = 0
     constitution: Constitution | None = None
 
+    @property
+    def name(self) -> str:
+        """What judged, for reports: "pairwise@1 on <model dir name>"."""
+        return f"{self.template.ref} on {Path(self.gen.model_dir).name}"
+
     def _question(self, prompt_id: str) -> tuple[str | None, str | None]:
         if self.constitution is None:
             return None, None
         principle = self.constitution.sample(derive_seed(self.seed, prompt_id))
         return principle.id, principle.comparison
 
+    def _render(self, prompt_id: str, prompt: str, first: str, second: str) -> str:
+        _, question = self._question(prompt_id)
+        extra = {"question": question} if question is not None else {}
+        return self.template.render(prompt=prompt, response_a=first, response_b=second, **extra)
+
     def _plan(self, prompts: Sequence[Prompt], generations: Sequence[Generation]) -> list[tuple[Prompt, Generation, Generation, str]]:
         """(prompt, first, second, rendered judge message) for every ordered comparison."""
         by_prompt: dict[str, list[Generation]] = defaultdict(list)
         for g in generations:
             by_prompt[g.prompt_id].append(g)
-        plan = []
-        for p in prompts:
-            _, question = self._question(p.id)
-            extra = {"question": question} if question is not None else {}
-            for a, b in comparison_order(by_prompt[p.id], self.cfg.pairwise_mode):
-                plan.append((p, a, b, self.template.render(prompt=p.text, response_a=a.text, response_b=b.text, **extra)))
-        return plan
+        return [(p, a, b, self._render(p.id, p.text, a.text, b.text))
+                for p in prompts for a, b in comparison_order(by_prompt[p.id], self.cfg.pairwise_mode)]
+
+    def _verdicts(self, rendered: list[str]) -> list[tuple[list[str], list[float | None]]]:
+        """Per judge message: the raw outputs and, per output, P(first wins) (None = unparseable)."""
+        match self.cfg.method:
+            case "text":
+                return self._by_text(rendered)
+            case "logprob":
+                return self._by_logprob(rendered)
+
+    def compare(self, prompt: str, first: str, second: str) -> Verdict:
+        return self.compare_many([(prompt, first, second)])[0][0]
+
+    def compare_many(self, items: Sequence[tuple[str, str, str]]) -> list[tuple[Verdict, str]]:
+        """Comparisons of given texts, (prompt, first, second) each, rather than of one prompt's sampled
+        responses (evaluation compares two policies' answers this way): per comparison, the verdict as
+        presented and the judge's raw output. One output each, so judge.samples must be 1. With a
+        constitution, the principle is drawn per prompt text."""
+        if self.cfg.samples != 1:
+            raise JudgeError(f"comparing given texts reads one verdict per comparison; "
+                             f"judge.samples is {self.cfg.samples}, not 1")
+        judged = self._verdicts([self._render(prompt, prompt, a, b) for prompt, a, b in items])
+        out: list[tuple[Verdict, str]] = []
+        for raws, scores in judged:
+            score = scores[0] if scores else None
+            verdict: Verdict = None if score is None or score == 0.5 else "first" if score > 0.5 else "second"
+            out.append((verdict, raws[0] if raws else ""))
+        return out
 
     def inputs(self, prompts: Sequence[Prompt], generations: Sequence[Generation]) -> dict[str, str]:
         """Comparison id "<first>|<second>" -> the exact user message the judge model reads."""
@@ -136,12 +166,7 @@ class PairwiseJudge:
 
     def judge(self, prompts: Sequence[Prompt], generations: Sequence[Generation]) -> list[Judgement]:
         plan = self._plan(prompts, generations)
-        rendered = [text for *_, text in plan]
-        match self.cfg.method:
-            case "text":
-                judged = self._by_text(rendered)
-            case "logprob":
-                judged = self._by_logprob(rendered)
+        judged = self._verdicts([text for *_, text in plan])
         const_hash = self.constitution.hash if self.constitution else None
         common = dict(judge=self.cfg.kind, template=self.template.ref, template_hash=self.template.hash, constitution_hash=const_hash)
         comparisons = []
@@ -174,8 +199,7 @@ class PairwiseJudge:
     def _by_text(self, rendered: list[str]) -> list[tuple[list[str], list[float | None]]]:
         ids = [chat_ids(self.gen.tokenizer, text) for text in rendered]
         outputs = self.gen.complete(ids, n=self.cfg.samples, temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
-        win = {"A": 1.0, "B": 0.0}
-        return [(raws, [win.get(self.template.parse_verdict(r) or "", None) for r in raws]) for raws in outputs]
+        return [(raws, [verdict_win(self.template.parse_verdict(r)) for r in raws]) for raws in outputs]
 
     def _by_logprob(self, rendered: list[str]) -> list[tuple[list[str], list[float | None]]]:
         if not self.template.score_prefix:

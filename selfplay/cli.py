@@ -78,7 +78,7 @@ def run(
     Example: selfplay run --config configs/default.yaml --name demo
     """
     from selfplay.config import PROJECT_ROOT, load_config
-    from selfplay.inspect import summary_table
+    from selfplay.views import summary_table
     from rich.console import Console
 
     from selfplay.loop import Run, preflight, run_loop
@@ -287,7 +287,7 @@ def inspect(
     """
     from rich.console import Console
 
-    from selfplay.inspect import filter_records, load_stage, print_json, records_table, summary_table
+    from selfplay.views import filter_records, load_stage, print_json, records_table, summary_table
 
     the_run = _open_run(run)
     console = Console(width=max(Console().width, 120))
@@ -304,7 +304,7 @@ def inspect(
         _fail(str(err))
     records = filter_records(records, min_score=min_score, max_score=max_score, status=status)
     if sort:
-        from selfplay.inspect import generation_lengths, sort_records
+        from selfplay.views import generation_lengths, sort_records
 
         try:
             records = sort_records(records, sort, descending=desc,

@@ -1,7 +1,7 @@
 """Evaluation and viewing commands: `selfplay show`, `diff`, `eval`, `compare`, `report`.
 
 Added to the main app by `cli_eval.register(app)` (at the end of cli.py). A thin shell over
-selfplay.inspect, selfplay.evaluate and selfplay.report, imported inside each command, so importing this
+selfplay.views, selfplay.evaluate and selfplay.report, imported inside each command, so importing this
 module imports neither torch nor matplotlib.
 """
 
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
 
         Example: selfplay show demo 1 pool-0042
         """
-        from selfplay.inspect import format_prompt_view, prompt_view
+        from selfplay.views import format_prompt_view, prompt_view
 
         view = prompt_view(base._open_run(run), iteration, ident)
         if json_:
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
 
         Example: selfplay diff demo --iterations 1 3
         """
-        from selfplay.inspect import diff_view, format_diff_view
+        from selfplay.views import diff_view, format_diff_view
 
         view = diff_view(base._open_run(run), *iterations)
         if limit:
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
-        from selfplay.inspect import compare_runs, compare_table
+        from selfplay.views import compare_runs, compare_table
 
         rows = compare_runs([base._open_run(r) for r in runs])
         if json_:

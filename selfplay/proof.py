@@ -19,7 +19,7 @@ from pathlib import Path
 
 from selfplay.config import PROJECT_ROOT, load_config
 from selfplay.evaluate import EvalResult, eval_dir, h2h_eval, ifeval_eval, load_eval_prompts, open_comparer
-from selfplay.inspect import pct
+from selfplay.views import pct
 from selfplay.loop import Run, preflight, run_loop
 from selfplay.stats import change_verdict
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from selfplay import cli_eval
 from selfplay.config import load_config
-from selfplay.inspect import sort_records
+from selfplay.views import sort_records
 from selfplay.loop import Manifest, Run, StageInfo
 from selfplay.pairing import PairingStats
 from selfplay.records import Judgement, Pair, Prompt, read_records, write_json, write_records

@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from selfplay import cli_eval
+from selfplay.cli import app as APP
 from selfplay.config import load_config
 from selfplay.views import sort_records
 from selfplay.loop import Manifest, Run, StageInfo
@@ -22,15 +21,6 @@ from conftest import make_generation
 from test_evaluate import IFEVAL_LINES, scripted, write_jsonl  # noqa: F401 (fixture)
 
 runner = CliRunner()
-
-
-def make_app() -> typer.Typer:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    cli_eval.register(app)
-    return app
-
-
-APP = make_app()
 
 
 def judged(gid: str, raw: str, score: float | None) -> Judgement:
@@ -90,7 +80,7 @@ def _error_line(result) -> str:
 
 
 def test_import_is_light_and_help_lists_commands():
-    code = ("import sys, typer; from selfplay import cli_eval; app = typer.Typer(); cli_eval.register(app); "
+    code = ("import sys; from selfplay.cli import app; "
             "from typer.testing import CliRunner; r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
             "assert all(c in r.output for c in ('show', 'diff', 'eval', 'report')), r.output; "
             "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'matplotlib') if m in sys.modules))")

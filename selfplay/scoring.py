@@ -19,6 +19,9 @@ def train_run_reward_model(run: Run, out: Path, seed_set: Path | None = None, ba
     the run's model), saved in `out`. A run without pairs (and no seed pairs) is an error, not an empty model."""
     extra = load_seed(seed_set).pairs if seed_set else []
     pairs = [p for path in sorted(run.root.glob("iter_*/pairs.jsonl")) for p in read_records(path, Pair)] + extra
+    if not pairs:  # before the base model is resolved (the default one is converted on first use)
+        raise RewardModelError(f"{run.root}: no pairs to train a reward model on (no iteration has pairs.jsonl"
+                               f"{'' if seed_set else ', and no --seed-set was given'})")
     result = train_reward_model(pairs, resolve_model(base or run.cfg.model), out, run.cfg.train, run.cfg.seed)
     if result.model_dir is None:
         raise RewardModelError(f"reward model not trained: {result.skipped}")

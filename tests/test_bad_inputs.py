@@ -61,6 +61,10 @@ def files(tmp_path, monkeypatch) -> dict[str, str]:
     (badcfg.root / "config.yaml").write_text("model: default\ngeneration: {n: 4\n")
     norunjson = make_run(runs / "norunjson")
     (norunjson.root / "run.json").unlink()
+    badtrain = make_run(runs / "badtrain")  # iteration 2 would sample from iteration 1's policy, whose train.json is cut
+    badtrain.paths(1).train.parent.mkdir()
+    badtrain.paths(1).train.write_text('{"algo": "dpo", "pai')
+    write_records(badtrain.paths(2).prompts, [Prompt(id="b", text="Name a colour.")])
     Run.create(runs / "empty", load_config(None))
     evalbad = make_run(runs / "evalbad")
     (evalbad.root / "eval").mkdir()
@@ -145,6 +149,7 @@ CASES = [
     ("train-bad-launcher", ["train", "--run", "r1", "-k", "1", "--launcher", "mpi"], "train.launcher: Input should be 'none' or 'accelerate'"),
     ("train-truncated-config", ["train", "--run", "badcfg", "-k", "1"], "config.yaml: not valid YAML"),
     ("train-no-run-json", ["train", "--run", "norunjson", "-k", "1"], "run.json: missing or unreadable"),
+    ("generate-truncated-train-json", ["generate", "--run", "badtrain", "-k", "2"], "train.json"),
     # train rm: every seed-set error, the output folder, a run without pairs
     ("train-rm-seed-missing", ["train", "rm", "--run", "r1", "--out", "{rm}", "--seed-set", "{in}/none.jsonl"], "none.jsonl: no such file"),
     ("train-rm-seed-dir", ["train", "rm", "--run", "r1", "--out", "{rm}", "--seed-set", "{dir}"], "adir: is a directory"),
@@ -221,6 +226,8 @@ CASES = [
 XFAIL = {
     "inspect-truncated-manifest": "Run.manifests() (selfplay/loop.py) lets pydantic's ValidationError of a truncated "
                                   "manifest.json escape as a traceback; it should raise RunError naming the file",
+    "generate-truncated-train-json": "Run.policy_for() (selfplay/loop.py) lets pydantic's ValidationError of a truncated "
+                                     "train.json escape as a traceback; it should raise RunError naming the file",
 }
 
 

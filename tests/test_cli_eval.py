@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from selfplay.cli import app as APP
 from selfplay.config import load_config
-from selfplay.views import sort_records
 from selfplay.loop import Manifest, Run, StageInfo
 from selfplay.pairing import PairingStats
 from selfplay.records import Judgement, Pair, Prompt, read_records, write_json, write_records
 from selfplay.train.dpo import TrainResult
+from selfplay.views import sort_records
 
 from conftest import make_generation
 from test_evaluate import IFEVAL_LINES, scripted, write_jsonl  # noqa: F401 (fixture)

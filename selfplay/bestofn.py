@@ -20,12 +20,17 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
 from pydantic import BaseModel
 
-from selfplay.records import Generation, Prompt, Record
+from selfplay.config import ConfigError, GenerationConfig, JudgeConfig
+from selfplay.filtering import response_scores
+from selfplay.generation import open_generator
+from selfplay.judges import make_judge
+from selfplay.models import resolve_model
+from selfplay.pool import load_pool
+from selfplay.records import Generation, Prompt, Record, RecordError, write_records
+from selfplay.train.reward import RewardModel, RewardModelError
 
 Scorer = Callable[[list[Prompt], list[Generation]], list[float | None]]
 
@@ -112,8 +117,6 @@ def picks(records: Sequence[BestOfN], generations: Sequence[Generation]) -> list
 
 
 def _judge_scorer(judge) -> Scorer:
-    from selfplay.filtering import response_scores
-
     def score(prompts: list[Prompt], generations: list[Generation]) -> list[float | None]:
         scores = response_scores(judge.judge(prompts, generations))
         return [scores[g.id][0] if g.id in scores else None for g in generations]
@@ -122,8 +125,6 @@ def _judge_scorer(judge) -> Scorer:
 
 def _reward_model_scorer(path: str) -> Scorer:
     """Loads the reward model on first use, so it never holds memory while a generator samples."""
-    from selfplay.train.reward import RewardModel, RewardModelError
-
     if not (Path(path) / "config.json").exists():
         raise RewardModelError(f"{path}: not a reward model directory (no config.json); train one with selfplay's reward-model stage")
     loaded: list[RewardModel] = []
@@ -139,9 +140,6 @@ def _reward_model_scorer(path: str) -> Scorer:
 def make_scorer(spec: str, gen=None, program_args: dict | None = None) -> Scorer:
     """A scorer from a spec (see the module docstring); `gen` is the Generator the LLM judges read through;
     `program_args` are the keyword arguments of a program scorer."""
-    from selfplay.config import ConfigError, JudgeConfig
-    from selfplay.judges import make_judge
-
     kind, _, rest = spec.partition(":")
     match kind:
         case "program":
@@ -167,66 +165,41 @@ def scorer_needs_generator(spec: str) -> bool:
     return spec.partition(":")[0] in ("pointwise", "pairwise")
 
 
-# --- CLI -----------------------------------------------------------------------------------------------------
+class BestOfNRun(BaseModel):
+    """What `selfplay best-of-n` did: where the records went, and their statistics."""
+    out: str
+    n: int
+    stats: BestOfNStats
 
 
-def register(app: typer.Typer) -> None:
-    """Adds `best-of-n` to `app` (the main selfplay app)."""
-    from selfplay import cli as base
-
-    from selfplay.train.reward import RewardModelError
-
-    def guard(fn):
-        return base._guard(fn, extra=(RewardModelError,))
-
-    @app.command(name="best-of-n")
-    @guard
-    def best_of_n_cmd(
-        prompts_file: Annotated[Path, typer.Argument(metavar="PROMPTS.jsonl", help="prompts: pool format {id, prompt} or IFEval format")],
-        scorer: Annotated[str, typer.Option("--scorer", "-s", help="program:MODULE:FUNCTION | pointwise[:TEMPLATE] | "
-                                            "pairwise[:TEMPLATE] | human:LABELS.jsonl | rm:PATH")],
-        model: Annotated[str, typer.Option("--model", "-m", help="'default' or a local checkpoint directory")] = "default",
-        n: Annotated[int, typer.Option("--n", min=1, help="samples per prompt")] = 4,
-        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output JSONL (default: <PROMPTS>.best-of-<n>.jsonl here)")] = None,
-        backend: Annotated[str, typer.Option(help="vllm | transformers")] = "vllm",
-        temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="sampling temperature")] = 0.8,
-        max_tokens: Annotated[int, typer.Option(min=1, help="new tokens per response")] = 192,
-        seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
-        limit: Annotated[int, typer.Option(min=0, help="use only the first this many prompts (0 = all)")] = 0,
-        scorer_args: Annotated[Optional[str], typer.Option(help='program scorer: keyword arguments as JSON, e.g. \'{"min_words": 20}\'')] = None,
-    ) -> None:
-        """Sample N responses per prompt and keep the one the scorer ranks highest; writes every candidate
-        with its score, and the pick.
-
-        Example: selfplay best-of-n --model default --scorer program:selfplay.program_judges:length_bounds data/instructions.jsonl --n 4
-        """
-        from selfplay.config import ConfigError, GenerationConfig
-        from selfplay.generation import open_generator
-        from selfplay.models import resolve_model
-        from selfplay.pool import load_pool
-        from selfplay.records import write_records
-
-        if backend not in ("vllm", "transformers"):
-            raise ConfigError(f"--backend {backend!r}: vllm or transformers")
-        try:
-            args = json.loads(scorer_args) if scorer_args else {}
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--scorer-args: not JSON ({err.msg})") from None
-        if not isinstance(args, dict):
-            raise ConfigError("--scorer-args: expected a JSON object of keyword arguments")
-        prompts = load_pool(prompts_file)[:limit or None]
-        if not scorer_needs_generator(scorer):
-            score = make_scorer(scorer, program_args=args)  # fail on a bad scorer before an engine starts
-        model_dir = resolve_model(model)
-        cfg = GenerationConfig(backend=backend, n=max(n, 2), temperature=temperature, max_tokens=max_tokens)
-        with open_generator(cfg, model_dir, seed) as gen:
-            generations = gen.generate(prompts, n=n)
-            if scorer_needs_generator(scorer):  # the model judges its own samples through the same engine
-                scores = make_scorer(scorer, gen)(prompts, generations)
-        if not scorer_needs_generator(scorer):  # after the engine is closed: a reward model gets its memory
-            scores = score(prompts, generations)
-        records, stats = pick_best(prompts, generations, scores, scorer)
-        out = out or Path(f"{Path(prompts_file).stem}.best-of-{n}.jsonl")
-        write_records(out, records)
-        typer.echo(json.dumps(stats.model_dump()))
-        typer.echo(f"{stats.prompts} prompts x {n} samples -> {out} ({stats.unscored} unscored, {stats.no_pick} without a pick)")
+def best_of_n_file(prompts_file: Path, scorer: str, *, model: str = "default", n: int = 4, out: Path | None = None,
+                   backend: str = "vllm", temperature: float = 0.8, max_tokens: int = 192, seed: int = 0, limit: int = 0,
+                   scorer_args: str | None = None) -> BestOfNRun:
+    """`selfplay best-of-n`: n samples per prompt of a pool file (the first `limit`; 0 = all) from `model`, scored,
+    every candidate and the pick written to `out` (default: <PROMPTS>.best-of-<n>.jsonl here). Everything that can
+    be checked without a model (backend, scorer arguments, the pool, a program scorer, the output path) is checked
+    before the engine starts."""
+    if backend not in ("vllm", "transformers"):
+        raise ConfigError(f"--backend {backend!r}: vllm or transformers")
+    try:
+        args = json.loads(scorer_args) if scorer_args else {}
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--scorer-args: not JSON ({err.msg})") from None
+    if not isinstance(args, dict):
+        raise ConfigError("--scorer-args: expected a JSON object of keyword arguments")
+    out = Path(out or f"{Path(prompts_file).stem}.best-of-{n}.jsonl")
+    if out.is_dir():
+        raise RecordError(f"{out}: is a directory; give a file name to write")
+    prompts = load_pool(prompts_file)[:limit or None]
+    own_judge = scorer_needs_generator(scorer)  # the model judges its own samples through the same engine
+    score = None if own_judge else make_scorer(scorer, program_args=args)  # a bad scorer fails before an engine starts
+    cfg = GenerationConfig(backend=backend, n=max(n, 2), temperature=temperature, max_tokens=max_tokens)
+    with open_generator(cfg, resolve_model(model), seed) as gen:
+        generations = gen.generate(prompts, n=n)
+        if own_judge:
+            scores = make_scorer(scorer, gen)(prompts, generations)
+    if score is not None:  # after the engine is closed: a reward model gets its memory
+        scores = score(prompts, generations)
+    records, stats = pick_best(prompts, generations, scores, scorer)
+    write_records(out, records)
+    return BestOfNRun(out=str(out), n=n, stats=stats)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selfplay.errors import SelfplayError
 
@@ -110,6 +111,14 @@ class JudgeConfig(Section):
                                            "model; prompts are chat-formatted here and sent as token ids. None = send ChatML text")
     endpoint_timeout_s: float = Field(300.0, gt=0, description="external judge: seconds to wait for one HTTP request")
     endpoint_api_key_env: str | None = Field(None, description="external judge: name of the environment variable holding a bearer token, if the server needs one")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        # Checked on load: a bad URL would otherwise surface only at the judge stage, after generation.
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -361,7 +370,10 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. generation.n=2")
-        out.append((key.strip(), yaml.safe_load(value)))
+        try:
+            out.append((key.strip(), yaml.safe_load(value)))
+        except yaml.YAMLError as err:  # e.g. a !!python tag, which safe_load refuses
+            raise ConfigError(f"--set {key.strip()}: {value!r} is not a plain YAML value ({err.__class__.__name__})") from None
     return out
 
 
@@ -373,6 +385,8 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RunConfi
             tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except OSError as err:  # a directory, no permission
+            raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
         if not isinstance(tree, dict):

@@ -106,6 +106,8 @@ def load_constitution(name: str) -> Constitution:
         raise ConstitutionError(f"{path}: no such constitution (selfplay constitution list shows them)") from None
     except UnicodeDecodeError as err:
         raise ConstitutionError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:  # a directory, no permission
+        raise ConstitutionError(f"{path}: cannot read the constitution ({err.strerror})") from None
     return parse_constitution(text, path)
 
 

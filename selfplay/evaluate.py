@@ -35,7 +35,7 @@ from selfplay.agreement import Agreement, agreement
 from selfplay.config import EvalConfig, JudgeConfig
 from selfplay.errors import SelfplayError
 from selfplay.judges import PairwiseJudge, Verdict, make_judge
-from selfplay.loop import Run
+from selfplay.rundir import Run
 from selfplay.records import Generation, Prompt, Record, derive_seed, file_hash, read_records, write_json, write_records
 from selfplay.stats import PairedDiff, WinRate, paired_bootstrap_diff, wilson_interval, win_rate
 from selfplay.templates import Template, TemplateError, load_template

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
@@ -154,18 +153,10 @@ class EndpointGenerator:
         pass  # nothing held between requests
 
 
-def check_endpoint_url(url: str) -> None:
-    """judge.endpoint must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EndpointError(f"judge.endpoint={url!r}: not an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1")
-
-
 def open_external(cfg: JudgeConfig) -> EndpointGenerator:
     """The judge's Generator for `judge.endpoint`; `Engines.judge()` returns it instead of starting an engine."""
     if not cfg.endpoint or not cfg.endpoint_model:
         raise EndpointError("judge.endpoint and judge.endpoint_model are both needed for an external judge")
-    check_endpoint_url(cfg.endpoint)
     tokenizer = None
     if cfg.endpoint_tokenizer:
         from transformers import AutoTokenizer  # heavy: only when a local tokenizer is asked for
@@ -175,11 +166,11 @@ def open_external(cfg: JudgeConfig) -> EndpointGenerator:
 
 
 def preflight_endpoint(cfg: JudgeConfig) -> None:
-    """Before a run starts an engine: the URL's form, the key's variable, the local tokenizer, and the server itself
-    (reachable, serving endpoint_model, speaking /v1/completions), each a one-line EndpointError."""
+    """Before a run starts an engine (the URL's form is checked when the config loads): the key's variable, the
+    local tokenizer, and the server itself (reachable, serving endpoint_model, speaking /v1/completions), each a
+    one-line EndpointError."""
     if not cfg.endpoint or not cfg.endpoint_model:
         raise EndpointError("judge.endpoint and judge.endpoint_model are both needed for an external judge")
-    check_endpoint_url(cfg.endpoint)
     if cfg.endpoint_tokenizer:
         resolve_model(cfg.endpoint_tokenizer)
     EndpointGenerator(cfg.endpoint, cfg.endpoint_model, None, cfg.endpoint_timeout_s, _api_key(cfg)).check()

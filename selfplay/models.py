@@ -104,7 +104,10 @@ def ensure_default_model() -> Path:
     dest = models_dir() / DEFAULT_DIRNAME
     if (dest / _COMPLETE).exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # SELFPLAY_HOME (or a folder in it) is a file, or not writable
+        raise ModelError(f"{dest.parent}: cannot make the model cache ({err.strerror}); point SELFPLAY_HOME at a writable folder") from None
     with FileLock(str(dest) + ".lock"):
         if not (dest / _COMPLETE).exists():  # another process may have finished while we waited
             _convert_gguf(gguf_path(), dest)

@@ -37,7 +37,7 @@ class MonitorReport(BaseModel):
     n_judgements: int  # those verdicts
     mean_margin: float | None  # mean pair margin, judge score units
     margin_change: float | None  # mean_margin minus the previous iteration's
-    kl: float | None  # KL(policy || reference), nats, where the trainer recorded it
+    kl: float | None  # KL(policy || reference), nats per response token, where the trainer recorded it (ppo, rloo, grpo)
     warnings: list[str] = []  # one line each: "<monitor>: what, the threshold, what it may mean"
     stop: list[str] = []  # monitors that warned and are named in stop_on
 
@@ -143,5 +143,5 @@ def check_thresholds(r: MonitorReport, cfg: MonitorConfig) -> list[tuple[str, st
         out.append(("margin_drop", f"margin_drop: mean pair margin fell by {-r.margin_change:.2f} since the last iteration "
                     f"(> {cfg.max_margin_drop:g}): the judge separates responses less (collapse or saturation)"))
     if cfg.max_kl is not None and r.kl is not None and r.kl > cfg.max_kl:
-        out.append(("kl", f"kl: KL to the reference policy is {r.kl:.3f} nats (> {cfg.max_kl:g}): the policy is drifting far"))
+        out.append(("kl", f"kl: KL to the reference policy is {r.kl:.3f} nats per token (> {cfg.max_kl:g}): the policy is drifting far"))
     return out

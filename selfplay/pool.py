@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from selfplay.config import PromptsConfig, resolve_data_path
 from selfplay.records import Prompt, RecordError, derive_seed
 
@@ -27,17 +29,26 @@ def load_pool(path: str | Path) -> list[Prompt]:
         lines = path.read_bytes().decode("utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise RecordError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:  # a directory, no permission
+        raise RecordError(f"{path}: cannot read the prompt pool ({err.strerror})") from None
     prompts, seen = [], set()
+    expected = "expected {id, prompt} or IFEval {key, prompt, instruction_id_list, kwargs}"
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-            prompt = _pool_prompt(obj)
         except json.JSONDecodeError as err:
             raise RecordError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
-        except (KeyError, TypeError, ValueError) as err:
-            raise RecordError(f"{path}:{lineno}: expected {{id, prompt}} or IFEval {{key, prompt, instruction_id_list, kwargs}} ({err})") from None
+        if not isinstance(obj, dict):
+            raise RecordError(f"{path}:{lineno}: {expected}, got a JSON {type(obj).__name__}")
+        try:
+            prompt = _pool_prompt(obj)
+        except KeyError as err:
+            raise RecordError(f"{path}:{lineno}: {expected} (no {err})") from None
+        except ValidationError as err:  # one line naming the field, not pydantic's multi-line report
+            first = err.errors()[0]
+            raise RecordError(f"{path}:{lineno}: {expected} ({'.'.join(map(str, first['loc']))}: {first['msg']})") from None
         if not prompt.text.strip():
             raise RecordError(f"{path}:{lineno}: empty prompt")
         if prompt.id in seen:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from selfplay.config import PROJECT_ROOT, load_config
 from selfplay.evaluate import EvalResult, eval_dir, h2h_eval, ifeval_eval, load_eval_prompts, open_comparer
-from selfplay.inspect import pct
 from selfplay.loop import preflight, run_loop
 from selfplay.rundir import Run
 from selfplay.stats import change_verdict
+from selfplay.views import pct
 
 CONFIGS = ("self-rewarding", "verifiable", "constitution")
 QUICK = ["iterations=1", "prompts.per_iteration=4", "generation.n=2", "generation.max_tokens=32", "train.min_pairs=1",

@@ -276,6 +276,8 @@ def file_hash(path: Path) -> str:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renames it over `path` only if the block succeeds."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the block's work, with an OSError
+        raise RecordError(f"{path}: is a directory; give a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -329,6 +331,8 @@ def read_records(path: Path, cls: type[R], *, unique_ids: bool = True) -> list[R
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise RecordError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:  # a directory, no permission
+        raise RecordError(f"{path}: cannot read ({err.strerror})") from None
     for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue

@@ -1,7 +1,7 @@
 """`selfplay report R`: one self-contained HTML page (PNGs embedded as base64) plus the PNG files.
 
 Everything comes from the run directory: summary rows and monitors from the manifests (the loop computed
-the monitors as each iteration finished; KL is the trainer's kl_last), score and length distributions from
+the monitors as each iteration finished; KL is the trainer's rl.kl_last), score and length distributions from
 each iteration's records, and the eval/ files (IFEval accuracy, head-to-head win rates, judge agreement)
 when `selfplay eval` has written them. matplotlib (Agg) is imported inside the plotting functions only.
 """
@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from selfplay.agreement import Agreement
 from selfplay.evaluate import H2HReport, IFEvalSummary, read_agreement, read_h2h_summary, read_ifeval_summary
-from selfplay.loop import IterationSummary, Manifest, Run
+from selfplay.rundir import IterationSummary, Manifest, Run
 from selfplay.monitors import MonitorReport
 from selfplay.records import Generation, Judgement, atomic_path, read_records, write_text
 
@@ -60,10 +60,10 @@ def iterations_on_disk(run: Run) -> list[int]:
 
 def manifest_monitors(m: Manifest) -> MonitorReport | None:
     """The monitors the loop recorded for a finished iteration, KL from its train result where the monitor has
-    none (the same number: the loop hands the KL monitor train.kl_last)."""
+    none (the same number: the loop hands the KL monitor train.rl.kl_last)."""
     if m.monitors is None:
         return None
-    kl = m.monitors.kl if m.monitors.kl is not None else m.train.kl_last if m.train else None
+    kl = m.monitors.kl if m.monitors.kl is not None else m.train.rl.kl_last if m.train and m.train.rl else None
     return m.monitors.model_copy(update={"iteration": m.iteration, "kl": kl})
 
 
@@ -210,7 +210,7 @@ def plot_monitors(reports: Sequence[MonitorReport], cfg: dict) -> bytes:
         ("judge parse failures (fraction)", "parse_failure", "parse_failure", (0, 1.05), cfg.get("max_parse_failure")),
         ("first-presented answer wins (pairwise)", "position_bias", "position_bias", (0, 1.05), cfg.get("max_position_bias")),
         ("mean pair margin (judge units)", "mean_margin", "margin_drop", None, None),
-        ("KL to reference (nats)", "kl", "kl", None, cfg.get("max_kl")),
+        ("KL to reference (nats/token)", "kl", "kl", None, cfg.get("max_kl")),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(14, 6.4))
     for ax, (title, field, name, ylim, limit) in zip(axes.flat, panels, strict=True):

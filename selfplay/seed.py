@@ -98,6 +98,8 @@ def load_seed(path: Path) -> SeedSet:
     path = Path(path)
     if not path.exists():
         raise SeedError(f"{path}: no such file")
+    if path.is_dir():
+        raise SeedError(f"{path}: is a directory; expected a seed file (JSONL, or a Label Studio .json export)")
     if path.suffix.lower() == ".json":
         return load_label_studio(path)
     return load_seed_jsonl(path)

@@ -53,7 +53,10 @@ class Template(BaseModel):
         return f"{self.name}@{self.version}"
 
     def fields(self) -> set[str]:
-        return {name for _, name, _, _ in string.Formatter().parse(self.template) if name is not None}
+        try:
+            return {name for _, name, _, _ in string.Formatter().parse(self.template) if name is not None}
+        except ValueError as err:  # a stray { or }: str.format could never fill the template
+            raise TemplateError(f"template {self.ref}: {err} (write a literal brace as {{{{ or }}}})") from None
 
     def render(self, **values: str) -> str:
         missing = set(self.variables) - values.keys()
@@ -94,6 +97,8 @@ def load_template(name: str) -> Template:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TemplateError(f"{path}: no such template (selfplay prompts list shows them)") from None
+    except OSError as err:  # a directory, no permission
+        raise TemplateError(f"{path}: cannot read the template ({err.strerror})") from None
     except yaml.YAMLError as err:
         raise TemplateError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
     if not isinstance(tree, dict):
@@ -104,7 +109,10 @@ def load_template(name: str) -> Template:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "template"
         raise TemplateError(f"{path}: {where}: {first['msg']}") from None
-    used, declared = template.fields(), set(template.variables)
+    try:
+        used, declared = template.fields(), set(template.variables)
+    except TemplateError as err:
+        raise TemplateError(f"{path}: {str(err).removeprefix(f'template {template.ref}: ')}") from None
     if used - declared:
         raise TemplateError(f"{path}: variable(s) {', '.join(sorted(used - declared))} used in the template but not declared")
     if declared - used:

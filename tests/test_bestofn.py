@@ -4,10 +4,10 @@ import json
 import math
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from selfplay.bestofn import BestOfN, best_of_n, make_scorer, pick_best, picks, register
+from selfplay.bestofn import BestOfN, best_of_n, make_scorer, pick_best, picks
+from selfplay.cli import app
 from selfplay.config import ConfigError
 from selfplay.records import read_records
 
@@ -91,10 +91,7 @@ def test_rm_scorer_needs_a_reward_model(tmp_path):
 
 @pytest.fixture
 def cli():
-    app = typer.Typer()
-    app.command()(lambda: None)  # a second command, so best-of-n is addressed by name as in selfplay
-    register(app)
-    return app
+    return app  # the selfplay app itself: best-of-n is addressed by name
 
 
 def test_cli_bad_scorer_is_one_line_before_any_engine(cli, tmp_path):

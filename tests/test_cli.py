@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from selfplay.cli import app
 from selfplay.config import load_config
-from selfplay.loop import Manifest, Run, StageInfo
+from selfplay.rundir import Manifest, Run, StageInfo
 from selfplay.records import Judgement, Prompt, write_json, write_records
 
 runner = CliRunner()

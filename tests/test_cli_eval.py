@@ -7,30 +7,20 @@ import subprocess
 import sys
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from selfplay import cli_eval
+from selfplay.cli import app as APP
 from selfplay.config import load_config
-from selfplay.inspect import sort_records
-from selfplay.loop import Manifest, Run, StageInfo
+from selfplay.rundir import Manifest, Run, StageInfo
 from selfplay.monitors import monitor_iteration
 from selfplay.pairing import PairingStats
 from selfplay.records import Judgement, Pair, PreferenceStats, Prompt, TrainResult, read_records, write_json, write_records
+from selfplay.views import sort_records
 
 from conftest import make_generation
 from test_evaluate import IFEVAL_LINES, scripted, write_jsonl  # noqa: F401 (fixture)
 
 runner = CliRunner()
-
-
-def make_app() -> typer.Typer:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    cli_eval.register(app)
-    return app
-
-
-APP = make_app()
 
 
 def judged(gid: str, raw: str, score: float | None) -> Judgement:
@@ -71,7 +61,7 @@ def build_run(tmp_path, name: str = "view") -> Run:
         write_json(p.train, train.model_dump())
         scores = [j.score for j in judgements if j.score is not None]
         monitors = monitor_iteration(read_records(p.prompts, Prompt), gens, judgements, pairs, run.cfg.monitors, iteration=k,
-                                     previous=monitors, kl=train.kl_last)
+                                     previous=monitors, kl=train.rl.kl_last if train.rl else None)
         manifest = Manifest(
             iteration=k, policy=f"/models/iter{k - 1}",
             stages={s: StageInfo(status="done", seconds=sec, count=1) for s, sec in
@@ -94,7 +84,7 @@ def _error_line(result) -> str:
 
 
 def test_import_is_light_and_help_lists_commands():
-    code = ("import sys, typer; from selfplay import cli_eval; app = typer.Typer(); cli_eval.register(app); "
+    code = ("import sys; from selfplay.cli import app; "
             "from typer.testing import CliRunner; r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
             "assert all(c in r.output for c in ('show', 'diff', 'eval', 'report')), r.output; "
             "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'matplotlib') if m in sys.modules))")

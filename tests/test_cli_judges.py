@@ -7,9 +7,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from selfplay.cli_judges import constitution_app, prompts_app
+from selfplay.cli.judges import constitution_app, prompts_app
 from selfplay.config import PROJECT_ROOT, load_config
-from selfplay.loop import Run
+from selfplay.rundir import Run
 from selfplay.records import Judgement, derive_seed, write_records
 from selfplay.templates import load_template
 

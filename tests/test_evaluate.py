@@ -17,7 +17,7 @@ from selfplay.evaluate import (
     load_pairwise_template, read_agreement, run_eval,
 )
 from selfplay.bestofn import BestOfN
-from selfplay.loop import Run
+from selfplay.rundir import Run
 from selfplay.records import Generation, Prompt, read_records, write_json, write_records
 
 from conftest import FakeGenerator

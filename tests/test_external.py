@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from selfplay.config import JudgeConfig
+from selfplay.config import ConfigError, JudgeConfig, load_config
 from selfplay.external import EndpointError, preflight_endpoint
 
 
@@ -62,9 +62,9 @@ def test_a_good_server_passes(server):
 
 
 @pytest.mark.parametrize("url", ["not a url", "ftp://host/v1", "http:///v1", "127.0.0.1:8000/v1"])
-def test_a_malformed_url(url):
-    with pytest.raises(EndpointError, match="not an http\\(s\\) URL with a host"):
-        preflight_endpoint(judge(url))
+def test_a_malformed_url_fails_when_the_config_loads(url):
+    with pytest.raises(ConfigError, match="is not an http:// or https:// URL"):
+        load_config(None, [f"judge.endpoint={url}", "judge.endpoint_model=m"])
 
 
 def test_an_unreachable_server():

@@ -625,7 +625,7 @@ def test_import_without_heavy_modules():
     import subprocess
     import sys
 
-    code = ("import sys, selfplay.judges, selfplay.external, selfplay.constitutions, selfplay.program_judges, selfplay.cli_judges; "
+    code = ("import sys, selfplay.judges, selfplay.external, selfplay.constitutions, selfplay.program_judges, selfplay.cli.judges; "
             "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'trl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

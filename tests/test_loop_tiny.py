@@ -9,7 +9,8 @@ import pytest
 from safetensors.torch import load_file
 
 from selfplay.config import PROJECT_ROOT, ConfigError, load_config
-from selfplay.loop import Run, RunError, run_loop
+from selfplay.loop import run_loop
+from selfplay.rundir import Run, RunError
 from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
 
 pytestmark = pytest.mark.slow

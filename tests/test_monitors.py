@@ -124,7 +124,7 @@ def test_stop_on_is_validated():
 def test_monitors_of_records_on_disk(tmp_path):
     """As the loop monitors each iteration from its files, the previous iteration's report giving the trend."""
     from selfplay.config import load_config
-    from selfplay.loop import Run
+    from selfplay.rundir import Run
     from selfplay.records import Generation, read_records, write_records
 
     run = Run.create(tmp_path / "r", load_config(None))

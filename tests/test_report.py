@@ -8,12 +8,12 @@ import re
 from selfplay.agreement import Agreement
 from selfplay.config import load_config
 from selfplay.evaluate import H2HReport, IFEvalIteration, IFEvalScores, IFEvalSummary
-from selfplay.loop import Manifest, Run, StageInfo
+from selfplay.rundir import Manifest, Run, StageInfo
 from selfplay.monitors import MonitorReport
 from selfplay.records import write_json
 from selfplay.report import collect, write_report
 from selfplay.stats import PairedDiff
-from selfplay.train.dpo import TrainResult
+from selfplay.records import RLStats, TrainResult
 
 from test_cli_eval import build_run
 
@@ -82,11 +82,11 @@ def test_report_with_eval_results(tmp_path):
 
 
 def test_report_reads_monitors_and_kl_from_the_manifest(tmp_path):
-    """An RL iteration's KL shows in the monitors table, read from the manifest (train.kl_last), and the
+    """An RL iteration's KL shows in the monitors table, read from the manifest (train.rl.kl_last), and the
     monitors are the manifest's own: nothing is recomputed from the records (there are none here)."""
     run = Run.create(tmp_path / "runs" / "rl", load_config(None, ["train.algo=ppo"]))
-    train = TrainResult(algo="ppo", pairs=4, steps=2, seconds=1.0, loss_first=0.5, loss_last=0.4, reward_accuracy=None,
-                        reward_margin=None, policy="/models/iter1", kl_last=0.1234)
+    train = TrainResult(algo="ppo", steps=2, seconds=1.0, loss_first=0.5, loss_last=0.4, policy="/models/iter1",
+                        rl=RLStats(prompts=4, kl_last=0.1234))
     monitors = MonitorReport(iteration=1, length_corr=0.25, n_scored=10, length_gap_tokens=3.0, n_pairs=4, position_bias=None,
                              n_pairwise=0, parse_failure=0.1, n_judgements=10, mean_margin=1.5, margin_change=None, kl=None,
                              warnings=["length_gap: recorded by the loop"])

@@ -8,7 +8,8 @@ from selfplay.config import ConfigError, JudgeConfig, PairingConfig, load_config
 from selfplay.ifeval import check
 from selfplay.ifeval.revise import complete_sentences, revise
 from selfplay.judges.program import program_reviser
-from selfplay.loop import Run, pair_responses, preflight, run_stage
+from selfplay.loop import pair_responses, preflight, run_stage
+from selfplay.rundir import Run
 from selfplay.pairing import make_pairs
 from selfplay.records import Judgement, Pair, Prompt, read_records, write_records
 

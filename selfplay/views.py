@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from selfplay.loop import IterationSummary, Run
+from selfplay.errors import SelfplayError
+from selfplay.evaluate import IFEvalSummary
+from selfplay.rundir import IterationSummary, Run
 from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
 from selfplay.stats import PairedDiff, change_verdict
+
+
+class ViewError(SelfplayError, ValueError):
+    """A view that cannot be shown as asked (no such stage, sort key, iteration or id); one line saying why."""
+
 
 STAGE_FILES: dict[str, tuple[str, type[BaseModel]]] = {
     "prompts": ("prompts", Prompt),
@@ -45,7 +53,8 @@ OPTIONAL_COLUMNS = (
 
 
 def summary_table(rows: Sequence[IterationSummary], title: str = "selfplay run") -> Table:
-    table = Table(title=title)
+    """Every cell and the title are Text, never markup: a run name may hold a '['."""
+    table = Table(title=Text(title))
     extra = [(name, cell) for name, cell in OPTIONAL_COLUMNS if any(cell(r) is not None for r in rows)]
     for col in ("iter", "prompts", "gens", "tokens", "cut", "parsed", "score", "pairs", "ties",
                 "dpo loss", "rew acc", *(name for name, _ in extra), "gen s", "judge s", "train s"):
@@ -63,7 +72,7 @@ def summary_table(rows: Sequence[IterationSummary], title: str = "selfplay run")
 
 def load_stage(run: Run, k: int, stage: str) -> list[BaseModel]:
     if stage not in STAGE_FILES:
-        raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGE_FILES)}")
+        raise ViewError(f"unknown stage {stage!r}; one of {', '.join(STAGE_FILES)}")
     stem, cls = STAGE_FILES[stage]
     return read_records(run.paths(k).dir / f"{stem}.jsonl", cls)
 
@@ -86,13 +95,23 @@ def filter_records(records: Sequence[BaseModel], *, min_score: float | None = No
     return out
 
 
+def select_records(run: Run, k: int, stage: str, *, min_score: float | None = None, max_score: float | None = None,
+                   status: str | None = None, sort: str | None = None, descending: bool = False, limit: int = 0) -> list[BaseModel]:
+    """`selfplay inspect RUN -k K`: one stage's records, filtered, then sorted, then the first `limit` (0 = all)."""
+    records = filter_records(load_stage(run, k, stage), min_score=min_score, max_score=max_score, status=status)
+    if sort:
+        records = sort_records(records, sort, descending=descending, lengths=generation_lengths(run, k) if sort == "tokens" else None)
+    return records[:limit or None]
+
+
 def _short(text: str, width: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def records_table(records: Sequence[BaseModel], stage: str) -> Table:
-    table = Table(title=f"{stage} ({len(records)})")
+    """Model text is data: cells are Text, so a response holding '[/b]' is shown, not parsed as markup."""
+    table = Table(title=Text(f"{stage} ({len(records)})"))
     match stage:
         case "prompts":
             cols = [("id", lambda r: r.id), ("source", lambda r: r.source), ("text", lambda r: _short(r.text, 90))]
@@ -108,7 +127,7 @@ def records_table(records: Sequence[BaseModel], stage: str) -> Table:
     for name, _ in cols:
         table.add_column(name)
     for r in records:
-        table.add_row(*(get(r) for _, get in cols))
+        table.add_row(*(Text(get(r)) for _, get in cols))
     return table
 
 
@@ -129,7 +148,7 @@ def sort_records(records: Sequence[BaseModel], key: str, *, descending: bool = F
     records through `lengths`, generation id -> tokens, by their first generation) or id. Records without
     the key go last, in their original order."""
     if key not in SORT_KEYS:
-        raise ValueError(f"unknown sort key {key!r}; one of {', '.join(SORT_KEYS)}")
+        raise ViewError(f"unknown sort key {key!r}; one of {', '.join(SORT_KEYS)}")
 
     def value(r: BaseModel):
         match key:
@@ -183,7 +202,7 @@ def prompt_view(run: Run, k: int, ident: str) -> PromptView:
     missing: list[str] = []
     prompts = _stage_or_empty(run, k, "prompts", missing)
     if "prompts" in missing:
-        raise ValueError(f"iteration {k} has no prompts ({run.paths(k).prompts} missing)")
+        raise ViewError(f"iteration {k} has no prompts ({run.paths(k).prompts} missing)")
     gens = _stage_or_empty(run, k, "generations", missing)
     judgements = _stage_or_empty(run, k, "judgements", missing)
     pairs = _stage_or_empty(run, k, "pairs", missing)
@@ -191,7 +210,7 @@ def prompt_view(run: Run, k: int, ident: str) -> PromptView:
     pid = ident if ident in by_id else next(
         (r.prompt_id for r in [*gens, *judgements, *pairs] if r.id == ident), None)
     if pid is None:
-        raise ValueError(f"iteration {k}: no prompt, generation, judgement or pair with id {ident!r}")
+        raise ViewError(f"iteration {k}: no prompt, generation, judgement or pair with id {ident!r}")
     pair = next((p for p in pairs if p.prompt_id == pid), None)
     roles = {pair.chosen_id: "chosen", pair.rejected_id: "rejected"} if pair else {}
     mine = [j for j in judgements if j.prompt_id == pid]
@@ -276,7 +295,7 @@ def diff_view(run: Run, a: int, b: int) -> DiffView:
         return DiffView(iterations=(a, b), source="eval", note=note, rows=rows)
     for k in (a, b):
         if not run.paths(k).generations.exists():
-            raise ValueError(f"iteration {k}: no eval responses ({files[k]}) and no generations "
+            raise ViewError(f"iteration {k}: no eval responses ({files[k]}) and no generations "
                              f"({run.paths(k).generations}); run `selfplay eval` first")
     prompts = {k: {p.id: p for p in read_records(run.paths(k).prompts, Prompt)} for k in (a, b)}
     gens = {k: read_records(run.paths(k).generations, Generation) for k in (a, b)}
@@ -326,12 +345,13 @@ class CompareRow(BaseModel):
 def compare_runs(runs: Sequence[Run]) -> list[CompareRow]:
     """Every iteration of each run, side by side: what it trained on, its loss, and its held-out IFEval
     accuracy when `selfplay eval` has been run on it (eval/ifeval_summary.json)."""
-    from selfplay.evaluate import IFEvalSummary
-
     rows = []
     for run in runs:
         path = run.root / "eval" / "ifeval_summary.json"
-        evals = {it.iteration: it for it in IFEvalSummary.model_validate_json(path.read_text()).iterations} if path.exists() else {}
+        try:
+            evals = {it.iteration: it for it in IFEvalSummary.model_validate_json(path.read_text()).iterations} if path.exists() else {}
+        except ValidationError as err:
+            raise ViewError(f"{path}: unreadable ({err.errors()[0]['msg']}); rerun selfplay eval {run.root.name}") from None
         summary = {m.iteration: IterationSummary.from_manifest(m) for m in run.manifests()}
         for k in sorted({0, *summary, *evals}):
             s, e = summary.get(k), evals.get(k)
@@ -354,6 +374,7 @@ def compare_table(rows: Sequence[CompareRow]) -> Table:
         loss = f"{_fmt(r.loss_first)}→{_fmt(r.loss_last)}" if r.loss_first is not None else "-"
         d = r.vs_base
         delta = "-" if d is None or d.mean_diff is None else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
-        table.add_row(r.run, r.algo, r.judge, str(r.iteration), "-" if r.trained_on is None else str(r.trained_on), loss,
-                      pct(r.prompt_strict), pct(r.prompt_loose), delta, r.verdict)
+        cells = (r.run, r.algo, r.judge, str(r.iteration), "-" if r.trained_on is None else str(r.trained_on), loss,
+                 pct(r.prompt_strict), pct(r.prompt_loose), delta, r.verdict)
+        table.add_row(*map(Text, cells))  # a run directory's name is data, never markup
     return table

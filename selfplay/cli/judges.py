@@ -1,5 +1,5 @@
 """`selfplay prompts ...` and `selfplay constitution ...`: view, edit, validate and render the judge's
-templates and constitutions. A thin shell over templates.py, constitutions.py and judges.py.
+templates and constitutions. A thin shell over templates.py, constitutions.py and judges.
 
 Edits go to the user's project (./prompts, ./constitutions in the current directory), never the
 installed package; a file there shadows the shipped one of the same name. `edit` validates when the
@@ -8,7 +8,6 @@ editor closes and puts the previous content back if the file is invalid.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
@@ -20,36 +19,20 @@ from typing import Annotated, Optional
 
 import typer
 
+from selfplay.cli.common import IterationOpt, RunOpt, fail, guard, open_run
 from selfplay.config import PROJECT_ROOT
+from selfplay.constitutions import ConstitutionError, constitution_path, load_constitution
+from selfplay.errors import SelfplayError
+from selfplay.external import open_external
+from selfplay.judges import TEMPLATE_VARIABLES, check_template, judge_inputs
+from selfplay.models import resolve_model
+from selfplay.templates import TemplateError, load_template, template_path
 
 prompts_app = typer.Typer(no_args_is_help=True, help="Judge prompt templates: list, show, edit, validate, render.")
 constitution_app = typer.Typer(no_args_is_help=True, help="Constitutions (principles for critique, revision, comparison): list, show, new, edit, validate.")
 
 NameArg = Annotated[str, typer.Argument(help="a name (e.g. pairwise) or a path to a YAML file")]
 NamesArg = Annotated[Optional[list[str]], typer.Argument(help="names or paths to check (default: every file in ./<dir> and the shipped ones)")]
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _guard(fn: Callable) -> Callable:
-    """Our library's expected errors become one line and exit 1, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from selfplay.config import ConfigError  # also ConstitutionError, JudgeError, EndpointError
-        from selfplay.loop import RunError
-        from selfplay.models import ModelError
-        from selfplay.records import RecordError
-        from selfplay.templates import TemplateError
-
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, RunError, ModelError, RecordError, TemplateError) as err:
-            _fail(str(err))
-    return wrapper
 
 
 # --- shared: where files live, and editing one safely -------------------------------------------------------
@@ -69,7 +52,7 @@ def _project_copy(folder: str, name: str) -> tuple[Path, bool]:
     if "/" in name or name.endswith((".yaml", ".yml")):
         path = Path(name)
         if not path.is_file():
-            _fail(f"{path}: no such file")
+            fail(f"{path}: no such file")
         return path, False
     dest = Path.cwd() / folder / f"{name}.yaml"
     if dest.exists():
@@ -77,7 +60,7 @@ def _project_copy(folder: str, name: str) -> tuple[Path, bool]:
     shipped = PROJECT_ROOT / folder / f"{name}.yaml"
     if not shipped.is_file():
         kind = "template" if folder == "prompts" else "constitution"
-        _fail(f"no such {kind} {name!r} (selfplay {'prompts' if folder == 'prompts' else 'constitution'} list shows them)")
+        fail(f"no such {kind} {name!r} (selfplay {'prompts' if folder == 'prompts' else 'constitution'} list shows them)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shipped, dest)
     return dest, True
@@ -87,26 +70,28 @@ def _edit(path: Path, validate: Callable[[Path], str]) -> None:
     """Opens $EDITOR on `path`; keeps the edit only if `validate` accepts it, else restores the file."""
     editor = os.environ.get("EDITOR")
     if not editor:
-        _fail("$EDITOR is not set; e.g. export EDITOR=nano")
+        fail("$EDITOR is not set; e.g. export EDITOR=nano")
     before = path.read_bytes()
     try:
         code = subprocess.run([*shlex.split(editor), str(path)]).returncode
     except OSError as err:
-        _fail(f"cannot start $EDITOR {editor!r} ({err.strerror})")
+        fail(f"cannot start $EDITOR {editor!r} ({err.strerror})")
     if code != 0:
         path.write_bytes(before)
-        _fail(f"the editor exited with status {code}; {path} left as it was")
+        fail(f"the editor exited with status {code}; {path} left as it was")
     try:
         summary = validate(path)
-    except ValueError as err:  # TemplateError, ConstitutionError
+    except SelfplayError as err:  # TemplateError, ConstitutionError
         path.write_bytes(before)
-        _fail(f"{err} -- edit refused, {path} restored to its previous content")
+        fail(f"{err} -- edit refused, {path} restored to its previous content")
     typer.echo(f"saved {path}: {summary}")
 
 
-def _same_name(path: Path, name: str) -> None:
+def _same_name(path: Path, name: str) -> str | None:
+    """Why the file cannot be found by its name, or None."""
     if name != path.stem:
-        raise ValueError(f"name is {name!r} but the file is {path.name}; they must match, so the name finds the file")
+        return f"name is {name!r} but the file is {path.name}; they must match, so the name finds the file"
+    return None
 
 
 # --- templates ---------------------------------------------------------------------------------------------
@@ -114,29 +99,25 @@ def _same_name(path: Path, name: str) -> None:
 
 def validate_template_file(path: Path) -> str:
     """Loads and checks a template as its judge will; returns a one-line summary, raises TemplateError."""
-    from selfplay.judges import TEMPLATE_VARIABLES, check_template
-    from selfplay.templates import TemplateError, load_template
-
     template = load_template(str(path))
     if template.kind not in TEMPLATE_VARIABLES:
         raise TemplateError(f"{path}: kind {template.kind!r} is read by no judge; one of {', '.join(TEMPLATE_VARIABLES)}")
     try:
         check_template(template, template.kind)
-        _same_name(path, template.name)
-    except ValueError as err:
+    except TemplateError as err:
         raise TemplateError(f"{path}: {str(err).removeprefix(f'template {template.ref}: ')}") from None
+    if problem := _same_name(path, template.name):
+        raise TemplateError(f"{path}: {problem}")
     return f"{template.ref} ({template.kind}), hash {template.hash}"
 
 
 @prompts_app.command("list")
-@_guard
+@guard
 def prompts_list() -> None:
     """List judge templates: the shipped ones and your project's (./prompts), which shadow them.
 
     Example: selfplay prompts list
     """
-    from selfplay.templates import TemplateError, load_template
-
     for name, (path, where) in _files("prompts").items():
         try:
             t = load_template(str(path))
@@ -146,14 +127,12 @@ def prompts_list() -> None:
 
 
 @prompts_app.command("show")
-@_guard
+@guard
 def prompts_show(name: NameArg) -> None:
     """Print a template file as the judge loads it (your project's copy if you have one).
 
     Example: selfplay prompts show pairwise
     """
-    from selfplay.templates import TemplateError, template_path
-
     path = template_path(name)
     if not path.is_file():
         raise TemplateError(f"{path}: no such template (selfplay prompts list shows them)")
@@ -161,7 +140,7 @@ def prompts_show(name: NameArg) -> None:
 
 
 @prompts_app.command("edit")
-@_guard
+@guard
 def prompts_edit(name: NameArg) -> None:
     """Edit a template in $EDITOR: your project's copy (./prompts/NAME.yaml), made from the shipped one
     on first edit. Validated when the editor closes; an invalid file is refused and restored.
@@ -175,14 +154,12 @@ def prompts_edit(name: NameArg) -> None:
 
 
 @prompts_app.command("validate")
-@_guard
+@guard
 def prompts_validate(names: NamesArg = None) -> None:
     """Check templates: YAML, fields, parse regex, declared vs used variables, the variables their judge fills.
 
     Example: selfplay prompts validate            (all)   selfplay prompts validate ./prompts/mine.yaml
     """
-    from selfplay.templates import TemplateError, template_path
-
     paths = [template_path(n) for n in names] if names else [p for p, _ in _files("prompts").values()]
     bad = 0
     for path in paths:
@@ -196,10 +173,10 @@ def prompts_validate(names: NamesArg = None) -> None:
 
 
 @prompts_app.command("render")
-@_guard
+@guard
 def prompts_render(
-    run: Annotated[str, typer.Option("--run", "-r", help="run name or directory")],
-    iteration: Annotated[int, typer.Option("--iteration", "-k", min=1, help="iteration number, from 1")],
+    run: RunOpt,
+    iteration: IterationOpt,
     id_: Annotated[str, typer.Option("--id", help="a generation id (p/g0) or a comparison id (p/g0|p/g1)")],
     chat: Annotated[bool, typer.Option("--chat", help="wrap in the judge model's chat template and forced prefix: the exact model input (loads its tokenizer)")] = False,
 ) -> None:
@@ -207,11 +184,7 @@ def prompts_render(
 
     Example: selfplay prompts render --run demo --iteration 1 --id pool-0042/g1
     """
-    from selfplay.cli import run_path
-    from selfplay.judges import judge_inputs
-    from selfplay.loop import Run
-
-    the_run = Run.open(run_path(run))
+    the_run = open_run(run)
     texts, notes = judge_inputs(the_run, iteration, id_)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
@@ -226,8 +199,6 @@ def prompts_render(
 
 
 def _forced_prefix(cfg) -> str:
-    from selfplay.templates import load_template
-
     if cfg.method != "logprob" or cfg.kind not in ("pointwise", "pairwise", "constitution-pairwise"):
         return ""
     return load_template(cfg.template).score_prefix or ""
@@ -236,12 +207,8 @@ def _forced_prefix(cfg) -> str:
 def _judge_tokenizer(run, k: int):
     cfg = run.cfg.judge
     if cfg.endpoint:
-        from selfplay.external import open_external
-
         return open_external(cfg).tokenizer
     from transformers import AutoTokenizer
-
-    from selfplay.models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(cfg.model) if cfg.model else run.policy_for(k))
 
@@ -250,25 +217,19 @@ def _judge_tokenizer(run, k: int):
 
 
 def validate_constitution_file(path: Path) -> str:
-    from selfplay.constitutions import ConstitutionError, load_constitution
-
     c = load_constitution(str(path))
-    try:
-        _same_name(path, c.name)
-    except ValueError as err:
-        raise ConstitutionError(f"{path}: {err}") from None
+    if problem := _same_name(path, c.name):
+        raise ConstitutionError(f"{path}: {problem}")
     return f"{c.ref}, {len(c.principles)} principles, hash {c.hash}"
 
 
 @constitution_app.command("list")
-@_guard
+@guard
 def constitution_list() -> None:
     """List constitutions: the shipped ones and your project's (./constitutions), which shadow them.
 
     Example: selfplay constitution list
     """
-    from selfplay.constitutions import ConstitutionError, load_constitution
-
     for name, (path, where) in _files("constitutions").items():
         try:
             c = load_constitution(str(path))
@@ -278,14 +239,12 @@ def constitution_list() -> None:
 
 
 @constitution_app.command("show")
-@_guard
+@guard
 def constitution_show(name: NameArg) -> None:
     """Print a constitution's principles (id, then critique, revision and comparison wording).
 
     Example: selfplay constitution show concise
     """
-    from selfplay.constitutions import constitution_path, load_constitution
-
     c = load_constitution(name)
     typer.echo(f"{c.ref}  ({constitution_path(name)}, hash {c.hash})")
     if c.description:
@@ -307,7 +266,7 @@ principles:
 
 
 @constitution_app.command("new")
-@_guard
+@guard
 def constitution_new(
     name: Annotated[str, typer.Argument(help="name of the new constitution (letters, digits, - and _)")],
     from_: Annotated[Optional[str], typer.Option("--from", help="start from a copy of this constitution instead of a skeleton")] = None,
@@ -316,13 +275,11 @@ def constitution_new(
 
     Example: selfplay constitution new polite --from helpful-harmless
     """
-    from selfplay.constitutions import constitution_path, load_constitution
-
     if not re.fullmatch(r"[A-Za-z0-9][\w-]*", name):
-        _fail(f"name {name!r}: use letters, digits, - and _")
+        fail(f"name {name!r}: use letters, digits, - and _")
     dest = Path.cwd() / "constitutions" / f"{name}.yaml"
     if dest.exists():
-        _fail(f"{dest} already exists; edit it with: selfplay constitution edit {name}")
+        fail(f"{dest} already exists; edit it with: selfplay constitution edit {name}")
     if from_:
         load_constitution(from_)  # the source must itself be valid
         text = constitution_path(from_).read_text(encoding="utf-8")
@@ -336,7 +293,7 @@ def constitution_new(
 
 
 @constitution_app.command("edit")
-@_guard
+@guard
 def constitution_edit(name: NameArg) -> None:
     """Edit a constitution in $EDITOR: your project's copy (./constitutions/NAME.yaml), made from the shipped
     one on first edit. Validated when the editor closes; an invalid file is refused and restored.
@@ -350,14 +307,12 @@ def constitution_edit(name: NameArg) -> None:
 
 
 @constitution_app.command("validate")
-@_guard
+@guard
 def constitution_validate(names: NamesArg = None) -> None:
     """Check constitutions: name, version, at least one principle, every principle complete, no unknown keys.
 
     Example: selfplay constitution validate          (all)   selfplay constitution validate ./constitutions/mine.yaml
     """
-    from selfplay.constitutions import ConstitutionError, constitution_path
-
     paths = [constitution_path(n) for n in names] if names else [p for p, _ in _files("constitutions").values()]
     bad = 0
     for path in paths:

@@ -1,0 +1,137 @@
+"""`selfplay run`, one stage at a time (`generate`, `judge`, `pair`, `train`), and `train rm`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from selfplay.cli.common import IterationOpt, RunOpt, fail, guard, new_run_path, open_run, out_dir, runs_dir
+from selfplay.config import PROJECT_ROOT, load_config, with_overrides
+from selfplay.loop import preflight, run_loop, run_stage
+from selfplay.rundir import Run
+from selfplay.scale import check_launcher
+from selfplay.scoring import train_run_reward_model
+from selfplay.views import summary_table
+
+app = typer.Typer()
+train_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                        help="Run the training stage of one iteration, or train a reward model (train rm).")
+app.add_typer(train_app, name="train")
+
+
+@app.command()
+@guard
+def run(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="run config YAML (default: configs/default.yaml)")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="run directory name under the runs directory (default: <config>-<time>)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an existing run; finished stages are reused")] = False,
+    force: Annotated[bool, typer.Option("--force", help="with --resume: accept a config or version that differs from the run's")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config key, e.g. --set generation.n=2 (repeatable)")] = None,
+) -> None:
+    """Run the self-improvement loop: generate -> judge -> pair -> DPO, for each iteration.
+
+    Example: selfplay run --config configs/default.yaml --name demo
+    """
+    root = new_run_path(name) if name else None  # a bad name is refused before anything is read or written
+    if config is None and (PROJECT_ROOT / "configs" / "default.yaml").exists():
+        config = PROJECT_ROOT / "configs" / "default.yaml"
+    cfg = load_config(config, set_ or [])
+    root = root or runs_dir() / f"{config.stem if config else 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
+    preflight(cfg)
+    if resume:
+        the_run = Run.open(root, cfg if (config or set_) else None, force=force, resume=True)
+    else:
+        the_run = Run.create(root, cfg)
+    console = Console(width=max(Console().width, 130))
+    # Paths, model names and the loop's messages are data: markup=False, so a '[' in them is printed, not parsed.
+    console.print(f"run: {root}  (model {cfg.model}, {cfg.iterations} iterations, judge {cfg.judge.kind}/{cfg.judge.method})",
+                  markup=False)
+    rows = run_loop(the_run, log=lambda msg: console.print(msg, markup=False))
+    console.print(summary_table(rows, title=f"selfplay run {root.name}"))
+    console.print(f"records: {root}/iter_*/  summary: {root}/summary.jsonl  inspect: selfplay inspect {root}", markup=False)
+
+
+def _one_stage(run: str, iteration: int, name: str, overrides: list[str] = ()) -> None:
+    """`overrides`: key=value config changes for this invocation only (config.yaml is not rewritten)."""
+    the_run = open_run(run)
+    if overrides:
+        the_run.cfg = with_overrides(the_run.cfg, list(overrides))
+        check_launcher(the_run.cfg.train)
+    info = run_stage(the_run, iteration, name)
+    typer.echo(f"{name}: {info.status} ({info.count} records, {info.seconds:.0f} s) in {the_run.paths(iteration).dir}")
+
+
+@app.command()
+@guard
+def generate(run: RunOpt, iteration: IterationOpt) -> None:
+    """Run only the generation stage of one iteration (the prompts stage must exist).
+
+    Example: selfplay generate --run demo --iteration 1
+    """
+    _one_stage(run, iteration, "generate")
+
+
+@app.command()
+@guard
+def judge(run: RunOpt, iteration: IterationOpt) -> None:
+    """Run only the judging stage of one iteration.
+
+    Example: selfplay judge --run demo --iteration 1
+    """
+    _one_stage(run, iteration, "judge")
+
+
+@app.command()
+@guard
+def pair(run: RunOpt, iteration: IterationOpt) -> None:
+    """Run only the pairing stage of one iteration.
+
+    Example: selfplay pair --run demo --iteration 1
+    """
+    _one_stage(run, iteration, "pair")
+
+
+@train_app.callback()
+@guard
+def train(
+    ctx: typer.Context,
+    run: Annotated[Optional[str], typer.Option("--run", "-r", help="run name or directory")] = None,
+    iteration: Annotated[Optional[int], typer.Option("--iteration", "-k", min=1, help="iteration number, from 1")] = None,
+    launcher: Annotated[Optional[str], typer.Option("--launcher", help="accelerate: data-parallel over --num-processes "
+                                                    "processes (default: the run's train.launcher)")] = None,
+    num_processes: Annotated[Optional[int], typer.Option("--num-processes", min=1, help="with --launcher accelerate")] = None,
+    accelerate_config: Annotated[Optional[Path], typer.Option("--accelerate-config", help="an accelerate config file "
+                                                              "(configs/accelerate/*.yaml)")] = None,
+) -> None:
+    """Run only the training stage of one iteration (the configured train.algo).
+
+    Example: selfplay train --run demo --iteration 1
+    Example: selfplay train --run demo --iteration 1 --launcher accelerate --num-processes 2
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if run is None or iteration is None:
+        fail("selfplay train needs --run and --iteration (or a subcommand: selfplay train rm --help)")
+    given = {"launcher": launcher, "num_processes": num_processes, "accelerate_config": accelerate_config}
+    _one_stage(run, iteration, "train", [f"train.{key}={value}" for key, value in given.items() if value is not None])
+
+
+@train_app.command("rm")
+@guard
+def train_rm(
+    run: Annotated[str, typer.Option("--run", "-r", help="run whose pairs (all iterations so far) train the reward model")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the reward model")],
+    seed_set: Annotated[Optional[Path], typer.Option("--seed-set", help="human-labelled pairs to add (JSONL or Label Studio export)")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="checkpoint to start from (default: the run's model)")] = None,
+) -> None:
+    """Train a reward model (TRL RewardTrainer) on a run's pairs plus an optional seed set; report held-out accuracy.
+
+    Example: selfplay train rm --run demo --out rm-demo --seed-set data/seed_example.jsonl
+    """
+    result = train_run_reward_model(open_run(run), out_dir(out), seed_set, base)
+    typer.echo(f"reward model: {result.model_dir}  pairs {result.pairs} (held out {result.heldout}), "
+               f"held-out accuracy {result.heldout_accuracy}, loss {result.loss_first} -> {result.loss_last}")

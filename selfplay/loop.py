@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,7 +33,7 @@ from selfplay.monitors import monitor_iteration
 from selfplay.pairing import PairingStats, make_pairs
 from selfplay.records import (
     Generation, Judgement, Pair, Prompt, RecordError, RewardResult, TrainInputs, TrainResult, derive_seed, read_record,
-    read_records, write_json, write_records,
+    read_records, utc_now, write_json, write_records,
 )
 from selfplay.rundir import IterationSummary, Manifest, Run, RunError, StageInfo, versions
 from selfplay.scale import check_launcher, launch_train, under_launch
@@ -66,7 +65,8 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     serving = check_serving(policy, run.policy_start(k), served_dtype(cfg.generation.dtype, policy))
     if serving.warning:
         log(f"warning: {serving.warning}")
-    manifest = Manifest(iteration=k, policy=str(policy), serving=serving, versions=versions(), config_digest=cfg.digest())
+    manifest = Manifest(iteration=k, policy=str(policy), serving=serving, versions=versions(), config_digest=cfg.digest(),
+                        config_changes=run.config_changes())
     stage = Stages(manifest)
 
     with Engines(run, policy, k) as engines:  # opened on first use; closed before training
@@ -93,7 +93,7 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     manifest = manifest.model_copy(update=dict(
         prompts=_side_record(p.dir / PROMPT_STATS) or {}, generation=generation,
         judge=judge_summary(judgements, p.dir), pairing=pairing, train=result, reward_model=reward_model_result(run, k),
-        monitors=monitors, finished=_now(),
+        monitors=monitors, finished=utc_now(),
     ))
     write_json(p.manifest, manifest.model_dump(mode="json"))
     run.rebuild_summary()
@@ -430,7 +430,3 @@ def _side_record(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except ValueError:
         raise RecordError(f"{path}: malformed JSON; delete it to recompute the stage") from None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -260,6 +261,11 @@ class TrainInputs:
 
 
 R = TypeVar("R", bound=BaseModel)
+
+
+def utc_now() -> str:
+    """The time records are stamped with: UTC, ISO 8601, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def derive_seed(*parts: object) -> int:

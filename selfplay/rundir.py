@@ -14,9 +14,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -24,13 +23,13 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel
 
 import selfplay
-from selfplay.config import RunConfig, dump_config, load_config
+from selfplay.config import RunConfig, dump_config, load_config, with_overrides
 from selfplay.errors import SelfplayError
 from selfplay.models import resolve_model
 from selfplay.monitors import MonitorReport
 from selfplay.pairing import PairingStats
 from selfplay.records import (
-    RECORDS_VERSION, RewardResult, TrainResult, read_record, write_json, write_records, write_text,
+    RECORDS_VERSION, RewardResult, TrainResult, read_record, utc_now, write_json, write_records, write_text,
 )
 from selfplay.serving import ServingCheck
 
@@ -52,12 +51,20 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+class ConfigChange(BaseModel):
+    """A config change a resume was forced through (`--resume --force`), recorded when its writing began."""
+    at: str  # UTC, ISO 8601
+    diff: str  # "key: old -> new; ..." against the config the run had until then
+    digest: str  # the config's digest from then on
+
+
 class RunMeta(BaseModel):
     """run.json: what a run directory was made by; resuming checks it."""
     records_version: int
-    config_digest: str
+    config_digest: str  # at creation; config.yaml holds the config now, `changes` how it got there
     created: str
     versions: dict[str, str | None]
+    changes: list[ConfigChange] = []
 
 
 class StageInfo(BaseModel):
@@ -82,6 +89,7 @@ class Manifest(BaseModel):
     reward_model: RewardResult | None = None  # ppo/rloo/grpo: the reward model trained (or reused) this iteration
     versions: dict[str, str | None] = {}
     config_digest: str = ""
+    config_changes: list[str] = []  # forced config changes since the run was created, oldest first (run.json)
     finished: str | None = None
 
 
@@ -170,8 +178,7 @@ class Run:
             raise RunError(f"{root} already holds a run; pass --resume to continue it, or choose another --name")
         root.mkdir(parents=True, exist_ok=True)
         write_text(root / "config.yaml", dump_config(cfg))
-        meta = RunMeta(records_version=RECORDS_VERSION, config_digest=cfg.digest(),
-                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"), versions=versions())
+        meta = RunMeta(records_version=RECORDS_VERSION, config_digest=cfg.digest(), created=utc_now(), versions=versions())
         write_json(root / "run.json", meta.model_dump())
         return cls(root, cfg)
 
@@ -202,6 +209,35 @@ class Run:
                                "incompatible records: use a new --name, or pass --force to resume anyway")
         return cls(root, cfg if cfg is not None and force else saved)
 
+    @classmethod
+    def resume(cls, root: Path, config: Path | None = None, overrides: Sequence[str] = (), force: bool = False) -> Run:
+        """The run at `root`, to continue under its own config.yaml (plus `overrides`), or under `config` when one
+        is given. A config that differs is refused unless `force`; a forced change is recorded when writing
+        starts (see writing)."""
+        if not (Path(root) / "config.yaml").exists():
+            raise RunError(f"{root}: not a selfplay run directory (no config.yaml); drop --resume to start it")
+        cfg = load_config(config, list(overrides)) if config else with_overrides(load_config(Path(root) / "config.yaml"),
+                                                                               list(overrides))
+        return cls.open(root, cfg, force=force, resume=True)
+
+    def config_changes(self) -> list[str]:
+        """The forced config changes so far, oldest first."""
+        return [c.diff for c in self._meta().changes]
+
+    def _meta(self) -> RunMeta:
+        return read_record(self.root / "run.json", RunMeta)
+
+    def _record_config_change(self) -> None:
+        """When this run's config is not the saved one (a forced resume), save it: config.yaml says what the run
+        continues with, and run.json how it differs from what it had."""
+        saved = load_config(self.root / "config.yaml")
+        if saved.digest() == self.cfg.digest():
+            return
+        meta = self._meta()
+        change = ConfigChange(at=utc_now(), diff=_config_diff(saved.model_dump(), self.cfg.model_dump()), digest=self.cfg.digest())
+        write_json(self.root / "run.json", meta.model_copy(update={"changes": [*meta.changes, change]}).model_dump())
+        write_text(self.root / "config.yaml", dump_config(self.cfg))
+
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Holds the run's lock while this process writes it. A second writer is refused with one line; a lock
@@ -216,6 +252,7 @@ class Run:
                            "then resume") from None
         try:
             (self.root / WRITER_FILE).write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            self._record_config_change()
             for stale in [*self.root.rglob(".*.tmp"), *self.root.rglob(".tmp*")]:
                 if stale.is_file():
                     stale.unlink()

@@ -29,7 +29,8 @@ def run(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="run config YAML (default: configs/default.yaml)")] = None,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="run directory name under the runs directory (default: <config>-<time>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an existing run; finished stages are reused")] = False,
-    force: Annotated[bool, typer.Option("--force", help="with --resume: accept a config or version that differs from the run's")] = False,
+    force: Annotated[bool, typer.Option("--force", help="with --resume: accept a config or version that differs from the run's "
+                                        "(a config change is saved in config.yaml and recorded in run.json and later manifests)")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config key, e.g. --set generation.n=2 (repeatable)")] = None,
 ) -> None:
     """Run the self-improvement loop: generate -> judge -> pair -> DPO, for each iteration.
@@ -37,14 +38,19 @@ def run(
     Example: selfplay run --config configs/default.yaml --name demo
     """
     root = new_run_path(name) if name else None  # a bad name is refused before anything is read or written
-    if config is None and (PROJECT_ROOT / "configs" / "default.yaml").exists():
-        config = PROJECT_ROOT / "configs" / "default.yaml"
-    cfg = load_config(config, set_ or [])
-    root = root or runs_dir() / f"{config.stem if config else 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
-    preflight(cfg)
     if resume:
-        the_run = Run.open(root, cfg if (config or set_) else None, force=force, resume=True)
+        if root is None:
+            fail("--resume needs --name, the run to continue")
+        # The run's own config.yaml unless --config is given; a change needs --force and is then recorded.
+        the_run = Run.resume(root, config, set_ or [], force=force)
+        cfg = the_run.cfg
+        preflight(cfg)
     else:
+        if config is None and (PROJECT_ROOT / "configs" / "default.yaml").exists():
+            config = PROJECT_ROOT / "configs" / "default.yaml"
+        cfg = load_config(config, set_ or [])
+        root = root or runs_dir() / f"{config.stem if config else 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
+        preflight(cfg)  # before the run directory exists: a bad input leaves nothing behind
         the_run = Run.create(root, cfg)
     console = Console(width=max(Console().width, 130))
     # Paths, model names and the loop's messages are data: markup=False, so a '[' in them is printed, not parsed.

@@ -105,7 +105,7 @@ def _one_stage(run: str, iteration: int, name: str, overrides: list[str] = ()) -
         from selfplay.scale import check_launcher
 
         the_run.cfg = with_overrides(the_run.cfg, list(overrides))
-        check_launcher(the_run.cfg.train)
+        check_launcher(the_run.cfg)
     p = the_run.paths(iteration)
     info = run_stage(the_run, iteration, name)
     typer.echo(f"{name}: {info.status} ({info.count} records, {info.seconds:.0f} s) in {p.dir}")
@@ -168,7 +168,7 @@ def train(
     if run is None or iteration is None:
         _fail("selfplay train needs --run and --iteration (or a subcommand: selfplay train rm --help)")
     given = {"launcher": launcher, "num_processes": num_processes, "accelerate_config": accelerate_config}
-    _one_stage(run, iteration, "train", [f"train.{key}={value}" for key, value in given.items() if value is not None])
+    _one_stage(run, iteration, "train", [f"launch.{key}={value}" for key, value in given.items() if value is not None])
 
 
 @train_app.command("rm")

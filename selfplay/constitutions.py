@@ -152,6 +152,6 @@ def revision_pairs(prompts: Sequence[Prompt], generations: Sequence[Generation],
 def chosen_sft_examples(pairs: Sequence[Pair]) -> list[SFTExample]:
     """Supervised examples from the chosen side of pairs: each chosen text becomes the completion for its prompt.
     Constitutional AI's supervised stage (Bai et al. 2022, §3) fine-tunes on the revisions this way; the seed
-    warm-up (train.seed_warmup=sft) on the texts people chose."""
+    warm-up (human.seed_warmup=sft) on the texts people chose."""
     return [SFTExample(id=f"{p.chosen_id}/sft", prompt_id=p.prompt_id, prompt=p.prompt, completion=p.chosen,
                        generation_id=p.rejected_id, score=p.chosen_score, judge=p.judge) for p in pairs]

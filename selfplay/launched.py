@@ -1,4 +1,4 @@
-"""What each process `accelerate launch` starts runs (train.launcher=accelerate): iteration K's train stage of
+"""What each process `accelerate launch` starts runs (launch.launcher=accelerate): iteration K's train stage of
 run RUN, data-parallel with the other processes; rank 0 writes train.json, which the launching process reads.
 
     python -m selfplay.launched RUN_DIR K

@@ -51,7 +51,7 @@ R = TypeVar("R", bound=BaseModel)
 
 # Side records of the prompts and judge stages, beside their JSONL (read back into the manifest on resume too).
 PROMPT_STATS = "prompt_stats.json"  # self-instruct / mixed: where every written prompt went
-AGREEMENT = "seed_agreement.json"  # train.seed_set: the judge's agreement with the human labels
+AGREEMENT = "seed_agreement.json"  # human.seed_set: the judge's agreement with the human labels
 INJECTION = "injection_check.json"  # judge.injection_check: how often the shipped injections got their way
 
 
@@ -208,8 +208,8 @@ def judge_responses(run: Run, k: int, engines: Engines, prompts: Sequence[Prompt
     # Program and human judges read no model: no engine is started for them.
     judge = make_judge(cfg.judge, engines.judge() if needs_generator(cfg.judge) else None, judge_seed(cfg.seed, k))
     judgements = judge.judge(prompts, generations)
-    if cfg.train.seed_set and cfg.judge.kind != "constitution-revision":  # a revision judge gives no scores
-        agreement = judge_seed_agreement(judge, load_seed(Path(cfg.train.seed_set)).pairs, derive_seed(cfg.seed, k, "agreement"))
+    if cfg.human.seed_set and cfg.judge.kind != "constitution-revision":  # a revision judge gives no scores
+        agreement = judge_seed_agreement(judge, load_seed(Path(cfg.human.seed_set)).pairs, derive_seed(cfg.seed, k, "agreement"))
         write_json(folder / AGREEMENT, agreement.model_dump())
     if cfg.judge.injection_check and needs_generator(cfg.judge):
         injections = load_injections()
@@ -228,18 +228,18 @@ def pair_responses(cfg: RunConfig, prompts: Sequence[Prompt], generations: Seque
 
 
 def train_policy(run: Run, k: int, inputs: TrainInputs) -> TrainResult:
-    """The next policy, by train.algo. With train.launcher=accelerate this process launches the data-parallel
+    """The next policy, by train.algo. With launch.launcher=accelerate this process launches the data-parallel
     processes, each of which runs this function (`selfplay.launched`); rank 0 writes train.json."""
     cfg = run.cfg
-    if cfg.train.launcher == "accelerate" and not under_launch():
-        launch_train(cfg.train, run.root, k)
+    if cfg.launch.launcher == "accelerate" and not under_launch():
+        launch_train(cfg.launch, run.root, k)
         return read_record(run.paths(k).train, TrainResult)
     trainer = make_trainer(cfg.train, derive_seed(cfg.seed, k, "train"), reward=lambda: reward_function(run, k))
     return trainer.train(inputs, run.policy_for(k), run.paths(k).policy)
 
 
 def train_launched(run: Run, k: int) -> None:
-    """Iteration k's train stage in one process of an `accelerate launch` (train.launcher=accelerate)."""
+    """Iteration k's train stage in one process of an `accelerate launch` (launch.launcher=accelerate)."""
     p = run.paths(k)
     result = train_policy(run, k, read_inputs(run, k))
     write_json(p.train, result.model_dump(mode="json"))  # rank 0 only: every process trained the same weights
@@ -250,45 +250,48 @@ def train_launched(run: Run, k: int) -> None:
 
 
 def reward_model_home(run: Run, k: int) -> Path:
-    """Where iteration k's reward model lives: iteration 1's with reward_model: frozen, else its own."""
-    return run.paths(1 if run.cfg.train.reward_model == "frozen" else k).dir / "reward_model"
+    """Where iteration k's reward model lives: iteration 1's with train.reward_model.mode=frozen, else its own."""
+    return run.paths(1 if run.cfg.train.reward_model.mode == "frozen" else k).dir / "reward_model"
 
 
 def reward_model_dir(run: Run, k: int) -> Path | None:
-    """The reward model iteration k optimises against: `rm_path` as given; with `reward_model: frozen` the one
-    trained in iteration 1; else one retrained on every pair so far (plus the seed set). None when there is
-    nothing to train it on."""
-    cfg = run.cfg.train
-    if cfg.rm_path:
-        return Path(cfg.rm_path)
+    """The reward model iteration k optimises against: train.reward_model.path as given; with mode frozen the
+    one trained in iteration 1; else one retrained on every pair so far (plus the seed set). None when there
+    is nothing to train it on."""
+    cfg, rm = run.cfg, run.cfg.train.reward_model
+    if rm.path:
+        return Path(rm.path)
     home = reward_model_home(run, k)
     if (home / RESULT_FILE).exists():
         result = read_record(home / RESULT_FILE, RewardResult)
     else:
         pairs = [pair for j in range(1, k + 1) for pair in read_records(run.paths(j).pairs, Pair)]
-        if cfg.seed_set:
-            pairs += load_seed(Path(cfg.seed_set)).pairs
-        base = resolve_model(cfg.rm_base or run.cfg.model)
-        result = train_reward_model(pairs, base, home, cfg, derive_seed(run.cfg.seed, k, "reward"))
+        if cfg.human.seed_set:
+            pairs += load_seed(Path(cfg.human.seed_set)).pairs
+        base = resolve_model(rm.base or cfg.model)
+        result = train_reward_model(pairs, base, home, cfg.train, derive_seed(cfg.seed, k, "reward"))
     return Path(result.model_dir) if result.model_dir else None
 
 
 def reward_model_result(run: Run, k: int) -> RewardResult | None:
-    """For the manifest: the reward model iteration k trained or reused (None: none, or a given rm_path)."""
+    """For the manifest: the reward model iteration k trained or reused (None: none, or a given path)."""
+    rm = run.cfg.train.reward_model
+    if rm is None or rm.path:
+        return None
     path = reward_model_home(run, k) / RESULT_FILE
-    return read_record(path, RewardResult) if not run.cfg.train.rm_path and path.exists() else None
+    return read_record(path, RewardResult) if path.exists() else None
 
 
 def reward_function(run: Run, k: int) -> RewardFn | None:
     """What the RL algorithms maximise in iteration k: the reward model's score, gated by the safety reward
-    model where train.safety_rm_path is set (Llama 2)."""
-    cfg = run.cfg.train
+    model where train.reward_model.safety_path is set (Llama 2)."""
+    rm = run.cfg.train.reward_model
     rm_dir = reward_model_dir(run, k)
     if rm_dir is None:
         return None
     reward: RewardFn = RewardModel.load(rm_dir)
-    if cfg.safety_rm_path:
-        reward = SafetyGatedReward(reward, RewardModel.load(Path(cfg.safety_rm_path)), cfg.safety_threshold)
+    if rm.safety_path:
+        reward = SafetyGatedReward(reward, RewardModel.load(Path(rm.safety_path)), rm.safety_threshold)
     return reward
 
 
@@ -297,19 +300,19 @@ def reward_function(run: Run, k: int) -> RewardFn | None:
 
 
 def seed_warmup(run: Run, log: Callable[[str], None] = print) -> TrainResult | None:
-    """Iteration 0 (train.seed_warmup): the first policy, trained on the human seed set before any AI feedback.
+    """Iteration 0 (human.seed_warmup): the first policy, trained on the human seed set before any AI feedback.
     Its train.json is written last, so a warm-up killed midway is redone on resume; None when not configured."""
-    cfg, out = run.cfg.train, run.seed_policy
-    if cfg.seed_warmup == "none":
+    human, out = run.cfg.human, run.seed_policy
+    if human.seed_warmup == "none":
         return None
     if (out / "train.json").exists():
         return read_record(out / "train.json", TrainResult)
-    pairs = load_seed(Path(cfg.seed_set)).pairs
+    pairs = load_seed(Path(human.seed_set)).pairs
     if not pairs:
-        raise RunError(f"train.seed_warmup={cfg.seed_warmup}: {cfg.seed_set} holds no pairs to train on")
-    log(f"iteration 0: {cfg.seed_warmup} on {len(pairs)} human-labelled pairs from {cfg.seed_set}")
-    seed = derive_seed(run.cfg.seed, 0, "train")
-    trainer = DPOTrainer(cfg, seed) if cfg.seed_warmup == "dpo" else ChosenSFTTrainer(cfg, seed, algo="seed-sft")
+        raise RunError(f"human.seed_warmup={human.seed_warmup}: {human.seed_set} holds no pairs to train on")
+    log(f"iteration 0: {human.seed_warmup} on {len(pairs)} human-labelled pairs from {human.seed_set}")
+    cfg, seed = run.cfg.train, derive_seed(run.cfg.seed, 0, "train")
+    trainer = DPOTrainer(cfg, seed) if human.seed_warmup == "dpo" else ChosenSFTTrainer(cfg, seed, algo="seed-sft")
     result = trainer.train(TrainInputs(pairs=pairs), resolve_model(run.cfg.model), out)
     write_json(out / "train.json", result.model_dump(mode="json"))
     return result
@@ -371,8 +374,8 @@ def preflight(cfg: RunConfig) -> None:
     preflight_judge(cfg.judge)
     if cfg.pairing.revise:
         program_reviser(cfg.pairing.revise, cfg.judge)  # imports it and checks it takes (prompt, response)
-    check_reporting(cfg.train)
-    check_launcher(cfg.train)
+    check_reporting(cfg.logging)
+    check_launcher(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------------

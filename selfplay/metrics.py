@@ -1,4 +1,4 @@
-"""Our per-iteration metrics to TensorBoard or Weights & Biases (train.report_to), beside the trainers' own
+"""Our per-iteration metrics to TensorBoard or Weights & Biases (logging.report_to), beside the trainers' own
 step metrics, which the trainers write through their `report_to` under each iteration's policy/logs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from selfplay.rundir import IterationSummary, Run
 
 def report_iteration(run: Run, row: IterationSummary) -> None:
     """Writes a finished iteration's summary row to the configured backend (none: nothing)."""
-    match run.cfg.train.report_to:
+    match run.cfg.logging.report_to:
         case "tensorboard":
             write_tensorboard(run.root / "tensorboard", row)
         case "wandb":

@@ -165,7 +165,7 @@ class RLStats(Record):
     reward_last: float | None = None  # ... of the last logged steps' responses
     kl_last: float | None = None  # KL(policy || reference), nats per response token, last logged steps (every algorithm)
     kl_coef: float | None = None  # ppo: the adaptive KL coefficient at the end; rloo / grpo: the fixed beta
-    safety_gated: float | None = None  # with train.safety_rm_path: fraction of rollouts rewarded by the safety model
+    safety_gated: float | None = None  # with train.reward_model.safety_path: fraction of rollouts rewarded by the safety model
     skipped_steps: int = 0  # ppo: rollout batches that did not update the policy (non-finite reward, or every gradient)
     stats: str | None = None  # per-step stats JSONL (reward, KL, coefficient, losses)
 

@@ -112,7 +112,7 @@ class IterationSummary(BaseModel):
     rl_reward_last: float | None = None
     kl_last: float | None = None  # KL to the reference at the last RL steps, nats per response token
     rm_accuracy: float | None = None  # reward model's held-out pair accuracy, 0..1
-    human_accuracy: float | None = None  # the judge's agreement with the human seed set (train.seed_set), 0..1
+    human_accuracy: float | None = None  # the judge's agreement with the human seed set (human.seed_set), 0..1
     human_kappa: float | None = None  # ... as Cohen's kappa (0 = chance, 1 = perfect)
     examples: int | None = None  # rejection-sft / rest: responses fine-tuned on
     improve: list[dict] | None = None  # rest: per Improve step, threshold, kept fraction, losses
@@ -266,13 +266,13 @@ class Run:
 
     @property
     def seed_policy(self) -> Path:
-        """Where iteration 0 (train.seed_warmup) trains the first policy from the human seed set."""
+        """Where iteration 0 (human.seed_warmup) trains the first policy from the human seed set."""
         return self.root / "seed" / "policy"
 
     def policy_for(self, k: int) -> Path:
         """Iteration 1 samples from the configured model (or the seed warm-up's policy); iteration k from the
         policy trained in k-1."""
-        if k == 1 and self.cfg.train.seed_warmup == "none":
+        if k == 1 and self.cfg.human.seed_warmup == "none":
             return resolve_model(self.cfg.model)
         previous = self.seed_policy / "train.json" if k == 1 else self.paths(k - 1).train
         if not previous.exists():
@@ -282,7 +282,7 @@ class Run:
     def policy_start(self, k: int) -> Path | None:
         """The checkpoint iteration k's policy was trained from; None when it is the configured model itself."""
         if k == 1:
-            return None if self.cfg.train.seed_warmup == "none" else resolve_model(self.cfg.model)
+            return None if self.cfg.human.seed_warmup == "none" else resolve_model(self.cfg.model)
         return self.policy_for(k - 1)
 
     def manifests(self) -> list[Manifest]:

@@ -9,7 +9,7 @@ the whole list, and shards start on batch boundaries, so a sharded run writes ex
 unsharded one. vLLM engines are seeded per engine, so a sharded vLLM run samples differently (same seeds
 recorded), as would one engine given the prompts in another order.
 
-Training: `train.launcher = accelerate` with `train.num_processes = N` runs the train stage of an iteration
+Training: `launch.launcher = accelerate` with `launch.num_processes = N` runs the train stage of an iteration
 under `accelerate launch` (`python -m selfplay.launched RUN K`); the TRL trainers (DPO, reward model, SFT,
 RLOO/GRPO) then train data-parallel, and only the main process writes the policy and train.json.
 """
@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from selfplay.config import ConfigError, GenerationConfig, TrainConfig
+from selfplay.config import ConfigError, GenerationConfig, LaunchConfig, RunConfig
 from selfplay.records import Generation, Prompt
 
 
@@ -115,26 +115,27 @@ class RayShardedGenerator:
         self.workers = []
 
 
-def check_launcher(cfg: TrainConfig) -> None:
-    """Preflight for train.launcher=accelerate: the config file exists; PPO has a rollout for every process and
+def check_launcher(cfg: RunConfig) -> None:
+    """Preflight for launch.launcher=accelerate: the config file exists; PPO has a rollout for every process and
     no DeepSpeed or FSDP config (it is data-parallel only)."""
-    if cfg.launcher != "accelerate":
+    launch, train = cfg.launch, cfg.train
+    if launch.launcher != "accelerate":
         return
-    if cfg.algo == "ppo" and cfg.rl_rollout_prompts < cfg.num_processes:
-        raise ConfigError(f"train.launcher=accelerate with ppo: rl_rollout_prompts ({cfg.rl_rollout_prompts}) must be at least "
-                          f"num_processes ({cfg.num_processes}), one rollout shard per process")
-    if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
-        raise ConfigError(f"train.accelerate_config: no such file {cfg.accelerate_config}")
-    if cfg.algo == "ppo" and cfg.accelerate_config:
+    if train.algo == "ppo" and train.rl.rollout_prompts < launch.num_processes:
+        raise ConfigError(f"launch.launcher=accelerate with ppo: train.rl.rollout_prompts ({train.rl.rollout_prompts}) must be "
+                          f"at least launch.num_processes ({launch.num_processes}), one rollout shard per process")
+    if launch.accelerate_config and not Path(launch.accelerate_config).is_file():
+        raise ConfigError(f"launch.accelerate_config: no such file {launch.accelerate_config}")
+    if train.algo == "ppo" and launch.accelerate_config:
         import yaml
 
-        kind = (yaml.safe_load(Path(cfg.accelerate_config).read_text()) or {}).get("distributed_type")
+        kind = (yaml.safe_load(Path(launch.accelerate_config).read_text()) or {}).get("distributed_type")
         if kind in ("DEEPSPEED", "FSDP"):  # our PPO sums gradients itself; it would silently not shard
-            raise ConfigError(f"train.accelerate_config: ppo runs plain data parallel, not {kind}; drop the config "
+            raise ConfigError(f"launch.accelerate_config: ppo runs plain data parallel, not {kind}; drop the config "
                               "file, or use rloo or grpo (TRL trainers) with it")
 
 
-def accelerate_command(cfg: TrainConfig, run_root: Path, k: int) -> list[str]:
+def accelerate_command(cfg: LaunchConfig, run_root: Path, k: int) -> list[str]:
     """`accelerate launch` for one iteration's train stage. Without a config file: torchrun's launcher (accelerate
     calls it --multi_gpu) with cfg.num_processes processes, on the CPU (gloo) where there is no GPU."""
     import torch
@@ -158,7 +159,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_train(cfg: TrainConfig, run_root: Path, k: int) -> None:
+def launch_train(cfg: LaunchConfig, run_root: Path, k: int) -> None:
     """Run iteration k's train stage under accelerate and wait; the processes write train.json and the policy."""
     import torch
 

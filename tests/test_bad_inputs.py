@@ -146,7 +146,7 @@ CASES = [
     ("pair-missing-iteration", ["pair", "--run", "r1", "-k", "9"], "iter_009/prompts.jsonl: missing"),
     ("train-missing-iteration", ["train", "--run", "r1", "-k", "9"], "iter_009/pairs.jsonl: missing"),
     ("train-no-run", ["train"], "selfplay train needs --run and --iteration"),
-    ("train-bad-launcher", ["train", "--run", "r1", "-k", "1", "--launcher", "mpi"], "train.launcher: Input should be 'none' or 'accelerate'"),
+    ("train-bad-launcher", ["train", "--run", "r1", "-k", "1", "--launcher", "mpi"], "launch.launcher: Input should be 'none' or 'accelerate'"),
     ("train-truncated-config", ["train", "--run", "badcfg", "-k", "1"], "config.yaml: not valid YAML"),
     ("train-no-run-json", ["train", "--run", "norunjson", "-k", "1"], "run.json: missing or unreadable"),
     ("generate-truncated-train-json", ["generate", "--run", "badtrain", "-k", "2"], "train.json"),

@@ -97,8 +97,8 @@ def test_inspect_missing_stage_file(tmp_path):
 def test_train_launcher_flags_are_validated_before_anything_runs(tmp_path):
     Run.create(tmp_path / "r", load_config(None, []))
     line = _error_line(runner.invoke(app, ["train", "--run", str(tmp_path / "r"), "-k", "1", "--launcher", "mpi"]))
-    assert line.startswith("error: override: train.launcher: Input should be 'none' or 'accelerate'")
+    assert line.startswith("error: override: launch.launcher: Input should be 'none' or 'accelerate'")
     line = _error_line(runner.invoke(app, ["train", "--run", str(tmp_path / "r"), "-k", "1", "--launcher", "accelerate",
                                            "--accelerate-config", str(tmp_path / "none.yaml")]))
-    assert line == f"error: train.accelerate_config: no such file {tmp_path / 'none.yaml'}"
+    assert line == f"error: launch.accelerate_config: no such file {tmp_path / 'none.yaml'}"
     assert "launcher: none" in (tmp_path / "r" / "config.yaml").read_text()  # the run's config is not rewritten

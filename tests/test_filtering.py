@@ -1,5 +1,7 @@
 """Rejection-sampling filters, ReST threshold schedules and n-gram dedupe, as literal tables."""
 
+import shlex
+
 import pytest
 
 from selfplay.config import ConfigError, load_config
@@ -138,10 +140,10 @@ def test_rising_thresholds_keep_nested_subsets():
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (["train.rest_thresholds=[4.0, 3.0]", "train.rest_threshold_mode=score"], "must rise"),
-    (["train.rest_thresholds=[0.5, 2.0]"], "quantiles in 0..1"),
-    (["train.rest_thresholds=[]"], "rest_thresholds"),
-    (["train.sft_top_k=0"], "sft_top_k"),
+    (["train.algo=rest", "train.rest.thresholds=[4.0, 3.0]", "train.rest.threshold_mode=score"], "must rise"),
+    (["train.algo=rest", "train.rest.thresholds=[0.5, 2.0]"], "quantiles in 0..1"),
+    (["train.algo=rest", "train.rest.thresholds=[]"], r"train\.rest\.thresholds"),
+    (["train.algo=rejection-sft", "train.sft.top_k=0"], r"train\.sft\.top_k"),
     (["train.algo=rest-sft"], "train.algo"),
     (["prompts.self_instruct_min_words=20", "prompts.self_instruct_max_words=10"], "min_words"),
     (["prompts.source=invented"], "prompts.source"),
@@ -152,21 +154,40 @@ def test_bad_config(overrides, match):
 
 
 def test_config_accepts_the_algorithms():
-    cfg = load_config(None, ["train.algo=rest", "train.rest_thresholds=[3.0, 3.5, 4.0]", "train.rest_threshold_mode=score",
-                             "train.sft_threshold=3.5", "train.sft_top_k=null", "prompts.source=mixed"])
-    assert (cfg.train.algo, cfg.train.rest_thresholds, cfg.train.sft_top_k, cfg.prompts.source) == \
-        ("rest", [3.0, 3.5, 4.0], None, "mixed")
+    cfg = load_config(None, ["train.algo=rest", "train.rest.thresholds=[3.0, 3.5, 4.0]", "train.rest.threshold_mode=score",
+                             "prompts.source=mixed"])
+    assert (cfg.train.algo, cfg.train.rest.thresholds, cfg.train.rest.threshold_mode, cfg.prompts.source) == \
+        ("rest", [3.0, 3.5, 4.0], "score", "mixed")
+    cfg = load_config(None, ["train.algo=rejection-sft", "train.sft.threshold=3.5", "train.sft.top_k=null"])
+    assert (cfg.train.algo, cfg.train.sft.threshold, cfg.train.sft.top_k) == ("rejection-sft", 3.5, None)
     assert load_config(None, ["train.algo=rejection-sft"]).train.algo == "rejection-sft"
 
 
-@pytest.mark.parametrize("algo", ["dpo", "rejection-sft", "rest"])
-def test_comparison_config_differs_only_in_the_algorithm(algo):
-    from selfplay.config import PROJECT_ROOT
+def documented_runs(path) -> dict[str, list[str]]:
+    """The `selfplay run` commands in a config's header comment: run name -> its --set overrides."""
+    runs = {}
+    for line in path.read_text().replace("\\\n#", " ").splitlines():  # a command continued with a backslash
+        if line.lstrip("# ").startswith("selfplay run "):
+            words = shlex.split(line.lstrip("# "))
+            runs[words[words.index("--name") + 1]] = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    return runs
+
+
+@pytest.mark.parametrize("name, algo", [("cmp-dpo", "dpo"), ("cmp-rsft", "rejection-sft"), ("cmp-rest", "rest")])
+def test_comparison_config_differs_only_in_the_algorithm(name, algo):
+    from selfplay.config import ALGO_SECTIONS, PROJECT_ROOT
 
     path = PROJECT_ROOT / "configs" / "compare-dpo-sft-rest.yaml"
-    cfg, base = load_config(path, [f"train.algo={algo}"]), load_config(path)
-    assert cfg.model_dump(exclude={"train": {"algo"}}) == base.model_dump(exclude={"train": {"algo"}})
+    runs = documented_runs(path)
+    assert sorted(runs) == ["cmp-dpo", "cmp-rest", "cmp-rsft"]
+    cfg, base = load_config(path, runs[name]), load_config(path)
+    per_algo = {"algo", *ALGO_SECTIONS}  # a run holds its own algorithm's section only
+    assert cfg.model_dump(exclude={"train": per_algo}) == base.model_dump(exclude={"train": per_algo})
     assert cfg.train.algo == algo and "heldout" in cfg.eval.ifeval and "heldout" not in cfg.prompts.pool
+    section = {"dpo": cfg.train.dpo, "rejection-sft": cfg.train.sft, "rest": cfg.train.rest}[algo].model_dump()
+    assert section == {"dpo": {"beta": 0.1, "sft_weight": 0.0, "precompute_ref": False},
+                       "rejection-sft": {"top_k": 1, "threshold": 1.0},
+                       "rest": {"thresholds": [0.5, 1.0], "threshold_mode": "score", "top_k": None}}[algo]
 
 
 # --- n-gram dedupe ---

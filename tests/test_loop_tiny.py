@@ -114,13 +114,13 @@ def test_transformers_generation_is_reproducible_per_record(finished_run, tiny_m
 
 
 @pytest.mark.parametrize("algo, extra", [
-    ("ppo", ["train.rl_rollout_prompts=2", "train.ppo_minibatch=2", "train.ppo_epochs=1"]),
-    ("rloo", ["train.rl_rollout_prompts=2", "train.rl_num_generations=2", "train.batch_size=2"]),
+    ("ppo", ["train.rl.rollout_prompts=2", "train.ppo.minibatch=2", "train.ppo.epochs=1"]),
+    ("rloo", ["train.rl.rollout_prompts=2", "train.rl.num_generations=2", "train.batch_size=2"]),
 ])
 def test_rlhf_iteration_reward_model_then_rl(tiny_model_dir, tmp_path, algo, extra):
     """One iteration of the second RLHF path: a reward model trained on the iteration's pairs, then RL."""
-    cfg = tiny_config(tiny_model_dir, "iterations=1", f"train.algo={algo}", "train.rl_steps=2",
-                      "train.rl_max_new_tokens=8", "train.rm_epochs=1", "train.rm_heldout=0.0", *extra)
+    cfg = tiny_config(tiny_model_dir, "iterations=1", f"train.algo={algo}", "train.rl.steps=2",
+                      "train.rl.max_new_tokens=8", "train.reward_model.epochs=1", "train.reward_model.heldout=0.0", *extra)
     run = Run.create(tmp_path / algo, cfg)
     [row] = run_loop(run, log=lambda _: None)
     manifest = json.loads(run.paths(1).manifest.read_text())
@@ -157,9 +157,10 @@ def test_cli_train_rm_then_score(finished_run, tmp_path):
 
 
     # A second reward model as the safety model (Llama 2): PPO against the two, the gated fraction recorded.
-    cfg = tiny_config(run.cfg.model, "iterations=1", "train.algo=ppo", "train.rl_steps=1", "train.rl_max_new_tokens=8",
-                      "train.rl_rollout_prompts=2", "train.ppo_minibatch=2", "train.ppo_epochs=1", "train.rm_heldout=0.0",
-                      f"train.rm_path={tmp_path / 'rm'}", f"train.safety_rm_path={tmp_path / 'rm'}", "train.safety_threshold=0.99")
+    cfg = tiny_config(run.cfg.model, "iterations=1", "train.algo=ppo", "train.rl.steps=1", "train.rl.max_new_tokens=8",
+                      "train.rl.rollout_prompts=2", "train.ppo.minibatch=2", "train.ppo.epochs=1",
+                      "train.reward_model.heldout=0.0", f"train.reward_model.path={tmp_path / 'rm'}", f"train.reward_model.safety_path={tmp_path / 'rm'}",
+                      "train.reward_model.safety_threshold=0.99")
     gated = Run.create(tmp_path / "gated", cfg)
     run_loop(gated, log=lambda _: None)
     train = json.loads(gated.paths(1).train.read_text())
@@ -186,8 +187,8 @@ def test_revision_sft_trains_on_the_revisions(tiny_model_dir, tmp_path):
 
 
 def test_full_fine_tuning_dpo(tiny_model_dir, tmp_path):
-    """train.lora=false: every weight is trainable, no adapter is written, the policy still changes."""
-    run = Run.create(tmp_path / "full", tiny_config(tiny_model_dir, "iterations=1", "train.lora=false"))
+    """train.lora.enabled=false: every weight is trainable, no adapter is written, the policy still changes."""
+    run = Run.create(tmp_path / "full", tiny_config(tiny_model_dir, "iterations=1", "train.lora.enabled=false"))
     run_loop(run, log=lambda _: None)
     train = json.loads(run.paths(1).train.read_text())
     assert train["steps"] >= 1 and train["adapter"] is None and not (run.paths(1).policy / "adapter").exists()
@@ -196,11 +197,11 @@ def test_full_fine_tuning_dpo(tiny_model_dir, tmp_path):
 
 
 def test_dpo_with_an_sft_term_adds_the_chosen_nll(finished_run, tiny_model_dir, tmp_path):
-    """train.sft_weight (RPO): the loss is DPO plus the chosen responses' per-token NLL. DPO alone starts at
+    """train.dpo.sft_weight (RPO): the loss is DPO plus the chosen responses' per-token NLL. DPO alone starts at
     ln 2 (policy = reference); a random tiny model's NLL over a 49k vocabulary is near ln 49152 = 10.8."""
     run, _ = finished_run
     assert json.loads(run.paths(1).train.read_text())["loss_first"] < 0.8
-    rpo = Run.create(tmp_path / "rpo", tiny_config(tiny_model_dir, "iterations=1", "train.sft_weight=1.0"))
+    rpo = Run.create(tmp_path / "rpo", tiny_config(tiny_model_dir, "iterations=1", "train.dpo.sft_weight=1.0"))
     run_loop(rpo, log=lambda _: None)
     train = json.loads(rpo.paths(1).train.read_text())
     assert train["steps"] >= 1 and 0.693 + 8 < train["loss_first"] < 0.693 + 13
@@ -217,8 +218,8 @@ def test_lora_dpo_with_gradient_checkpointing(tiny_model_dir, tmp_path):
 
 def test_seed_warmup_trains_iteration_0_and_agreement_is_measured_each_iteration(tiny_model_dir, tmp_path):
     seed_file = PROJECT_ROOT / "data" / "seed_example.jsonl"
-    run = Run.create(tmp_path / "seeded", tiny_config(tiny_model_dir, "iterations=1", f"train.seed_set={seed_file}",
-                                                       "train.seed_warmup=dpo"))
+    run = Run.create(tmp_path / "seeded", tiny_config(tiny_model_dir, "iterations=1", f"human.seed_set={seed_file}",
+                                                       "human.seed_warmup=dpo"))
     rows = run_loop(run, log=lambda _: None)
     warmup = json.loads((run.seed_policy / "train.json").read_text())
     assert warmup["algo"] == "dpo" and warmup["dpo"]["pairs"] == 30 and warmup["steps"] >= 1
@@ -232,8 +233,8 @@ def test_seed_warmup_trains_iteration_0_and_agreement_is_measured_each_iteration
 
 def test_seed_warmup_by_sft_on_the_chosen_responses(tiny_model_dir, tmp_path):
     seed_file = PROJECT_ROOT / "data" / "seed_example.jsonl"
-    run = Run.create(tmp_path / "seeded-sft", tiny_config(tiny_model_dir, "iterations=1", f"train.seed_set={seed_file}",
-                                                           "train.seed_warmup=sft", "judge.kind=program",
+    run = Run.create(tmp_path / "seeded-sft", tiny_config(tiny_model_dir, "iterations=1", f"human.seed_set={seed_file}",
+                                                           "human.seed_warmup=sft", "judge.kind=program",
                                                            "judge.program=selfplay.program_judges:length_bounds"))
     run_loop(run, log=lambda _: None)
     warmup = json.loads((run.seed_policy / "train.json").read_text())
@@ -245,14 +246,14 @@ def test_seed_warmup_by_sft_on_the_chosen_responses(tiny_model_dir, tmp_path):
 
 
 def test_seed_warmup_needs_a_seed_set():
-    with pytest.raises(ConfigError, match="seed_warmup=sft needs train.seed_set"):
-        load_config(None, ["train.seed_warmup=sft"])
+    with pytest.raises(ConfigError, match="seed_warmup=sft needs human.seed_set"):
+        load_config(None, ["human.seed_warmup=sft"])
 
 
 def test_tensorboard_gets_trainer_and_iteration_metrics(tiny_model_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = Run.create(tmp_path / "tb", tiny_config(tiny_model_dir, "iterations=1", "train.report_to=tensorboard"))
+    run = Run.create(tmp_path / "tb", tiny_config(tiny_model_dir, "iterations=1", "logging.report_to=tensorboard"))
     run_loop(run, log=lambda _: None)
 
     def scalars(folder):
@@ -298,7 +299,7 @@ def test_wandb_offline_gets_trainer_and_iteration_metrics(tiny_model_dir, tmp_pa
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")  # local files only: no account, no network
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run = Run.create(tmp_path / "wb", tiny_config(tiny_model_dir, "iterations=2", "train.report_to=wandb"))
+    run = Run.create(tmp_path / "wb", tiny_config(tiny_model_dir, "iterations=2", "logging.report_to=wandb"))
     run_loop(run, log=lambda _: None)
 
     rows = [json.loads(line) for line in (run.root / "summary.jsonl").read_text().splitlines()]

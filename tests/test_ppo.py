@@ -105,10 +105,11 @@ def test_adaptive_kl_controller_by_hand():
 MAX_NEW = 12
 
 
-def ppo_config(**overrides):
-    base = dict(algo="ppo", lora=False, learning_rate=3e-3, rl_rollout_prompts=8, ppo_minibatch=4, ppo_epochs=4,
-                rl_max_new_tokens=MAX_NEW, precision="fp32", kl_coef=0.05)
-    return TrainConfig(**{**base, **overrides})
+def ppo_config(rl: dict | None = None, ppo: dict | None = None, **overrides):
+    base = dict(algo="ppo", lora={"enabled": False}, learning_rate=3e-3, precision="fp32")
+    return TrainConfig(**{**base, **overrides},
+                       rl={"rollout_prompts": 8, "max_new_tokens": MAX_NEW, "kl_coef": 0.05, **(rl or {})},
+                       ppo={"minibatch": 4, "epochs": 4, **(ppo or {})})
 
 
 PROMPTS = [Prompt(id=f"p{i}", text=f"Write about topic {i}.") for i in range(16)]
@@ -127,7 +128,7 @@ def test_ppo_length_reward_rises_kl_stays_bounded_and_a_nan_batch_is_skipped(tin
         return [len(r) / MAX_NEW for r in responses]
 
     out = tmp_path / "ppo"
-    result = PPOTrainer(ppo_config(rl_steps=10), seed=0, reward=lambda: reward).train(TrainInputs(prompts=PROMPTS), tiny_chat_model_dir, out)
+    result = PPOTrainer(ppo_config(rl={"steps": 10}), seed=0, reward=lambda: reward).train(TrainInputs(prompts=PROMPTS), tiny_chat_model_dir, out)
     stats = [json.loads(line) for line in (out / "ppo_stats.jsonl").read_text().splitlines()]
     assert [s["step"] for s in stats] == list(range(1, 11))
     assert stats[2]["skipped"].startswith("non-finite reward") and stats[2]["policy_loss"] is None
@@ -154,7 +155,8 @@ def test_ppo_length_reward_rises_kl_stays_bounded_and_a_nan_batch_is_skipped(tin
 @pytest.mark.slow
 def test_ppo_with_lora_saves_an_adapter_and_starts_at_zero_kl(tiny_chat_model_dir, tmp_path, one_thread):
     out = tmp_path / "ppo-lora"
-    cfg = ppo_config(lora=True, lora_r=4, learning_rate=1e-2, rl_steps=2, rl_rollout_prompts=4, ppo_minibatch=2, ppo_epochs=2)
+    cfg = ppo_config(lora={"enabled": True, "r": 4}, learning_rate=1e-2, rl={"steps": 2, "rollout_prompts": 4},
+                     ppo={"minibatch": 2, "epochs": 2})
     result = PPOTrainer(cfg, seed=1, reward=lambda: lambda p, r: [len(x) / MAX_NEW for x in r]).train(
         TrainInputs(prompts=PROMPTS[:4]), tiny_chat_model_dir, out)
     stats = [json.loads(line) for line in (out / "ppo_stats.jsonl").read_text().splitlines()]
@@ -169,11 +171,11 @@ def test_ppo_with_lora_saves_an_adapter_and_starts_at_zero_kl(tiny_chat_model_di
 def test_ppo_config_is_validated():
     from selfplay.config import ConfigError, load_config
 
-    cfg = load_config(None, ["train.algo=ppo", "train.ppo_target_kl=null", "train.kl_coef=0.2"])
-    assert cfg.train.ppo_target_kl is None and cfg.train.kl_coef == 0.2
-    with pytest.raises(ConfigError, match=r"ppo_minibatch \(16\) exceeds rl_rollout_prompts \(8\)"):
-        load_config(None, ["train.algo=ppo", "train.ppo_minibatch=16"])
-    with pytest.raises(ConfigError, match=r"train\.ppo_clip: "):
-        load_config(None, ["train.ppo_clip=1.5"])
-    with pytest.raises(ConfigError, match=r"train\.reward_model: "):
-        load_config(None, ["train.reward_model=sometimes"])
+    cfg = load_config(None, ["train.algo=ppo", "train.ppo.target_kl=null", "train.rl.kl_coef=0.2"])
+    assert cfg.train.ppo.target_kl is None and cfg.train.rl.kl_coef == 0.2
+    with pytest.raises(ConfigError, match=r"ppo\.minibatch \(16\) exceeds rl\.rollout_prompts \(8\)"):
+        load_config(None, ["train.algo=ppo", "train.ppo.minibatch=16"])
+    with pytest.raises(ConfigError, match=r"train\.ppo\.clip: Input should be less than 1"):
+        load_config(None, ["train.algo=ppo", "train.ppo.clip=1.5"])
+    with pytest.raises(ConfigError, match=r"train\.reward_model\.mode: Input should be 'retrain' or 'frozen'"):
+        load_config(None, ["train.algo=ppo", "train.reward_model.mode=sometimes"])

@@ -85,8 +85,8 @@ def toy_pairs(n: int) -> list[Pair]:
 
 @pytest.mark.slow
 def test_reward_model_learns_a_toy_preference_and_scores_heldout_pairs(tiny_model_dir, tmp_path, one_thread):
-    cfg = TrainConfig(rm_lora=True, rm_lora_r=8, rm_epochs=3, rm_learning_rate=5e-3, rm_batch_size=4, rm_heldout=0.25,
-                      max_length=96, precision="fp32")
+    cfg = TrainConfig(algo="ppo", reward_model={"lora": True, "lora_r": 8, "epochs": 3, "learning_rate": 5e-3, "batch_size": 4,
+                                                "heldout": 0.25}, max_length=96, precision="fp32")
     out = tmp_path / "rm"
     result = train_reward_model(toy_pairs(16), tiny_model_dir, out, cfg, seed=0)
     assert result.heldout == 4 and result.train_pairs == 12 and result.too_long == 0 and result.steps == 9

@@ -48,8 +48,8 @@ def length_reward(prompts, responses):
 
 
 def run(algo: str, lora: bool, model_dir, out):
-    cfg = TrainConfig(algo=algo, lora=lora, lora_r=4, learning_rate=1e-2, rl_steps=2, rl_rollout_prompts=2,
-                      rl_num_generations=2, batch_size=4, rl_max_new_tokens=8, precision="fp32", kl_coef=0.05)
+    cfg = TrainConfig(algo=algo, lora={"enabled": lora, "r": 4}, learning_rate=1e-2, batch_size=4, precision="fp32",
+                      rl={"steps": 2, "rollout_prompts": 2, "num_generations": 2, "max_new_tokens": 8, "kl_coef": 0.05})
     return GroupRLTrainer(cfg, seed=0, reward=lambda: length_reward).train(TrainInputs(prompts=PROMPTS), model_dir, out)
 
 
@@ -82,9 +82,9 @@ def test_grpo_full_fine_tuning_changes_the_policy(tiny_chat_model_dir, tmp_path,
 def test_config_checks_the_rollout_batch_divides_into_micro_batches():
     from selfplay.config import ConfigError, load_config
 
-    cfg = load_config(None, ["train.algo=grpo", "train.rl_rollout_prompts=3", "train.rl_num_generations=4", "train.batch_size=6"])
+    cfg = load_config(None, ["train.algo=grpo", "train.rl.rollout_prompts=3", "train.rl.num_generations=4", "train.batch_size=6"])
     assert cfg.train.algo == "grpo"
-    with pytest.raises(ConfigError, match=r"train: .*rl_rollout_prompts \* rl_num_generations \(12\) must be a multiple of batch_size \(5\)"):
-        load_config(None, ["train.algo=rloo", "train.rl_rollout_prompts=3", "train.rl_num_generations=4", "train.batch_size=5"])
-    with pytest.raises(ConfigError, match=r"train\.rl_num_generations: .*greater than or equal to 2"):
-        load_config(None, ["train.algo=rloo", "train.rl_num_generations=1"])
+    with pytest.raises(ConfigError, match=r"train: .*rl\.rollout_prompts \* rl\.num_generations \(12\) must be a multiple of batch_size \(5\)"):
+        load_config(None, ["train.algo=rloo", "train.rl.rollout_prompts=3", "train.rl.num_generations=4", "train.batch_size=5"])
+    with pytest.raises(ConfigError, match=r"train\.rl\.num_generations: .*greater than or equal to 2"):
+        load_config(None, ["train.algo=rloo", "train.rl.num_generations=1"])

@@ -25,20 +25,20 @@ def test_shard_bounds_are_contiguous_aligned_and_cover_everything():
 
 
 def test_ppo_needs_a_rollout_per_process_and_a_missing_config_file_is_named():
-    with pytest.raises(ConfigError, match=r"rl_rollout_prompts \(2\) must be at least num_processes \(4\)"):
-        check_launcher(load_config(None, ["train.algo=ppo", "train.launcher=accelerate", "train.num_processes=4",
-                                          "train.rl_rollout_prompts=2", "train.ppo_minibatch=2"]).train)
-    check_launcher(load_config(None, ["train.algo=ppo", "train.launcher=accelerate", "train.num_processes=2"]).train)
+    with pytest.raises(ConfigError, match=r"rl\.rollout_prompts \(2\) must be at least launch\.num_processes \(4\)"):
+        check_launcher(load_config(None, ["train.algo=ppo", "launch.launcher=accelerate", "launch.num_processes=4",
+                                          "train.rl.rollout_prompts=2", "train.ppo.minibatch=2"]))
+    check_launcher(load_config(None, ["train.algo=ppo", "launch.launcher=accelerate", "launch.num_processes=2"]))
     with pytest.raises(ConfigError, match="ppo runs plain data parallel, not DEEPSPEED"):
-        check_launcher(load_config(None, ["train.algo=ppo", "train.launcher=accelerate",
-                                          "train.accelerate_config=configs/accelerate/deepspeed-zero3.yaml"]).train)
+        check_launcher(load_config(None, ["train.algo=ppo", "launch.launcher=accelerate",
+                                          "launch.accelerate_config=configs/accelerate/deepspeed-zero3.yaml"]))
     with pytest.raises(ConfigError, match="no such file nope.yaml"):
-        check_launcher(load_config(None, ["train.launcher=accelerate", "train.accelerate_config=nope.yaml"]).train)
+        check_launcher(load_config(None, ["launch.launcher=accelerate", "launch.accelerate_config=nope.yaml"]))
 
 
 def test_accelerate_command_uses_the_config_file_when_given(tmp_path):
-    cfg = load_config(None, ["train.launcher=accelerate", "train.num_processes=4",
-                             "train.accelerate_config=configs/accelerate/deepspeed-zero2.yaml"]).train
+    cfg = load_config(None, ["launch.launcher=accelerate", "launch.num_processes=4",
+                             "launch.accelerate_config=configs/accelerate/deepspeed-zero2.yaml"]).launch
     cmd = accelerate_command(cfg, tmp_path / "r", 3)
     assert cmd[cmd.index("--config_file") + 1] == "configs/accelerate/deepspeed-zero2.yaml"
     assert cmd[cmd.index("--num_processes") + 1] == "4" and "--multi_gpu" not in cmd
@@ -79,12 +79,12 @@ def test_dpo_on_two_cpu_processes_follows_one_process_with_the_same_global_batch
     pytest.importorskip("tensorboard")
     # No dropout: the two processes would draw different masks than the one process does. fp32: bf16 autocast (what
     # precision=auto picks on a CPU with AVX512-BF16) rounds differently when the batch is split, by ~1e-4 here.
-    extra = ["iterations=1", "prompts.per_iteration=8", "train.lora_dropout=0.0", "train.save_steps=0", "train.epochs=2",
-             "train.report_to=tensorboard", "train.precision=fp32"]
+    extra = ["iterations=1", "prompts.per_iteration=8", "train.lora.dropout=0.0", "train.save_steps=0", "train.epochs=2",
+             "logging.report_to=tensorboard", "train.precision=fp32"]
     one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra, "train.batch_size=4"))
     run_loop(one, log=lambda _: None)
-    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, "train.batch_size=2", "train.launcher=accelerate",
-                                                   "train.num_processes=2"))
+    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, "train.batch_size=2", "launch.launcher=accelerate",
+                                                   "launch.num_processes=2"))
     two.paths(1).dir.mkdir(parents=True, exist_ok=True)
     for name in ITERATION_FILES:  # the same pairs; only the train stage runs
         shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)
@@ -106,13 +106,13 @@ def test_reward_model_then_rloo_on_two_cpu_processes(tiny_model_dir, tmp_path):
     """The RLHF path under accelerate: the reward model trains data-parallel (its loss curve follows one process
     with the same global batch), rank 0 saves it before the other process loads it, then RLOO trains."""
     pytest.importorskip("tensorboard")
-    extra = ["iterations=1", "prompts.per_iteration=8", "train.algo=rloo", "train.rl_steps=1", "train.rl_max_new_tokens=8",
-             "train.rl_rollout_prompts=2", "train.rl_num_generations=2", "train.batch_size=2", "train.rm_epochs=2",
-             "train.rm_heldout=0.0", "train.lora_dropout=0.0", "train.report_to=tensorboard"]
-    one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra, "train.rm_batch_size=4"))
+    extra = ["iterations=1", "prompts.per_iteration=8", "train.algo=rloo", "train.rl.steps=1", "train.rl.max_new_tokens=8",
+             "train.rl.rollout_prompts=2", "train.rl.num_generations=2", "train.batch_size=2", "train.reward_model.epochs=2",
+             "train.reward_model.heldout=0.0", "train.lora.dropout=0.0", "logging.report_to=tensorboard"]
+    one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra, "train.reward_model.batch_size=4"))
     run_loop(one, log=lambda _: None)
-    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, "train.rm_batch_size=2",
-                                                   "train.launcher=accelerate", "train.num_processes=2"))
+    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, "train.reward_model.batch_size=2",
+                                                   "launch.launcher=accelerate", "launch.num_processes=2"))
     two.paths(1).dir.mkdir(parents=True, exist_ok=True)
     for name in ITERATION_FILES:
         shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)
@@ -133,14 +133,14 @@ def test_reward_model_then_rloo_on_two_cpu_processes(tiny_model_dir, tmp_path):
 def test_ppo_on_two_cpu_processes_takes_the_steps_of_one_process(tiny_model_dir, tmp_path):
     """Our PPO data-parallel: each process rolls out half of every batch (per-prompt seeds, so the same responses
     as one process), and the summed statistics and gradients make the same PPO steps as one process."""
-    extra = ["iterations=1", "prompts.per_iteration=8", "train.algo=ppo", "train.rl_steps=2", "train.rl_max_new_tokens=8",
-             "train.rl_rollout_prompts=4", "train.ppo_minibatch=2", "train.ppo_epochs=2", "train.rm_heldout=0.0"]
+    extra = ["iterations=1", "prompts.per_iteration=8", "train.algo=ppo", "train.rl.steps=2", "train.rl.max_new_tokens=8",
+             "train.rl.rollout_prompts=4", "train.ppo.minibatch=2", "train.ppo.epochs=2", "train.reward_model.heldout=0.0"]
     one = Run.create(tmp_path / "one", tiny_config(tiny_model_dir, *extra))
     run_loop(one, log=lambda _: None)
     # The same reward model (its data-parallel training is tested above), so the rewards are the same too.
     rm_dir = json.loads((one.paths(1).dir / "reward_model" / "reward_model.json").read_text())["model_dir"]
-    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, f"train.rm_path={rm_dir}",
-                                                   "train.launcher=accelerate", "train.num_processes=2"))
+    two = Run.create(tmp_path / "two", tiny_config(tiny_model_dir, *extra, f"train.reward_model.path={rm_dir}",
+                                                   "launch.launcher=accelerate", "launch.num_processes=2"))
     two.paths(1).dir.mkdir(parents=True, exist_ok=True)
     for name in ITERATION_FILES:
         shutil.copyfile(one.paths(1).dir / name, two.paths(1).dir / name)

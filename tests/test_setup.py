@@ -13,12 +13,12 @@ def test_lora_on_the_top_layers_only(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     total = model.config.num_hidden_layers
-    config = lora_config(TrainConfig(lora_layers=1), model)
+    config = lora_config(TrainConfig(lora={"layers": 1}).lora, model)
     assert config.layers_to_transform == [total - 1] and "q_proj" in config.target_modules
     peft_model = get_peft_model(model, config)
     trained = {name.split(".layers.")[1].split(".")[0] for name, p in peft_model.named_parameters() if p.requires_grad}
     assert trained == {str(total - 1)}  # backward stops at the lowest trained layer
-    assert lora_config(TrainConfig(), AutoModelForCausalLM.from_pretrained(tiny_model_dir)).target_modules == "all-linear"
+    assert lora_config(TrainConfig().lora, AutoModelForCausalLM.from_pretrained(tiny_model_dir)).target_modules == "all-linear"
 
 
 def test_checkpointing_args():

@@ -32,11 +32,11 @@ LOW = {"a": [("meh", 1.0), ("bad", None), ("", 5.0)], "b": [("hmm", 2.0)]}
 
 
 def test_threshold_that_keeps_nothing_is_a_recorded_skip(tmp_path):
-    cfg = TrainConfig(algo="rejection-sft", sft_threshold=4.0)
+    cfg = TrainConfig(algo="rejection-sft", sft={"threshold": 4.0})
     policy = tmp_path / "never-loaded"  # a fine-tune would fail to load it: the skip must come first
     result = RejectionSFTTrainer(cfg, seed=0).train(TrainInputs(*grown(LOW)), policy, tmp_path / "out")
     assert result.skipped.startswith("0 of 4 responses kept (score >= 4 and top 1 per prompt; 2 below the threshold, "
-                                     "1 without a score, 1 empty) < train.sft_min_examples=1")
+                                     "1 without a score, 1 empty) < train.min_examples=1")
     assert (result.algo, result.policy, result.steps, result.sft.examples, result.dpo) == ("rejection-sft", str(policy), 0, 0, None)
     assert result.sft.filtering.per_prompt["a"].unscored == 1 and result.sft.filtering.per_prompt["a"].empty == 1
     assert read_records(tmp_path / "out" / "examples.jsonl", SFTExample) == []
@@ -45,14 +45,14 @@ def test_threshold_that_keeps_nothing_is_a_recorded_skip(tmp_path):
 
 
 def test_too_few_kept_for_min_examples(tmp_path):
-    cfg = TrainConfig(algo="rejection-sft", sft_min_examples=5)
+    cfg = TrainConfig(algo="rejection-sft", min_examples=5)
     result = RejectionSFTTrainer(cfg, seed=0).train(TrainInputs(*grown(LOW)), tmp_path / "p", tmp_path / "out")
-    assert result.skipped and "2 of 4 responses kept (top 1 per prompt;" in result.skipped and "sft_min_examples=5" in result.skipped
+    assert result.skipped and "2 of 4 responses kept (top 1 per prompt;" in result.skipped and "train.min_examples=5" in result.skipped
 
 
 def test_rest_with_nothing_scored_skips_every_step(tmp_path):
     table = {"a": [("x", None), ("y", None)]}
-    cfg = TrainConfig(algo="rest", rest_thresholds=[0.5, 0.9])
+    cfg = TrainConfig(algo="rest", rest={"thresholds": [0.5, 0.9]})
     result = ReSTTrainer(cfg, seed=0).train(TrainInputs(*grown(table)), tmp_path / "p", tmp_path / "out")
     assert [s.skipped for s in result.sft.improve] == ["no response of the Grow step has a score; nothing to filter, policy carried over"] * 2
     assert result.skipped.startswith("every Improve step was skipped") and result.policy == str(tmp_path / "p")
@@ -69,7 +69,7 @@ def test_too_few_message_without_a_threshold():
 
 
 def tiny_cfg(**extra) -> TrainConfig:
-    return TrainConfig(**{"batch_size": 2, "max_length": 96, "learning_rate": 1e-3, "epochs": 1.0, "lora_r": 4,
+    return TrainConfig(**{"batch_size": 2, "max_length": 96, "learning_rate": 1e-3, "epochs": 1.0, "lora": {"r": 4},
                           "precision": "fp32", **extra})
 
 
@@ -129,7 +129,7 @@ def test_responses_beyond_max_length_are_a_recorded_skip(tiny_model_dir, tmp_pat
 def test_rejection_sft_end_to_end(grow, tiny_model_dir, tmp_path):
     prompts, gens, js = grow
     out = tmp_path / "policy"
-    result = RejectionSFTTrainer(tiny_cfg(algo="rejection-sft", sft_top_k=2), seed=1).train(TrainInputs(prompts, gens, js), tiny_model_dir, out)
+    result = RejectionSFTTrainer(tiny_cfg(algo="rejection-sft", sft={"top_k": 2}), seed=1).train(TrainInputs(prompts, gens, js), tiny_model_dir, out)
     assert result.skipped is None and result.algo == "rejection-sft" and result.steps >= 1 and result.loss_first is not None
     examples = read_records(out / "examples.jsonl", SFTExample)
     f = result.sft.filtering
@@ -149,7 +149,7 @@ def test_rest_end_to_end(grow, tiny_model_dir, tmp_path):
     scores = sorted({j.score for j in js if j.score is not None})
     assert len(scores) >= 2, "the Grow step needs two distinct scores for this test"
     # three Improve steps: everything scored, the best only, then above the best (keeps nothing: skipped)
-    cfg = tiny_cfg(algo="rest", rest_threshold_mode="score", rest_thresholds=[scores[0], scores[-1], scores[-1] + 1.0])
+    cfg = tiny_cfg(algo="rest", rest={"threshold_mode": "score", "thresholds": [scores[0], scores[-1], scores[-1] + 1.0]})
     out = tmp_path / "policy"
     result = ReSTTrainer(cfg, seed=2).train(TrainInputs(prompts, gens, js), tiny_model_dir, out)
     s1, s2, s3 = result.sft.improve

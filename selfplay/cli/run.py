@@ -66,7 +66,7 @@ def _one_stage(run: str, iteration: int, name: str, overrides: list[str] = ()) -
     the_run = open_run(run)
     if overrides:
         the_run.cfg = with_overrides(the_run.cfg, list(overrides))
-        check_launcher(the_run.cfg.train)
+        check_launcher(the_run.cfg)
     info = run_stage(the_run, iteration, name)
     typer.echo(f"{name}: {info.status} ({info.count} records, {info.seconds:.0f} s) in {the_run.paths(iteration).dir}")
 
@@ -108,7 +108,7 @@ def train(
     run: Annotated[Optional[str], typer.Option("--run", "-r", help="run name or directory")] = None,
     iteration: Annotated[Optional[int], typer.Option("--iteration", "-k", min=1, help="iteration number, from 1")] = None,
     launcher: Annotated[Optional[str], typer.Option("--launcher", help="accelerate: data-parallel over --num-processes "
-                                                    "processes (default: the run's train.launcher)")] = None,
+                                                    "processes (default: the run's launch.launcher)")] = None,
     num_processes: Annotated[Optional[int], typer.Option("--num-processes", min=1, help="with --launcher accelerate")] = None,
     accelerate_config: Annotated[Optional[Path], typer.Option("--accelerate-config", help="an accelerate config file "
                                                               "(configs/accelerate/*.yaml)")] = None,
@@ -123,7 +123,7 @@ def train(
     if run is None or iteration is None:
         fail("selfplay train needs --run and --iteration (or a subcommand: selfplay train rm --help)")
     given = {"launcher": launcher, "num_processes": num_processes, "accelerate_config": accelerate_config}
-    _one_stage(run, iteration, "train", [f"train.{key}={value}" for key, value in given.items() if value is not None])
+    _one_stage(run, iteration, "train", [f"launch.{key}={value}" for key, value in given.items() if value is not None])
 
 
 @train_app.command("rm")

@@ -43,12 +43,12 @@ class DPOTrainer:
         cfg, started = self.cfg, time.monotonic()
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
         args = DPOConfig(
-            output_dir=str(out_dir / "checkpoints"), beta=cfg.beta, learning_rate=cfg.learning_rate,
+            output_dir=str(out_dir / "checkpoints"), beta=cfg.dpo.beta, learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=use_bf16,
             logging_steps=1, **checkpointing_args(cfg), report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
-            use_cpu=not torch.cuda.is_available(), disable_tqdm=True, precompute_ref_log_probs=cfg.precompute_ref,
-            **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {}),
+            use_cpu=not torch.cuda.is_available(), disable_tqdm=True, precompute_ref_log_probs=cfg.dpo.precompute_ref,
+            **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.dpo.sft_weight]} if cfg.dpo.sft_weight else {}),
         )
         dataset = Dataset.from_list([p.to_trl() for p in pairs])
         trainer = TRLDPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
@@ -59,7 +59,7 @@ class DPOTrainer:
         resumed_at = train_resumable(trainer, out_dir / "checkpoints")
         history = trainer.state.log_history
 
-        merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora)
+        merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora.enabled)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: nothing to resume
         return TrainResult(
             algo="dpo", steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),

@@ -11,7 +11,7 @@ Models from Human Preferences") and Ouyang et al. 2022 (InstructGPT), with PPO f
         several epochs of minibatches: clipped surrogate loss + clipped value loss
         adapt kl_coef toward a target KL (Ziegler et al. 2019)
 
-Under `accelerate launch` (train.launcher=accelerate) every process rolls out and scores a shard of each rollout
+Under `accelerate launch` (launch.launcher=accelerate) every process rolls out and scores a shard of each rollout
 batch, and the statistics (advantage whitening, KL, token counts) and gradients are summed over the processes:
 each takes the step one process would take on the whole batch (DataParallel below).
 
@@ -39,7 +39,7 @@ NO_REWARD_MODEL = "no reward model (no pairs to train one on); policy carried ov
 
 
 def gated_fraction(reward_fn: RewardFn) -> float | None:
-    """With a safety reward model (train.safety_rm_path): the fraction of rollouts it rewarded."""
+    """With a safety reward model (train.reward_model.safety_path): the fraction of rollouts it rewarded."""
     return getattr(reward_fn, "gated_fraction", None)
 
 
@@ -156,7 +156,7 @@ class PPOStepStats(BaseModel):
     clip_frac: float | None  # 0..1, fraction of response tokens whose ratio left [1 - clip, 1 + clip]
     approx_kl: float | None  # mean (old - new) logp after the update: how far PPO moved the policy, nats per token
     response_tokens: float  # mean response length, tokens (including the end token)
-    ended: float  # 0..1, fraction of responses that produced the end token before rl_max_new_tokens
+    ended: float  # 0..1, fraction of responses that produced the end token before rl.max_new_tokens
     seconds: float
 
 
@@ -257,6 +257,7 @@ class PPOTrainer:
         from selfplay.models import bf16_is_fast
 
         cfg, started, out_dir = self.cfg, time.monotonic(), Path(out_dir)
+        rl, ppo = cfg.rl, cfg.ppo
         torch.manual_seed(derive_seed(self.seed, "ppo-init"))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
@@ -264,14 +265,14 @@ class PPOTrainer:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32, use_safetensors=True).to(device)
-        if cfg.lora:
+        if cfg.lora.enabled:
             from peft import get_peft_model
 
             from selfplay.train.setup import lora_config
 
             # No dropout: the ratio new/old must be exactly 1 on the first minibatch (Ziegler et al. 2019 also
             # turned dropout off). The reference is this model with the adapter disabled.
-            model = get_peft_model(model, lora_config(cfg, model, dropout=0.0))
+            model = get_peft_model(model, lora_config(cfg.lora, model, dropout=0.0))
             reference = None
         else:
             import copy
@@ -286,7 +287,7 @@ class PPOTrainer:
         torch.nn.init.zeros_(value_head.bias)
         params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-        kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.ppo_target_kl, cfg.ppo_kl_horizon)
+        kl_ctl = AdaptiveKLController(rl.kl_coef, ppo.target_kl, ppo.kl_horizon)
 
         def forward(roll: Rollout, rows, use_reference: bool = False):
             """Log-probabilities (at the sampling temperature) of the response tokens, and values, for `rows`."""
@@ -304,7 +305,7 @@ class PPOTrainer:
                     out = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=T + 1,
                                 output_hidden_states=True)
             # Logits at position P-1+t predict response token t; drop the prediction after the last token.
-            logits = out.logits[:, :-1].float() / cfg.rl_temperature
+            logits = out.logits[:, :-1].float() / rl.temperature
             logprobs = torch.log_softmax(logits, dim=-1).gather(-1, roll.response[rows].unsqueeze(-1)).squeeze(-1)
             if use_reference:
                 return logprobs, None
@@ -314,8 +315,8 @@ class PPOTrainer:
         prompts = list(prompts)
         order = list(range(len(prompts)))
         random.Random(derive_seed(self.seed, "ppo-order")).shuffle(order)
-        R = cfg.rl_rollout_prompts
-        n_steps = cfg.rl_steps or max(1, math.ceil(len(prompts) / R))
+        R = rl.rollout_prompts
+        n_steps = rl.steps or max(1, math.ceil(len(prompts) / R))
         history: list[PPOStepStats] = []
         nan_steps = 0  # minibatch steps skipped for a non-finite gradient
         dp = DataParallel.current()
@@ -346,16 +347,16 @@ class PPOTrainer:
                 old_logprobs, old_values = forward(roll, rows)
                 ref_logprobs, _ = forward(roll, rows, use_reference=True)
                 rewards = kl_penalized_rewards(score, old_logprobs, ref_logprobs, roll.mask, kl_ctl.value)
-                advantages, returns = gae(rewards, old_values, roll.mask, cfg.ppo_gamma, cfg.ppo_lam)
-                if cfg.ppo_whiten_advantages:
+                advantages, returns = gae(rewards, old_values, roll.mask, ppo.gamma, ppo.lam)
+                if ppo.whiten_advantages:
                     advantages = whiten(advantages, roll.mask, total=dp.total)
                 kl_sum = dp.total(((old_logprobs - ref_logprobs) * roll.mask).sum()).item()
                 kl, kl_per_token = kl_sum / len(batch), kl_sum / max(1.0, dp.total(roll.mask.sum().float()).item())
 
             pg_losses, vf_losses, clip_fracs = [], [], []
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "ppo-minibatch", step))
-            for _ in range(cfg.ppo_epochs):
-                for mb in torch.randperm(len(batch), generator=generator).to(device).split(cfg.ppo_minibatch):
+            for _ in range(ppo.epochs):
+                for mb in torch.randperm(len(batch), generator=generator).to(device).split(ppo.minibatch):
                     # This process's rows of the minibatch; the loss is a mean over the whole minibatch's response
                     # tokens, so each process weighs its part by its share of them and the gradients are summed.
                     own = mb[(mb >= mine.start) & (mb < mine.stop)] - mine.start
@@ -365,14 +366,14 @@ class PPOTrainer:
                     pg = vf = clipped = torch.zeros((), device=device)
                     if len(own):
                         new_logprobs, values = forward(roll, own)
-                        pg = policy_loss(new_logprobs, old_logprobs[own], advantages[own], mask, cfg.ppo_clip) * share
-                        vf = value_loss(values, old_values[own], returns[own], mask, cfg.ppo_value_clip) * share
-                        (pg + cfg.ppo_value_coef * vf).backward()
+                        pg = policy_loss(new_logprobs, old_logprobs[own], advantages[own], mask, ppo.clip) * share
+                        vf = value_loss(values, old_values[own], returns[own], mask, ppo.value_clip) * share
+                        (pg + ppo.value_coef * vf).backward()
                         with torch.no_grad():
                             ratio = torch.exp(new_logprobs - old_logprobs[own])
-                            clipped = masked_mean(((ratio - 1.0).abs() > cfg.ppo_clip).float(), mask) * share
+                            clipped = masked_mean(((ratio - 1.0).abs() > ppo.clip).float(), mask) * share
                     dp.sum_gradients(params)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.ppo_max_grad_norm)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
                     if not torch.isfinite(grad_norm):  # a NaN/inf gradient: skip this step, count it, keep the weights
                         nan_steps += 1
                         continue
@@ -395,13 +396,13 @@ class PPOTrainer:
         return self._save(model, tokenizer, history, kl_ctl, nan_steps, len(prompts), started, out_dir, reward_fn)
 
     def _rollout(self, model, tokenizer, batch: Sequence[Prompt], seeds: Sequence[int], device) -> Rollout:
-        """Samples one response per prompt at rl_temperature (no top-k, no top-p: the distribution the losses use),
+        """Samples one response per prompt at rl.temperature (no top-k, no top-p: the distribution the losses use),
         each prompt from its own seeded generator, so that a response does not depend on which prompts share its
         batch and a data-parallel shard rolls out exactly what one process would. transformers' generate() draws
         every row from one random stream, hence this loop over the KV cache. Prompts are chat-formatted, left-padded."""
         import torch
 
-        cfg = self.cfg
+        rl = self.cfg.rl
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False, add_generation_prompt=True)
                  for p in batch]
         tokenizer.padding_side = "left"
@@ -411,12 +412,12 @@ class PPOTrainer:
         ids, attn, cache, steps = enc["input_ids"], enc["attention_mask"], None, []
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
         with torch.no_grad():
-            for _ in range(cfg.rl_max_new_tokens):
+            for _ in range(rl.max_new_tokens):
                 positions = (attn.cumsum(dim=1) - 1).clamp(min=0)[:, -ids.shape[1]:]
                 out = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True,
                             logits_to_keep=1)  # the next token's logits only, not the whole prompt's (B, P, vocab)
                 cache = out.past_key_values
-                probs = torch.softmax(out.logits[:, -1].float() / cfg.rl_temperature, dim=-1)
+                probs = torch.softmax(out.logits[:, -1].float() / rl.temperature, dim=-1)
                 token = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
                 token = torch.where(finished, torch.full_like(token, pad), token)
                 steps.append(token)
@@ -440,12 +441,12 @@ class PPOTrainer:
         from selfplay.train.setup import save_policy
 
         cfg = self.cfg
-        merged_dir, adapter_dir = save_policy(model, tokenizer, out_dir, adapter=cfg.lora)  # refuses non-finite weights
+        merged_dir, adapter_dir = save_policy(model, tokenizer, out_dir, adapter=cfg.lora.enabled)  # refuses non-finite weights
         stats_path = out_dir / "ppo_stats.jsonl"
         write_records(stats_path, history)
 
         done = [h for h in history if h.skipped is None]
-        losses = [h.policy_loss + cfg.ppo_value_coef * h.value_loss for h in done]
+        losses = [h.policy_loss + cfg.ppo.value_coef * h.value_loss for h in done]
         rewards, kls = [h.reward_mean for h in done], [h.kl_per_token for h in done]
         return TrainResult(
             algo="ppo", steps=len(done), seconds=round(time.monotonic() - started, 1), loss_first=_mean(losses[:3]),

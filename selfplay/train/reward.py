@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from selfplay.config import TrainConfig
+from selfplay.config import RewardModelSection, TrainConfig
 from selfplay.errors import SelfplayError
 from selfplay.models import weights_problem
 from selfplay.records import Pair, RewardResult, derive_seed, is_main_process, write_json
@@ -64,11 +64,13 @@ def reward_rows(pairs: Sequence[Pair], margin: bool) -> list[dict]:
 
 
 def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: TrainConfig, seed: int) -> RewardResult:
-    """Trains a reward model on `pairs` starting from checkpoint `base`; saves it into `out_dir`."""
+    """Trains a reward model on `pairs` starting from checkpoint `base`; saves it into `out_dir`. The settings are
+    train.reward_model's, or its defaults for a run whose algorithm has none (`selfplay train rm` on a dpo run)."""
     started = time.monotonic()
+    settings = cfg.reward_model or RewardModelSection()
     out_dir = Path(out_dir)
-    train_pairs, heldout = split_heldout(pairs, cfg.rm_heldout, seed)
-    result = dict(pairs=len(pairs), heldout=len(heldout), base=str(base), lora=cfg.rm_lora, margin=cfg.rm_margin,
+    train_pairs, heldout = split_heldout(pairs, settings.heldout, seed)
+    result = dict(pairs=len(pairs), heldout=len(heldout), base=str(base), lora=settings.lora, margin=settings.margin,
                   max_length=cfg.max_length)
     if not train_pairs:
         return RewardResult(**result, train_pairs=0, too_long=0, heldout_accuracy=None, heldout_margin=None,
@@ -88,23 +90,24 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
         tokenizer.pad_token = tokenizer.eos_token
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
     peft_config = None
-    if cfg.rm_lora:
+    if settings.lora:
         from peft import LoraConfig
 
         # task_type SEQ_CLS makes peft train (and save) the new score head in full beside the adapter.
-        peft_config = LoraConfig(r=cfg.rm_lora_r, lora_alpha=cfg.rm_lora_alpha, lora_dropout=cfg.lora_dropout,
+        peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=cfg.lora.dropout,
                                  target_modules="all-linear", task_type="SEQ_CLS")
     with tempfile.TemporaryDirectory(prefix="selfplay-rm-") as scratch:
         args = RewardConfig(
-            output_dir=scratch, learning_rate=cfg.rm_learning_rate, num_train_epochs=cfg.rm_epochs,
-            per_device_train_batch_size=cfg.rm_batch_size, max_length=cfg.max_length, bf16=use_bf16,
-            center_rewards_coefficient=cfg.rm_center_coef or None, model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
+            output_dir=scratch, learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
+            per_device_train_batch_size=settings.batch_size, max_length=cfg.max_length, bf16=use_bf16,
+            center_rewards_coefficient=settings.center_coef or None, model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
             logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=seed, data_seed=seed,
             use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         )
+        dataset = Dataset.from_list(reward_rows(train_pairs, settings.margin))
         # A path, not a model: TRL loads it as a classifier with num_labels=1 after seeding (the new head is random).
-        trainer = RewardTrainer(model=str(base), args=args, train_dataset=Dataset.from_list(reward_rows(train_pairs, cfg.rm_margin)),
-                                processing_class=tokenizer, peft_config=peft_config)
+        trainer = RewardTrainer(model=str(base), args=args, train_dataset=dataset, processing_class=tokenizer,
+                                peft_config=peft_config)
         trainer.remove_callback(PrinterCallback)  # our result reports the losses; per-step dicts would drown the output
         guard = NonFiniteGradGuard()
         trainer.add_callback(guard)
@@ -116,7 +119,7 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
                                 skipped=f"every training pair is longer than max_length={cfg.max_length} tokens")
         trainer.train()
         history = trainer.state.log_history
-        model = trainer.model.merge_and_unload() if cfg.rm_lora else trainer.model
+        model = trainer.model.merge_and_unload() if settings.lora else trainer.model
     model.eval()
     check_finite(model)  # a diverged reward model would hand NaN rewards to every policy trained on it
 

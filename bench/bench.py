@@ -79,12 +79,13 @@ def part_dpo(precision: str, precompute: bool, n_pairs: int) -> dict:
 
     from selfplay.config import TrainConfig
     from selfplay.models import ensure_default_model
+    from selfplay.records import TrainInputs
     from selfplay.train.dpo import DPOTrainer
 
     pairs = dpo_pairs(n_pairs)
     cfg = TrainConfig(precision=precision, dpo={"precompute_ref": precompute}, max_length=256, batch_size=8)
     with tempfile.TemporaryDirectory() as out:
-        result = DPOTrainer(cfg, seed=0).train(pairs, ensure_default_model(), Path(out))
+        result = DPOTrainer(cfg, seed=0).train(TrainInputs(pairs=pairs), ensure_default_model(), Path(out))
     return {"seconds": result.seconds, "pairs": len(pairs), "pairs_per_s": round(len(pairs) / result.seconds, 3)}
 
 
@@ -102,7 +103,7 @@ def part_rollout(seeded: bool, n_prompts: int) -> dict:
     model_dir = ensure_default_model()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    prompts, trainer = _prompts(n_prompts), PPOTrainer(cfg, seed=0)
+    prompts, trainer = _prompts(n_prompts), PPOTrainer(cfg, seed=0, reward=lambda: None)  # rollouts only: no reward read
     started = time.monotonic()
     if seeded:
         roll = trainer._rollout(model, tokenizer, prompts, list(range(len(prompts))), torch.device("cpu"))

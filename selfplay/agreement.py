@@ -46,14 +46,26 @@ class Agreement(BaseModel):
             acc = data["accuracy"]
             ci = (acc["ci_low"], acc["ci_high"]) if acc.get("ci_low") is not None else None
             rest = {k: v for k, v in data.items() if k not in ("accuracy", "inconsistent")}
-            data = {"unjudged": 0, **rest, "accuracy": acc.get("win_rate"), "accuracy_ci": ci,
-                    "undecided": data.get("inconsistent", 0)}
+            data = {
+                "unjudged": 0,
+                **rest,
+                "accuracy": acc.get("win_rate"),
+                "accuracy_ci": ci,
+                "undecided": data.get("inconsistent", 0),
+            }
         return data
 
 
-def agreement(judge_labels: Sequence[Hashable | None], human_labels: Sequence[Hashable | None],
-              pair_ids: Sequence[Hashable] | None = None, *, n_boot: int = 2000, seed: int = 0,
-              file: str | None = None, judge: str | None = None) -> Agreement:
+def agreement(
+    judge_labels: Sequence[Hashable | None],
+    human_labels: Sequence[Hashable | None],
+    pair_ids: Sequence[Hashable] | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    file: str | None = None,
+    judge: str | None = None,
+) -> Agreement:
     """Agreement of a judge with people over presented comparisons, item by item: judge_labels[i] and
     human_labels[i] are comparison i's labels, pair_ids[i] the pair it presents (default: each its own pair).
     An item where either label is None is left out. Kappa (Cohen 1960) discounts the agreement two raters
@@ -74,8 +86,14 @@ def agreement(judge_labels: Sequence[Hashable | None], human_labels: Sequence[Ha
     agree = sum(all(j == h for j, h in items) for items in complete)
     disagree = sum(all(j != h and j != TIE for j, h in items) for items in complete)
     return Agreement(
-        file=file, judge=judge, n=len(judged), unjudged=len(shown) - len(judged), agree=agree, disagree=disagree,
-        undecided=len(judged) - agree - disagree, accuracy=sum(shares) / len(shares) if shares else None,
+        file=file,
+        judge=judge,
+        n=len(judged),
+        unjudged=len(shown) - len(judged),
+        agree=agree,
+        disagree=disagree,
+        undecided=len(judged) - agree - disagree,
+        accuracy=sum(shares) / len(shares) if shares else None,
         accuracy_ci=bootstrap_mean_interval(shares, n_boot=n_boot, seed=seed),
         kappa=cohens_kappa([j for j, _ in flat], [h for _, h in flat]) if flat else None,
     )

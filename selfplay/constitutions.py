@@ -115,8 +115,9 @@ def shipped_dir() -> Path:
     return PROJECT_ROOT / "constitutions"
 
 
-def revision_pairs(prompts: Sequence[Prompt], generations: Sequence[Generation],
-                   judgements: Sequence[Judgement]) -> tuple[list[Pair], PairingStats]:
+def revision_pairs(
+    prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement]
+) -> tuple[list[Pair], PairingStats]:
     """Constitutional AI's preference data from critique -> revision judgements: per revised response a
     pair, revision (chosen) vs original (rejected). Pure, like `pairing.make_pairs`, and a drop-in for it
     when judge.kind is constitution-revision.
@@ -138,14 +139,27 @@ def revision_pairs(prompts: Sequence[Prompt], generations: Sequence[Generation],
         if revision.strip() == original.text.strip():
             same += 1
             continue
-        pairs.append(Pair(
-            id=f"{original.id}/p", prompt_id=original.prompt_id, prompt=prompt_by_id[original.prompt_id].text, chosen=revision,
-            rejected=original.text, chosen_id=f"{original.id}/revision", rejected_id=original.id, chosen_score=1.0,
-            rejected_score=0.0, margin=1.0, judge="constitution-revision", template_hash=j.template_hash,
-            constitution_hash=j.constitution_hash, principle=j.principle,
-        ))
-    stats = PairingStats(prompts=len(prompts), pairs=len(pairs), skipped_few_scored=failed, skipped_tie=same,
-                         mean_margin=1.0 if pairs else None)
+        pairs.append(
+            Pair(
+                id=f"{original.id}/p",
+                prompt_id=original.prompt_id,
+                prompt=prompt_by_id[original.prompt_id].text,
+                chosen=revision,
+                rejected=original.text,
+                chosen_id=f"{original.id}/revision",
+                rejected_id=original.id,
+                chosen_score=1.0,
+                rejected_score=0.0,
+                margin=1.0,
+                judge="constitution-revision",
+                template_hash=j.template_hash,
+                constitution_hash=j.constitution_hash,
+                principle=j.principle,
+            )
+        )
+    stats = PairingStats(
+        prompts=len(prompts), pairs=len(pairs), skipped_few_scored=failed, skipped_tie=same, mean_margin=1.0 if pairs else None
+    )
     return pairs, stats
 
 
@@ -153,5 +167,15 @@ def chosen_sft_examples(pairs: Sequence[Pair]) -> list[SFTExample]:
     """Supervised examples from the chosen side of pairs: each chosen text becomes the completion for its prompt.
     Constitutional AI's supervised stage (Bai et al. 2022, §3) fine-tunes on the revisions this way; the seed
     warm-up (human.seed_warmup=sft) on the texts people chose."""
-    return [SFTExample(id=f"{p.chosen_id}/sft", prompt_id=p.prompt_id, prompt=p.prompt, completion=p.chosen,
-                       generation_id=p.rejected_id, score=p.chosen_score, judge=p.judge) for p in pairs]
+    return [
+        SFTExample(
+            id=f"{p.chosen_id}/sft",
+            prompt_id=p.prompt_id,
+            prompt=p.prompt,
+            completion=p.chosen,
+            generation_id=p.rejected_id,
+            score=p.chosen_score,
+            judge=p.judge,
+        )
+        for p in pairs
+    ]

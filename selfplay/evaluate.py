@@ -35,8 +35,8 @@ from selfplay.agreement import Agreement, agreement
 from selfplay.config import EvalConfig, JudgeConfig
 from selfplay.errors import SelfplayError
 from selfplay.judges import PairwiseJudge, Verdict, make_judge
-from selfplay.rundir import Run
 from selfplay.records import Generation, Prompt, Record, derive_seed, file_hash, read_records, write_json, write_records
+from selfplay.rundir import Run
 from selfplay.stats import PairedDiff, WinRate, paired_bootstrap_diff, wilson_interval, win_rate
 from selfplay.templates import Template, TemplateError, load_template
 
@@ -54,6 +54,7 @@ class Comparer(Protocol):
 
 
 # ----------------------------------------------------------------------------------------------- records
+
 
 class IFEvalRow(Record):
     key: int | str
@@ -114,6 +115,7 @@ class H2HReport(WinRate):
 
 # ----------------------------------------------------------------------------------------- prompts & policy
 
+
 def eval_dir(run: Run) -> Path:
     return run.root / "eval"
 
@@ -150,8 +152,10 @@ def check_held_out(run: Run, prompts: Sequence[Prompt], source: str) -> None:
     texts = {" ".join(t.split()) for t in seen.values()}
     clash = [p.id for p in prompts if p.id in seen or " ".join(p.text.split()) in texts]
     if clash:
-        raise EvalError(f"{source}: {len(clash)} of {len(prompts)} prompts are training prompts of run {run.root.name} "
-                        f"(e.g. {', '.join(clash[:3])}); evaluate on held-out prompts")
+        raise EvalError(
+            f"{source}: {len(clash)} of {len(prompts)} prompts are training prompts of run {run.root.name} "
+            f"(e.g. {', '.join(clash[:3])}); evaluate on held-out prompts"
+        )
 
 
 def load_eval_prompts(path: str | Path) -> list[Prompt]:
@@ -170,12 +174,20 @@ def ifeval_prompts(path: str | Path):
         items = load_ifeval(path)
     except ValueError as err:
         raise EvalError(str(err)) from None
-    prompts = [Prompt(id=f"ifeval-{p.key}", text=p.prompt, source="ifeval",
-                      meta={"instruction_id_list": p.instruction_id_list, "kwargs": p.kwargs}) for p in items]
+    prompts = [
+        Prompt(
+            id=f"ifeval-{p.key}",
+            text=p.prompt,
+            source="ifeval",
+            meta={"instruction_id_list": p.instruction_id_list, "kwargs": p.kwargs},
+        )
+        for p in items
+    ]
     return path, items, prompts
 
 
 # -------------------------------------------------------------------------------------------- responses
+
 
 def greedy_config(run: Run, cfg: EvalConfig):
     return run.cfg.generation.model_copy(update={"temperature": 0.0, "max_tokens": cfg.max_tokens})
@@ -186,22 +198,27 @@ def _register_prompts(run: Run, prompts: Sequence[Prompt]) -> None:
     known = {p.id: p for p in read_records(path, Prompt)} if path.exists() else {}
     for p in prompts:
         if p.id in known and known[p.id].text != p.text:
-            raise EvalError(f"prompt id {p.id!r} was evaluated before with other text ({path}); "
-                            "give your prompts distinct ids, or delete that run's eval/ folder")
+            raise EvalError(
+                f"prompt id {p.id!r} was evaluated before with other text ({path}); "
+                "give your prompts distinct ids, or delete that run's eval/ folder"
+            )
     new = [p for p in prompts if p.id not in known]
     if new:
         write_records(path, [*known.values(), *new])
 
 
-def eval_responses(run: Run, k: int, prompts: Sequence[Prompt], cfg: EvalConfig, log: Log = lambda _: None
-                   ) -> dict[str, Generation]:
+def eval_responses(
+    run: Run, k: int, prompts: Sequence[Prompt], cfg: EvalConfig, log: Log = lambda _: None
+) -> dict[str, Generation]:
     """Greedy responses of iteration k's policy to `prompts`, by prompt id; cached, generated only when
     missing or stale (other policy or max_tokens)."""
     _register_prompts(run, prompts)
     path = eval_dir(run) / f"responses_iter_{k:03d}.jsonl"
     cached = {g.prompt_id: g for g in read_records(path, Generation)} if path.exists() else {}
     model = policy_dir(run, k)
-    fresh = {pid: g for pid, g in cached.items() if g.policy == str(model) and g.max_tokens == cfg.max_tokens and g.temperature == 0.0}
+    fresh = {
+        pid: g for pid, g in cached.items() if g.policy == str(model) and g.max_tokens == cfg.max_tokens and g.temperature == 0.0
+    }
     todo = [p for p in prompts if p.id not in fresh]
     if todo:
         from selfplay.generation import open_generator
@@ -217,13 +234,18 @@ def eval_responses(run: Run, k: int, prompts: Sequence[Prompt], cfg: EvalConfig,
 
 # ---------------------------------------------------------------------------------------------- IFEval
 
+
 def _scores(report, n_prompts: int) -> IFEvalScores:
     checkable = [r for r in report.results if None not in r.strict]
     ci = wilson_interval(sum(all(r.strict) for r in checkable), len(checkable)) if checkable else None
-    return IFEvalScores(n_prompts=n_prompts, prompt_level_strict=report.prompt_level_strict,
-                        instruction_level_strict=report.instruction_level_strict,
-                        prompt_level_loose=report.prompt_level_loose, instruction_level_loose=report.instruction_level_loose,
-                        prompt_strict_ci=ci)
+    return IFEvalScores(
+        n_prompts=n_prompts,
+        prompt_level_strict=report.prompt_level_strict,
+        instruction_level_strict=report.instruction_level_strict,
+        prompt_level_loose=report.prompt_level_loose,
+        instruction_level_loose=report.instruction_level_loose,
+        prompt_strict_ci=ci,
+    )
 
 
 def _prompt_pass(report) -> list[float]:
@@ -231,8 +253,9 @@ def _prompt_pass(report) -> list[float]:
     return [1.0 if all(x is True for x in r.strict) else 0.0 for r in report.results]
 
 
-def ifeval_eval(run: Run, iterations: Sequence[int], ifeval_file: str | Path, cfg: EvalConfig,
-                log: Log = lambda _: None) -> IFEvalSummary:
+def ifeval_eval(
+    run: Run, iterations: Sequence[int], ifeval_file: str | Path, cfg: EvalConfig, log: Log = lambda _: None
+) -> IFEvalSummary:
     """Prompt- and instruction-level accuracy, strict and loose, of each iteration's greedy responses to an
     IFEval-format file, beside the echo baseline (response = the prompt; docs/design.md: it passes ~25%)."""
     from selfplay.ifeval import evaluate
@@ -252,10 +275,19 @@ def ifeval_eval(run: Run, iterations: Sequence[int], ifeval_file: str | Path, cf
     for k in sorted(set(iterations)):
         responses = eval_responses(run, k, prompts, cfg, log)
         report = evaluate(items, {p.key: responses[q.id].text for p, q in zip(items, prompts, strict=True)})
-        rows = [IFEvalRow(key=p.key, prompt_id=q.id, response=responses[q.id].text, n_tokens=responses[q.id].n_tokens,
-                          finish_reason=responses[q.id].finish_reason, instruction_id_list=p.instruction_id_list,
-                          strict=r.strict, loose=r.loose)
-                for p, q, r in zip(items, prompts, report.results, strict=True)]
+        rows = [
+            IFEvalRow(
+                key=p.key,
+                prompt_id=q.id,
+                response=responses[q.id].text,
+                n_tokens=responses[q.id].n_tokens,
+                finish_reason=responses[q.id].finish_reason,
+                instruction_id_list=p.instruction_id_list,
+                strict=r.strict,
+                loose=r.loose,
+            )
+            for p, q, r in zip(items, prompts, report.results, strict=True)
+        ]
         write_records(eval_dir(run) / f"ifeval_iter_{k:03d}.jsonl", rows)
         passes = _prompt_pass(report)
         if k == 0:
@@ -264,19 +296,24 @@ def ifeval_eval(run: Run, iterations: Sequence[int], ifeval_file: str | Path, cf
             base_pass = [1.0 if all(x is True for x in r.strict) else 0.0 for r in read_records(base_rows, IFEvalRow)]
         gens = [responses[q.id] for q in prompts]
         earlier[k] = IFEvalIteration(
-            **_scores(report, len(items)).model_dump(), iteration=k, policy=gens[0].policy,
+            **_scores(report, len(items)).model_dump(),
+            iteration=k,
+            policy=gens[0].policy,
             mean_tokens=round(sum(g.n_tokens for g in gens) / len(gens), 1),
             cut_at_max=round(sum(g.finish_reason == "length" for g in gens) / len(gens), 3),
             vs_base=paired_bootstrap_diff(passes, base_pass, n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "ifeval", k))
-            if k > 0 and base_pass is not None and len(base_pass) == len(passes) else None,
+            if k > 0 and base_pass is not None and len(base_pass) == len(passes)
+            else None,
         )
-    summary = IFEvalSummary(file=str(path), file_hash=digest, max_tokens=cfg.max_tokens, echo=echo,
-                            iterations=[earlier[k] for k in sorted(earlier)])
+    summary = IFEvalSummary(
+        file=str(path), file_hash=digest, max_tokens=cfg.max_tokens, echo=echo, iterations=[earlier[k] for k in sorted(earlier)]
+    )
     write_json(summary_path, summary.model_dump(mode="json"))
     return summary
 
 
 # ----------------------------------------------------------------------------------------- head-to-head
+
 
 def load_pairwise_template(name: str) -> Template:
     """The head-to-head judge's template, refused with an evaluation error unless it is a pairwise one."""
@@ -313,9 +350,17 @@ def judge_name(judge: Comparer) -> str:
     return getattr(judge, "name", type(judge).__name__)
 
 
-def h2h_eval(run: Run, k: int, against: int, prompts: Sequence[Prompt], judge: Comparer, cfg: EvalConfig | None = None,
-             prompts_file: str = "", log: Log = lambda _: None, baseline: tuple[str, dict[str, Generation]] | None = None
-             ) -> H2HReport:
+def h2h_eval(
+    run: Run,
+    k: int,
+    against: int,
+    prompts: Sequence[Prompt],
+    judge: Comparer,
+    cfg: EvalConfig | None = None,
+    prompts_file: str = "",
+    log: Log = lambda _: None,
+    baseline: tuple[str, dict[str, Generation]] | None = None,
+) -> H2HReport:
     """Iteration k against iteration `against` (0 = base) on held-out prompts, judged in both orders.
 
     Responses come from the eval cache; missing ones are generated here. To keep one engine at a time,
@@ -332,9 +377,12 @@ def h2h_eval(run: Run, k: int, against: int, prompts: Sequence[Prompt], judge: C
     if missing:
         raise EvalError(f"head-to-head: the baseline has no response to {len(missing)} prompt(s), e.g. {missing[0]}")
     to_judge = [p for p in prompts if mine[p.id].text != theirs[p.id].text]
-    items = [(p.text, mine[p.id].text, theirs[p.id].text) for p in to_judge] + \
-            [(p.text, theirs[p.id].text, mine[p.id].text) for p in to_judge]
-    log(f"eval: iteration {k} vs {against}: judging {len(to_judge)} prompts in both orders ({len(prompts) - len(to_judge)} identical)")
+    items = [(p.text, mine[p.id].text, theirs[p.id].text) for p in to_judge] + [
+        (p.text, theirs[p.id].text, mine[p.id].text) for p in to_judge
+    ]
+    log(
+        f"eval: iteration {k} vs {against}: judging {len(to_judge)} prompts in both orders ({len(prompts) - len(to_judge)} identical)"
+    )
     verdicts = _compare_all(judge, items)
     n = len(to_judge)
     judged = {p.id: (verdicts[i], verdicts[n + i]) for i, p in enumerate(to_judge)}
@@ -346,18 +394,32 @@ def h2h_eval(run: Run, k: int, against: int, prompts: Sequence[Prompt], judge: C
         (v1, raw1), (v2, raw2) = judged[p.id]
         # Verdicts are positional; in the second order k's response is "second".
         outcome, reason = _outcome(v1, v2)
-        rows.append(H2HRow(prompt_id=p.id, k_first=v1, k_second=v2, outcome=outcome, reason=reason,
-                           raw=[r for r in (raw1, raw2) if r is not None]))
+        rows.append(
+            H2HRow(
+                prompt_id=p.id,
+                k_first=v1,
+                k_second=v2,
+                outcome=outcome,
+                reason=reason,
+                raw=[r for r in (raw1, raw2) if r is not None],
+            )
+        )
     tag = f"{against:03d}" + (f"_{_slug(baseline[0])}" if baseline else "")
     write_records(eval_dir(run) / f"h2h_iter_{k:03d}_vs_{tag}.jsonl", rows)
     parsed = [v for v, _ in verdicts if v is not None]
     both = [r for r in rows if r.reason != "identical"]
     wr = win_rate([r.outcome for r in rows], n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "h2h", k, against))
     report = H2HReport(
-        **wr.model_dump(), iteration=k, against=against, prompts_file=prompts_file, judge=judge_name(judge),
+        **wr.model_dump(),
+        iteration=k,
+        against=against,
+        prompts_file=prompts_file,
+        judge=judge_name(judge),
         consistent=sum(r.reason == "agree" for r in both) / len(both) if both else None,
         first_position_rate=sum(v == "first" for v in parsed) / len(parsed) if parsed else None,
-        unparseable=len(verdicts) - len(parsed), identical=len(rows) - len(both), baseline=baseline[0] if baseline else None,
+        unparseable=len(verdicts) - len(parsed),
+        identical=len(rows) - len(both),
+        baseline=baseline[0] if baseline else None,
     )
     _update_h2h_summary(run, report)
     return report
@@ -367,8 +429,9 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-")
 
 
-def bestofn_baseline(run: Run, prompts: Sequence[Prompt], cfg: EvalConfig, log: Log = lambda _: None
-                     ) -> tuple[str, dict[str, Generation]]:
+def bestofn_baseline(
+    run: Run, prompts: Sequence[Prompt], cfg: EvalConfig, log: Log = lambda _: None
+) -> tuple[str, dict[str, Generation]]:
     """Best-of-N from the base model on held-out prompts: cfg.best_of_n samples each with the run's sampling
     settings, the scorer's pick. Every candidate and the pick go to eval/bestofn.jsonl (reused when the
     prompts, N and scorer match). A prompt with no scored candidate answers with its first sample."""
@@ -379,7 +442,9 @@ def bestofn_baseline(run: Run, prompts: Sequence[Prompt], cfg: EvalConfig, log: 
     name = f"best-of-{n} ({spec}) from 0"
     path = eval_dir(run) / "bestofn.jsonl"
     records = read_records(path, BestOfN) if path.exists() else []
-    if [r.prompt_id for r in records] != [p.id for p in prompts] or any(r.scorer != spec or len(r.candidates) != n for r in records):
+    if [r.prompt_id for r in records] != [p.id for p in prompts] or any(
+        r.scorer != spec or len(r.candidates) != n for r in records
+    ):
         log(f"eval: {name}: {n} samples for each of {len(prompts)} prompts, scored by {spec}")
         with open_generator(run.cfg.generation, policy_dir(run, 0), derive_seed(run.cfg.seed, "eval-best-of-n")) as gen:
             score = make_scorer(spec, gen if scorer_needs_generator(spec) else None)
@@ -389,10 +454,20 @@ def bestofn_baseline(run: Run, prompts: Sequence[Prompt], cfg: EvalConfig, log: 
     for r in records:
         c = next((c for c in r.candidates if c.id == r.pick), r.candidates[0] if r.candidates else None)
         if c is not None:
-            out[r.prompt_id] = Generation(id=c.id, prompt_id=r.prompt_id, text=c.text, n_prompt_tokens=0, n_tokens=c.n_tokens,
-                                          finish_reason=c.finish_reason, temperature=run.cfg.generation.temperature,
-                                          top_p=run.cfg.generation.top_p, max_tokens=run.cfg.generation.max_tokens, seed=0,
-                                          policy=name, backend=run.cfg.generation.backend)
+            out[r.prompt_id] = Generation(
+                id=c.id,
+                prompt_id=r.prompt_id,
+                text=c.text,
+                n_prompt_tokens=0,
+                n_tokens=c.n_tokens,
+                finish_reason=c.finish_reason,
+                temperature=run.cfg.generation.temperature,
+                top_p=run.cfg.generation.top_p,
+                max_tokens=run.cfg.generation.max_tokens,
+                seed=0,
+                policy=name,
+                backend=run.cfg.generation.backend,
+            )
     return name, out
 
 
@@ -424,6 +499,7 @@ def read_agreement(run: Run) -> Agreement | None:
 
 # ------------------------------------------------------------------------------------ judge vs humans
 
+
 def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalConfig | None = None) -> Agreement:
     """How often the judge prefers the human's choice, each pair in both orders (so the person's choice is
     first half the time and kappa's chance agreement is near 1/2, not the trivial 1); selfplay.agreement."""
@@ -438,13 +514,21 @@ def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalCo
     items = [(s.prompt, s.chosen, s.rejected) for s in pairs] + [(s.prompt, s.rejected, s.chosen) for s in pairs]
     verdicts = [v for v, _ in _compare_all(judge, items)]
     n = len(pairs)
-    report = agreement(verdicts, ["first"] * n + ["second"] * n, list(range(n)) * 2, n_boot=cfg.bootstrap,
-                       seed=derive_seed(run.cfg.seed, "agreement"), file=str(seed_file), judge=judge_name(judge))
+    report = agreement(
+        verdicts,
+        ["first"] * n + ["second"] * n,
+        list(range(n)) * 2,
+        n_boot=cfg.bootstrap,
+        seed=derive_seed(run.cfg.seed, "agreement"),
+        file=str(seed_file),
+        judge=judge_name(judge),
+    )
     write_json(eval_dir(run) / "agreement.json", report.model_dump(mode="json"))
     return report
 
 
 # ------------------------------------------------------------------------------------------ orchestration
+
 
 def judge_model_dir(run: Run, cfg: EvalConfig) -> Path:
     """The evaluation judge: eval.judge_model, else the run's judge model, else the run's base model —
@@ -458,8 +542,14 @@ def h2h_judge(gen, cfg: EvalConfig) -> PairwiseJudge:
     """The head-to-head judge: the loop's pairwise judge (make_judge) on `gen` (a Generator), greedy, one
     verdict per comparison, with eval.judge_template and eval.judge_method."""
     load_pairwise_template(cfg.judge_template)  # a wrong kind or a missing file, said as an evaluation error
-    judge_cfg = JudgeConfig(kind="pairwise", template=cfg.judge_template, method=cfg.judge_method, samples=1,
-                            temperature=0.0, max_tokens=cfg.judge_max_tokens)
+    judge_cfg = JudgeConfig(
+        kind="pairwise",
+        template=cfg.judge_template,
+        method=cfg.judge_method,
+        samples=1,
+        temperature=0.0,
+        max_tokens=cfg.judge_max_tokens,
+    )
     try:
         return make_judge(judge_cfg, gen)
     except TemplateError as err:
@@ -490,9 +580,16 @@ class EvalResult(BaseModel):
     agreement: Agreement | None = None
 
 
-def run_eval(run: Run, *, iterations: Sequence[int] | None = None, ifeval_file: str | None = None,
-             prompts_file: str | None = None, seed_file: str | None = None, cfg: EvalConfig | None = None,
-             log: Log = lambda _: None) -> EvalResult:
+def run_eval(
+    run: Run,
+    *,
+    iterations: Sequence[int] | None = None,
+    ifeval_file: str | None = None,
+    prompts_file: str | None = None,
+    seed_file: str | None = None,
+    cfg: EvalConfig | None = None,
+    log: Log = lambda _: None,
+) -> EvalResult:
     """What `selfplay eval` does: IFEval, then head-to-head and judge agreement (one engine at a time:
     every policy's responses first, then the judge)."""
     cfg = cfg or run.cfg.eval
@@ -500,7 +597,9 @@ def run_eval(run: Run, *, iterations: Sequence[int] | None = None, ifeval_file: 
     ks = sorted(set(iterations)) if iterations else available
     missing = [k for k in ks if k not in available]
     if missing:
-        raise EvalError(f"iteration(s) {', '.join(map(str, missing))} have no trained policy; available: {', '.join(map(str, available))}")
+        raise EvalError(
+            f"iteration(s) {', '.join(map(str, missing))} have no trained policy; available: {', '.join(map(str, available))}"
+        )
     result = EvalResult()
     if ifeval_file:
         result.ifeval = ifeval_eval(run, ks, ifeval_file, cfg, log)
@@ -521,7 +620,9 @@ def run_eval(run: Run, *, iterations: Sequence[int] | None = None, ifeval_file: 
             for k, against in plan:
                 result.h2h.append(h2h_eval(run, k, against, prompts, judge, cfg, prompts_file=str(prompts_file), log=log))
             for k in sorted({k for k, _ in plan}) if baseline else []:
-                result.h2h.append(h2h_eval(run, k, 0, prompts, judge, cfg, prompts_file=str(prompts_file), log=log, baseline=baseline))
+                result.h2h.append(
+                    h2h_eval(run, k, 0, prompts, judge, cfg, prompts_file=str(prompts_file), log=log, baseline=baseline)
+                )
             if seed_file:
                 result.agreement = agreement_eval(run, seed_file, judge, cfg)
     return result

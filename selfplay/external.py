@@ -55,9 +55,16 @@ class ChatMLTextTokenizer:
 class EndpointGenerator:
     """`complete` and `next_token_logprobs` of the Generator protocol over /v1/completions."""
 
-    def __init__(self, base_url: str, model: str, tokenizer=None, timeout_s: float = 300.0, api_key: str | None = None,
-                 batch: int = 32):
-        self.base_url, self.model, self.timeout_s, self.api_key, self.batch = base_url.rstrip("/"), model, timeout_s, api_key, batch
+    def __init__(
+        self, base_url: str, model: str, tokenizer=None, timeout_s: float = 300.0, api_key: str | None = None, batch: int = 32
+    ):
+        self.base_url, self.model, self.timeout_s, self.api_key, self.batch = (
+            base_url.rstrip("/"),
+            model,
+            timeout_s,
+            api_key,
+            batch,
+        )
         self.tokenizer = tokenizer if tokenizer is not None else ChatMLTextTokenizer()
         self.as_text = isinstance(self.tokenizer, ChatMLTextTokenizer)
         self.model_dir = f"{self.base_url}#{model}"  # recorded as the judge's "policy"
@@ -97,8 +104,10 @@ class EndpointGenerator:
             self._request("completions", {"model": self.model, "prompt": "Hi", "max_tokens": 1}, timeout_s)
         except EndpointError as err:
             if ": HTTP 404:" in str(err):
-                raise EndpointError(f"{self.base_url}/completions: not found (HTTP 404); the judges need the completions API, "
-                                    "not only chat completions") from None
+                raise EndpointError(
+                    f"{self.base_url}/completions: not found (HTTP 404); the judges need the completions API, "
+                    "not only chat completions"
+                ) from None
             raise
 
     def _prompts(self, prompt_ids: Sequence[list[int]]) -> list:
@@ -108,12 +117,12 @@ class EndpointGenerator:
         """Per prompt, its n choices, in order; one request per `batch` prompts (OpenAI's batched prompt list)."""
         out: list[list[dict]] = []
         for start in range(0, len(prompts), self.batch):
-            chunk = prompts[start:start + self.batch]
+            chunk = prompts[start : start + self.batch]
             reply = self._post({"prompt": chunk, "n": n, **body})
             choices = sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
             if len(choices) != len(chunk) * n:
                 raise EndpointError(f"{self.base_url}/completions: asked for {len(chunk) * n} choices, got {len(choices)}")
-            out.extend(choices[i * n:(i + 1) * n] for i in range(len(chunk)))
+            out.extend(choices[i * n : (i + 1) * n] for i in range(len(chunk)))
         return out
 
     def generate(self, prompts, n):
@@ -139,7 +148,9 @@ class EndpointGenerator:
         for [choice] in self._choices(self._prompts(prompt_ids), 1, body):
             top = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
             if not isinstance(top, dict):
-                raise EndpointError(f"{self.base_url}: the server returned no top_logprobs; use judge.method=text with this endpoint")
+                raise EndpointError(
+                    f"{self.base_url}: the server returned no top_logprobs; use judge.method=text with this endpoint"
+                )
             found: dict[int, float] = {}
             for key, logprob in top.items():
                 token = self._token_id(key)

@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from selfplay.records import FilterStats, Generation, ImproveStep, Judgement, PromptCounts, Prompt, Record
+from selfplay.records import FilterStats, Generation, Judgement, Prompt, PromptCounts, Record
 
 
 class SFTExample(Record):
@@ -55,8 +55,13 @@ def response_scores(judgements: Sequence[Judgement]) -> dict[str, tuple[float, s
     return out
 
 
-def rejection_sft_examples(prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement],
-                           top_k: int | None, threshold: float | None) -> tuple[list[SFTExample], FilterStats]:
+def rejection_sft_examples(
+    prompts: Sequence[Prompt],
+    generations: Sequence[Generation],
+    judgements: Sequence[Judgement],
+    top_k: int | None,
+    threshold: float | None,
+) -> tuple[list[SFTExample], FilterStats]:
     """Per prompt, its best `top_k` distinct non-empty responses scoring >= `threshold`, best first (equal
     scores: the lower id first, so reruns agree). Pure."""
     if top_k is not None and top_k < 1:
@@ -91,15 +96,31 @@ def rejection_sft_examples(prompts: Sequence[Prompt], generations: Sequence[Gene
             else:
                 seen.add(text)
                 counts.kept += 1
-                examples.append(SFTExample(id=f"{g.id}/sft", prompt_id=prompt.id, prompt=prompt.text, completion=g.text,
-                                           generation_id=g.id, score=score, judge=judge))
+                examples.append(
+                    SFTExample(
+                        id=f"{g.id}/sft",
+                        prompt_id=prompt.id,
+                        prompt=prompt.text,
+                        completion=g.text,
+                        generation_id=g.id,
+                        score=score,
+                        judge=judge,
+                    )
+                )
         per_prompt[prompt.id] = counts
-    total = {field: sum(getattr(c, field) for c in per_prompt.values())
-             for field in ("responses", "unscored", "empty", "below", "duplicate", "over_k", "kept")}
+    total = {
+        field: sum(getattr(c, field) for c in per_prompt.values())
+        for field in ("responses", "unscored", "empty", "below", "duplicate", "over_k", "kept")
+    }
     stats = FilterStats(
-        threshold=threshold, top_k=top_k, prompts=len(prompts), prompts_kept=sum(c.kept > 0 for c in per_prompt.values()),
-        **total, kept_fraction=total["kept"] / total["responses"] if total["responses"] else None,
-        mean_kept_score=sum(e.score for e in examples) / len(examples) if examples else None, per_prompt=per_prompt,
+        threshold=threshold,
+        top_k=top_k,
+        prompts=len(prompts),
+        prompts_kept=sum(c.kept > 0 for c in per_prompt.values()),
+        **total,
+        kept_fraction=total["kept"] / total["responses"] if total["responses"] else None,
+        mean_kept_score=sum(e.score for e in examples) / len(examples) if examples else None,
+        per_prompt=per_prompt,
     )
     return examples, stats
 
@@ -152,7 +173,7 @@ def word_ngrams(text: str, n: int) -> frozenset[tuple[str, ...]]:
         return frozenset()
     if len(words) < n:
         return frozenset([tuple(words)])
-    return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return frozenset(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
 def ngram_overlap(a: frozenset, b: frozenset) -> float:
@@ -163,8 +184,9 @@ def ngram_overlap(a: frozenset, b: frozenset) -> float:
     return len(a & b) / min(len(a), len(b))
 
 
-def dedupe(candidates: Sequence[str], against: Sequence[str] = (), *, n: int = 2, max_overlap: float = 0.7
-           ) -> list[Duplicate | None]:
+def dedupe(
+    candidates: Sequence[str], against: Sequence[str] = (), *, n: int = 2, max_overlap: float = 0.7
+) -> list[Duplicate | None]:
     """Per candidate: None if it is new, else the first text it near-duplicates (overlap >= max_overlap):
     first any of `against`, then any earlier candidate that was itself kept. Texts identical but for case
     and punctuation overlap fully. Pure."""

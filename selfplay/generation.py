@@ -70,12 +70,31 @@ def within_context(prompt_ids: Sequence[list[int]], limit: int, run) -> list:
     return out
 
 
-def _record(prompt: Prompt, j: int, text: str, n_prompt: int, n_out: int, finish: str, cfg: GenerationConfig,
-            seed: int, policy: str, backend: str) -> Generation:
+def _record(
+    prompt: Prompt,
+    j: int,
+    text: str,
+    n_prompt: int,
+    n_out: int,
+    finish: str,
+    cfg: GenerationConfig,
+    seed: int,
+    policy: str,
+    backend: str,
+) -> Generation:
     return Generation(
-        id=f"{prompt.id}/g{j}", prompt_id=prompt.id, text=text, n_prompt_tokens=n_prompt, n_tokens=n_out,
-        finish_reason=finish, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-        seed=seed, policy=policy, backend=backend,
+        id=f"{prompt.id}/g{j}",
+        prompt_id=prompt.id,
+        text=text,
+        n_prompt_tokens=n_prompt,
+        n_tokens=n_out,
+        finish_reason=finish,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_tokens,
+        seed=seed,
+        policy=policy,
+        backend=backend,
     )
 
 
@@ -87,32 +106,60 @@ class VLLMGenerator:
 
         self.cfg, self.seed, self.model_dir = cfg, seed, str(model_dir)
         self.llm = LLM(
-            model=self.model_dir, seed=seed, dtype=served_dtype(cfg.dtype, model_dir), enforce_eager=cfg.enforce_eager,
-            max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
-            enable_prefix_caching=cfg.prefix_caching, trust_remote_code=False, disable_log_stats=True, load_format="safetensors",
-            tensor_parallel_size=cfg.tensor_parallel_size, pipeline_parallel_size=cfg.pipeline_parallel_size,
+            model=self.model_dir,
+            seed=seed,
+            dtype=served_dtype(cfg.dtype, model_dir),
+            enforce_eager=cfg.enforce_eager,
+            max_model_len=cfg.max_model_len,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enable_prefix_caching=cfg.prefix_caching,
+            trust_remote_code=False,
+            disable_log_stats=True,
+            load_format="safetensors",
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            pipeline_parallel_size=cfg.pipeline_parallel_size,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.stop_ids = stop_token_ids(self.tokenizer)
 
     def _run(self, prompt_ids: Sequence[list[int]], params) -> list:
         """vLLM's outputs per prompt; None for a prompt longer than the context."""
-        return within_context(prompt_ids, self.cfg.max_model_len, lambda fit: self.llm.generate(
-            [{"prompt_token_ids": list(ids)} for ids in fit], params, use_tqdm=False))
+        return within_context(
+            prompt_ids,
+            self.cfg.max_model_len,
+            lambda fit: self.llm.generate([{"prompt_token_ids": list(ids)} for ids in fit], params, use_tqdm=False),
+        )
 
     def generate(self, prompts: Sequence[Prompt], n: int) -> list[Generation]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                max_tokens=self.cfg.max_tokens, stop_token_ids=self.stop_ids)
+        params = SamplingParams(
+            n=n,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            max_tokens=self.cfg.max_tokens,
+            stop_token_ids=self.stop_ids,
+        )
         records = []
         # Chunks only drive the progress bar; vLLM batches within each chunk.
         for chunk in progress(_chunks(list(prompts), 64), "generate", unit_scale=64):
             outputs = self._run([chat_ids(self.tokenizer, p.text) for p in chunk], params)
             for prompt, out in zip(chunk, outputs, strict=True):
                 for j, o in enumerate(out.outputs if out else []):
-                    records.append(_record(prompt, j, o.text, len(out.prompt_token_ids), len(o.token_ids),
-                                           o.finish_reason or "stop", self.cfg, self.seed, self.model_dir, "vllm"))
+                    records.append(
+                        _record(
+                            prompt,
+                            j,
+                            o.text,
+                            len(out.prompt_token_ids),
+                            len(o.token_ids),
+                            o.finish_reason or "stop",
+                            self.cfg,
+                            self.seed,
+                            self.model_dir,
+                            "vllm",
+                        )
+                    )
         return records
 
     def complete(self, prompt_ids, *, n, temperature, max_tokens):
@@ -126,8 +173,10 @@ class VLLMGenerator:
 
         params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
         wanted = set(token_ids)
-        return [{t: lp.logprob for t, lp in out.outputs[0].logprobs[0].items() if t in wanted} if out else {}
-                for out in self._run(prompt_ids, params)]
+        return [
+            {t: lp.logprob for t, lp in out.outputs[0].logprobs[0].items() if t in wanted} if out else {}
+            for out in self._run(prompt_ids, params)
+        ]
 
     def close(self) -> None:
         engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
@@ -182,8 +231,9 @@ class HFGenerator:
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.context = min(cfg.max_model_len, getattr(self.model.config, "max_position_embeddings", cfg.max_model_len))
 
-    def _sample(self, prompt_ids: Sequence[list[int]], *, n: int, temperature: float, top_p: float, max_tokens: int,
-                seed: int) -> list[list[tuple[list[int], str]]]:
+    def _sample(
+        self, prompt_ids: Sequence[list[int]], *, n: int, temperature: float, top_p: float, max_tokens: int, seed: int
+    ) -> list[list[tuple[list[int], str]]]:
         """Per prompt, n (token ids, finish reason); seeded once for the batch."""
         import torch
 
@@ -191,13 +241,19 @@ class HFGenerator:
         batch = self.tokenizer.pad({"input_ids": [list(x) for x in prompt_ids]}, return_tensors="pt").to(self.model.device)
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
         with torch.no_grad():
-            out = self.model.generate(**batch, max_new_tokens=max_tokens, num_return_sequences=n, eos_token_id=self.stop_ids,
-                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=max_tokens,
+                num_return_sequences=n,
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
+            )
         width = batch["input_ids"].shape[1]
         results: list[list[tuple[list[int], str]]] = []
         for i in range(len(prompt_ids)):
             per_prompt = []
-            for seq in out[i * n:(i + 1) * n, width:].tolist():
+            for seq in out[i * n : (i + 1) * n, width:].tolist():
                 stop_at = next((k for k, t in enumerate(seq) if t in self.stop_ids), None)
                 per_prompt.append((seq[:stop_at], "stop") if stop_at is not None else (seq, "length"))
             results.append(per_prompt)
@@ -209,11 +265,18 @@ class HFGenerator:
             # One prompt per call so each record's randomness depends only on (seed, prompt id).
             ids = chat_ids(self.tokenizer, prompt.text)
             seed = derive_seed(self.seed, prompt.id)
-            [samples] = within_context([ids], self.context, lambda fit: self._sample(
-                fit, n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, seed=seed))
+            [samples] = within_context(
+                [ids],
+                self.context,
+                lambda fit: self._sample(
+                    fit, n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, seed=seed
+                ),
+            )
             for j, (tokens, finish) in enumerate(samples or []):
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                records.append(_record(prompt, j, text, len(ids), len(tokens), finish, self.cfg, seed, self.model_dir, "transformers"))
+                records.append(
+                    _record(prompt, j, text, len(ids), len(tokens), finish, self.cfg, seed, self.model_dir, "transformers")
+                )
         return records
 
     def complete(self, prompt_ids, *, n, temperature, max_tokens, offset: int = 0):
@@ -221,10 +284,13 @@ class HFGenerator:
         position in that list, so a shard aligned to batch_size samples exactly what the whole list would."""
         out = []
         for start in range(0, len(prompt_ids), self.cfg.batch_size):
-            chunk = prompt_ids[start:start + self.cfg.batch_size]
+            chunk = prompt_ids[start : start + self.cfg.batch_size]
             seed = derive_seed(self.seed, "complete", offset + start)
-            for samples in within_context(chunk, self.context, lambda fit: self._sample(
-                    fit, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed)):
+            for samples in within_context(
+                chunk,
+                self.context,
+                lambda fit: self._sample(fit, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed),
+            ):
                 out.append([self.tokenizer.decode(t, skip_special_tokens=True) for t, _ in samples or []])
         return out
 
@@ -240,7 +306,9 @@ class HFGenerator:
 
         out = []
         for start in range(0, len(prompt_ids), self.cfg.batch_size):
-            out.extend(r or {} for r in within_context(prompt_ids[start:start + self.cfg.batch_size], self.context, last_logprobs))
+            out.extend(
+                r or {} for r in within_context(prompt_ids[start : start + self.cfg.batch_size], self.context, last_logprobs)
+            )
         return out
 
     def close(self) -> None:
@@ -250,7 +318,7 @@ class HFGenerator:
 
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 @contextmanager

@@ -24,7 +24,13 @@ from selfplay.constitutions import revision_pairs
 from selfplay.external import open_external
 from selfplay.generation import SEEDING, Generator, open_generator
 from selfplay.judges import (
-    injection_success_rate, judge_seed, load_injections, make_judge, needs_generator, pairwise_stats, preflight_judge,
+    injection_success_rate,
+    judge_seed,
+    load_injections,
+    make_judge,
+    needs_generator,
+    pairwise_stats,
+    preflight_judge,
 )
 from selfplay.judges.program import program_reviser
 from selfplay.metrics import report_iteration
@@ -32,8 +38,20 @@ from selfplay.models import resolve_model
 from selfplay.monitors import monitor_iteration
 from selfplay.pairing import PairingStats, make_pairs
 from selfplay.records import (
-    Generation, Judgement, Pair, Prompt, RecordError, RewardResult, TrainInputs, TrainResult, derive_seed, read_record,
-    read_records, utc_now, write_json, write_records,
+    Generation,
+    Judgement,
+    Pair,
+    Prompt,
+    RecordError,
+    RewardResult,
+    TrainInputs,
+    TrainResult,
+    derive_seed,
+    read_record,
+    read_records,
+    utc_now,
+    write_json,
+    write_records,
 )
 from selfplay.rundir import IterationSummary, Manifest, Run, RunError, StageInfo, versions
 from selfplay.scale import check_launcher, launch_train, under_launch
@@ -65,8 +83,14 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     serving = check_serving(policy, run.policy_start(k), served_dtype(cfg.generation.dtype, policy))
     if serving.warning:
         log(f"warning: {serving.warning}")
-    manifest = Manifest(iteration=k, policy=str(policy), serving=serving, versions=versions(), config_digest=cfg.digest(),
-                        config_changes=run.config_changes())
+    manifest = Manifest(
+        iteration=k,
+        policy=str(policy),
+        serving=serving,
+        versions=versions(),
+        config_digest=cfg.digest(),
+        config_changes=run.config_changes(),
+    )
     stage = Stages(manifest)
 
     with Engines(run, policy, k) as engines:  # opened on first use; closed before training
@@ -75,8 +99,10 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
         judgements = stage("judge", p.judgements, Judgement, lambda: judge_responses(run, k, engines, prompts, generations))
     generation = generation_stats(prompts, generations, cfg.generation.backend)
     if generation["too_long"]:
-        log(f"warning: {len(generation['too_long'])} prompt(s) longer than generation.max_model_len="
-            f"{cfg.generation.max_model_len} tokens got no responses: {', '.join(generation['too_long'][:5])}")
+        log(
+            f"warning: {len(generation['too_long'])} prompt(s) longer than generation.max_model_len="
+            f"{cfg.generation.max_model_len} tokens got no responses: {', '.join(generation['too_long'][:5])}"
+        )
     made, pairing = pair_responses(cfg, prompts, generations, judgements)  # pure: recomputed exactly on resume
     pairs = stage("pair", p.pairs, Pair, lambda: made)
     inputs = TrainInputs(prompts=prompts, generations=generations, judgements=judgements, pairs=pairs)
@@ -84,17 +110,29 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
 
     previous = run.paths(k - 1).manifest
     monitors = monitor_iteration(
-        prompts, generations, judgements, pairs, cfg.monitors, iteration=k,
+        prompts,
+        generations,
+        judgements,
+        pairs,
+        cfg.monitors,
+        iteration=k,
         previous=read_record(previous, Manifest).monitors if k > 1 and previous.exists() else None,
         kl=result.rl.kl_last if result.rl else None,
     )
     for line in monitors.warnings:
         log(f"warning: {line}")
-    manifest = manifest.model_copy(update=dict(
-        prompts=_side_record(p.dir / PROMPT_STATS) or {}, generation=generation,
-        judge=judge_summary(judgements, p.dir), pairing=pairing, train=result, reward_model=reward_model_result(run, k),
-        monitors=monitors, finished=utc_now(),
-    ))
+    manifest = manifest.model_copy(
+        update=dict(
+            prompts=_side_record(p.dir / PROMPT_STATS) or {},
+            generation=generation,
+            judge=judge_summary(judgements, p.dir),
+            pairing=pairing,
+            train=result,
+            reward_model=reward_model_result(run, k),
+            monitors=monitors,
+            finished=utc_now(),
+        )
+    )
     write_json(p.manifest, manifest.model_dump(mode="json"))
     run.rebuild_summary()
     row = IterationSummary.from_manifest(manifest)
@@ -102,8 +140,9 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     return row
 
 
-def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callable[[IterationSummary], None] | None = None
-             ) -> list[IterationSummary]:
+def run_loop(
+    run: Run, log: Callable[[str], None] = print, on_iteration: Callable[[IterationSummary], None] | None = None
+) -> list[IterationSummary]:
     """Every iteration of the run, holding the run's lock; stops early where a monitor in stop_on warned."""
     rows = []
     with run.writing():
@@ -127,6 +166,7 @@ def run_loop(run: Run, log: Callable[[str], None] = print, on_iteration: Callabl
 class Stages:
     """Produces a stage's output, or reuses it when its file exists (resume), and records the stage's status,
     timing and count in the manifest. A `.jsonl` path holds a list of records, a `.json` path one record."""
+
     manifest: Manifest
 
     def __call__(self, name: str, path: Path, cls: type[R], produce: Callable[[], object]):
@@ -200,8 +240,9 @@ def write_prompts(run: Run, k: int, engines: Engines) -> list[Prompt]:
     return prompts
 
 
-def judge_responses(run: Run, k: int, engines: Engines, prompts: Sequence[Prompt],
-                    generations: Sequence[Generation]) -> list[Judgement]:
+def judge_responses(
+    run: Run, k: int, engines: Engines, prompts: Sequence[Prompt], generations: Sequence[Generation]
+) -> list[Judgement]:
     """The judge's verdicts on every response; with the same judge, its agreement with the human seed set and
     how often the shipped injections get their way (side records beside judgements.jsonl)."""
     cfg, folder = run.cfg, run.paths(k).dir
@@ -217,8 +258,9 @@ def judge_responses(run: Run, k: int, engines: Engines, prompts: Sequence[Prompt
     return judgements
 
 
-def pair_responses(cfg: RunConfig, prompts: Sequence[Prompt], generations: Sequence[Generation],
-                   judgements: Sequence[Judgement]) -> tuple[list[Pair], PairingStats]:
+def pair_responses(
+    cfg: RunConfig, prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement]
+) -> tuple[list[Pair], PairingStats]:
     """Preference pairs from the judgements: best vs worst by score, with a revision of the best where
     pairing.revise is set; a constitution-revision judge pairs each revision (chosen) with its original."""
     if cfg.judge.kind == "constitution-revision":
@@ -330,12 +372,17 @@ def run_stage(run: Run, k: int, name: str) -> StageInfo:
             case "prompts":
                 stage("prompts", p.prompts, Prompt, lambda: write_prompts(run, k, engines))
             case "generate":
-                stage("generate", p.generations, Generation, lambda: engines.policy().generate(inputs.prompts, n=cfg.generation.n))
+                stage(
+                    "generate", p.generations, Generation, lambda: engines.policy().generate(inputs.prompts, n=cfg.generation.n)
+                )
             case "judge":
-                stage("judge", p.judgements, Judgement,
-                      lambda: judge_responses(run, k, engines, inputs.prompts, inputs.generations))
+                stage(
+                    "judge", p.judgements, Judgement, lambda: judge_responses(run, k, engines, inputs.prompts, inputs.generations)
+                )
             case "pair":
-                stage("pair", p.pairs, Pair, lambda: pair_responses(cfg, inputs.prompts, inputs.generations, inputs.judgements)[0])
+                stage(
+                    "pair", p.pairs, Pair, lambda: pair_responses(cfg, inputs.prompts, inputs.generations, inputs.judgements)[0]
+                )
             case "train":
                 stage("train", p.train, TrainResult, lambda: train_policy(run, k, inputs))
             case _:
@@ -350,16 +397,24 @@ def read_inputs(run: Run, k: int) -> TrainInputs:
     def read(path: Path, cls: type[R]) -> list[R]:
         return read_records(path, cls) if path.exists() else []
 
-    return TrainInputs(prompts=read(p.prompts, Prompt), generations=read(p.generations, Generation),
-                       judgements=read(p.judgements, Judgement), pairs=read(p.pairs, Pair))
+    return TrainInputs(
+        prompts=read(p.prompts, Prompt),
+        generations=read(p.generations, Generation),
+        judgements=read(p.judgements, Judgement),
+        pairs=read(p.pairs, Pair),
+    )
 
 
 def check_stage_inputs(run: Run, k: int, name: str) -> None:
     """For single-stage commands: the earlier stages' outputs must exist."""
     p = run.paths(k)
     judged = [p.prompts, p.generations, p.judgements]
-    needs = {"generate": [p.prompts], "judge": [p.prompts, p.generations], "pair": judged,
-             "train": judged if run.cfg.train.algo in ("rejection-sft", "rest") else [p.pairs]}
+    needs = {
+        "generate": [p.prompts],
+        "judge": [p.prompts, p.generations],
+        "pair": judged,
+        "train": judged if run.cfg.train.algo in ("rejection-sft", "rest") else [p.pairs],
+    }
     for path in needs.get(name, []):
         if not path.exists():
             raise RecordError(f"{path}: missing; run the earlier stages first (selfplay run --resume runs them all)")
@@ -386,7 +441,8 @@ def generation_stats(prompts: Sequence[Prompt], generations: Sequence[Generation
     n = len(generations)
     answered = {g.prompt_id for g in generations}
     return {
-        "count": n, "empty": sum(1 for g in generations if not g.text.strip()),
+        "count": n,
+        "empty": sum(1 for g in generations if not g.text.strip()),
         "mean_tokens": round(sum(g.n_tokens for g in generations) / n, 1) if n else None,
         "cut_at_max": round(sum(g.finish_reason == "length" for g in generations) / n, 3) if n else None,
         "seeding": SEEDING[backend],
@@ -406,7 +462,9 @@ def judge_stats(judgements: Sequence[Judgement]) -> dict:
     for j in per_response:
         by_status[j.status] = by_status.get(j.status, 0) + 1
     stats: dict = {
-        "count": n, "by_status": by_status, "parse_rate": round(len(usable) / n, 3) if n else None,
+        "count": n,
+        "by_status": by_status,
+        "parse_rate": round(len(usable) / n, 3) if n else None,
         "mean_score": round(sum(scores) / len(scores), 3) if scores else None,
         "templates": sorted({f"{j.template}#{j.template_hash}" for j in judgements if j.template}),
     }

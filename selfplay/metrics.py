@@ -21,8 +21,11 @@ def report_iteration(run: Run, row: IterationSummary) -> None:
 
 def stage_scalars(row: IterationSummary) -> dict[str, float]:
     """An iteration's numeric summary fields and stage seconds, named as the metrics backends show them."""
-    values = {name: value for name, value in row.model_dump().items()
-              if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "iteration"}
+    values = {
+        name: value
+        for name, value in row.model_dump().items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "iteration"
+    }
     values.update({f"seconds/{stage}": value for stage, value in row.seconds.items()})
     return {f"selfplay/{name}": value for name, value in values.items()}
 
@@ -51,9 +54,16 @@ def write_wandb(run: Run, row: IterationSummary) -> None:
     # W&B ids allow letters, digits, dashes and underscores; the hash tells two runs of the same name apart.
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in run.root.name)
     run_id = f"{name[:40]}-{hashlib.sha256(str(run.root.resolve()).encode()).hexdigest()[:8]}"
-    with wandb.init(project=os.environ.get("WANDB_PROJECT", "selfplay"), id=run_id, name=run.root.name, resume="allow",
-                    dir=str(folder), group=run.root.name, job_type="iterations",
-                    config=run.cfg.model_dump(mode="json")) as wb:
+    with wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "selfplay"),
+        id=run_id,
+        name=run.root.name,
+        resume="allow",
+        dir=str(folder),
+        group=run.root.name,
+        job_type="iterations",
+        config=run.cfg.model_dump(mode="json"),
+    ) as wb:
         wb.define_metric("iteration")
         wb.define_metric("selfplay/*", step_metric="iteration")
         wb.log({"iteration": row.iteration, **stage_scalars(row)})

@@ -71,11 +71,15 @@ def weights_problem(path: Path) -> str | None:
     directory that also holds pickle weight files is refused unless the user accepts it explicitly, since
     another tool pointed at it would load them; an empty decoy `x.safetensors` is no safetensors checkpoint."""
     if not ((path / "model.safetensors").exists() or (path / "model.safetensors.index.json").exists()):
-        return "no model.safetensors (or model.safetensors.index.json) weights; other weight formats are refused: they can run code"
+        return (
+            "no model.safetensors (or model.safetensors.index.json) weights; other weight formats are refused: they can run code"
+        )
     pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
     if pickles and os.environ.get(ALLOW_PICKLE_ENV) != "1":
-        return (f"pickle weight files beside the safetensors ({', '.join(pickles[:3])}) can run code when loaded; remove "
-                f"them, or set {ALLOW_PICKLE_ENV}=1 to accept the directory (selfplay loads only its safetensors)")
+        return (
+            f"pickle weight files beside the safetensors ({', '.join(pickles[:3])}) can run code when loaded; remove "
+            f"them, or set {ALLOW_PICKLE_ENV}=1 to accept the directory (selfplay loads only its safetensors)"
+        )
     return None
 
 
@@ -107,7 +111,9 @@ def ensure_default_model() -> Path:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # SELFPLAY_HOME (or a folder in it) is a file, or not writable
-        raise ModelError(f"{dest.parent}: cannot make the model cache ({err.strerror}); point SELFPLAY_HOME at a writable folder") from None
+        raise ModelError(
+            f"{dest.parent}: cannot make the model cache ({err.strerror}); point SELFPLAY_HOME at a writable folder"
+        ) from None
     with FileLock(str(dest) + ".lock"):
         if not (dest / _COMPLETE).exists():  # another process may have finished while we waited
             _convert_gguf(gguf_path(), dest)

@@ -73,9 +73,17 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generation], judgements: Sequence[Judgement],
-                      pairs: Sequence[Pair], cfg: MonitorConfig, *, iteration: int | None = None,
-                      previous: MonitorReport | None = None, kl: float | None = None) -> MonitorReport:
+def monitor_iteration(
+    prompts: Sequence[Prompt],
+    generations: Sequence[Generation],
+    judgements: Sequence[Judgement],
+    pairs: Sequence[Pair],
+    cfg: MonitorConfig,
+    *,
+    iteration: int | None = None,
+    previous: MonitorReport | None = None,
+    kl: float | None = None,
+) -> MonitorReport:
     """Pure: the monitors of one iteration from its records, with warnings for crossed thresholds.
 
     `previous` (the last iteration's report) gives the margin trend; `kl` comes from the trainer where it
@@ -92,56 +100,112 @@ def monitor_iteration(prompts: Sequence[Prompt], generations: Sequence[Generatio
     lengths = [float(gens[j.generation_ids[0]].n_tokens) for j in pointwise]
     length_corr = pearson(scores, lengths)
 
-    gaps = [gens[p.chosen_id].n_tokens - gens[p.rejected_id].n_tokens for p in pairs
-            if p.chosen_id in gens and p.rejected_id in gens]
+    gaps = [
+        gens[p.chosen_id].n_tokens - gens[p.rejected_id].n_tokens for p in pairs if p.chosen_id in gens and p.rejected_id in gens
+    ]
     decided = sum(first_presented_won(j) is not None for j in judgements)
     # Parse failures: verdicts the judge gave but we could not read. Derived win rates are not verdicts, and
     # an "error" (e.g. an empty response, never judged) is not the judge's failure to keep its format.
     verdicts = [j for j in judgements if j.method != "winrate" and j.status in ("ok", "unparseable")]
     failures = [j for j in verdicts if j.status == "unparseable"]
     mean_margin = _mean([p.margin for p in pairs])
-    margin_change = (mean_margin - previous.mean_margin
-                     if previous is not None and previous.mean_margin is not None and mean_margin is not None else None)
+    margin_change = (
+        mean_margin - previous.mean_margin
+        if previous is not None and previous.mean_margin is not None and mean_margin is not None
+        else None
+    )
 
     report = MonitorReport(
-        iteration=iteration, length_corr=length_corr, n_scored=len(scores),
-        length_gap_tokens=_mean(gaps), n_pairs=len(gaps),
-        position_bias=position_bias(judgements), n_pairwise=decided,
-        parse_failure=len(failures) / len(verdicts) if verdicts else None, n_judgements=len(verdicts),
-        mean_margin=mean_margin, margin_change=margin_change, kl=kl,
+        iteration=iteration,
+        length_corr=length_corr,
+        n_scored=len(scores),
+        length_gap_tokens=_mean(gaps),
+        n_pairs=len(gaps),
+        position_bias=position_bias(judgements),
+        n_pairwise=decided,
+        parse_failure=len(failures) / len(verdicts) if verdicts else None,
+        n_judgements=len(verdicts),
+        mean_margin=mean_margin,
+        margin_change=margin_change,
+        kl=kl,
     )
     warnings = check_thresholds(report, cfg)
-    return report.model_copy(update={
-        "warnings": [line for _, line in warnings],
-        "stop": [name for name, _ in warnings if name in cfg.stop_on],
-    })
+    return report.model_copy(
+        update={
+            "warnings": [line for _, line in warnings],
+            "stop": [name for name, _ in warnings if name in cfg.stop_on],
+        }
+    )
 
 
 def check_thresholds(r: MonitorReport, cfg: MonitorConfig) -> list[tuple[str, str]]:
     """(monitor, one-line warning) for each configured threshold the report crosses."""
     out: list[tuple[str, str]] = []
     enough = cfg.min_samples
-    if cfg.max_abs_length_corr is not None and r.length_corr is not None and r.n_scored >= enough \
-            and abs(r.length_corr) > cfg.max_abs_length_corr:
-        out.append(("length_corr", f"length_corr: judge score correlates {r.length_corr:+.2f} with response length "
-                    f"(|r| > {cfg.max_abs_length_corr}, {r.n_scored} responses): the judge may be rewarding length"))
-    if cfg.max_length_gap_tokens is not None and r.length_gap_tokens is not None and r.n_pairs >= enough \
-            and abs(r.length_gap_tokens) > cfg.max_length_gap_tokens:
-        out.append(("length_gap", f"length_gap: chosen responses are {r.length_gap_tokens:+.0f} tokens longer than rejected "
-                    f"on average (|gap| > {cfg.max_length_gap_tokens:g}, {r.n_pairs} pairs): training will learn a length preference"))
-    if cfg.max_parse_failure is not None and r.parse_failure is not None and r.n_judgements >= enough \
-            and r.parse_failure > cfg.max_parse_failure:
-        out.append(("parse_failure", f"parse_failure: {r.parse_failure:.0%} of {r.n_judgements} judgements have no score "
-                    f"(> {cfg.max_parse_failure:.0%}): the judge is not keeping its output format"))
-    if cfg.max_position_bias is not None and r.position_bias is not None and r.n_pairwise >= enough \
-            and max(r.position_bias, 1 - r.position_bias) > cfg.max_position_bias:
+    if (
+        cfg.max_abs_length_corr is not None
+        and r.length_corr is not None
+        and r.n_scored >= enough
+        and abs(r.length_corr) > cfg.max_abs_length_corr
+    ):
+        out.append(
+            (
+                "length_corr",
+                f"length_corr: judge score correlates {r.length_corr:+.2f} with response length "
+                f"(|r| > {cfg.max_abs_length_corr}, {r.n_scored} responses): the judge may be rewarding length",
+            )
+        )
+    if (
+        cfg.max_length_gap_tokens is not None
+        and r.length_gap_tokens is not None
+        and r.n_pairs >= enough
+        and abs(r.length_gap_tokens) > cfg.max_length_gap_tokens
+    ):
+        out.append(
+            (
+                "length_gap",
+                f"length_gap: chosen responses are {r.length_gap_tokens:+.0f} tokens longer than rejected "
+                f"on average (|gap| > {cfg.max_length_gap_tokens:g}, {r.n_pairs} pairs): training will learn a length preference",
+            )
+        )
+    if (
+        cfg.max_parse_failure is not None
+        and r.parse_failure is not None
+        and r.n_judgements >= enough
+        and r.parse_failure > cfg.max_parse_failure
+    ):
+        out.append(
+            (
+                "parse_failure",
+                f"parse_failure: {r.parse_failure:.0%} of {r.n_judgements} judgements have no score "
+                f"(> {cfg.max_parse_failure:.0%}): the judge is not keeping its output format",
+            )
+        )
+    if (
+        cfg.max_position_bias is not None
+        and r.position_bias is not None
+        and r.n_pairwise >= enough
+        and max(r.position_bias, 1 - r.position_bias) > cfg.max_position_bias
+    ):
         side = "first" if r.position_bias > 0.5 else "second"
         share = max(r.position_bias, 1 - r.position_bias)
-        out.append(("position_bias", f"position_bias: the {side}-presented answer won {share:.0%} of {r.n_pairwise} "
-                    f"pairwise judgements (> {cfg.max_position_bias:.0%}): verdicts depend on order, not content"))
+        out.append(
+            (
+                "position_bias",
+                f"position_bias: the {side}-presented answer won {share:.0%} of {r.n_pairwise} "
+                f"pairwise judgements (> {cfg.max_position_bias:.0%}): verdicts depend on order, not content",
+            )
+        )
     if cfg.max_margin_drop is not None and r.margin_change is not None and -r.margin_change > cfg.max_margin_drop:
-        out.append(("margin_drop", f"margin_drop: mean pair margin fell by {-r.margin_change:.2f} since the last iteration "
-                    f"(> {cfg.max_margin_drop:g}): the judge separates responses less (collapse or saturation)"))
+        out.append(
+            (
+                "margin_drop",
+                f"margin_drop: mean pair margin fell by {-r.margin_change:.2f} since the last iteration "
+                f"(> {cfg.max_margin_drop:g}): the judge separates responses less (collapse or saturation)",
+            )
+        )
     if cfg.max_kl is not None and r.kl is not None and r.kl > cfg.max_kl:
-        out.append(("kl", f"kl: KL to the reference policy is {r.kl:.3f} nats per token (> {cfg.max_kl:g}): the policy is drifting far"))
+        out.append(
+            ("kl", f"kl: KL to the reference policy is {r.kl:.3f} nats per token (> {cfg.max_kl:g}): the policy is drifting far")
+        )
     return out

@@ -24,8 +24,13 @@ class PairingStats(BaseModel):
 Reviser = Callable[[Prompt, Generation], "tuple[str, float] | None"]
 
 
-def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Sequence[Generation],
-               judgements: Sequence[Judgement], revise: Reviser | None = None) -> tuple[list[Pair], PairingStats]:
+def make_pairs(
+    cfg: PairingConfig,
+    prompts: Sequence[Prompt],
+    generations: Sequence[Generation],
+    judgements: Sequence[Judgement],
+    revise: Reviser | None = None,
+) -> tuple[list[Pair], PairingStats]:
     """Best vs worst scored response per prompt (Self-Rewarding LMs §2.3), if the gap reaches the margin;
     with `max_length_gap`, the widest-margin pair whose lengths are that close (see widest_pair).
 
@@ -47,11 +52,22 @@ def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Seque
             revision = revise(prompt, original)
             if revision is not None and revision[1] - best >= max(cfg.min_margin, 1e-9):
                 text, score = revision
-                pairs.append(Pair(
-                    id=f"{prompt.id}/p", prompt_id=prompt.id, prompt=prompt.text, chosen=text, rejected=original.text,
-                    chosen_id=f"{original.id}/revision", rejected_id=original.id, chosen_score=score, rejected_score=best,
-                    margin=score - best, judge=f"{judged.judge}+revision", template_hash=judged.template_hash,
-                ))
+                pairs.append(
+                    Pair(
+                        id=f"{prompt.id}/p",
+                        prompt_id=prompt.id,
+                        prompt=prompt.text,
+                        chosen=text,
+                        rejected=original.text,
+                        chosen_id=f"{original.id}/revision",
+                        rejected_id=original.id,
+                        chosen_score=score,
+                        rejected_score=best,
+                        margin=score - best,
+                        judge=f"{judged.judge}+revision",
+                        template_hash=judged.template_hash,
+                    )
+                )
                 revised += 1
                 continue
         if len(ranked) < 2:
@@ -62,15 +78,33 @@ def make_pairs(cfg: PairingConfig, prompts: Sequence[Prompt], generations: Seque
             ties += 1
             continue
         (best, chosen, jc), (worst, rejected, _) = picked
-        pairs.append(Pair(
-            id=f"{prompt.id}/p", prompt_id=prompt.id, prompt=prompt.text, chosen=chosen.text, rejected=rejected.text,
-            chosen_id=chosen.id, rejected_id=rejected.id, chosen_score=best, rejected_score=worst,
-            margin=best - worst, judge=jc.judge, template_hash=jc.template_hash,
-            constitution_hash=jc.constitution_hash, principle=jc.principle,
-        ))
+        pairs.append(
+            Pair(
+                id=f"{prompt.id}/p",
+                prompt_id=prompt.id,
+                prompt=prompt.text,
+                chosen=chosen.text,
+                rejected=rejected.text,
+                chosen_id=chosen.id,
+                rejected_id=rejected.id,
+                chosen_score=best,
+                rejected_score=worst,
+                margin=best - worst,
+                judge=jc.judge,
+                template_hash=jc.template_hash,
+                constitution_hash=jc.constitution_hash,
+                principle=jc.principle,
+            )
+        )
     margins = [p.margin for p in pairs]
-    stats = PairingStats(prompts=len(prompts), pairs=len(pairs), skipped_few_scored=few, skipped_tie=ties,
-                         mean_margin=sum(margins) / len(margins) if margins else None, revised=revised)
+    stats = PairingStats(
+        prompts=len(prompts),
+        pairs=len(pairs),
+        skipped_few_scored=few,
+        skipped_tie=ties,
+        mean_margin=sum(margins) / len(margins) if margins else None,
+        revised=revised,
+    )
     return pairs, stats
 
 
@@ -81,8 +115,12 @@ def widest_pair(ranked: list[tuple[float, Generation, Judgement]], cfg: PairingC
     if cfg.max_length_gap is None:
         candidates = [(ranked[0], ranked[-1])]
     else:
-        candidates = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]
-                      if abs(a[1].n_tokens - b[1].n_tokens) <= cfg.max_length_gap]
+        candidates = [
+            (a, b)
+            for i, a in enumerate(ranked)
+            for b in ranked[i + 1 :]
+            if abs(a[1].n_tokens - b[1].n_tokens) <= cfg.max_length_gap
+        ]
     best = max(candidates, key=lambda ab: ab[0][0] - ab[1][0], default=None)  # max keeps the first of equals
     if best is None or best[0][0] - best[1][0] < cfg.min_margin or best[0][0] == best[1][0]:
         return None

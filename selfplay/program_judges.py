@@ -82,7 +82,9 @@ def ifeval(prompt: Prompt, response: str, *, echo_penalty: bool = True) -> float
 
     ids = prompt.meta.get("instruction_id_list")
     if not ids:
-        raise ValueError(f"prompt {prompt.id} has no instruction_id_list in its meta; the ifeval judge needs an IFEval-format pool")
+        raise ValueError(
+            f"prompt {prompt.id} has no instruction_id_list in its meta; the ifeval judge needs an IFEval-format pool"
+        )
     if echo_penalty and is_echo(prompt.text, response):
         return 0.0
     checkable = IFEvalPrompt(key=prompt.id, prompt=prompt.text, instruction_id_list=ids, kwargs=prompt.meta.get("kwargs", []))

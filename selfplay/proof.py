@@ -25,12 +25,22 @@ from selfplay.stats import change_verdict
 from selfplay.views import pct
 
 CONFIGS = ("self-rewarding", "verifiable", "constitution")
-QUICK = ["iterations=1", "prompts.per_iteration=4", "generation.n=2", "generation.max_tokens=32", "train.min_pairs=1",
-         "train.batch_size=2", "train.max_length=128", "eval.max_prompts=4", "eval.max_tokens=32"]
+QUICK = [
+    "iterations=1",
+    "prompts.per_iteration=4",
+    "generation.n=2",
+    "generation.max_tokens=32",
+    "train.min_pairs=1",
+    "train.batch_size=2",
+    "train.max_length=128",
+    "eval.max_prompts=4",
+    "eval.max_tokens=32",
+]
 
 
-def run_and_evaluate(name: str, runs_dir: Path, overrides: list[str], log, base_from: Run | None = None
-                     ) -> tuple[Run, EvalResult, float]:
+def run_and_evaluate(
+    name: str, runs_dir: Path, overrides: list[str], log, base_from: Run | None = None
+) -> tuple[Run, EvalResult, float]:
     """Run one proof config and evaluate every iteration. `base_from`: an earlier proof run whose iteration-0
     responses are reused (same base model, greedy; eval_responses regenerates them if anything differs)."""
     started = time.monotonic()
@@ -42,7 +52,11 @@ def run_and_evaluate(name: str, runs_dir: Path, overrides: list[str], log, base_
     last = rows[-1].iteration
     ks = list(range(0, last + 1))
     base_responses = "responses_iter_000.jsonl"
-    if base_from is not None and (eval_dir(base_from) / base_responses).exists() and not (eval_dir(run) / base_responses).exists():
+    if (
+        base_from is not None
+        and (eval_dir(base_from) / base_responses).exists()
+        and not (eval_dir(run) / base_responses).exists()
+    ):
         eval_dir(run).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(eval_dir(base_from) / base_responses, eval_dir(run) / base_responses)
     result = EvalResult(ifeval=ifeval_eval(run, ks, cfg.eval.ifeval, cfg.eval, log))
@@ -54,6 +68,7 @@ def run_and_evaluate(name: str, runs_dir: Path, overrides: list[str], log, base_
 
 def source_commit() -> str:
     """The commit being run, with "+changes" when tracked files differ from it."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=PROJECT_ROOT).stdout.strip()
 
@@ -61,8 +76,7 @@ def source_commit() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str, quick: bool,
-                     diagnostics: list[str] = ()) -> str:
+def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str, quick: bool, diagnostics: list[str] = ()) -> str:
     first = next(iter(results.values())).ifeval
     lines = [
         "# Results: does a selfplay run make the model better?",
@@ -72,7 +86,7 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
         "Embedded default model (SmolLM2-135M-Instruct), held-out split `data/ifeval/heldout.jsonl` "
         f"({first.iterations[0].n_prompts} prompts, never trained on), greedy responses of at most {first.max_tokens} tokens.",
         "",
-        f"Echo baseline (the \"response\" repeats the prompt): prompt-level strict {pct(first.echo.prompt_level_strict)}%, "
+        f'Echo baseline (the "response" repeats the prompt): prompt-level strict {pct(first.echo.prompt_level_strict)}%, '
         f"instruction-level strict {pct(first.echo.instruction_level_strict)}%.",
         "",
         "| config | iteration | prompt strict % | prompt loose % | instr. strict % | instr. loose % | Δ prompt strict vs iter 0 (95% CI), points | verdict | mean tokens | cut at max |",
@@ -81,24 +95,40 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
     for name, result in results.items():
         for it in result.ifeval.iterations:
             d = it.vs_base
-            delta = "-" if d is None or d.mean_diff is None else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
-            lines.append(f"| {name} | {it.iteration} | {pct(it.prompt_level_strict)} | {pct(it.prompt_level_loose)} | "
-                         f"{pct(it.instruction_level_strict)} | {pct(it.instruction_level_loose)} | {delta} | "
-                         f"{change_verdict(d) if it.iteration else 'base'} | {it.mean_tokens} | {it.cut_at_max} |")
+            delta = (
+                "-"
+                if d is None or d.mean_diff is None
+                else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
+            )
+            lines.append(
+                f"| {name} | {it.iteration} | {pct(it.prompt_level_strict)} | {pct(it.prompt_level_loose)} | "
+                f"{pct(it.instruction_level_strict)} | {pct(it.instruction_level_loose)} | {delta} | "
+                f"{change_verdict(d) if it.iteration else 'base'} | {it.mean_tokens} | {it.cut_at_max} |"
+            )
     compared = next((h.wins + h.losses + h.ties for r in results.values() for h in r.h2h), 0)
-    lines += ["", f"Head-to-head, last iteration against iteration 0 on the first {compared} held-out prompts, judged in both orders by "
-              "the base model with `prompts/pairwise.yaml` (a win needs both orders to agree; ties count half):", "",
-              "| config | iteration vs 0 | wins | losses | ties | win rate (95% CI) | order-consistent | first-position rate |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Head-to-head, last iteration against iteration 0 on the first {compared} held-out prompts, judged in both orders by "
+        "the base model with `prompts/pairwise.yaml` (a win needs both orders to agree; ties count half):",
+        "",
+        "| config | iteration vs 0 | wins | losses | ties | win rate (95% CI) | order-consistent | first-position rate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, result in results.items():
         for h in result.h2h:
             ci = "-" if h.ci_low is None else f"({pct(h.ci_low)}, {pct(h.ci_high)})"
-            lines.append(f"| {name} | {h.iteration} | {h.wins} | {h.losses} | {h.ties} | {pct(h.win_rate)}% {ci} | "
-                         f"{pct(h.consistent)}% | {pct(h.first_position_rate)}% |")
+            lines.append(
+                f"| {name} | {h.iteration} | {h.wins} | {h.losses} | {h.ties} | {pct(h.win_rate)}% {ci} | "
+                f"{pct(h.consistent)}% | {pct(h.first_position_rate)}% |"
+            )
     lines += ["", "![held-out prompt-level strict accuracy per iteration](results.png)", ""]
     if diagnostics:
-        lines += ["What the training pairs taught, by the instruction checkers (`python -m selfplay.proof --diagnostics`):", "",
-                  *diagnostics, ""]
+        lines += [
+            "What the training pairs taught, by the instruction checkers (`python -m selfplay.proof --diagnostics`):",
+            "",
+            *diagnostics,
+            "",
+        ]
     lines += ["What was tried, attempt by attempt, and what each attempt did: `docs/method.md`.", ""]
     return "\n".join(lines)
 
@@ -115,8 +145,11 @@ def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
     from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
     from selfplay.stats import pearson
 
-    lines = ["| config | iteration | pairs (revisions) | chosen follows more / fewer / same instructions | judge score ~ checker score, r | "
-             "chosen − rejected length, tokens | mean checker score of samples |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| config | iteration | pairs (revisions) | chosen follows more / fewer / same instructions | judge score ~ checker score, r | "
+        "chosen − rejected length, tokens | mean checker score of samples |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, run in runs.items():
         tokenizer = None
         for m in run.manifests():
@@ -136,15 +169,19 @@ def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
 
             more = sum(check[q.chosen_id] > check[q.rejected_id] for q in pairs)
             fewer = sum(check[q.chosen_id] < check[q.rejected_id] for q in pairs)
-            scored = [(j.score, check[j.generation_ids[0]]) for j in read_records(p.judgements, Judgement)
-                      if len(j.generation_ids) == 1 and j.score is not None and check.get(j.generation_ids[0]) is not None]
+            scored = [
+                (j.score, check[j.generation_ids[0]])
+                for j in read_records(p.judgements, Judgement)
+                if len(j.generation_ids) == 1 and j.score is not None and check.get(j.generation_ids[0]) is not None
+            ]
             r = pearson([a for a, _ in scored], [b for _, b in scored])
-            gap = (sum(tokens(q.chosen_id, q.chosen) - gens[q.rejected_id].n_tokens for q in pairs) / len(pairs)
-                   if pairs else None)
+            gap = sum(tokens(q.chosen_id, q.chosen) - gens[q.rejected_id].n_tokens for q in pairs) / len(pairs) if pairs else None
             known = [v for gid, v in check.items() if gid in gens and v is not None]
-            lines.append(f"| {name} | {m.iteration} | {len(pairs)} ({len(revisions)}) | {more} / {fewer} / {len(pairs) - more - fewer} | "
-                         f"{'-' if r is None else f'{r:.2f}'} | {'-' if gap is None else f'{gap:+.0f}'} | "
-                         f"{sum(known) / len(known):.3f} |")
+            lines.append(
+                f"| {name} | {m.iteration} | {len(pairs)} ({len(revisions)}) | {more} / {fewer} / {len(pairs) - more - fewer} | "
+                f"{'-' if r is None else f'{r:.2f}'} | {'-' if gap is None else f'{gap:+.0f}'} | "
+                f"{sum(known) / len(known):.3f} |"
+            )
     return lines
 
 
@@ -178,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated proof configs to run")
     parser.add_argument("--quick", action="store_true", help="CI's reduced pipeline check (one iteration, a handful of prompts)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the proof runs are written (resumed if present)")
+    parser.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where the proof runs are written (resumed if present)"
+    )
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs", help="where results.md and results.png go")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every run (key=value)")
     parser.add_argument("--diagnostics", action="store_true", help="only print the pair diagnostics of the runs on disk")
@@ -188,7 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     if args.diagnostics:
-        found = {n: Run.open(args.runs_dir / f"proof-{n}") for n in names if (args.runs_dir / f"proof-{n}" / "config.yaml").exists()}
+        found = {
+            n: Run.open(args.runs_dir / f"proof-{n}") for n in names if (args.runs_dir / f"proof-{n}" / "config.yaml").exists()
+        }
         print("\n".join(pair_diagnostics(found)))
         return
     overrides = (QUICK if args.quick else []) + args.set
@@ -196,15 +237,17 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     results, runs, first = {}, {}, None
     for name in names:
-        run, result, seconds = run_and_evaluate(name, args.runs_dir, overrides, log=lambda m, n=name: print(f"[{n}] {m}", flush=True),
-                                                base_from=first)
+        run, result, seconds = run_and_evaluate(
+            name, args.runs_dir, overrides, log=lambda m, n=name: print(f"[{n}] {m}", flush=True), base_from=first
+        )
         first = first or run
         results[name], runs[name] = result, run
         print(f"[{name}] done in {seconds / 60:.1f} min", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.out / "results.png")
-    (args.out / "results.md").write_text(results_markdown(results, time.monotonic() - started, commit, args.quick,
-                                                                pair_diagnostics(runs)), encoding="utf-8")
+    (args.out / "results.md").write_text(
+        results_markdown(results, time.monotonic() - started, commit, args.quick, pair_diagnostics(runs)), encoding="utf-8"
+    )
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
 
 

@@ -130,7 +130,9 @@ class ImproveStep(BaseModel):
     """One ReST Improve step: the grown dataset filtered at `threshold`, and the fine-tune on what passed."""
 
     step: int  # 1-based
-    threshold: float | None  # judge units (in quantile mode, the score at `quantile` of the grown dataset); None = nothing was scored
+    threshold: (
+        float | None
+    )  # judge units (in quantile mode, the score at `quantile` of the grown dataset); None = nothing was scored
     quantile: float | None = None  # 0..1, quantile mode only
     filtering: FilterStats
     examples: int  # responses that passed the filter: the fine-tune's examples
@@ -144,15 +146,23 @@ class ImproveStep(BaseModel):
 
     def summary(self) -> dict:
         """The summary.jsonl view: threshold, kept fraction and losses (per-prompt counts stay in the manifest)."""
-        return {"step": self.step, "threshold": self.threshold, "quantile": self.quantile, "examples": self.examples,
-                "kept_fraction": self.filtering.kept_fraction, "loss_first": self.loss_first, "loss_last": self.loss_last,
-                "skipped": self.skipped}
+        return {
+            "step": self.step,
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "examples": self.examples,
+            "kept_fraction": self.filtering.kept_fraction,
+            "loss_first": self.loss_first,
+            "loss_last": self.loss_last,
+            "skipped": self.skipped,
+        }
 
 
 # What training produced. Common fields at the top; what only one family of algorithms measures lives in its
 # sub-record (dpo / rl / sft), so no algorithm fills another's fields with None.
 class PreferenceStats(Record):
     """dpo: training on preference pairs."""
+
     pairs: int  # pairs trained on
     reward_accuracy: float | None = None  # fraction of pairs whose implicit reward prefers the chosen side, last logged steps
     reward_margin: float | None = None  # mean (chosen - rejected) implicit reward, last logged steps
@@ -160,6 +170,7 @@ class PreferenceStats(Record):
 
 class RLStats(Record):
     """ppo, rloo, grpo: online RL against a reward model (or program). Rewards are its scores per response."""
+
     prompts: int  # distinct prompts the rollouts were drawn from
     reward_first: float | None = None  # mean score of the first logged steps' responses
     reward_last: float | None = None  # ... of the last logged steps' responses
@@ -172,6 +183,7 @@ class RLStats(Record):
 
 class SFTStats(Record):
     """rejection-sft, rest, revision-sft, seed-sft: supervised fine-tuning on chosen responses."""
+
     examples: int  # responses fine-tuned on, after TRL drops any wholly beyond max_length (rest: the last step that trained)
     filtering: FilterStats | None = None  # rejection-sft: kept / dropped responses, in total and per prompt
     improve: list[ImproveStep] | None = None  # rest: per Improve step, its threshold, kept fraction and losses
@@ -179,6 +191,7 @@ class SFTStats(Record):
 
 class TrainResult(Record):
     """train.json: one train stage's outcome; `policy` is what the next iteration generates with."""
+
     algo: str
     policy: str
     adapter: str | None = None  # the LoRA adapter directory, when trained with LoRA
@@ -231,6 +244,7 @@ class TrainResult(Record):
 
 class RewardResult(BaseModel):
     """reward_model/result.json: a reward model trained on the pairs (ppo / rloo / grpo, `selfplay train rm`)."""
+
     pairs: int  # pairs given
     train_pairs: int  # pairs trained on: given minus held out minus those over max_length
     too_long: int  # training pairs dropped by TRL because chosen or rejected exceeded max_length tokens
@@ -254,6 +268,7 @@ class RewardResult(BaseModel):
 @dataclass(frozen=True)
 class TrainInputs:
     """One iteration's records; each algorithm learns from the part it needs (pairs, judged responses, prompts)."""
+
     prompts: Sequence[Prompt] = ()
     generations: Sequence[Generation] = ()
     judgements: Sequence[Judgement] = ()

@@ -18,9 +18,9 @@ from pydantic import BaseModel
 
 from selfplay.agreement import Agreement
 from selfplay.evaluate import H2HReport, IFEvalSummary, read_agreement, read_h2h_summary, read_ifeval_summary
-from selfplay.rundir import IterationSummary, Manifest, Run
 from selfplay.monitors import MonitorReport
 from selfplay.records import Generation, Judgement, atomic_path, read_records, write_text
+from selfplay.rundir import IterationSummary, Manifest, Run
 
 BLUE, ORANGE, GREEN, RED, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"
 
@@ -77,19 +77,28 @@ def collect(run: Run) -> ReportData:
         judgements = read_records(p.judgements, Judgement) if p.judgements.exists() else []
         if not gens and not judgements:
             continue
-        records.append(IterationRecords(
-            iteration=k, lengths=[g.n_tokens for g in gens], max_tokens=gens[0].max_tokens if gens else None,
-            scores=[j.score for j in judgements if j.score is not None and len(j.generation_ids) == 1]))
+        records.append(
+            IterationRecords(
+                iteration=k,
+                lengths=[g.n_tokens for g in gens],
+                max_tokens=gens[0].max_tokens if gens else None,
+                scores=[j.score for j in judgements if j.score is not None and len(j.generation_ids) == 1],
+            )
+        )
     return ReportData(
-        name=run.root.name, config=run.cfg.model_dump(mode="json"),
-        summary=[IterationSummary.from_manifest(m) for m in manifests], records=records,
+        name=run.root.name,
+        config=run.cfg.model_dump(mode="json"),
+        summary=[IterationSummary.from_manifest(m) for m in manifests],
+        records=records,
         monitors=[r for m in manifests if (r := manifest_monitors(m)) is not None],
-        ifeval=read_ifeval_summary(run), h2h=read_h2h_summary(run),
+        ifeval=read_ifeval_summary(run),
+        h2h=read_h2h_summary(run),
         agreement=read_agreement(run),
     )
 
 
 # ------------------------------------------------------------------------------------------------ plots
+
 
 def _plt():
     import matplotlib
@@ -97,8 +106,16 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.spines.top": False, "axes.spines.right": False,
-                         "axes.grid": True, "grid.alpha": 0.3})
+    plt.rcParams.update(
+        {
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+        }
+    )
     return plt
 
 
@@ -214,8 +231,11 @@ def plot_monitors(reports: Sequence[MonitorReport], cfg: dict) -> bytes:
     ]
     fig, axes = plt.subplots(2, 3, figsize=(14, 6.4))
     for ax, (title, field, name, ylim, limit) in zip(axes.flat, panels, strict=True):
-        pts = [(r.iteration, getattr(r, field), any(w.startswith(name + ":") for w in r.warnings))
-               for r in reports if getattr(r, field) is not None]
+        pts = [
+            (r.iteration, getattr(r, field), any(w.startswith(name + ":") for w in r.warnings))
+            for r in reports
+            if getattr(r, field) is not None
+        ]
         ax.set_title(title)
         _iteration_axis(ax, ks)
         if not pts:
@@ -245,14 +265,23 @@ def plot_win_rates(reports: Sequence[H2HReport]) -> bytes:
     """One horizontal bar per comparison: win rate (ties = half) with its bootstrap 95% interval."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.55 * len(reports)))
-    labels = [f"iter {r.iteration} vs {r.baseline or ('base' if r.against == 0 else f'iter {r.against}')}  (n={r.n})" for r in reports]
+    labels = [
+        f"iter {r.iteration} vs {r.baseline or ('base' if r.against == 0 else f'iter {r.against}')}  (n={r.n})" for r in reports
+    ]
     ys = list(range(len(reports)))[::-1]
     for y, r in zip(ys, reports):
         if r.win_rate is None:
             continue
         color = GREEN if r.ci_low is not None and r.ci_low > 0.5 else RED if r.ci_high is not None and r.ci_high < 0.5 else BLUE
-        ax.errorbar([r.win_rate], [y], xerr=[[r.win_rate - (r.ci_low or r.win_rate)], [(r.ci_high or r.win_rate) - r.win_rate]],
-                    fmt="o", color=color, capsize=5, lw=2)
+        ax.errorbar(
+            [r.win_rate],
+            [y],
+            xerr=[[r.win_rate - (r.ci_low or r.win_rate)], [(r.ci_high or r.win_rate) - r.win_rate]],
+            fmt="o",
+            color=color,
+            capsize=5,
+            lw=2,
+        )
         ax.text(r.win_rate, y + 0.18, f"{r.win_rate:.0%}  (ties {r.tie_rate:.0%})", ha="center", fontsize=8)
     ax.axvline(0.5, color=GREY, ls="--", lw=1)
     ax.set_yticks(ys)
@@ -277,8 +306,9 @@ def plot_ifeval(summary: IFEvalSummary) -> bytes:
         for mode, style in (("strict", "o-"), ("loose", "s--")):
             field = f"{level}_level_{mode}"
             pts = [(it.iteration, getattr(it, field)) for it in its if getattr(it, field) is not None]
-            ax.plot([k for k, _ in pts], [v for _, v in pts], style, color=color, alpha=1.0 if mode == "strict" else 0.6,
-                    label=mode)
+            ax.plot(
+                [k for k, _ in pts], [v for _, v in pts], style, color=color, alpha=1.0 if mode == "strict" else 0.6, label=mode
+            )
             echo = getattr(summary.echo, field)
             if echo is not None:
                 ax.axhline(echo, color=GREY, ls=":" if mode == "strict" else "-.", lw=1.2, label=f"echo baseline, {mode}")
@@ -286,16 +316,25 @@ def plot_ifeval(summary: IFEvalSummary) -> bytes:
         if level == "prompt":
             cis = [(it.iteration, it.prompt_strict_ci) for it in its if it.prompt_strict_ci]
             if cis:
-                ax.fill_between([k for k, _ in cis], [c[0] for _, c in cis], [c[1] for _, c in cis], color=color, alpha=0.12,
-                                label="strict 95% (Wilson)")
+                ax.fill_between(
+                    [k for k, _ in cis],
+                    [c[0] for _, c in cis],
+                    [c[1] for _, c in cis],
+                    color=color,
+                    alpha=0.12,
+                    label="strict 95% (Wilson)",
+                )
                 top = max([top] + [c[1] for _, c in cis])
         ax.set_title(f"{level}-level accuracy")
         _iteration_axis(ax, ks)
         ax.legend(fontsize=8, loc="upper left")
     axes[0].set_ylabel("fraction followed")
     axes[0].set_ylim(0, min(1.0, top * 1.3 + 0.05))
-    fig.suptitle(f"Instruction following, IFEval-style ({summary.echo.n_prompts} prompts, greedy, max {summary.max_tokens} "
-                 "tokens; iteration 0 = base model)", fontsize=12)
+    fig.suptitle(
+        f"Instruction following, IFEval-style ({summary.echo.n_prompts} prompts, greedy, max {summary.max_tokens} "
+        "tokens; iteration 0 = base model)",
+        fontsize=12,
+    )
     fig.tight_layout()
     return _png(fig)
 
@@ -303,8 +342,12 @@ def plot_ifeval(summary: IFEvalSummary) -> bytes:
 def plot_agreement(a: Agreement) -> bytes:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 1.9))
-    parts = [(a.agree, "agrees with human (every order)", GREEN), (a.undecided, "tie, or orders disagree", GREY),
-             (a.disagree, "prefers the rejected (every order)", RED), (a.unjudged, "no verdict (left out)", "#cccccc")]
+    parts = [
+        (a.agree, "agrees with human (every order)", GREEN),
+        (a.undecided, "tie, or orders disagree", GREY),
+        (a.disagree, "prefers the rejected (every order)", RED),
+        (a.unjudged, "no verdict (left out)", "#cccccc"),
+    ]
     left = 0
     for count, label, color in parts:
         ax.barh([0], [count], left=left, color=color, label=f"{label}: {count}")
@@ -316,8 +359,11 @@ def plot_agreement(a: Agreement) -> bytes:
     ax.set_xlabel(f"seed pairs ({a.n + a.unjudged})")
     kappa = "undefined" if a.kappa is None else f"{a.kappa:.2f}"
     ci = f" [{a.accuracy_ci[0]:.0%}, {a.accuracy_ci[1]:.0%}]" if a.accuracy_ci else ""
-    ax.set_title(f"Judge vs human labels: accuracy {a.accuracy:.0%}{ci} (orders that disagree = half), Cohen's κ {kappa}"
-                 if a.accuracy is not None else "Judge vs human labels")
+    ax.set_title(
+        f"Judge vs human labels: accuracy {a.accuracy:.0%}{ci} (orders that disagree = half), Cohen's κ {kappa}"
+        if a.accuracy is not None
+        else "Judge vs human labels"
+    )
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return _png(fig)
@@ -355,27 +401,47 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0) 
 
 def _img(name: str, png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
-            f'<figcaption class="note">{html.escape(caption)} ({html.escape(name)})</figcaption></figure>')
+    return (
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+        f'<figcaption class="note">{html.escape(caption)} ({html.escape(name)})</figcaption></figure>'
+    )
 
 
 def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
     cfg = d.config
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>selfplay report: {html.escape(d.name)}</title>"
-             f"<style>{CSS}</style></head><body>",
-             f"<h1>selfplay run <code>{html.escape(d.name)}</code></h1>",
-             f"<p>model <code>{html.escape(str(cfg.get('model')))}</code>, judge "
-             f"<code>{html.escape(str(cfg.get('judge', {}).get('kind')))}/{html.escape(str(cfg.get('judge', {}).get('method')))}</code> "
-             f"({html.escape(str(cfg.get('judge', {}).get('template')))}), train <code>{html.escape(str(cfg.get('train', {}).get('algo')))}</code>, "
-             f"{len(d.summary)} finished of {cfg.get('iterations')} iterations.</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>selfplay report: {html.escape(d.name)}</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>selfplay run <code>{html.escape(d.name)}</code></h1>",
+        f"<p>model <code>{html.escape(str(cfg.get('model')))}</code>, judge "
+        f"<code>{html.escape(str(cfg.get('judge', {}).get('kind')))}/{html.escape(str(cfg.get('judge', {}).get('method')))}</code> "
+        f"({html.escape(str(cfg.get('judge', {}).get('template')))}), train <code>{html.escape(str(cfg.get('train', {}).get('algo')))}</code>, "
+        f"{len(d.summary)} finished of {cfg.get('iterations')} iterations.</p>",
+    ]
 
     parts.append("<h2>Iterations</h2>")
     if d.summary:
-        parts.append(_table(
-            ["iter", "prompts", "gens", "tokens", "cut", "parsed", "score", "pairs", "ties", "DPO loss", "rew acc"],
-            [[str(r.iteration), str(r.prompts), str(r.generations), _f(r.mean_tokens, 0), _f(r.cut_at_max, 2),
-              _f(r.parse_rate, 2), _f(r.mean_score, 2), str(r.pairs), str(r.ties),
-              f"{_f(r.loss_first)} → {_f(r.loss_last)}", _f(r.reward_accuracy, 2)] for r in d.summary]))
+        parts.append(
+            _table(
+                ["iter", "prompts", "gens", "tokens", "cut", "parsed", "score", "pairs", "ties", "DPO loss", "rew acc"],
+                [
+                    [
+                        str(r.iteration),
+                        str(r.prompts),
+                        str(r.generations),
+                        _f(r.mean_tokens, 0),
+                        _f(r.cut_at_max, 2),
+                        _f(r.parse_rate, 2),
+                        _f(r.mean_score, 2),
+                        str(r.pairs),
+                        str(r.ties),
+                        f"{_f(r.loss_first)} → {_f(r.loss_last)}",
+                        _f(r.reward_accuracy, 2),
+                    ]
+                    for r in d.summary
+                ],
+            )
+        )
     else:
         parts.append("<p class='note'>No finished iteration yet (no manifest.json).</p>")
     for name in ("metrics.png", "distributions.png"):
@@ -384,23 +450,63 @@ def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
 
     parts.append("<h2>Monitors: is the policy gaming the judge?</h2>")
     warnings = [w for r in d.monitors for w in (f"iteration {r.iteration}: {x}" for x in r.warnings)]
-    parts.append("<ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in warnings) + "</ul>"
-                 if warnings else "<p>No monitor crossed its threshold.</p>")
+    parts.append(
+        "<ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in warnings) + "</ul>"
+        if warnings
+        else "<p>No monitor crossed its threshold.</p>"
+    )
     if d.monitors:
-        parts.append(_table(
-            ["iter", "score–length r", "chosen−rejected tokens", "parse failures", "first-presented wins", "mean margin", "KL"],
-            [[str(r.iteration), _f(r.length_corr, 2), _f(r.length_gap_tokens, 1), _pct(r.parse_failure), _pct(r.position_bias),
-              _f(r.mean_margin, 2), _f(r.kl, 3)] for r in d.monitors]))
+        parts.append(
+            _table(
+                [
+                    "iter",
+                    "score–length r",
+                    "chosen−rejected tokens",
+                    "parse failures",
+                    "first-presented wins",
+                    "mean margin",
+                    "KL",
+                ],
+                [
+                    [
+                        str(r.iteration),
+                        _f(r.length_corr, 2),
+                        _f(r.length_gap_tokens, 1),
+                        _pct(r.parse_failure),
+                        _pct(r.position_bias),
+                        _f(r.mean_margin, 2),
+                        _f(r.kl, 3),
+                    ]
+                    for r in d.monitors
+                ],
+            )
+        )
     if "monitors.png" in images:
         parts.append(_img("monitors.png", *images["monitors.png"]))
 
     parts.append("<h2>Head-to-head win rates</h2>")
     if d.h2h:
-        parts.append(_table(
-            ["comparison", "n", "wins", "losses", "ties", "win rate", "95% interval", "consistent", "first-pos.", "judge"],
-            [[f"iter {r.iteration} vs {r.baseline or r.against}", str(r.n), str(r.wins), str(r.losses), str(r.ties), _pct(r.win_rate),
-              f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]", _pct(r.consistent), _pct(r.first_position_rate), html.escape(r.judge)]
-             for r in d.h2h], left=0))
+        parts.append(
+            _table(
+                ["comparison", "n", "wins", "losses", "ties", "win rate", "95% interval", "consistent", "first-pos.", "judge"],
+                [
+                    [
+                        f"iter {r.iteration} vs {r.baseline or r.against}",
+                        str(r.n),
+                        str(r.wins),
+                        str(r.losses),
+                        str(r.ties),
+                        _pct(r.win_rate),
+                        f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]",
+                        _pct(r.consistent),
+                        _pct(r.first_position_rate),
+                        html.escape(r.judge),
+                    ]
+                    for r in d.h2h
+                ],
+                left=0,
+            )
+        )
         parts.append(_img("win_rates.png", *images["win_rates.png"]))
     else:
         parts.append("<p class='note'>Not evaluated: <code>selfplay eval RUN --prompts HELD_OUT.jsonl</code>.</p>")
@@ -408,17 +514,49 @@ def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
     parts.append("<h2>Verifiable instruction following (IFEval-style)</h2>")
     if d.ifeval:
         s = d.ifeval
-        rows = [["echo baseline", _pct(s.echo.prompt_level_strict), _pct(s.echo.prompt_level_loose),
-                 _pct(s.echo.instruction_level_strict), _pct(s.echo.instruction_level_loose), "–", "–", "–"]]
+        rows = [
+            [
+                "echo baseline",
+                _pct(s.echo.prompt_level_strict),
+                _pct(s.echo.prompt_level_loose),
+                _pct(s.echo.instruction_level_strict),
+                _pct(s.echo.instruction_level_loose),
+                "–",
+                "–",
+                "–",
+            ]
+        ]
         for it in s.iterations:
             vs = it.vs_base
-            rows.append([f"iteration {it.iteration}" + (" (base)" if it.iteration == 0 else ""), _pct(it.prompt_level_strict),
-                         _pct(it.prompt_level_loose), _pct(it.instruction_level_strict), _pct(it.instruction_level_loose),
-                         _f(it.mean_tokens, 0), _pct(it.cut_at_max),
-                         f"{vs.mean_diff:+.1%} [{vs.ci_low:+.1%}, {vs.ci_high:+.1%}]" if vs and vs.mean_diff is not None else "–"])
+            rows.append(
+                [
+                    f"iteration {it.iteration}" + (" (base)" if it.iteration == 0 else ""),
+                    _pct(it.prompt_level_strict),
+                    _pct(it.prompt_level_loose),
+                    _pct(it.instruction_level_strict),
+                    _pct(it.instruction_level_loose),
+                    _f(it.mean_tokens, 0),
+                    _pct(it.cut_at_max),
+                    f"{vs.mean_diff:+.1%} [{vs.ci_low:+.1%}, {vs.ci_high:+.1%}]" if vs and vs.mean_diff is not None else "–",
+                ]
+            )
         parts.append(f"<p class='note'>{html.escape(s.file)} ({s.echo.n_prompts} prompts, greedy, max {s.max_tokens} tokens)</p>")
-        parts.append(_table(["", "prompt strict", "prompt loose", "instr. strict", "instr. loose", "tokens", "cut",
-                             "prompt strict vs base (95%)"], rows, left=1))
+        parts.append(
+            _table(
+                [
+                    "",
+                    "prompt strict",
+                    "prompt loose",
+                    "instr. strict",
+                    "instr. loose",
+                    "tokens",
+                    "cut",
+                    "prompt strict vs base (95%)",
+                ],
+                rows,
+                left=1,
+            )
+        )
         parts.append(_img("ifeval.png", *images["ifeval.png"]))
     else:
         parts.append("<p class='note'>Not evaluated: <code>selfplay eval RUN --ifeval FILE</code>.</p>")
@@ -426,9 +564,11 @@ def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
     parts.append("<h2>Judge agreement with human labels</h2>")
     if d.agreement:
         a = d.agreement
-        parts.append(f"<p>{a.n + a.unjudged} seed pairs from <code>{html.escape(str(a.file))}</code>, judge "
-                     f"{html.escape(str(a.judge))}: agrees {a.agree}, disagrees {a.disagree}, undecided {a.undecided}, "
-                     f"no verdict {a.unjudged}; accuracy {_pct(a.accuracy)}; Cohen's κ {_f(a.kappa, 2)}.</p>")
+        parts.append(
+            f"<p>{a.n + a.unjudged} seed pairs from <code>{html.escape(str(a.file))}</code>, judge "
+            f"{html.escape(str(a.judge))}: agrees {a.agree}, disagrees {a.disagree}, undecided {a.undecided}, "
+            f"no verdict {a.unjudged}; accuracy {_pct(a.accuracy)}; Cohen's κ {_f(a.kappa, 2)}.</p>"
+        )
         parts.append(_img("agreement.png", *images["agreement.png"]))
     else:
         parts.append("<p class='note'>Not measured: <code>selfplay eval RUN --seed HUMAN_PAIRS.jsonl</code>.</p>")

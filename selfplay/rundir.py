@@ -29,7 +29,14 @@ from selfplay.models import resolve_model
 from selfplay.monitors import MonitorReport
 from selfplay.pairing import PairingStats
 from selfplay.records import (
-    RECORDS_VERSION, RewardResult, TrainResult, read_record, utc_now, write_json, write_records, write_text,
+    RECORDS_VERSION,
+    RewardResult,
+    TrainResult,
+    read_record,
+    utc_now,
+    write_json,
+    write_records,
+    write_text,
 )
 from selfplay.serving import ServingCheck
 
@@ -53,6 +60,7 @@ def versions() -> dict[str, str | None]:
 
 class ConfigChange(BaseModel):
     """A config change a resume was forced through (`--resume --force`), recorded when its writing began."""
+
     at: str  # UTC, ISO 8601
     diff: str  # "key: old -> new; ..." against the config the run had until then
     digest: str  # the config's digest from then on
@@ -60,6 +68,7 @@ class ConfigChange(BaseModel):
 
 class RunMeta(BaseModel):
     """run.json: what a run directory was made by; resuming checks it."""
+
     records_version: int
     config_digest: str  # at creation; config.yaml holds the config now, `changes` how it got there
     created: str
@@ -69,6 +78,7 @@ class RunMeta(BaseModel):
 
 class StageInfo(BaseModel):
     """One stage of one iteration, as the manifest records it."""
+
     status: Literal["done", "reused", "skipped"]  # reused = output existed (resume)
     seconds: float
     count: int | None = None  # records written
@@ -76,6 +86,7 @@ class StageInfo(BaseModel):
 
 class Manifest(BaseModel):
     """manifest.json: what one iteration did, written when it finishes."""
+
     iteration: int
     policy: str  # the model directory this iteration generated with
     serving: ServingCheck | None = None  # how much of its training update the policy keeps as served
@@ -95,6 +106,7 @@ class Manifest(BaseModel):
 
 class IterationSummary(BaseModel):
     """One row of summary.jsonl, derived from an iteration's manifest."""
+
     iteration: int
     prompts: int
     generations: int
@@ -124,19 +136,29 @@ class IterationSummary(BaseModel):
         t = m.train
         dpo, rl, sft = (t.dpo, t.rl, t.sft) if t else (None, None, None)
         return cls(
-            iteration=m.iteration, prompts=m.stages["prompts"].count or 0, generations=m.generation.get("count", 0),
-            mean_tokens=m.generation.get("mean_tokens"), cut_at_max=m.generation.get("cut_at_max"),
-            parse_rate=m.judge.get("parse_rate"), mean_score=m.judge.get("mean_score"),
-            pairs=m.pairing.pairs if m.pairing else 0, ties=m.pairing.skipped_tie if m.pairing else 0,
-            loss_first=t.loss_first if t else None, loss_last=t.loss_last if t else None,
+            iteration=m.iteration,
+            prompts=m.stages["prompts"].count or 0,
+            generations=m.generation.get("count", 0),
+            mean_tokens=m.generation.get("mean_tokens"),
+            cut_at_max=m.generation.get("cut_at_max"),
+            parse_rate=m.judge.get("parse_rate"),
+            mean_score=m.judge.get("mean_score"),
+            pairs=m.pairing.pairs if m.pairing else 0,
+            ties=m.pairing.skipped_tie if m.pairing else 0,
+            loss_first=t.loss_first if t else None,
+            loss_last=t.loss_last if t else None,
             reward_accuracy=dpo.reward_accuracy if dpo else None,
             seconds={name: s.seconds for name, s in m.stages.items()},
-            rl_reward_first=rl.reward_first if rl else None, rl_reward_last=rl.reward_last if rl else None,
-            kl_last=rl.kl_last if rl else None, rm_accuracy=m.reward_model.heldout_accuracy if m.reward_model else None,
+            rl_reward_first=rl.reward_first if rl else None,
+            rl_reward_last=rl.reward_last if rl else None,
+            kl_last=rl.kl_last if rl else None,
+            rm_accuracy=m.reward_model.heldout_accuracy if m.reward_model else None,
             human_accuracy=m.judge.get("human_agreement", {}).get("accuracy"),
             human_kappa=m.judge.get("human_agreement", {}).get("kappa"),
-            examples=sft.examples if sft else None, improve=[s.summary() for s in sft.improve] if sft and sft.improve else None,
-            warnings=([m.serving.warning] if m.serving and m.serving.warning else []) + (m.monitors.warnings if m.monitors else []),
+            examples=sft.examples if sft else None,
+            improve=[s.summary() for s in sft.improve] if sft and sft.improve else None,
+            warnings=([m.serving.warning] if m.serving and m.serving.warning else [])
+            + (m.monitors.warnings if m.monitors else []),
             stopped_by=m.monitors.stop if m.monitors else [],
         )
 
@@ -195,18 +217,27 @@ class Run:
         except (OSError, ValueError):
             raise RunError(f"{root}/run.json: missing or unreadable; this directory was not made by this selfplay") from None
         if meta.records_version != RECORDS_VERSION and not force:
-            raise RunError(f"{root}: made with records version {meta.records_version}, this selfplay reads {RECORDS_VERSION}; "
-                           "use a new --name (or --force at your own risk)")
+            raise RunError(
+                f"{root}: made with records version {meta.records_version}, this selfplay reads {RECORDS_VERSION}; "
+                "use a new --name (or --force at your own risk)"
+            )
         if cfg is not None and cfg.digest() != saved.digest() and not force:
             diff = _config_diff(saved.model_dump(), cfg.model_dump())
-            raise RunError(f"{root}: config differs from the saved one ({diff}); drop the changes, or pass --force to resume anyway")
+            raise RunError(
+                f"{root}: config differs from the saved one ({diff}); drop the changes, or pass --force to resume anyway"
+            )
         if resume and not force:
             now = versions()
-            changed = [f"{name} {meta.versions.get(name)} -> {now.get(name)}" for name in RESUME_PINNED
-                       if meta.versions.get(name) != now.get(name)]
+            changed = [
+                f"{name} {meta.versions.get(name)} -> {now.get(name)}"
+                for name in RESUME_PINNED
+                if meta.versions.get(name) != now.get(name)
+            ]
             if changed:
-                raise RunError(f"{root}: made with other versions ({'; '.join(changed)}); resuming could mix "
-                               "incompatible records: use a new --name, or pass --force to resume anyway")
+                raise RunError(
+                    f"{root}: made with other versions ({'; '.join(changed)}); resuming could mix "
+                    "incompatible records: use a new --name, or pass --force to resume anyway"
+                )
         return cls(root, cfg if cfg is not None and force else saved)
 
     @classmethod
@@ -216,8 +247,11 @@ class Run:
         starts (see writing)."""
         if not (Path(root) / "config.yaml").exists():
             raise RunError(f"{root}: not a selfplay run directory (no config.yaml); drop --resume to start it")
-        cfg = load_config(config, list(overrides)) if config else with_overrides(load_config(Path(root) / "config.yaml"),
-                                                                               list(overrides))
+        cfg = (
+            load_config(config, list(overrides))
+            if config
+            else with_overrides(load_config(Path(root) / "config.yaml"), list(overrides))
+        )
         return cls.open(root, cfg, force=force, resume=True)
 
     def config_changes(self) -> list[str]:
@@ -234,7 +268,9 @@ class Run:
         if saved.digest() == self.cfg.digest():
             return
         meta = self._meta()
-        change = ConfigChange(at=utc_now(), diff=_config_diff(saved.model_dump(), self.cfg.model_dump()), digest=self.cfg.digest())
+        change = ConfigChange(
+            at=utc_now(), diff=_config_diff(saved.model_dump(), self.cfg.model_dump()), digest=self.cfg.digest()
+        )
         write_json(self.root / "run.json", meta.model_copy(update={"changes": [*meta.changes, change]}).model_dump())
         write_text(self.root / "config.yaml", dump_config(self.cfg))
 
@@ -248,8 +284,9 @@ class Run:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise RunError(f"{self.root}: {_writer(self.root)} is writing this run; wait for it to finish or stop it, "
-                           "then resume") from None
+            raise RunError(
+                f"{self.root}: {_writer(self.root)} is writing this run; wait for it to finish or stop it, then resume"
+            ) from None
         try:
             (self.root / WRITER_FILE).write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
             self._record_config_change()

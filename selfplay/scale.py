@@ -68,8 +68,12 @@ def start_ray(cfg: GenerationConfig) -> None:
     if cfg.ray_address:
         ray.init(address=cfg.ray_address, log_to_driver=False)
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cfg.workers * cfg.worker_cpus)), include_dashboard=False,
-                 log_to_driver=False, object_store_memory=256 * 2**20)  # records are small: no multi-GiB store
+        ray.init(
+            num_cpus=max(os.cpu_count() or 1, math.ceil(cfg.workers * cfg.worker_cpus)),
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=256 * 2**20,
+        )  # records are small: no multi-GiB store
 
 
 class RayShardedGenerator:
@@ -92,16 +96,24 @@ class RayShardedGenerator:
         import ray
 
         bounds = shard_bounds(len(items), len(self.workers), self.align)
-        calls = [worker.call.remote(method, (list(items[start:stop]),), {**kwargs, **({"offset": start} if offsets else {})})
-                 for worker, (start, stop) in zip(self.workers, bounds)]
+        calls = [
+            worker.call.remote(method, (list(items[start:stop]),), {**kwargs, **({"offset": start} if offsets else {})})
+            for worker, (start, stop) in zip(self.workers, bounds)
+        ]
         return [out for part in ray.get(calls) for out in part]
 
     def generate(self, prompts: Sequence[Prompt], n: int) -> list[Generation]:
         return self._sharded("generate", prompts, n=n)
 
     def complete(self, prompt_ids, *, n, temperature, max_tokens):
-        return self._sharded("complete", prompt_ids, offsets=self.cfg.backend == "transformers",
-                             n=n, temperature=temperature, max_tokens=max_tokens)
+        return self._sharded(
+            "complete",
+            prompt_ids,
+            offsets=self.cfg.backend == "transformers",
+            n=n,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
 
     def next_token_logprobs(self, prompt_ids, token_ids):
         return self._sharded("next_token_logprobs", prompt_ids, token_ids=list(token_ids))
@@ -122,8 +134,10 @@ def check_launcher(cfg: RunConfig) -> None:
     if launch.launcher != "accelerate":
         return
     if train.algo == "ppo" and train.rl.rollout_prompts < launch.num_processes:
-        raise ConfigError(f"launch.launcher=accelerate with ppo: train.rl.rollout_prompts ({train.rl.rollout_prompts}) must be "
-                          f"at least launch.num_processes ({launch.num_processes}), one rollout shard per process")
+        raise ConfigError(
+            f"launch.launcher=accelerate with ppo: train.rl.rollout_prompts ({train.rl.rollout_prompts}) must be "
+            f"at least launch.num_processes ({launch.num_processes}), one rollout shard per process"
+        )
     if launch.accelerate_config and not Path(launch.accelerate_config).is_file():
         raise ConfigError(f"launch.accelerate_config: no such file {launch.accelerate_config}")
     if train.algo == "ppo" and launch.accelerate_config:
@@ -131,8 +145,10 @@ def check_launcher(cfg: RunConfig) -> None:
 
         kind = (yaml.safe_load(Path(launch.accelerate_config).read_text()) or {}).get("distributed_type")
         if kind in ("DEEPSPEED", "FSDP"):  # our PPO sums gradients itself; it would silently not shard
-            raise ConfigError(f"launch.accelerate_config: ppo runs plain data parallel, not {kind}; drop the config "
-                              "file, or use rloo or grpo (TRL trainers) with it")
+            raise ConfigError(
+                f"launch.accelerate_config: ppo runs plain data parallel, not {kind}; drop the config "
+                "file, or use rloo or grpo (TRL trainers) with it"
+            )
 
 
 def accelerate_command(cfg: LaunchConfig, run_root: Path, k: int) -> list[str]:
@@ -168,8 +184,9 @@ def launch_train(cfg: LaunchConfig, run_root: Path, k: int) -> None:
         env["ACCELERATE_USE_CPU"] = "true"  # every process trains on the CPU; gradients all-reduce over gloo
     done = subprocess.run(accelerate_command(cfg, run_root, k), env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"accelerate launch of iteration {k}'s train stage failed (exit {done.returncode}); "
-                           "its output is above")
+        raise RuntimeError(
+            f"accelerate launch of iteration {k}'s train stage failed (exit {done.returncode}); its output is above"
+        )
 
 
 def under_launch() -> bool:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfplay.rundir import Run
 from selfplay.models import resolve_model
 from selfplay.records import Pair, RecordError, read_records
+from selfplay.rundir import Run
 from selfplay.seed import load_seed
 from selfplay.train.reward import RewardModel, RewardModelError, RewardResult, train_reward_model
 
@@ -20,8 +20,10 @@ def train_run_reward_model(run: Run, out: Path, seed_set: Path | None = None, ba
     extra = load_seed(seed_set).pairs if seed_set else []
     pairs = [p for path in sorted(run.root.glob("iter_*/pairs.jsonl")) for p in read_records(path, Pair)] + extra
     if not pairs:  # before the base model is resolved (the default one is converted on first use)
-        raise RewardModelError(f"{run.root}: no pairs to train a reward model on (no iteration has pairs.jsonl"
-                               f"{'' if seed_set else ', and no --seed-set was given'})")
+        raise RewardModelError(
+            f"{run.root}: no pairs to train a reward model on (no iteration has pairs.jsonl"
+            f"{'' if seed_set else ', and no --seed-set was given'})"
+        )
     result = train_reward_model(pairs, resolve_model(base or run.cfg.model), out, run.cfg.train, run.cfg.seed)
     if result.model_dir is None:
         raise RewardModelError(f"reward model not trained: {result.skipped}")

@@ -22,7 +22,6 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel
 
@@ -45,6 +44,7 @@ class SeedError(SelfplayError, ValueError):
 
 class ScoredResponse(Record):
     """A pointwise human label: one response and its score."""
+
     id: str
     prompt_id: str
     prompt: str
@@ -88,9 +88,19 @@ def _number(obj: dict, key: str, where: str) -> float:
 
 
 def human_pair(pair_id: str, prompt_id: str, prompt: str, chosen: str, rejected: str, margin: float = 1.0) -> Pair:
-    return Pair(id=pair_id, prompt_id=prompt_id, prompt=prompt, chosen=chosen, rejected=rejected,
-                chosen_id=f"{pair_id}/chosen", rejected_id=f"{pair_id}/rejected", chosen_score=margin,
-                rejected_score=0.0, margin=margin, judge="human")
+    return Pair(
+        id=pair_id,
+        prompt_id=prompt_id,
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        chosen_id=f"{pair_id}/chosen",
+        rejected_id=f"{pair_id}/rejected",
+        chosen_score=margin,
+        rejected_score=0.0,
+        margin=margin,
+        judge="human",
+    )
 
 
 def load_seed(path: Path) -> SeedSet:
@@ -144,8 +154,10 @@ def load_seed_jsonl(path: Path) -> SeedSet:
             raise SeedError(f"{where}: {kind} line is missing {', '.join(repr(k) for k in missing)}")
         unknown = sorted(keys - required - optional)
         if unknown:
-            raise SeedError(f"{where}: unknown key {unknown[0]!r} ({kind} lines take {', '.join(sorted(required))}, "
-                            f"and optionally {', '.join(sorted(optional))})")
+            raise SeedError(
+                f"{where}: unknown key {unknown[0]!r} ({kind} lines take {', '.join(sorted(required))}, "
+                f"and optionally {', '.join(sorted(optional))})"
+            )
         prompt = _text(obj, "prompt", where)
         given_id = _optional_text(obj, "id", where)
         prompt_id = _optional_text(obj, "prompt_id", where) or f"seed-{_short_hash(prompt)}"
@@ -154,8 +166,11 @@ def load_seed_jsonl(path: Path) -> SeedSet:
             response, score = _text(obj, "response", where), _number(obj, "score", where)
             rid = given_id or f"seed-{_short_hash(prompt, response)}"
             claim(rid, lineno, derived=given_id is None)
-            scored.append(ScoredResponse(id=rid, prompt_id=prompt_id, prompt=prompt, response=response, score=score,
-                                         labeler=labeler, note=note))
+            scored.append(
+                ScoredResponse(
+                    id=rid, prompt_id=prompt_id, prompt=prompt, response=response, score=score, labeler=labeler, note=note
+                )
+            )
             continue
         chosen, rejected = _text(obj, "chosen", where), _text(obj, "rejected", where)
         if chosen == rejected:
@@ -203,8 +218,10 @@ def load_label_studio(path: Path, prompt_key: str = "prompt", left_key: str = "t
         data = task["data"]
         for key in (prompt_key, left_key, right_key):
             if key not in data:
-                raise SeedError(f"{where}: data has no {key!r} (it has {', '.join(sorted(data)) or 'nothing'}); "
-                                "name the keys with prompt_key / left_key / right_key")
+                raise SeedError(
+                    f"{where}: data has no {key!r} (it has {', '.join(sorted(data)) or 'nothing'}); "
+                    "name the keys with prompt_key / left_key / right_key"
+                )
         prompt, left, right = (_text(data, k, where) for k in (prompt_key, left_key, right_key))
         votes: Counter[str] = Counter()
         for annotation in task.get("annotations") or []:
@@ -246,9 +263,21 @@ def pairs_from_scored(scored: Sequence[ScoredResponse], min_margin: float = 0.0)
         best, worst = max(group, key=lambda s: s.score), min(group, key=lambda s: s.score)
         if best.score - worst.score <= min_margin or best.response == worst.response:
             continue
-        pairs.append(Pair(id=f"{prompt_id}/p", prompt_id=prompt_id, prompt=best.prompt, chosen=best.response,
-                          rejected=worst.response, chosen_id=best.id, rejected_id=worst.id, chosen_score=best.score,
-                          rejected_score=worst.score, margin=best.score - worst.score, judge="human"))
+        pairs.append(
+            Pair(
+                id=f"{prompt_id}/p",
+                prompt_id=prompt_id,
+                prompt=best.prompt,
+                chosen=best.response,
+                rejected=worst.response,
+                chosen_id=best.id,
+                rejected_id=worst.id,
+                chosen_score=best.score,
+                rejected_score=worst.score,
+                margin=best.score - worst.score,
+                judge="human",
+            )
+        )
     return pairs
 
 
@@ -256,8 +285,13 @@ def pairs_from_scored(scored: Sequence[ScoredResponse], min_margin: float = 0.0)
 # Agreement between a judge and people (the computation and its record: selfplay.agreement)
 
 
-def judge_human_agreement(pairs: Sequence[Pair], chosen_scores: Sequence[float | None],
-                          rejected_scores: Sequence[float | None], seed: int, tie_margin: float = 0.0) -> Agreement:
+def judge_human_agreement(
+    pairs: Sequence[Pair],
+    chosen_scores: Sequence[float | None],
+    rejected_scores: Sequence[float | None],
+    seed: int,
+    tie_margin: float = 0.0,
+) -> Agreement:
     """How well a judge's scores reproduce people's pairwise choices. `pairs` are human-labelled (chosen = the
     person's preference); the scores are the judge's for each pair's chosen and rejected response.
 
@@ -288,7 +322,9 @@ def judge_seed_agreement(judge, pairs: Sequence[Pair], seed: int) -> Agreement:
         prompts.append(Prompt(id=pid, text=pair.prompt, source="seed"))
         generations += [given_response(pid, 0, pair.chosen, "human-seed"), given_response(pid, 1, pair.rejected, "human-seed")]
     scores = {j.generation_ids[0]: j.score for j in judge.judge(prompts, generations) if len(j.generation_ids) == 1}
-    return judge_human_agreement(pairs, [scores.get(f"{p.id}/g0") for p in prompts], [scores.get(f"{p.id}/g1") for p in prompts], seed)
+    return judge_human_agreement(
+        pairs, [scores.get(f"{p.id}/g0") for p in prompts], [scores.get(f"{p.id}/g1") for p in prompts], seed
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,8 +338,14 @@ class LabelSession(BaseModel):
     counts: dict[str, int]  # this session's labels: chosen / rejected / tie / skip
 
 
-def label_pairs(pairs: Sequence[Pair], out_path: Path, input_fn: Callable[[str], str] = input,
-                output_fn: Callable[[str], None] = print, labeler: str | None = None, seed: int = 0) -> LabelSession:
+def label_pairs(
+    pairs: Sequence[Pair],
+    out_path: Path,
+    input_fn: Callable[[str], str] = input,
+    output_fn: Callable[[str], None] = print,
+    labeler: str | None = None,
+    seed: int = 0,
+) -> LabelSession:
     """Shows each pair's prompt and its two responses (as A and B, in a seeded order, so the position gives
     nothing away) and asks which is better: a, b, t (tie), s (skip), q (quit). Each answer is appended to
     out_path at once, so quitting or a crash loses nothing; running again skips pairs already in out_path.
@@ -326,14 +368,22 @@ def label_pairs(pairs: Sequence[Pair], out_path: Path, input_fn: Callable[[str],
                 break
             output_fn(f"  {answer!r}? type a, b, t, s or q")
         if answer == "q":
-            return LabelSession(labelled=sum(counts.values()), already=len(pairs) - len(todo), remaining=len(todo) - i,
-                                counts=counts)
+            return LabelSession(
+                labelled=sum(counts.values()), already=len(pairs) - len(todo), remaining=len(todo) - i, counts=counts
+            )
         if answer in ("a", "b"):
             label = "chosen" if (answer == "a") == chosen_is_a else "rejected"
         else:
             label = "tie" if answer == "t" else "skip"
-        line = HumanLabel(id=pair.id, prompt_id=pair.prompt_id, prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected,
-                          label=label, labeler=labeler)
+        line = HumanLabel(
+            id=pair.id,
+            prompt_id=pair.prompt_id,
+            prompt=pair.prompt,
+            chosen=pair.chosen,
+            rejected=pair.rejected,
+            label=label,
+            labeler=labeler,
+        )
         with out_path.open("a", encoding="utf-8") as out:  # only the fields a pair line has: load_seed reads it back
             out.write(line.model_dump_json(exclude_none=True) + "\n")
         counts[label] += 1

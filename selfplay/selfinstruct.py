@@ -29,10 +29,15 @@ from selfplay.records import Prompt, derive_seed
 from selfplay.templates import Template, TemplateError, load_template
 
 # Openings of a reply that declines instead of writing a task (checked on the parsed task, case-insensitive).
-REFUSAL = re.compile(r"^\W*(i'?m sorry|i am sorry|sorry\b|i apologi[sz]e|i can'?t\b|i cannot|i can not|i'?m (?:not able|unable)"
-                     r"|i am (?:not able|unable)|i won'?t\b|as an ai\b)|\bas an ai (?:language )?model\b", re.IGNORECASE)
+REFUSAL = re.compile(
+    r"^\W*(i'?m sorry|i am sorry|sorry\b|i apologi[sz]e|i can'?t\b|i cannot|i can not|i'?m (?:not able|unable)"
+    r"|i am (?:not able|unable)|i won'?t\b|as an ai\b)|\bas an ai (?:language )?model\b",
+    re.IGNORECASE,
+)
 
-Reason = Literal["empty", "too_short", "too_long", "refusal", "duplicate_pool", "duplicate_heldout", "duplicate_new", "over_quota"]
+Reason = Literal[
+    "empty", "too_short", "too_long", "refusal", "duplicate_pool", "duplicate_heldout", "duplicate_new", "over_quota"
+]
 
 
 class DroppedPrompt(BaseModel):
@@ -45,6 +50,7 @@ class DroppedPrompt(BaseModel):
 
 class SelfInstructStats(BaseModel):
     """For the manifest: where every written candidate went. attempts = kept + the drops."""
+
     attempts: int
     kept: int
     empty: int = 0
@@ -80,8 +86,9 @@ def parse_task(template: Template, reply: str) -> str:
     return task.strip("\"'“”").strip()
 
 
-def self_instruct_prompts(gen: Generator, pool: Sequence[Prompt], cfg: PromptsConfig, seed: int, iteration: int,
-                          exclude: Sequence[Prompt] = ()) -> tuple[list[Prompt], SelfInstructStats]:
+def self_instruct_prompts(
+    gen: Generator, pool: Sequence[Prompt], cfg: PromptsConfig, seed: int, iteration: int, exclude: Sequence[Prompt] = ()
+) -> tuple[list[Prompt], SelfInstructStats]:
     """Up to `cfg.self_instruct_new` new prompts written by `gen`'s model from few-shot pool examples;
     `exclude` (held-out evaluation prompts) are never examples, and new prompts may not nearly copy them."""
     template = check_self_instruct_template(load_template(cfg.self_instruct_template))
@@ -92,16 +99,21 @@ def self_instruct_prompts(gen: Generator, pool: Sequence[Prompt], cfg: PromptsCo
     attempts = math.ceil(cfg.self_instruct_new * cfg.self_instruct_oversample)
     shots, rendered = [], []
     for i in range(attempts):
-        drawn = random.Random(derive_seed(seed, iteration, "self-instruct", i)).sample(examples, min(cfg.self_instruct_shots, len(examples)))
+        drawn = random.Random(derive_seed(seed, iteration, "self-instruct", i)).sample(
+            examples, min(cfg.self_instruct_shots, len(examples))
+        )
         shots.append(drawn)
         rendered.append(template.render(examples="\n\n".join(f"Task: {p.text.strip()}" for p in drawn)))
     ids = [chat_ids(gen.tokenizer, text, assistant_prefix=template.score_prefix or "") for text in rendered]
-    replies = [outs[0] if outs else "" for outs in gen.complete(ids, n=1, temperature=cfg.self_instruct_temperature,
-                                                                 max_tokens=cfg.self_instruct_max_tokens)]
+    replies = [
+        outs[0] if outs else ""
+        for outs in gen.complete(ids, n=1, temperature=cfg.self_instruct_temperature, max_tokens=cfg.self_instruct_max_tokens)
+    ]
     tasks = [parse_task(template, r) for r in replies]
 
-    stats = SelfInstructStats(attempts=attempts, kept=0, examples_available=len(examples),
-                              template=f"{template.ref}#{template.hash}")
+    stats = SelfInstructStats(
+        attempts=attempts, kept=0, examples_available=len(examples), template=f"{template.ref}#{template.hash}"
+    )
     cand_ids = [f"si-{iteration:03d}-{i:03d}" for i in range(attempts)]
 
     def drop(i: int, reason: Reason, **extra) -> None:
@@ -122,8 +134,12 @@ def self_instruct_prompts(gen: Generator, pool: Sequence[Prompt], cfg: PromptsCo
         else:
             passing.append(i)
     against = list(pool) + list(exclude)
-    verdicts = dedupe([tasks[i] for i in passing], [p.text for p in against], n=cfg.self_instruct_ngram,
-                      max_overlap=cfg.self_instruct_max_overlap)
+    verdicts = dedupe(
+        [tasks[i] for i in passing],
+        [p.text for p in against],
+        n=cfg.self_instruct_ngram,
+        max_overlap=cfg.self_instruct_max_overlap,
+    )
     kept: list[Prompt] = []
     for i, dup in zip(passing, verdicts, strict=True):
         if dup is not None:
@@ -135,9 +151,20 @@ def self_instruct_prompts(gen: Generator, pool: Sequence[Prompt], cfg: PromptsCo
         elif len(kept) >= cfg.self_instruct_new:
             drop(i, "over_quota")
         else:
-            kept.append(Prompt(id=cand_ids[i], text=tasks[i], source="self-instruct", meta={
-                "examples": [p.id for p in shots[i]], "policy": str(gen.model_dir), "iteration": iteration,
-                "template": template.ref, "template_hash": template.hash}))
+            kept.append(
+                Prompt(
+                    id=cand_ids[i],
+                    text=tasks[i],
+                    source="self-instruct",
+                    meta={
+                        "examples": [p.id for p in shots[i]],
+                        "policy": str(gen.model_dir),
+                        "iteration": iteration,
+                        "template": template.ref,
+                        "template_hash": template.hash,
+                    },
+                )
+            )
     stats.kept = len(kept)
     return kept, stats
 
@@ -159,7 +186,8 @@ def heldout_prompts(cfg: RunConfig) -> list[Prompt]:
     pool = load_pool(cfg.prompts.pool)
     pool_ids, pool_texts = {p.id for p in pool}, {_norm(p.text) for p in pool}
     paths = ([cfg.eval.prompts] if cfg.eval.prompts else []) + [
-        path for path in (cfg.eval.ifeval, HELDOUT_SPLIT) if resolve_data_path(path).exists()]
+        path for path in (cfg.eval.ifeval, HELDOUT_SPLIT) if resolve_data_path(path).exists()
+    ]
     out: dict[str, Prompt] = {}
     for path in paths:
         for p in load_pool(path):
@@ -168,8 +196,9 @@ def heldout_prompts(cfg: RunConfig) -> list[Prompt]:
     return list(out.values())
 
 
-def iteration_prompts(cfg: PromptsConfig, seed: int, iteration: int, policy: Callable[[], Generator],
-                      exclude: Sequence[Prompt] = ()) -> tuple[list[Prompt], SelfInstructStats | None]:
+def iteration_prompts(
+    cfg: PromptsConfig, seed: int, iteration: int, policy: Callable[[], Generator], exclude: Sequence[Prompt] = ()
+) -> tuple[list[Prompt], SelfInstructStats | None]:
     """The prompts of iteration k by `cfg.source`; `policy()` opens the policy's generator, and is called
     only when the policy writes prompts (pool runs start no engine here)."""
     match cfg.source:

@@ -43,6 +43,7 @@ def served_dtype(requested: str, model_dir: Path) -> str:
 
 class ServingCheck(BaseModel):
     """How much of the last training update the policy keeps at the precision it is served at."""
+
     policy: str  # the checkpoint served this iteration
     start: str | None  # the checkpoint its training started from; None = no update (the base model)
     stored_dtype: str | None
@@ -56,8 +57,9 @@ class ServingCheck(BaseModel):
 def check_serving(policy: Path, start: Path | None, dtype: str) -> ServingCheck:
     """Rounds the trained weights to the served dtype and compares the error with the update itself, tensor by
     tensor (one tensor in memory at a time, so a large model costs reading its files, not holding them)."""
-    check = ServingCheck(policy=str(policy), start=str(start) if start else None, stored_dtype=stored_dtype(policy),
-                         served_dtype=dtype)
+    check = ServingCheck(
+        policy=str(policy), start=str(start) if start else None, stored_dtype=stored_dtype(policy), served_dtype=dtype
+    )
     if start is None or Path(start).resolve() == Path(policy).resolve():
         return check  # nothing was trained into this checkpoint
     import torch
@@ -67,7 +69,9 @@ def check_serving(policy: Path, start: Path | None, dtype: str) -> ServingCheck:
     update_sq = error_sq = 0.0
     changed = 0
     with ExitStack() as stack:
-        start_files = [stack.enter_context(safe_open(str(path), framework="pt")) for path in sorted(Path(start).glob("*.safetensors"))]
+        start_files = [
+            stack.enter_context(safe_open(str(path), framework="pt")) for path in sorted(Path(start).glob("*.safetensors"))
+        ]
         before = {name: f for f in start_files for name in f.keys()}
         for path in sorted(Path(policy).glob("*.safetensors")):
             trained_file = stack.enter_context(safe_open(str(path), framework="pt"))
@@ -86,8 +90,15 @@ def check_serving(policy: Path, start: Path | None, dtype: str) -> ServingCheck:
     error = math.sqrt(error_sq / update_sq)
     warning = None
     if error > ROUNDING_WARN:
-        warning = (f"serving {policy} in {dtype} loses {error:.0%} of its training update to rounding "
-                   f"(over {ROUNDING_WARN:.0%}); set generation.dtype=float32 (or auto) to serve the policy trained")
-    return check.model_copy(update={"changed_tensors": changed, "update_norm": round(math.sqrt(update_sq), 6),
-                                    "rounding_error": round(error, 6), "warning": warning})
-
+        warning = (
+            f"serving {policy} in {dtype} loses {error:.0%} of its training update to rounding "
+            f"(over {ROUNDING_WARN:.0%}); set generation.dtype=float32 (or auto) to serve the policy trained"
+        )
+    return check.model_copy(
+        update={
+            "changed_tensors": changed,
+            "update_norm": round(math.sqrt(update_sq), 6),
+            "rounding_error": round(error, 6),
+            "warning": warning,
+        }
+    )

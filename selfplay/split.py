@@ -40,7 +40,7 @@ def make_split(lines: list[str], seed: int = SPLIT_SEED) -> dict[str, list[str]]
     """Shuffle once by the fixed seed: the first N_HELDOUT lines are held out, the next N_VAL validate."""
     order = list(range(len(lines)))
     random.Random(seed).shuffle(order)
-    heldout, val, train = order[:N_HELDOUT], order[N_HELDOUT:N_HELDOUT + N_VAL], order[N_HELDOUT + N_VAL:]
+    heldout, val, train = order[:N_HELDOUT], order[N_HELDOUT : N_HELDOUT + N_VAL], order[N_HELDOUT + N_VAL :]
     return {name: [lines[i] for i in sorted(idx)] for name, idx in (("heldout", heldout), ("val", val), ("train", train))}
 
 
@@ -49,8 +49,11 @@ def main() -> None:
     parts = make_split(lines)
     for name, part in parts.items():
         (IFEVAL_DIR / f"{name}.jsonl").write_text("\n".join(part) + "\n", encoding="utf-8")
-    record = {"seed": SPLIT_SEED, "source": "prompts.jsonl",
-              **{name: sorted(json.loads(line)["key"] for line in part) for name, part in parts.items()}}
+    record = {
+        "seed": SPLIT_SEED,
+        "source": "prompts.jsonl",
+        **{name: sorted(json.loads(line)["key"] for line in part) for name, part in parts.items()},
+    }
     (IFEVAL_DIR / "split.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print({name: len(part) for name, part in parts.items()})
 

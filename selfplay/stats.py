@@ -44,8 +44,9 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def bootstrap_mean_interval(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
-                            level: float = 0.95) -> tuple[float, float] | None:
+def bootstrap_mean_interval(
+    values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the mean, resampling items with replacement; None without data."""
     if not values:
         return None
@@ -77,9 +78,14 @@ def win_rate(outcomes: Sequence[Outcome], *, n_boot: int = 2000, seed: int = 0) 
     points = [_POINTS[o] for o in outcomes]
     ci = bootstrap_mean_interval(points, n_boot=n_boot, seed=seed)
     return WinRate(
-        n=n, wins=counts["win"], losses=counts["loss"], ties=counts["tie"],
-        win_rate=sum(points) / n if n else None, tie_rate=counts["tie"] / n if n else None,
-        ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
+        n=n,
+        wins=counts["win"],
+        losses=counts["loss"],
+        ties=counts["tie"],
+        win_rate=sum(points) / n if n else None,
+        tie_rate=counts["tie"] / n if n else None,
+        ci_low=ci[0] if ci else None,
+        ci_high=ci[1] if ci else None,
     )
 
 
@@ -153,8 +159,12 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int
         raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
     diffs = [x - y for x, y in zip(a, b, strict=True)]
     ci = bootstrap_mean_interval(diffs, n_boot=n_boot, seed=seed)
-    return PairedDiff(n=len(diffs), mean_diff=sum(diffs) / len(diffs) if diffs else None,
-                      ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None)
+    return PairedDiff(
+        n=len(diffs),
+        mean_diff=sum(diffs) / len(diffs) if diffs else None,
+        ci_low=ci[0] if ci else None,
+        ci_high=ci[1] if ci else None,
+    )
 
 
 def change_verdict(diff: PairedDiff | None) -> str:

@@ -12,8 +12,8 @@ from rich.text import Text
 
 from selfplay.errors import SelfplayError
 from selfplay.evaluate import IFEvalSummary
-from selfplay.rundir import IterationSummary, Run
 from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
+from selfplay.rundir import IterationSummary, Run
 from selfplay.stats import PairedDiff, change_verdict
 
 
@@ -56,16 +56,42 @@ def summary_table(rows: Sequence[IterationSummary], title: str = "selfplay run")
     """Every cell and the title are Text, never markup: a run name may hold a '['."""
     table = Table(title=Text(title))
     extra = [(name, cell) for name, cell in OPTIONAL_COLUMNS if any(cell(r) is not None for r in rows)]
-    for col in ("iter", "prompts", "gens", "tokens", "cut", "parsed", "score", "pairs", "ties",
-                "dpo loss", "rew acc", *(name for name, _ in extra), "gen s", "judge s", "train s"):
+    for col in (
+        "iter",
+        "prompts",
+        "gens",
+        "tokens",
+        "cut",
+        "parsed",
+        "score",
+        "pairs",
+        "ties",
+        "dpo loss",
+        "rew acc",
+        *(name for name, _ in extra),
+        "gen s",
+        "judge s",
+        "train s",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
         loss = f"{_fmt(r.loss_first)}→{_fmt(r.loss_last)}" if r.loss_first is not None else "-"
         table.add_row(
-            str(r.iteration), str(r.prompts), str(r.generations), _fmt(r.mean_tokens, 0), _fmt(r.cut_at_max, 2),
-            _fmt(r.parse_rate, 2), _fmt(r.mean_score, 2), str(r.pairs), str(r.ties), loss, _fmt(r.reward_accuracy, 2),
+            str(r.iteration),
+            str(r.prompts),
+            str(r.generations),
+            _fmt(r.mean_tokens, 0),
+            _fmt(r.cut_at_max, 2),
+            _fmt(r.parse_rate, 2),
+            _fmt(r.mean_score, 2),
+            str(r.pairs),
+            str(r.ties),
+            loss,
+            _fmt(r.reward_accuracy, 2),
             *(cell(r) or "-" for _, cell in extra),
-            _fmt(r.seconds.get("generate"), 0), _fmt(r.seconds.get("judge"), 0), _fmt(r.seconds.get("train"), 0),
+            _fmt(r.seconds.get("generate"), 0),
+            _fmt(r.seconds.get("judge"), 0),
+            _fmt(r.seconds.get("train"), 0),
         )
     return table
 
@@ -77,8 +103,9 @@ def load_stage(run: Run, k: int, stage: str) -> list[BaseModel]:
     return read_records(run.paths(k).dir / f"{stem}.jsonl", cls)
 
 
-def filter_records(records: Sequence[BaseModel], *, min_score: float | None = None, max_score: float | None = None,
-                   status: str | None = None) -> list[BaseModel]:
+def filter_records(
+    records: Sequence[BaseModel], *, min_score: float | None = None, max_score: float | None = None, status: str | None = None
+) -> list[BaseModel]:
     """Score range applies to records with a score (judgements; pairs by chosen score); status to judgements."""
     out = []
     for r in records:
@@ -95,13 +122,25 @@ def filter_records(records: Sequence[BaseModel], *, min_score: float | None = No
     return out
 
 
-def select_records(run: Run, k: int, stage: str, *, min_score: float | None = None, max_score: float | None = None,
-                   status: str | None = None, sort: str | None = None, descending: bool = False, limit: int = 0) -> list[BaseModel]:
+def select_records(
+    run: Run,
+    k: int,
+    stage: str,
+    *,
+    min_score: float | None = None,
+    max_score: float | None = None,
+    status: str | None = None,
+    sort: str | None = None,
+    descending: bool = False,
+    limit: int = 0,
+) -> list[BaseModel]:
     """`selfplay inspect RUN -k K`: one stage's records, filtered, then sorted, then the first `limit` (0 = all)."""
     records = filter_records(load_stage(run, k, stage), min_score=min_score, max_score=max_score, status=status)
     if sort:
-        records = sort_records(records, sort, descending=descending, lengths=generation_lengths(run, k) if sort == "tokens" else None)
-    return records[:limit or None]
+        records = sort_records(
+            records, sort, descending=descending, lengths=generation_lengths(run, k) if sort == "tokens" else None
+        )
+    return records[: limit or None]
 
 
 def _short(text: str, width: int = 60) -> str:
@@ -116,14 +155,27 @@ def records_table(records: Sequence[BaseModel], stage: str) -> Table:
         case "prompts":
             cols = [("id", lambda r: r.id), ("source", lambda r: r.source), ("text", lambda r: _short(r.text, 90))]
         case "generations":
-            cols = [("id", lambda r: r.id), ("tokens", lambda r: str(r.n_tokens)), ("finish", lambda r: r.finish_reason),
-                    ("text", lambda r: _short(r.text, 80))]
+            cols = [
+                ("id", lambda r: r.id),
+                ("tokens", lambda r: str(r.n_tokens)),
+                ("finish", lambda r: r.finish_reason),
+                ("text", lambda r: _short(r.text, 80)),
+            ]
         case "judgements":
-            cols = [("id", lambda r: r.id), ("status", lambda r: r.status), ("score", lambda r: _fmt(r.score, 2)),
-                    ("method", lambda r: r.method), ("raw", lambda r: _short(r.raw[0] if r.raw else "", 70))]
+            cols = [
+                ("id", lambda r: r.id),
+                ("status", lambda r: r.status),
+                ("score", lambda r: _fmt(r.score, 2)),
+                ("method", lambda r: r.method),
+                ("raw", lambda r: _short(r.raw[0] if r.raw else "", 70)),
+            ]
         case "pairs":
-            cols = [("id", lambda r: r.id), ("margin", lambda r: _fmt(r.margin, 2)), ("chosen", lambda r: _short(r.chosen, 45)),
-                    ("rejected", lambda r: _short(r.rejected, 45))]
+            cols = [
+                ("id", lambda r: r.id),
+                ("margin", lambda r: _fmt(r.margin, 2)),
+                ("chosen", lambda r: _short(r.chosen, 45)),
+                ("rejected", lambda r: _short(r.rejected, 45)),
+            ]
     for name, _ in cols:
         table.add_column(name)
     for r in records:
@@ -142,8 +194,9 @@ def print_json(records: Sequence[BaseModel], console: Console | None = None) -> 
 SORT_KEYS = ("score", "tokens", "id")
 
 
-def sort_records(records: Sequence[BaseModel], key: str, *, descending: bool = False,
-                 lengths: dict[str, int] | None = None) -> list[BaseModel]:
+def sort_records(
+    records: Sequence[BaseModel], key: str, *, descending: bool = False, lengths: dict[str, int] | None = None
+) -> list[BaseModel]:
     """Sorted by score (judgement score, pair chosen score, as filter_records), tokens (generations; other
     records through `lengths`, generation id -> tokens, by their first generation) or id. Records without
     the key go last, in their original order."""
@@ -207,18 +260,25 @@ def prompt_view(run: Run, k: int, ident: str) -> PromptView:
     judgements = _stage_or_empty(run, k, "judgements", missing)
     pairs = _stage_or_empty(run, k, "pairs", missing)
     by_id = {p.id: p for p in prompts}
-    pid = ident if ident in by_id else next(
-        (r.prompt_id for r in [*gens, *judgements, *pairs] if r.id == ident), None)
+    pid = ident if ident in by_id else next((r.prompt_id for r in [*gens, *judgements, *pairs] if r.id == ident), None)
     if pid is None:
         raise ViewError(f"iteration {k}: no prompt, generation, judgement or pair with id {ident!r}")
     pair = next((p for p in pairs if p.prompt_id == pid), None)
     roles = {pair.chosen_id: "chosen", pair.rejected_id: "rejected"} if pair else {}
     mine = [j for j in judgements if j.prompt_id == pid]
-    candidates = [CandidateView(generation=g, role=roles.get(g.id),
-                                judgements=[j for j in mine if j.generation_ids == [g.id]])
-                  for g in gens if g.prompt_id == pid]
-    return PromptView(iteration=k, prompt=by_id[pid], candidates=candidates,
-                      pairwise=[j for j in mine if len(j.generation_ids) > 1], pair=pair, missing=missing)
+    candidates = [
+        CandidateView(generation=g, role=roles.get(g.id), judgements=[j for j in mine if j.generation_ids == [g.id]])
+        for g in gens
+        if g.prompt_id == pid
+    ]
+    return PromptView(
+        iteration=k,
+        prompt=by_id[pid],
+        candidates=candidates,
+        pairwise=[j for j in mine if len(j.generation_ids) > 1],
+        pair=pair,
+        missing=missing,
+    )
 
 
 def _indent(text: str, prefix: str = "    ") -> str:
@@ -226,8 +286,11 @@ def _indent(text: str, prefix: str = "    ") -> str:
 
 
 def _judgement_lines(j: Judgement) -> list[str]:
-    lines = [f"  judgement {j.id}: score {_fmt(j.score, 2)}  ({j.status}, {j.judge}/{j.method}"
-             + (f", {j.template}" if j.template else "") + ")"]
+    lines = [
+        f"  judgement {j.id}: score {_fmt(j.score, 2)}  ({j.status}, {j.judge}/{j.method}"
+        + (f", {j.template}" if j.template else "")
+        + ")"
+    ]
     for i, (raw, s) in enumerate(zip(j.raw, j.sample_scores + [None] * (len(j.raw) - len(j.sample_scores)))):
         lines.append(f"    raw {i + 1} (parsed {_fmt(s, 2)}):")
         lines.append(_indent(raw, "      "))
@@ -253,8 +316,10 @@ def format_prompt_view(v: PromptView) -> str:
         out.append("")
     if v.pair:
         p = v.pair
-        out.append(f"pair {p.id}: chosen {p.chosen_id} ({_fmt(p.chosen_score, 2)}) over rejected {p.rejected_id} "
-                   f"({_fmt(p.rejected_score, 2)}), margin {_fmt(p.margin, 2)}")
+        out.append(
+            f"pair {p.id}: chosen {p.chosen_id} ({_fmt(p.chosen_score, 2)}) over rejected {p.rejected_id} "
+            f"({_fmt(p.rejected_score, 2)}), margin {_fmt(p.margin, 2)}"
+        )
         if all(c.generation.id != p.chosen_id for c in v.candidates):  # a revision: no generation holds its text
             out.append(f"── {p.chosen_id} [CHOSEN]")
             out.append(_indent(p.chosen or "(empty)"))
@@ -287,27 +352,50 @@ def diff_view(run: Run, a: int, b: int) -> DiffView:
         texts = {p.id: p.text for p in read_records(ev / "prompts.jsonl", Prompt)} if (ev / "prompts.jsonl").exists() else {}
         gens = {k: {g.prompt_id: g for g in read_records(f, Generation)} for k, f in files.items()}
         common = sorted(gens[a].keys() & gens[b].keys())
-        rows = [DiffRow(prompt_id=pid, prompt=texts.get(pid, ""),
-                        responses={k: [gens[k][pid].text] for k in (a, b)}, tokens={k: [gens[k][pid].n_tokens] for k in (a, b)})
-                for pid in common]
-        note = (f"eval responses (greedy, held-out prompts) of the policies of iterations {a} and {b} "
-                f"(0 = base model): {len(rows)} prompts in common")
+        rows = [
+            DiffRow(
+                prompt_id=pid,
+                prompt=texts.get(pid, ""),
+                responses={k: [gens[k][pid].text] for k in (a, b)},
+                tokens={k: [gens[k][pid].n_tokens] for k in (a, b)},
+            )
+            for pid in common
+        ]
+        note = (
+            f"eval responses (greedy, held-out prompts) of the policies of iterations {a} and {b} "
+            f"(0 = base model): {len(rows)} prompts in common"
+        )
         return DiffView(iterations=(a, b), source="eval", note=note, rows=rows)
     for k in (a, b):
         if not run.paths(k).generations.exists():
-            raise ViewError(f"iteration {k}: no eval responses ({files[k]}) and no generations "
-                             f"({run.paths(k).generations}); run `selfplay eval` first")
+            raise ViewError(
+                f"iteration {k}: no eval responses ({files[k]}) and no generations "
+                f"({run.paths(k).generations}); run `selfplay eval` first"
+            )
     prompts = {k: {p.id: p for p in read_records(run.paths(k).prompts, Prompt)} for k in (a, b)}
     gens = {k: read_records(run.paths(k).generations, Generation) for k in (a, b)}
     common = sorted(prompts[a].keys() & prompts[b].keys())
     rows = []
     for pid in common:
         per = {k: sorted((g for g in gens[k] if g.prompt_id == pid), key=lambda g: g.id) for k in (a, b)}
-        rows.append(DiffRow(prompt_id=pid, prompt=prompts[a][pid].text, responses={k: [g.text for g in per[k]] for k in (a, b)},
-                            tokens={k: [g.n_tokens for g in per[k]] for k in (a, b)}))
-    note = (f"training prompts drawn by both iterations {a} and {b} (samples of the policies of iterations {a - 1} and {b - 1}): "
-            f"{len(rows)} in common" + ("" if rows else "; iterations draw fresh prompts until the pool wraps, "
-                                                          "so run `selfplay eval` to compare iterations on the same prompts"))
+        rows.append(
+            DiffRow(
+                prompt_id=pid,
+                prompt=prompts[a][pid].text,
+                responses={k: [g.text for g in per[k]] for k in (a, b)},
+                tokens={k: [g.n_tokens for g in per[k]] for k in (a, b)},
+            )
+        )
+    note = (
+        f"training prompts drawn by both iterations {a} and {b} (samples of the policies of iterations {a - 1} and {b - 1}): "
+        f"{len(rows)} in common"
+        + (
+            ""
+            if rows
+            else "; iterations draw fresh prompts until the pool wraps, "
+            "so run `selfplay eval` to compare iterations on the same prompts"
+        )
+    )
     return DiffView(iterations=(a, b), source="train", note=note, rows=rows)
 
 
@@ -327,6 +415,7 @@ def format_diff_view(v: DiffView, width: int = 400) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- runs side by side
+
 
 class CompareRow(BaseModel):
     run: str
@@ -349,32 +438,68 @@ def compare_runs(runs: Sequence[Run]) -> list[CompareRow]:
     for run in runs:
         path = run.root / "eval" / "ifeval_summary.json"
         try:
-            evals = {it.iteration: it for it in IFEvalSummary.model_validate_json(path.read_text()).iterations} if path.exists() else {}
+            evals = (
+                {it.iteration: it for it in IFEvalSummary.model_validate_json(path.read_text()).iterations}
+                if path.exists()
+                else {}
+            )
         except ValidationError as err:
             raise ViewError(f"{path}: unreadable ({err.errors()[0]['msg']}); rerun selfplay eval {run.root.name}") from None
         summary = {m.iteration: IterationSummary.from_manifest(m) for m in run.manifests()}
         for k in sorted({0, *summary, *evals}):
             s, e = summary.get(k), evals.get(k)
-            rows.append(CompareRow(
-                run=run.root.name, algo=run.cfg.train.algo if k else "base", judge=run.cfg.judge.kind, iteration=k,
-                trained_on=(s.examples if s.examples is not None else s.pairs) if s else None,
-                loss_first=s.loss_first if s else None, loss_last=s.loss_last if s else None,
-                prompt_strict=e.prompt_level_strict if e else None, prompt_loose=e.prompt_level_loose if e else None,
-                vs_base=e.vs_base if e else None, verdict=change_verdict(e.vs_base) if e and k else "-",
-            ))
+            rows.append(
+                CompareRow(
+                    run=run.root.name,
+                    algo=run.cfg.train.algo if k else "base",
+                    judge=run.cfg.judge.kind,
+                    iteration=k,
+                    trained_on=(s.examples if s.examples is not None else s.pairs) if s else None,
+                    loss_first=s.loss_first if s else None,
+                    loss_last=s.loss_last if s else None,
+                    prompt_strict=e.prompt_level_strict if e else None,
+                    prompt_loose=e.prompt_level_loose if e else None,
+                    vs_base=e.vs_base if e else None,
+                    verdict=change_verdict(e.vs_base) if e and k else "-",
+                )
+            )
     return rows
 
 
 def compare_table(rows: Sequence[CompareRow]) -> Table:
     table = Table(title="runs side by side (held-out IFEval from `selfplay eval`)")
-    for col in ("run", "algo", "judge", "iter", "trained on", "loss", "prompt strict %", "prompt loose %",
-                "Δ strict vs 0, points (95% CI)", "verdict"):
+    for col in (
+        "run",
+        "algo",
+        "judge",
+        "iter",
+        "trained on",
+        "loss",
+        "prompt strict %",
+        "prompt loose %",
+        "Δ strict vs 0, points (95% CI)",
+        "verdict",
+    ):
         table.add_column(col, justify="left" if col in ("run", "algo", "judge", "verdict") else "right")
     for r in rows:
         loss = f"{_fmt(r.loss_first)}→{_fmt(r.loss_last)}" if r.loss_first is not None else "-"
         d = r.vs_base
-        delta = "-" if d is None or d.mean_diff is None else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
-        cells = (r.run, r.algo, r.judge, str(r.iteration), "-" if r.trained_on is None else str(r.trained_on), loss,
-                 pct(r.prompt_strict), pct(r.prompt_loose), delta, r.verdict)
+        delta = (
+            "-"
+            if d is None or d.mean_diff is None
+            else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
+        )
+        cells = (
+            r.run,
+            r.algo,
+            r.judge,
+            str(r.iteration),
+            "-" if r.trained_on is None else str(r.trained_on),
+            loss,
+            pct(r.prompt_strict),
+            pct(r.prompt_loose),
+            delta,
+            r.verdict,
+        )
         table.add_row(*map(Text, cells))  # a run directory's name is data, never markup
     return table

@@ -16,8 +16,12 @@ import typer
 
 from selfplay.cli import data, evals, judges, run
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="selfplay: make a language model better from AI feedback (generate, judge, pair, train, repeat).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="selfplay: make a language model better from AI feedback (generate, judge, pair, train, repeat).",
+)
 app.add_typer(run.app)
 app.add_typer(data.app)
 app.add_typer(evals.app)

@@ -12,8 +12,8 @@ from typing import Annotated, TypeVar
 import typer
 
 from selfplay.errors import SelfplayError
-from selfplay.rundir import Run, RunError
 from selfplay.records import RecordError
+from selfplay.rundir import Run, RunError
 
 F = TypeVar("F", bound=Callable)
 
@@ -46,6 +46,7 @@ def guard(fn: F) -> F:
             fail(one_line(str(err)) or type(err).__name__)
         except KeyboardInterrupt:
             fail("interrupted; what finished is on disk (selfplay run --resume continues a run)", code=130)
+
     return wrapper  # type: ignore[return-value]
 
 
@@ -69,8 +70,9 @@ def new_run_path(name: str) -> Path:
     parts = path.parts[-1:] if path.is_absolute() else [p for p in path.parts if p not in (".", "..")]
     bad = next((p for p in parts if not RUN_NAME.fullmatch(p)), None) if parts else name
     if bad is not None:
-        raise RunError(f"--name {name!r}: {bad!r} is not a run name; use letters, digits, '.', '_' and '-', "
-                       "not starting with '.'")
+        raise RunError(
+            f"--name {name!r}: {bad!r} is not a run name; use letters, digits, '.', '_' and '-', not starting with '.'"
+        )
     return run_path(name)
 
 

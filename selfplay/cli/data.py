@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,7 +16,14 @@ from selfplay.records import Pair, read_records, write_text
 from selfplay.scoring import read_score_lines, score_lines
 from selfplay.seed import label_pairs
 from selfplay.views import (
-    diff_view, format_diff_view, format_prompt_view, print_json, prompt_view, records_table, select_records, summary_table,
+    diff_view,
+    format_diff_view,
+    format_prompt_view,
+    print_json,
+    prompt_view,
+    records_table,
+    select_records,
+    summary_table,
 )
 
 app = typer.Typer()
@@ -33,12 +40,12 @@ def _print_json(obj) -> None:
 @guard
 def inspect(
     run: RunArg,
-    iteration: Annotated[Optional[int], typer.Option("--iteration", "-k", min=1, help="show one iteration's records")] = None,
+    iteration: Annotated[int | None, typer.Option("--iteration", "-k", min=1, help="show one iteration's records")] = None,
     stage: Annotated[str, typer.Option("--stage", help="prompts | generations | judgements | pairs")] = "judgements",
-    min_score: Annotated[Optional[float], typer.Option(help="keep records with score >= this")] = None,
-    max_score: Annotated[Optional[float], typer.Option(help="keep records with score <= this")] = None,
-    status: Annotated[Optional[str], typer.Option(help="judgements: ok | unparseable | error")] = None,
-    sort: Annotated[Optional[str], typer.Option(help="sort by score | tokens | id (records without it last)")] = None,
+    min_score: Annotated[float | None, typer.Option(help="keep records with score >= this")] = None,
+    max_score: Annotated[float | None, typer.Option(help="keep records with score <= this")] = None,
+    status: Annotated[str | None, typer.Option(help="judgements: ok | unparseable | error")] = None,
+    sort: Annotated[str | None, typer.Option(help="sort by score | tokens | id (records without it last)")] = None,
     desc: Annotated[bool, typer.Option("--desc", help="with --sort: descending")] = False,
     limit: Annotated[int, typer.Option(help="show at most this many records (0 = all)")] = 50,
     json_: JsonLinesOpt = False,
@@ -54,10 +61,21 @@ def inspect(
         if json_:
             print_json(rows, console)
         else:
-            console.print(summary_table(rows, title=f"selfplay run {the_run.root.name}") if rows else "no finished iterations yet")
+            console.print(
+                summary_table(rows, title=f"selfplay run {the_run.root.name}") if rows else "no finished iterations yet"
+            )
         return
-    records = select_records(the_run, iteration, stage, min_score=min_score, max_score=max_score, status=status, sort=sort,
-                             descending=desc, limit=limit)
+    records = select_records(
+        the_run,
+        iteration,
+        stage,
+        min_score=min_score,
+        max_score=max_score,
+        status=status,
+        sort=sort,
+        descending=desc,
+        limit=limit,
+    )
     if json_:
         print_json(records, console)
     else:
@@ -87,7 +105,12 @@ def show(
 @guard
 def diff(
     run: RunArg,
-    iterations: Annotated[tuple[int, int], typer.Option("--iterations", "-i", help="two iterations to compare, e.g. --iterations 1 3 (0 = base model, eval responses only)")],
+    iterations: Annotated[
+        tuple[int, int],
+        typer.Option(
+            "--iterations", "-i", help="two iterations to compare, e.g. --iterations 1 3 (0 = base model, eval responses only)"
+        ),
+    ],
     limit: Annotated[int, typer.Option(help="show at most this many prompts (0 = all)")] = 20,
     width: Annotated[int, typer.Option(help="cut each response at this many characters in text output")] = 400,
     json_: JsonOpt = False,
@@ -112,7 +135,7 @@ def label(
     run: RunArg,
     iteration: IterationOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="seed file to append labels to (resumable)")] = Path("seed.jsonl"),
-    labeler: Annotated[Optional[str], typer.Option(help="your name, recorded with each label")] = None,
+    labeler: Annotated[str | None, typer.Option(help="your name, recorded with each label")] = None,
 ) -> None:
     """Label an iteration's pairs in the terminal: a / b / t(ie) / s(kip) / q(uit); writes a seed set.
 
@@ -129,7 +152,7 @@ def label(
 def score(
     model: Annotated[Path, typer.Option("--model", "-m", help="a trained reward-model directory")],
     records: Annotated[Path, typer.Argument(help="JSONL with prompt and response fields")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the scored lines here (default: stdout)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the scored lines here (default: stdout)")] = None,
 ) -> None:
     """Score prompt/response pairs with a trained reward model; adds a "reward" field to each line.
 
@@ -148,7 +171,9 @@ def score(
 
 @app.command()
 @guard
-def models(prepare: Annotated[bool, typer.Option("--prepare", help="convert the embedded default model now (once; ~40 s)")] = False) -> None:
+def models(
+    prepare: Annotated[bool, typer.Option("--prepare", help="convert the embedded default model now (once; ~40 s)")] = False,
+) -> None:
     """List models in the cache and prepare the embedded default (SmolLM2-135M-Instruct).
 
     Example: selfplay models --prepare

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -53,22 +53,57 @@ def eval_config(cfg: EvalConfig, overrides: list[str], max_tokens: int | None = 
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"--set eval.{where}: {'unknown key' if first['type'] == 'extra_forbidden' else first['msg']}") from None
+        raise ConfigError(
+            f"--set eval.{where}: {'unknown key' if first['type'] == 'extra_forbidden' else first['msg']}"
+        ) from None
 
 
 @app.command(name="eval")
 @guard
 def eval_(
     run: RunArg,
-    ifeval: Annotated[Optional[str], typer.Option("--ifeval", help="IFEval-format JSONL to score (default: eval.ifeval of the run config)")] = None,
+    ifeval: Annotated[
+        str | None, typer.Option("--ifeval", help="IFEval-format JSONL to score (default: eval.ifeval of the run config)")
+    ] = None,
     no_ifeval: Annotated[bool, typer.Option("--no-ifeval", help="skip the instruction-following evaluation")] = False,
-    prompts: Annotated[Optional[str], typer.Option("--prompts", help="held-out prompts (pool or IFEval format) for head-to-head; never the run's training prompts")] = None,
-    seed: Annotated[Optional[str], typer.Option("--seed", help="human-labelled pairs {prompt, chosen, rejected} to measure the judge's agreement")] = None,
-    iterations: Annotated[Optional[str], typer.Option("--iterations", "-i", help="iterations to evaluate, e.g. 0,2,3 (0 = base model; default: 0 and every trained one)")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="new tokens per greedy response (default: eval.max_tokens)")] = None,
-    best_of_n: Annotated[Optional[int], typer.Option("--best-of-n", min=2, help="head-to-head also against best-of-N from the base model (default: eval.best_of_n)")] = None,
-    scorer: Annotated[Optional[str], typer.Option("--scorer", help="best-of-N scorer: pointwise[:TEMPLATE], pairwise[:TEMPLATE], program:MODULE:FUNCTION, human:LABELS, rm:PATH")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override an eval setting of the run's config, e.g. --set eval.judge_model=PATH (repeatable)")] = None,
+    prompts: Annotated[
+        str | None,
+        typer.Option(
+            "--prompts", help="held-out prompts (pool or IFEval format) for head-to-head; never the run's training prompts"
+        ),
+    ] = None,
+    seed: Annotated[
+        str | None,
+        typer.Option("--seed", help="human-labelled pairs {prompt, chosen, rejected} to measure the judge's agreement"),
+    ] = None,
+    iterations: Annotated[
+        str | None,
+        typer.Option(
+            "--iterations", "-i", help="iterations to evaluate, e.g. 0,2,3 (0 = base model; default: 0 and every trained one)"
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="new tokens per greedy response (default: eval.max_tokens)")
+    ] = None,
+    best_of_n: Annotated[
+        int | None,
+        typer.Option(
+            "--best-of-n", min=2, help="head-to-head also against best-of-N from the base model (default: eval.best_of_n)"
+        ),
+    ] = None,
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            "--scorer",
+            help="best-of-N scorer: pointwise[:TEMPLATE], pairwise[:TEMPLATE], program:MODULE:FUNCTION, human:LABELS, rm:PATH",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="override an eval setting of the run's config, e.g. --set eval.judge_model=PATH (repeatable)"
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Evaluate iterations: IFEval accuracy (strict/loose, beside the echo baseline), head-to-head win
@@ -81,8 +116,15 @@ def eval_(
     ks = parse_iterations(iterations)
     cfg = eval_config(the_run.cfg.eval, set_ or [], max_tokens)
     cfg = cfg.model_copy(update={k: v for k, v in (("best_of_n", best_of_n), ("best_of_n_scorer", scorer)) if v is not None})
-    result = run_eval(the_run, iterations=ks, ifeval_file=None if no_ifeval else (ifeval or cfg.ifeval),
-                      prompts_file=prompts or cfg.prompts, seed_file=seed, cfg=cfg, log=lambda msg: typer.echo(msg, err=True))
+    result = run_eval(
+        the_run,
+        iterations=ks,
+        ifeval_file=None if no_ifeval else (ifeval or cfg.ifeval),
+        prompts_file=prompts or cfg.prompts,
+        seed_file=seed,
+        cfg=cfg,
+        log=lambda msg: typer.echo(msg, err=True),
+    )
     if json_:
         _print_json(result.model_dump(mode="json"))
         return
@@ -117,7 +159,7 @@ def compare(
 @guard
 def report(
     run: RunArg,
-    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default: runs/RUN/report)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="output folder (default: runs/RUN/report)")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report with PNG plots: metrics across iterations, score and length
@@ -135,26 +177,49 @@ def report(
 @app.command(name="best-of-n")
 @guard
 def best_of_n(
-    prompts_file: Annotated[Path, typer.Argument(metavar="PROMPTS.jsonl", help="prompts: pool format {id, prompt} or IFEval format")],
-    scorer: Annotated[str, typer.Option("--scorer", "-s", help="program:MODULE:FUNCTION | pointwise[:TEMPLATE] | "
-                                        "pairwise[:TEMPLATE] | human:LABELS.jsonl | rm:PATH")],
+    prompts_file: Annotated[
+        Path, typer.Argument(metavar="PROMPTS.jsonl", help="prompts: pool format {id, prompt} or IFEval format")
+    ],
+    scorer: Annotated[
+        str,
+        typer.Option(
+            "--scorer",
+            "-s",
+            help="program:MODULE:FUNCTION | pointwise[:TEMPLATE] | pairwise[:TEMPLATE] | human:LABELS.jsonl | rm:PATH",
+        ),
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="'default' or a local checkpoint directory")] = "default",
     n: Annotated[int, typer.Option("--n", min=1, help="samples per prompt")] = 4,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output JSONL (default: <PROMPTS>.best-of-<n>.jsonl here)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output JSONL (default: <PROMPTS>.best-of-<n>.jsonl here)")
+    ] = None,
     backend: Annotated[str, typer.Option(help="vllm | transformers")] = "vllm",
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="sampling temperature")] = 0.8,
     max_tokens: Annotated[int, typer.Option(min=1, help="new tokens per response")] = 192,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     limit: Annotated[int, typer.Option(min=0, help="use only the first this many prompts (0 = all)")] = 0,
-    scorer_args: Annotated[Optional[str], typer.Option(help='program scorer: keyword arguments as JSON, e.g. \'{"min_words": 20}\'')] = None,
+    scorer_args: Annotated[
+        str | None, typer.Option(help="program scorer: keyword arguments as JSON, e.g. '{\"min_words\": 20}'")
+    ] = None,
 ) -> None:
     """Sample N responses per prompt and keep the one the scorer ranks highest; writes every candidate
     with its score, and the pick.
 
     Example: selfplay best-of-n --model default --scorer program:selfplay.program_judges:length_bounds data/instructions.jsonl --n 4
     """
-    done = best_of_n_file(prompts_file, scorer, model=model, n=n, out=out, backend=backend, temperature=temperature,
-                          max_tokens=max_tokens, seed=seed, limit=limit, scorer_args=scorer_args)
+    done = best_of_n_file(
+        prompts_file,
+        scorer,
+        model=model,
+        n=n,
+        out=out,
+        backend=backend,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+        limit=limit,
+        scorer_args=scorer_args,
+    )
     s = done.stats
     typer.echo(json.dumps(s.model_dump()))
     typer.echo(f"{s.prompts} prompts x {n} samples -> {done.out} ({s.unscored} unscored, {s.no_pick} without a pick)")
@@ -162,41 +227,96 @@ def best_of_n(
 
 def eval_tables(result: EvalResult) -> list:
     """Rich tables (and lines, as Text) for an EvalResult; file and model names are Text, never markup."""
+
     def pct(v):
         return "-" if v is None else f"{v:.1%}"
 
     out: list = []
     if result.ifeval:
         s = result.ifeval
-        t = Table(title=Text(f"IFEval-style instruction following: {s.file} ({s.echo.n_prompts} prompts, greedy, max {s.max_tokens} tokens)"),
-                  box=box.SIMPLE_HEAD)
-        for col in ("", "prompt strict", "95% Wilson", "prompt loose", "instr strict", "instr loose", "tokens", "cut", "strict vs base, 95%"):
+        t = Table(
+            title=Text(
+                f"IFEval-style instruction following: {s.file} ({s.echo.n_prompts} prompts, greedy, max {s.max_tokens} tokens)"
+            ),
+            box=box.SIMPLE_HEAD,
+        )
+        for col in (
+            "",
+            "prompt strict",
+            "95% Wilson",
+            "prompt loose",
+            "instr strict",
+            "instr loose",
+            "tokens",
+            "cut",
+            "strict vs base, 95%",
+        ):
             t.add_column(col, justify="left" if not col else "right", no_wrap=True)
         e = s.echo
-        t.add_row("echo baseline", pct(e.prompt_level_strict), _ci(e.prompt_strict_ci), pct(e.prompt_level_loose),
-                  pct(e.instruction_level_strict), pct(e.instruction_level_loose), "-", "-", "-")
+        t.add_row(
+            "echo baseline",
+            pct(e.prompt_level_strict),
+            _ci(e.prompt_strict_ci),
+            pct(e.prompt_level_loose),
+            pct(e.instruction_level_strict),
+            pct(e.instruction_level_loose),
+            "-",
+            "-",
+            "-",
+        )
         for it in s.iterations:
             vs = it.vs_base
-            t.add_row(f"iteration {it.iteration}" + (" (base)" if it.iteration == 0 else ""), pct(it.prompt_level_strict),
-                      _ci(it.prompt_strict_ci), pct(it.prompt_level_loose), pct(it.instruction_level_strict),
-                      pct(it.instruction_level_loose), "-" if it.mean_tokens is None else f"{it.mean_tokens:.0f}", pct(it.cut_at_max),
-                      f"{vs.mean_diff:+.1%} [{vs.ci_low:+.0%}, {vs.ci_high:+.0%}]" if vs and vs.mean_diff is not None else "-")
+            t.add_row(
+                f"iteration {it.iteration}" + (" (base)" if it.iteration == 0 else ""),
+                pct(it.prompt_level_strict),
+                _ci(it.prompt_strict_ci),
+                pct(it.prompt_level_loose),
+                pct(it.instruction_level_strict),
+                pct(it.instruction_level_loose),
+                "-" if it.mean_tokens is None else f"{it.mean_tokens:.0f}",
+                pct(it.cut_at_max),
+                f"{vs.mean_diff:+.1%} [{vs.ci_low:+.0%}, {vs.ci_high:+.0%}]" if vs and vs.mean_diff is not None else "-",
+            )
         out.append(t)
     if result.h2h:
         t = Table(title="Head-to-head on held-out prompts (both orders; a win needs both; ties count half)", box=box.SIMPLE_HEAD)
-        for col in ("comparison", "n", "wins", "losses", "ties", "win rate", "95% bootstrap", "consistent", "first-pos", "no verdict"):
+        for col in (
+            "comparison",
+            "n",
+            "wins",
+            "losses",
+            "ties",
+            "win rate",
+            "95% bootstrap",
+            "consistent",
+            "first-pos",
+            "no verdict",
+        ):
             t.add_column(col, justify="left" if col == "comparison" else "right", no_wrap=True)
         for r in result.h2h:
-            t.add_row(Text(f"iter {r.iteration} vs {r.baseline or r.against}"), str(r.n), str(r.wins), str(r.losses), str(r.ties),
-                      pct(r.win_rate), _ci((r.ci_low, r.ci_high) if r.ci_low is not None else None), pct(r.consistent),
-                      pct(r.first_position_rate), str(r.unparseable))
+            t.add_row(
+                Text(f"iter {r.iteration} vs {r.baseline or r.against}"),
+                str(r.n),
+                str(r.wins),
+                str(r.losses),
+                str(r.ties),
+                pct(r.win_rate),
+                _ci((r.ci_low, r.ci_high) if r.ci_low is not None else None),
+                pct(r.consistent),
+                pct(r.first_position_rate),
+                str(r.unparseable),
+            )
         out.append(t)
     if result.agreement:
         a = result.agreement
         kappa = "undefined" if a.kappa is None else f"{a.kappa:.2f}"
-        out.append(Text(f"judge vs human ({a.n} seed pairs, {a.judge}): agrees {a.agree}, disagrees {a.disagree}, "
-                        f"undecided {a.undecided}, unjudged {a.unjudged}; accuracy {pct(a.accuracy)} {_ci(a.accuracy_ci)}; "
-                        f"Cohen's kappa {kappa}"))
+        out.append(
+            Text(
+                f"judge vs human ({a.n} seed pairs, {a.judge}): agrees {a.agree}, disagrees {a.disagree}, "
+                f"undecided {a.undecided}, unjudged {a.unjudged}; accuracy {pct(a.accuracy)} {_ci(a.accuracy_ci)}; "
+                f"Cohen's kappa {kappa}"
+            )
+        )
     if not out:
         out.append("nothing evaluated: give --ifeval FILE, --prompts FILE or --seed FILE")
     return out

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,10 +29,14 @@ from selfplay.models import resolve_model
 from selfplay.templates import TemplateError, load_template, template_path
 
 prompts_app = typer.Typer(no_args_is_help=True, help="Judge prompt templates: list, show, edit, validate, render.")
-constitution_app = typer.Typer(no_args_is_help=True, help="Constitutions (principles for critique, revision, comparison): list, show, new, edit, validate.")
+constitution_app = typer.Typer(
+    no_args_is_help=True, help="Constitutions (principles for critique, revision, comparison): list, show, new, edit, validate."
+)
 
 NameArg = Annotated[str, typer.Argument(help="a name (e.g. pairwise) or a path to a YAML file")]
-NamesArg = Annotated[Optional[list[str]], typer.Argument(help="names or paths to check (default: every file in ./<dir> and the shipped ones)")]
+NamesArg = Annotated[
+    list[str] | None, typer.Argument(help="names or paths to check (default: every file in ./<dir> and the shipped ones)")
+]
 
 
 # --- shared: where files live, and editing one safely -------------------------------------------------------
@@ -178,7 +182,13 @@ def prompts_render(
     run: RunOpt,
     iteration: IterationOpt,
     id_: Annotated[str, typer.Option("--id", help="a generation id (p/g0) or a comparison id (p/g0|p/g1)")],
-    chat: Annotated[bool, typer.Option("--chat", help="wrap in the judge model's chat template and forced prefix: the exact model input (loads its tokenizer)")] = False,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat",
+            help="wrap in the judge model's chat template and forced prefix: the exact model input (loads its tokenizer)",
+        ),
+    ] = False,
 ) -> None:
     """Print the text the run's judge reads for one record, rendered with the current template files.
 
@@ -190,8 +200,11 @@ def prompts_render(
         typer.echo(f"note: {note}", err=True)
     if chat:
         tokenizer, prefix = _judge_tokenizer(the_run, iteration), _forced_prefix(the_run.cfg.judge)
-        texts = {k: tokenizer.apply_chat_template([{"role": "user", "content": v}], tokenize=False, add_generation_prompt=True)
-                 + (prefix if not k.endswith(("/critique", "/revision")) else "") for k, v in texts.items()}
+        texts = {
+            k: tokenizer.apply_chat_template([{"role": "user", "content": v}], tokenize=False, add_generation_prompt=True)
+            + (prefix if not k.endswith(("/critique", "/revision")) else "")
+            for k, v in texts.items()
+        }
     for key, text in texts.items():
         if len(texts) > 1:
             typer.echo(f"### {key}")
@@ -269,7 +282,9 @@ principles:
 @guard
 def constitution_new(
     name: Annotated[str, typer.Argument(help="name of the new constitution (letters, digits, - and _)")],
-    from_: Annotated[Optional[str], typer.Option("--from", help="start from a copy of this constitution instead of a skeleton")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="start from a copy of this constitution instead of a skeleton")
+    ] = None,
 ) -> None:
     """Create ./constitutions/NAME.yaml in your project, from a skeleton or a copy; then edit it.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,20 +18,35 @@ from selfplay.scoring import train_run_reward_model
 from selfplay.views import summary_table
 
 app = typer.Typer()
-train_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
-                        help="Run the training stage of one iteration, or train a reward model (train rm).")
+train_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="Run the training stage of one iteration, or train a reward model (train rm).",
+)
 app.add_typer(train_app, name="train")
 
 
 @app.command()
 @guard
 def run(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="run config YAML (default: configs/default.yaml)")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="run directory name under the runs directory (default: <config>-<time>)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="run config YAML (default: configs/default.yaml)")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="run directory name under the runs directory (default: <config>-<time>)")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an existing run; finished stages are reused")] = False,
-    force: Annotated[bool, typer.Option("--force", help="with --resume: accept a config or version that differs from the run's "
-                                        "(a config change is saved in config.yaml and recorded in run.json and later manifests)")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config key, e.g. --set generation.n=2 (repeatable)")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="with --resume: accept a config or version that differs from the run's "
+            "(a config change is saved in config.yaml and recorded in run.json and later manifests)",
+        ),
+    ] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="override a config key, e.g. --set generation.n=2 (repeatable)")
+    ] = None,
 ) -> None:
     """Run the self-improvement loop: generate -> judge -> pair -> DPO, for each iteration.
 
@@ -54,8 +69,9 @@ def run(
         the_run = Run.create(root, cfg)
     console = Console(width=max(Console().width, 130))
     # Paths, model names and the loop's messages are data: markup=False, so a '[' in them is printed, not parsed.
-    console.print(f"run: {root}  (model {cfg.model}, {cfg.iterations} iterations, judge {cfg.judge.kind}/{cfg.judge.method})",
-                  markup=False)
+    console.print(
+        f"run: {root}  (model {cfg.model}, {cfg.iterations} iterations, judge {cfg.judge.kind}/{cfg.judge.method})", markup=False
+    )
     rows = run_loop(the_run, log=lambda msg: console.print(msg, markup=False))
     console.print(summary_table(rows, title=f"selfplay run {root.name}"))
     console.print(f"records: {root}/iter_*/  summary: {root}/summary.jsonl  inspect: selfplay inspect {root}", markup=False)
@@ -105,13 +121,18 @@ def pair(run: RunOpt, iteration: IterationOpt) -> None:
 @guard
 def train(
     ctx: typer.Context,
-    run: Annotated[Optional[str], typer.Option("--run", "-r", help="run name or directory")] = None,
-    iteration: Annotated[Optional[int], typer.Option("--iteration", "-k", min=1, help="iteration number, from 1")] = None,
-    launcher: Annotated[Optional[str], typer.Option("--launcher", help="accelerate: data-parallel over --num-processes "
-                                                    "processes (default: the run's launch.launcher)")] = None,
-    num_processes: Annotated[Optional[int], typer.Option("--num-processes", min=1, help="with --launcher accelerate")] = None,
-    accelerate_config: Annotated[Optional[Path], typer.Option("--accelerate-config", help="an accelerate config file "
-                                                              "(configs/accelerate/*.yaml)")] = None,
+    run: Annotated[str | None, typer.Option("--run", "-r", help="run name or directory")] = None,
+    iteration: Annotated[int | None, typer.Option("--iteration", "-k", min=1, help="iteration number, from 1")] = None,
+    launcher: Annotated[
+        str | None,
+        typer.Option(
+            "--launcher", help="accelerate: data-parallel over --num-processes processes (default: the run's launch.launcher)"
+        ),
+    ] = None,
+    num_processes: Annotated[int | None, typer.Option("--num-processes", min=1, help="with --launcher accelerate")] = None,
+    accelerate_config: Annotated[
+        Path | None, typer.Option("--accelerate-config", help="an accelerate config file (configs/accelerate/*.yaml)")
+    ] = None,
 ) -> None:
     """Run only the training stage of one iteration (the configured train.algo).
 
@@ -131,13 +152,17 @@ def train(
 def train_rm(
     run: Annotated[str, typer.Option("--run", "-r", help="run whose pairs (all iterations so far) train the reward model")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the reward model")],
-    seed_set: Annotated[Optional[Path], typer.Option("--seed-set", help="human-labelled pairs to add (JSONL or Label Studio export)")] = None,
-    base: Annotated[Optional[str], typer.Option("--base", help="checkpoint to start from (default: the run's model)")] = None,
+    seed_set: Annotated[
+        Path | None, typer.Option("--seed-set", help="human-labelled pairs to add (JSONL or Label Studio export)")
+    ] = None,
+    base: Annotated[str | None, typer.Option("--base", help="checkpoint to start from (default: the run's model)")] = None,
 ) -> None:
     """Train a reward model (TRL RewardTrainer) on a run's pairs plus an optional seed set; report held-out accuracy.
 
     Example: selfplay train rm --run demo --out rm-demo --seed-set data/seed_example.jsonl
     """
     result = train_run_reward_model(open_run(run), out_dir(out), seed_set, base)
-    typer.echo(f"reward model: {result.model_dir}  pairs {result.pairs} (held out {result.heldout}), "
-               f"held-out accuracy {result.heldout_accuracy}, loss {result.loss_first} -> {result.loss_last}")
+    typer.echo(
+        f"reward model: {result.model_dir}  pairs {result.pairs} (held out {result.heldout}), "
+        f"held-out accuracy {result.heldout_accuracy}, loss {result.loss_first} -> {result.loss_last}"
+    )

@@ -25,34 +25,46 @@ from selfplay.ifeval.evaluate import IFEvalPrompt, load_ifeval
 
 FIRST_KEY = 100001
 # Words that mark a sentence as an instruction rather than the task ("... in lowercase", "... under 50 words").
-_CUES = re.compile(r"\b(lowercase|lower case|capital|upper ?case|words?|sentences?|paragraphs?|bullets?|points?|quot\w*|"
-                   r"json|comma|title|section|highlight|end (with|your)|start|repeat|language|letters?|mention|"
-                   r"include|avoid|without|placeholder|p\.s|postscript|format|exactly)\b", re.IGNORECASE)
+_CUES = re.compile(
+    r"\b(lowercase|lower case|capital|upper ?case|words?|sentences?|paragraphs?|bullets?|points?|quot\w*|"
+    r"json|comma|title|section|highlight|end (with|your)|start|repeat|language|letters?|mention|"
+    r"include|avoid|without|placeholder|p\.s|postscript|format|exactly)\b",
+    re.IGNORECASE,
+)
 
 # instruction id -> (wording, kwargs) choices, the wording already carrying the kwargs (a phrase, a count).
 FORMATS: dict[str, list[tuple[str, dict]]] = {
-    "change_case:english_lowercase": [("Write your whole answer in lowercase letters only.", {}),
-                                      ("Use no capital letters anywhere in your reply.", {})],
+    "change_case:english_lowercase": [
+        ("Write your whole answer in lowercase letters only.", {}),
+        ("Use no capital letters anywhere in your reply.", {}),
+    ],
     "change_case:english_capital": [("Write your entire reply in capital letters.", {})],
     "startend:quotation": [("Put your whole reply inside double quotation marks.", {})],
-    "startend:end_checker": [(f"Finish your reply with the exact words '{phrase}'", {"end_phrase": phrase})
-                             for phrase in ("That is all.", "Hope this helps!", "Thanks for reading.", "Any questions?")],
+    "startend:end_checker": [
+        (f"Finish your reply with the exact words '{phrase}'", {"end_phrase": phrase})
+        for phrase in ("That is all.", "Hope this helps!", "Thanks for reading.", "Any questions?")
+    ],
     "punctuation:no_comma": [("Do not use a single comma in your reply.", {})],
     "detectable_format:title": [("Start with a title in double angular brackets, like <<a title>>.", {})],
     "detectable_format:json_format": [("Give the whole reply as valid JSON.", {})],
-    "detectable_format:number_bullet_lists": [(f"Reply with exactly {n} markdown bullet points.", {"num_bullets": n})
-                                              for n in (2, 3, 4)],
+    "detectable_format:number_bullet_lists": [
+        (f"Reply with exactly {n} markdown bullet points.", {"num_bullets": n}) for n in (2, 3, 4)
+    ],
     "detectable_format:number_highlighted_sections": [
         (f"Highlight at least {n} key phrase{'s' * (n > 1)} with markdown asterisks, like *this*.", {"num_highlights": n})
-        for n in (1, 2)],
+        for n in (1, 2)
+    ],
     # Attempt 6: word and sentence limits and words in capitals, common in the train split and missing here before.
-    "length_constraints:number_words": [(f"Keep the whole reply under {n} words.", {"num_words": n, "relation": "less than"})
-                                        for n in (30, 40, 50)],
-    "length_constraints:number_sentences": [(f"Say it in fewer than {n} sentences.", {"num_sentences": n, "relation": "less than"})
-                                            for n in (3, 4)],
+    "length_constraints:number_words": [
+        (f"Keep the whole reply under {n} words.", {"num_words": n, "relation": "less than"}) for n in (30, 40, 50)
+    ],
+    "length_constraints:number_sentences": [
+        (f"Say it in fewer than {n} sentences.", {"num_sentences": n, "relation": "less than"}) for n in (3, 4)
+    ],
     "change_case:capital_word_frequency": [
         (f"Write at least {n} words in ALL CAPITALS for emphasis.", {"capital_frequency": n, "capital_relation": "at least"})
-        for n in (2, 3)],
+        for n in (2, 3)
+    ],
 }
 
 
@@ -75,7 +87,9 @@ def augment(prompts: list[IFEvalPrompt], per_task: int, seed: int) -> list[dict]
         for instruction_id in rng.sample(sorted(FORMATS), per_task):
             wording, kwargs = rng.choice(FORMATS[instruction_id])
             validate_kwargs(instruction_id, kwargs)
-            records.append({"key": key, "prompt": f"{task} {wording}", "instruction_id_list": [instruction_id], "kwargs": [kwargs]})
+            records.append(
+                {"key": key, "prompt": f"{task} {wording}", "instruction_id_list": [instruction_id], "kwargs": [kwargs]}
+            )
             key += 1
     return records
 
@@ -93,8 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     new = augment(prompts, args.per_task, args.seed)
     lines = args.pool.read_text(encoding="utf-8").splitlines() + [json.dumps(r) for r in new]
     args.out.write_text("\n".join(line for line in lines if line.strip()) + "\n", encoding="utf-8")
-    print(f"{args.out}: {len(prompts)} prompts from {args.pool}, then {len(new)} new ones from "
-          f"{len(new) // args.per_task} tasks")
+    print(f"{args.out}: {len(prompts)} prompts from {args.pool}, then {len(new)} new ones from {len(new) // args.per_task} tasks")
 
 
 if __name__ == "__main__":

@@ -112,13 +112,22 @@ def make_judge(cfg: JudgeConfig, gen: Generator | None, seed: int = 0) -> Judge:
         case "pairwise":
             return PairwiseJudge(gen, check_template(load_template(cfg.template), "pairwise", cfg.method), cfg, seed)
         case "constitution-pairwise":
-            return PairwiseJudge(gen, check_template(load_template(cfg.template), "constitution-pairwise", cfg.method), cfg, seed,
-                                 load_constitution(cfg.constitution))
+            return PairwiseJudge(
+                gen,
+                check_template(load_template(cfg.template), "constitution-pairwise", cfg.method),
+                cfg,
+                seed,
+                load_constitution(cfg.constitution),
+            )
         case "constitution-revision":
             return ConstitutionRevisionJudge(
-                gen, check_template(load_template(cfg.critique_template), "constitution-critique"),
+                gen,
+                check_template(load_template(cfg.critique_template), "constitution-critique"),
                 check_template(load_template(cfg.revision_template), "constitution-revision"),
-                load_constitution(cfg.constitution), cfg, seed)
+                load_constitution(cfg.constitution),
+                cfg,
+                seed,
+            )
         case "program":
             return ProgramJudge(load_program(cfg.program, cfg.program_args), cfg)
         case "human":
@@ -143,13 +152,15 @@ def judge_inputs(run, k: int, ident: str) -> tuple[dict[str, str], list[str]]:
         case PointwiseJudge() | PairwiseJudge():
             texts, now = judge.inputs(prompts, gens), judge.template.hash
         case ConstitutionRevisionJudge():
-            critiques = {j.generation_ids[0]: c for j in judgements if j.judge == "constitution-revision" and j.raw
-                         and (c := judge.critique.parse_verdict(j.raw[0]))}
+            critiques = {
+                j.generation_ids[0]: c
+                for j in judgements
+                if j.judge == "constitution-revision" and j.raw and (c := judge.critique.parse_verdict(j.raw[0]))
+            }
             texts, now = judge.inputs(prompts, gens, critiques), f"{judge.critique.hash}+{judge.revision.hash}"
         case _:
             raise JudgeError(f"judge.kind {cfg.kind} reads no prompt: there is nothing to render")
-    chosen = {key: text for key, text in texts.items()
-              if ident in (key, key.rsplit("/", 1)[0]) or ident in key.split("|")}
+    chosen = {key: text for key, text in texts.items() if ident in (key, key.rsplit("/", 1)[0]) or ident in key.split("|")}
     if not chosen:
         example = next(iter(texts), "p/g0")
         raise JudgeError(f"iteration {k}: no judge input for {ident!r} (ids look like {example.removesuffix('/j')})")
@@ -160,7 +171,9 @@ def judge_inputs(run, k: int, ident: str) -> tuple[dict[str, str], list[str]]:
     constitution = getattr(judge, "constitution", None)
     recorded = {j.constitution_hash for j in judgements if j.constitution_hash}
     if constitution is not None and recorded and constitution.hash not in recorded:
-        notes.append(f"the constitution changed since iteration {k} was judged (recorded {', '.join(sorted(recorded))}, now {constitution.hash})")
+        notes.append(
+            f"the constitution changed since iteration {k} was judged (recorded {', '.join(sorted(recorded))}, now {constitution.hash})"
+        )
     return chosen, notes
 
 

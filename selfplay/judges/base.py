@@ -36,7 +36,9 @@ def check_template(template: Template, kind: str, method: str | None = None) -> 
         raise TemplateError(f"template {template.ref} is for kind {template.kind}, not {kind}")
     want = TEMPLATE_VARIABLES[kind]
     if set(template.variables) != want:
-        raise TemplateError(f"template {template.ref}: variables {sorted(template.variables)}, but a {kind} judge fills {sorted(want)}")
+        raise TemplateError(
+            f"template {template.ref}: variables {sorted(template.variables)}, but a {kind} judge fills {sorted(want)}"
+        )
     if method == "logprob" and (not template.score_prefix or (kind == "pointwise" and not template.scale)):
         needs = "score_prefix and scale" if kind == "pointwise" else "score_prefix (e.g. 'Verdict: ')"
         raise TemplateError(f"template {template.ref}: judge.method=logprob needs {needs}; set them or use judge.method=text")

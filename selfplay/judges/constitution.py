@@ -33,7 +33,9 @@ class ConstitutionRevisionJudge:
     def principle(self, generation_id: str):
         return self.constitution.sample(derive_seed(self.seed, generation_id))
 
-    def inputs(self, prompts: Sequence[Prompt], generations: Sequence[Generation], critiques: Mapping[str, str] = {}) -> dict[str, str]:
+    def inputs(
+        self, prompts: Sequence[Prompt], generations: Sequence[Generation], critiques: Mapping[str, str] = {}
+    ) -> dict[str, str]:
         """Judge messages by id: "<gen>/critique" for every non-empty response, and "<gen>/revision" for
         those whose critique is given (`critiques`: generation id -> parsed critique)."""
         by_id = {p.id: p for p in prompts}
@@ -44,8 +46,9 @@ class ConstitutionRevisionJudge:
             principle, prompt = self.principle(g.id), by_id[g.prompt_id].text
             out[f"{g.id}/critique"] = self.critique.render(prompt=prompt, response=g.text, critique_request=principle.critique)
             if g.id in critiques:
-                out[f"{g.id}/revision"] = self.revision.render(prompt=prompt, response=g.text, critique=critiques[g.id],
-                                                               revision_request=principle.revision)
+                out[f"{g.id}/revision"] = self.revision.render(
+                    prompt=prompt, response=g.text, critique=critiques[g.id], revision_request=principle.revision
+                )
         return out
 
     def _complete(self, texts: list[str]) -> list[str]:
@@ -70,10 +73,21 @@ class ConstitutionRevisionJudge:
                 revised = self.revision.parse_verdict(revision_raw[g.id])
                 raw = [critique_raw[g.id], revision_raw[g.id]] + ([revised] if revised else [])
                 status = "ok" if revised else "unparseable"  # an empty revision is a recorded failure, no pair
-            out.append(Judgement(
-                id=f"{g.id}/j", prompt_id=g.prompt_id, generation_ids=[g.id], judge="constitution-revision", method="revision",
-                raw=raw, sample_scores=[], score=None, status=status, template=f"{self.critique.ref}+{self.revision.ref}",
-                template_hash=f"{self.critique.hash}+{self.revision.hash}", constitution_hash=self.constitution.hash,
-                principle=self.principle(g.id).id,
-            ))
+            out.append(
+                Judgement(
+                    id=f"{g.id}/j",
+                    prompt_id=g.prompt_id,
+                    generation_ids=[g.id],
+                    judge="constitution-revision",
+                    method="revision",
+                    raw=raw,
+                    sample_scores=[],
+                    score=None,
+                    status=status,
+                    template=f"{self.critique.ref}+{self.revision.ref}",
+                    template_hash=f"{self.critique.hash}+{self.revision.hash}",
+                    constitution_hash=self.constitution.hash,
+                    principle=self.principle(g.id).id,
+                )
+            )
         return out

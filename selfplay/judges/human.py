@@ -94,7 +94,9 @@ class HumanJudge:
             found = gens_by_text.get((prompt.id, text.strip()))
             if not found:
                 n = sum(g.prompt_id == prompt.id for g in generations)
-                raise JudgeError(f"{self.path}:{lineno}: response {text.strip()[:60]!r} is not among the {n} generations of prompt {prompt.id}")
+                raise JudgeError(
+                    f"{self.path}:{lineno}: response {text.strip()[:60]!r} is not among the {n} generations of prompt {prompt.id}"
+                )
             return found
 
         for lineno, label in self.labels:
@@ -115,13 +117,23 @@ class HumanJudge:
                         got[g.id][0].append(line)
                         got[g.id][1].append(win)
             if len(kinds[prompt.id]) > 1:
-                raise JudgeError(f"{self.path}:{lineno}: prompt {prompt.id} has both score and pair labels; their scales differ, use one kind per prompt")
+                raise JudgeError(
+                    f"{self.path}:{lineno}: prompt {prompt.id} has both score and pair labels; their scales differ, use one kind per prompt"
+                )
         out = []
         for g in generations:
             raw, values = got.get(g.id, (["no human label"], []))
-            out.append(Judgement(
-                id=f"{g.id}/j", prompt_id=g.prompt_id, generation_ids=[g.id], judge="human", method="label", raw=raw,
-                sample_scores=list(values), score=sum(values) / len(values) if values else None,
-                status="ok" if values else "unparseable",
-            ))
+            out.append(
+                Judgement(
+                    id=f"{g.id}/j",
+                    prompt_id=g.prompt_id,
+                    generation_ids=[g.id],
+                    judge="human",
+                    method="label",
+                    raw=raw,
+                    sample_scores=list(values),
+                    score=sum(values) / len(values) if values else None,
+                    status="ok" if values else "unparseable",
+                )
+            )
         return out

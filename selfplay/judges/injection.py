@@ -27,9 +27,20 @@ def load_injections(path: str | Path = PROJECT_ROOT / "data" / "injections.jsonl
 
 def given_response(prompt_id: str, j: int, text: str, source: str) -> Generation:
     """A response that no policy sampled (an injection test, a human-labelled text), as a record a judge reads."""
-    return Generation(id=f"{prompt_id}/g{j}", prompt_id=prompt_id, text=text, n_prompt_tokens=0, n_tokens=len(text.split()),
-                      finish_reason="stop", temperature=0.0, top_p=1.0, max_tokens=0, seed=0, policy=source,
-                      backend="transformers")
+    return Generation(
+        id=f"{prompt_id}/g{j}",
+        prompt_id=prompt_id,
+        text=text,
+        n_prompt_tokens=0,
+        n_tokens=len(text.split()),
+        finish_reason="stop",
+        temperature=0.0,
+        top_p=1.0,
+        max_tokens=0,
+        seed=0,
+        policy=source,
+        backend="transformers",
+    )
 
 
 def injection_success_rate(judge: Judge, injections: Sequence[Injection], references: Mapping[str, str] = {}) -> float:

@@ -22,7 +22,9 @@ from selfplay.templates import Template, TemplateError
 Verdict = Literal["first", "second"] | None  # the presented response a comparison prefers; None = no verdict or a dead heat
 
 
-def comparison_order(generations: Sequence[Generation], mode: Literal["round-robin", "anchor"]) -> list[tuple[Generation, Generation]]:
+def comparison_order(
+    generations: Sequence[Generation], mode: Literal["round-robin", "anchor"]
+) -> list[tuple[Generation, Generation]]:
     """Ordered (first, second) comparisons among one prompt's non-empty responses, each pair in both orders.
 
     round-robin: every pair, N(N-1) comparisons. anchor: the first non-empty response against each other
@@ -31,7 +33,7 @@ def comparison_order(generations: Sequence[Generation], mode: Literal["round-rob
     live = [g for g in generations if not is_empty(g)]
     match mode:
         case "round-robin":
-            pairs = [(a, b) for i, a in enumerate(live) for b in live[i + 1:]]
+            pairs = [(a, b) for i, a in enumerate(live) for b in live[i + 1 :]]
         case "anchor":
             pairs = [(live[0], b) for b in live[1:]] if live else []
     return [order for a, b in pairs for order in ((a, b), (b, a))]
@@ -72,7 +74,8 @@ def pairwise_stats(judgements: Sequence[Judgement]) -> dict:
     comparisons = [j for j in judgements if is_comparison(j)]
     bias, agree = position_bias(comparisons), order_agreement(comparisons)
     return {
-        "comparisons": len(comparisons), "comparisons_parsed": sum(j.score is not None for j in comparisons),
+        "comparisons": len(comparisons),
+        "comparisons_parsed": sum(j.score is not None for j in comparisons),
         "position_bias": None if bias is None else round(bias, 3),
         "order_agreement": None if agree is None else round(agree, 3),
     }
@@ -125,13 +128,18 @@ class PairwiseJudge:
         extra = {"question": question} if question is not None else {}
         return self.template.render(prompt=prompt, response_a=first, response_b=second, **extra)
 
-    def _plan(self, prompts: Sequence[Prompt], generations: Sequence[Generation]) -> list[tuple[Prompt, Generation, Generation, str]]:
+    def _plan(
+        self, prompts: Sequence[Prompt], generations: Sequence[Generation]
+    ) -> list[tuple[Prompt, Generation, Generation, str]]:
         """(prompt, first, second, rendered judge message) for every ordered comparison."""
         by_prompt: dict[str, list[Generation]] = defaultdict(list)
         for g in generations:
             by_prompt[g.prompt_id].append(g)
-        return [(p, a, b, self._render(p.id, p.text, a.text, b.text))
-                for p in prompts for a, b in comparison_order(by_prompt[p.id], self.cfg.pairwise_mode)]
+        return [
+            (p, a, b, self._render(p.id, p.text, a.text, b.text))
+            for p in prompts
+            for a, b in comparison_order(by_prompt[p.id], self.cfg.pairwise_mode)
+        ]
 
     def _verdicts(self, rendered: list[str]) -> list[tuple[list[str], list[float | None]]]:
         """Per judge message: the raw outputs and, per output, P(first wins) (None = unparseable)."""
@@ -150,8 +158,9 @@ class PairwiseJudge:
         presented and the judge's raw output. One output each, so judge.samples must be 1. With a
         constitution, the principle is drawn per prompt text."""
         if self.cfg.samples != 1:
-            raise JudgeError(f"comparing given texts reads one verdict per comparison; "
-                             f"judge.samples is {self.cfg.samples}, not 1")
+            raise JudgeError(
+                f"comparing given texts reads one verdict per comparison; judge.samples is {self.cfg.samples}, not 1"
+            )
         judged = self._verdicts([self._render(prompt, prompt, a, b) for prompt, a, b in items])
         out: list[tuple[Verdict, str]] = []
         for raws, scores in judged:
@@ -168,32 +177,64 @@ class PairwiseJudge:
         plan = self._plan(prompts, generations)
         judged = self._verdicts([text for *_, text in plan])
         const_hash = self.constitution.hash if self.constitution else None
-        common = dict(judge=self.cfg.kind, template=self.template.ref, template_hash=self.template.hash, constitution_hash=const_hash)
+        common = dict(
+            judge=self.cfg.kind, template=self.template.ref, template_hash=self.template.hash, constitution_hash=const_hash
+        )
         comparisons = []
         for (p, a, b, _), (raw, scores) in zip(plan, judged, strict=True):
             parsed = [s for s in scores if s is not None]
-            comparisons.append(Judgement(
-                id=f"{a.id}|{b.id}", prompt_id=p.id, generation_ids=[a.id, b.id], method=self.cfg.method, raw=raw,
-                sample_scores=scores, score=sum(parsed) / len(parsed) if parsed else None,
-                status="ok" if parsed else "unparseable", principle=self._question(p.id)[0], **common,
-            ))
+            comparisons.append(
+                Judgement(
+                    id=f"{a.id}|{b.id}",
+                    prompt_id=p.id,
+                    generation_ids=[a.id, b.id],
+                    method=self.cfg.method,
+                    raw=raw,
+                    sample_scores=scores,
+                    score=sum(parsed) / len(parsed) if parsed else None,
+                    status="ok" if parsed else "unparseable",
+                    principle=self._question(p.id)[0],
+                    **common,
+                )
+            )
         rates = win_rates(comparisons)
         per_response = []
         for g in generations:
             principle = self._question(g.prompt_id)[0]
             if is_empty(g) or g.id not in rates:
                 reason = EMPTY if is_empty(g) else "no other non-empty response to compare with"
-                per_response.append(Judgement(id=f"{g.id}/j", prompt_id=g.prompt_id, generation_ids=[g.id], method="winrate",
-                                              raw=[reason], sample_scores=[None], score=None, status="error", principle=principle, **common))
+                per_response.append(
+                    Judgement(
+                        id=f"{g.id}/j",
+                        prompt_id=g.prompt_id,
+                        generation_ids=[g.id],
+                        method="winrate",
+                        raw=[reason],
+                        sample_scores=[None],
+                        score=None,
+                        status="error",
+                        principle=principle,
+                        **common,
+                    )
+                )
                 continue
             ids, wins = rates[g.id]
             parsed = [w for w in wins if w is not None]
             # raw = the comparisons this win rate came from; sample_scores = its win value in each.
-            per_response.append(Judgement(
-                id=f"{g.id}/j", prompt_id=g.prompt_id, generation_ids=[g.id], method="winrate", raw=ids, sample_scores=wins,
-                score=sum(parsed) / len(parsed) if parsed else None, status="ok" if parsed else "unparseable",
-                principle=principle, **common,
-            ))
+            per_response.append(
+                Judgement(
+                    id=f"{g.id}/j",
+                    prompt_id=g.prompt_id,
+                    generation_ids=[g.id],
+                    method="winrate",
+                    raw=ids,
+                    sample_scores=wins,
+                    score=sum(parsed) / len(parsed) if parsed else None,
+                    status="ok" if parsed else "unparseable",
+                    principle=principle,
+                    **common,
+                )
+            )
         return comparisons + per_response
 
     def _by_text(self, rendered: list[str]) -> list[tuple[list[str], list[float | None]]]:

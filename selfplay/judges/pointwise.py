@@ -59,8 +59,11 @@ class PointwiseJudge:
     def inputs(self, prompts: Sequence[Prompt], generations: Sequence[Generation]) -> dict[str, str]:
         """Judgement id -> the exact user message the judge model reads (before its chat template)."""
         by_id = {p.id: p for p in prompts}
-        return {f"{g.id}/j": self.template.render(prompt=by_id[g.prompt_id].text, response=g.text)
-                for g in generations if not is_empty(g)}
+        return {
+            f"{g.id}/j": self.template.render(prompt=by_id[g.prompt_id].text, response=g.text)
+            for g in generations
+            if not is_empty(g)
+        }
 
     def judge(self, prompts: Sequence[Prompt], generations: Sequence[Generation]) -> list[Judgement]:
         rendered = self.inputs(prompts, generations)
@@ -75,11 +78,21 @@ class PointwiseJudge:
             raw, scores = results.get(f"{g.id}/j", ([EMPTY], [None]))
             parsed = [s for s in scores if s is not None]
             status = "ok" if parsed else ("error" if f"{g.id}/j" not in results else "unparseable")
-            out.append(Judgement(
-                id=f"{g.id}/j", prompt_id=g.prompt_id, generation_ids=[g.id], judge="pointwise", method=self.cfg.method,
-                raw=raw, sample_scores=scores, score=sum(parsed) / len(parsed) if parsed else None, status=status,
-                template=self.template.ref, template_hash=self.template.hash,
-            ))
+            out.append(
+                Judgement(
+                    id=f"{g.id}/j",
+                    prompt_id=g.prompt_id,
+                    generation_ids=[g.id],
+                    judge="pointwise",
+                    method=self.cfg.method,
+                    raw=raw,
+                    sample_scores=scores,
+                    score=sum(parsed) / len(parsed) if parsed else None,
+                    status=status,
+                    template=self.template.ref,
+                    template_hash=self.template.hash,
+                )
+            )
         return out
 
     def _by_text(self, rendered: list[str]) -> list[tuple[list[str], list[float | None]]]:

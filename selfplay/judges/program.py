@@ -79,7 +79,9 @@ def load_program(spec: str, args: Mapping[str, object] = {}) -> Program:
     return Program(spec=spec, fn=fn, takes_record=takes_record, hash=file_hash(Path(source)) if source else None)
 
 
-def run_program(program: Program, prompt: Prompt, response: str, args: Mapping[str, object] = {}) -> tuple[str, float | None, str]:
+def run_program(
+    program: Program, prompt: Prompt, response: str, args: Mapping[str, object] = {}
+) -> tuple[str, float | None, str]:
     """(raw, score, status) for one response. A raise or a non-number is status "error" with the message
     in raw, never a score; None is "unparseable" (the program cannot judge this one)."""
     try:
@@ -105,11 +107,21 @@ class ProgramJudge:
         out = []
         for g in generations:  # empty responses too: a program can judge emptiness (length_bounds gives 0)
             raw, score, status = run_program(self.program, by_id[g.prompt_id], g.text, self.cfg.program_args)
-            out.append(Judgement(
-                id=f"{g.id}/j", prompt_id=g.prompt_id, generation_ids=[g.id], judge="program", method="program",
-                raw=[raw], sample_scores=[score], score=score, status=status, template=self.program.spec,
-                template_hash=self.program.hash,
-            ))
+            out.append(
+                Judgement(
+                    id=f"{g.id}/j",
+                    prompt_id=g.prompt_id,
+                    generation_ids=[g.id],
+                    judge="program",
+                    method="program",
+                    raw=[raw],
+                    sample_scores=[score],
+                    score=score,
+                    status=status,
+                    template=self.program.spec,
+                    template_hash=self.program.hash,
+                )
+            )
         return out
 
 
@@ -133,7 +145,9 @@ def program_reviser(revise_spec: str, cfg: JudgeConfig, trim_cut: bool = True):
         except Exception as err:  # a user's function may fail in any way: stop with its message, pairs unwritten
             raise JudgeError(f"pairing.revise {revise_spec!r} raised {type(err).__name__} on {prompt.id}: {err}") from None
         if text is not None and not isinstance(text, str):
-            raise JudgeError(f"pairing.revise {revise_spec!r} returned {type(text).__name__} for {prompt.id}, not a string or None")
+            raise JudgeError(
+                f"pairing.revise {revise_spec!r} returned {type(text).__name__} for {prompt.id}, not a string or None"
+            )
         text = trimmed if text is None else text
         if text == original or not text.strip():
             return None

@@ -21,7 +21,7 @@ from selfplay.records import TrainInputs, TrainResult
 from selfplay.train.dpo import DPOTrainer
 from selfplay.train.ppo import PPOTrainer, RewardFn
 from selfplay.train.rloo import GroupRLTrainer
-from selfplay.train.sft import ChosenSFTTrainer, ReSTTrainer, RejectionSFTTrainer
+from selfplay.train.sft import ChosenSFTTrainer, RejectionSFTTrainer, ReSTTrainer
 
 
 class Trainer(Protocol):

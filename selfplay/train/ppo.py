@@ -126,6 +126,7 @@ class AdaptiveKLController:
     """Ziegler et al. 2019, eq. 3: kl_coef *= 1 + clip(KL / target - 1, -0.2, 0.2) * n_steps / horizon.
     KL above target raises the penalty, below lowers it, at most 20% per `horizon` responses.
     target None = a fixed coefficient."""
+
     value: float
     target: float | None
     horizon: int
@@ -143,6 +144,7 @@ class AdaptiveKLController:
 
 class PPOStepStats(BaseModel):
     """One line of ppo_stats.jsonl: one rollout batch and its PPO epochs."""
+
     step: int  # 1-based rollout batch
     responses: int
     skipped: str | None = None  # why the batch did not update the policy (e.g. a NaN reward)
@@ -170,6 +172,7 @@ class DataParallel:
     rollout batch; sums of statistics and of gradients are all-reduced, so every process takes exactly the step
     one process would take on the whole batch. By hand rather than DDP: the policy also generates and runs with
     its adapter disabled (the reference), which a DDP wrapper would have to be unwrapped for every time."""
+
     rank: int
     world: int
 
@@ -219,7 +222,7 @@ class DataParallel:
         flat = self.total(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]))
         offset = 0
         for p in params:
-            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
             offset += p.numel()
 
 
@@ -230,6 +233,7 @@ class DataParallel:
 @dataclass
 class Rollout:
     """One rollout batch: prompts left-padded to width P, responses right-padded to width T."""
+
     query: object  # (B, P) prompt ids
     query_mask: object  # (B, P)
     response: object  # (B, T) response ids, pad after the end token
@@ -302,14 +306,19 @@ class PPOTrainer:
                     with model.disable_adapter():
                         out = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=T + 1)
                 else:
-                    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=T + 1,
-                                output_hidden_states=True)
+                    out = model(
+                        input_ids=ids,
+                        attention_mask=attn,
+                        position_ids=positions,
+                        logits_to_keep=T + 1,
+                        output_hidden_states=True,
+                    )
             # Logits at position P-1+t predict response token t; drop the prediction after the last token.
             logits = out.logits[:, :-1].float() / rl.temperature
             logprobs = torch.log_softmax(logits, dim=-1).gather(-1, roll.response[rows].unsqueeze(-1)).squeeze(-1)
             if use_reference:
                 return logprobs, None
-            states = out.hidden_states[-1][:, -(T + 1):-1].float()
+            states = out.hidden_states[-1][:, -(T + 1) : -1].float()
             return logprobs, value_head(states).squeeze(-1)
 
         prompts = list(prompts)
@@ -324,22 +333,42 @@ class PPOTrainer:
             step_started = time.monotonic()
             batch = [prompts[order[((step - 1) * R + i) % len(order)]] for i in range(min(R, len(prompts)))]
             mine = dp.shard(len(batch))  # this process's rows of the batch (all of them in one process)
-            roll = self._rollout(model, tokenizer, [batch[i] for i in mine],
-                                 [derive_seed(self.seed, "ppo-rollout", step, i) for i in mine], device)
+            roll = self._rollout(
+                model, tokenizer, [batch[i] for i in mine], [derive_seed(self.seed, "ppo-rollout", step, i) for i in mine], device
+            )
             scores = [float(s) for s in reward_fn([batch[i].text for i in mine], roll.texts)]
-            base = dict(step=step, responses=len(batch), kl_coef=kl_ctl.value,
-                        response_tokens=dp.total(roll.mask.sum().float()).item() / len(batch),
-                        ended=dp.total(roll.ended.float().sum()).item() / len(batch))
+            base = dict(
+                step=step,
+                responses=len(batch),
+                kl_coef=kl_ctl.value,
+                response_tokens=dp.total(roll.mask.sum().float()).item() / len(batch),
+                ended=dp.total(roll.ended.float().sum()).item() / len(batch),
+            )
             bad = len(scores) != len(mine) or not all(math.isfinite(s) for s in scores)
             if dp.total(torch.tensor(float(bad))).item() > 0:
                 # A NaN or infinite reward would poison every weight it touches: record the batch and skip it
                 # (in every process, so they stay in step).
-                why = (f"reward_fn returned {len(scores)} scores for {len(mine)} responses" if len(scores) != len(mine)
-                       else f"non-finite reward ({sum(not math.isfinite(s) for s in scores)} of {len(scores)})" if bad
-                       else "non-finite reward in another process's shard")
-                history.append(PPOStepStats(**base, skipped=why, reward_mean=None, reward_std=None, kl=None, policy_loss=None,
-                                            value_loss=None, clip_frac=None, approx_kl=None,
-                                            seconds=round(time.monotonic() - step_started, 2)))
+                why = (
+                    f"reward_fn returned {len(scores)} scores for {len(mine)} responses"
+                    if len(scores) != len(mine)
+                    else f"non-finite reward ({sum(not math.isfinite(s) for s in scores)} of {len(scores)})"
+                    if bad
+                    else "non-finite reward in another process's shard"
+                )
+                history.append(
+                    PPOStepStats(
+                        **base,
+                        skipped=why,
+                        reward_mean=None,
+                        reward_std=None,
+                        kl=None,
+                        policy_loss=None,
+                        value_loss=None,
+                        clip_frac=None,
+                        approx_kl=None,
+                        seconds=round(time.monotonic() - step_started, 2),
+                    )
+                )
                 continue
             score = torch.tensor(scores, device=device)
             rows = torch.arange(len(mine), device=device)
@@ -383,14 +412,25 @@ class PPOTrainer:
                     vf_losses.append(dp.total(vf.detach()).item())
             with torch.no_grad():
                 new_logprobs, _ = forward(roll, rows)
-                approx_kl = (dp.total(((old_logprobs - new_logprobs) * roll.mask).sum())
-                             / dp.total(roll.mask.sum()).clamp(min=1)).item()
+                approx_kl = (
+                    dp.total(((old_logprobs - new_logprobs) * roll.mask).sum()) / dp.total(roll.mask.sum()).clamp(min=1)
+                ).item()
             every_score = torch.tensor(dp.gather(scores))
-            history.append(PPOStepStats(
-                **base, skipped=None if pg_losses else "every minibatch had a non-finite gradient",
-                reward_mean=every_score.mean().item(), reward_std=every_score.std().item() if len(batch) > 1 else 0.0,
-                kl=kl, kl_per_token=kl_per_token, policy_loss=_mean(pg_losses), value_loss=_mean(vf_losses), clip_frac=_mean(clip_fracs),
-                approx_kl=approx_kl, seconds=round(time.monotonic() - step_started, 2)))
+            history.append(
+                PPOStepStats(
+                    **base,
+                    skipped=None if pg_losses else "every minibatch had a non-finite gradient",
+                    reward_mean=every_score.mean().item(),
+                    reward_std=every_score.std().item() if len(batch) > 1 else 0.0,
+                    kl=kl,
+                    kl_per_token=kl_per_token,
+                    policy_loss=_mean(pg_losses),
+                    value_loss=_mean(vf_losses),
+                    clip_frac=_mean(clip_fracs),
+                    approx_kl=approx_kl,
+                    seconds=round(time.monotonic() - step_started, 2),
+                )
+            )
             kl_ctl.update(kl, len(batch))
 
         return self._save(model, tokenizer, history, kl_ctl, nan_steps, len(prompts), started, out_dir, reward_fn)
@@ -403,8 +443,10 @@ class PPOTrainer:
         import torch
 
         rl = self.cfg.rl
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False, add_generation_prompt=True)
-                 for p in batch]
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False, add_generation_prompt=True)
+            for p in batch
+        ]
         tokenizer.padding_side = "left"
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
@@ -413,9 +455,15 @@ class PPOTrainer:
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
         with torch.no_grad():
             for _ in range(rl.max_new_tokens):
-                positions = (attn.cumsum(dim=1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-                out = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True,
-                            logits_to_keep=1)  # the next token's logits only, not the whole prompt's (B, P, vocab)
+                positions = (attn.cumsum(dim=1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+                out = model(
+                    input_ids=ids,
+                    attention_mask=attn,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )  # the next token's logits only, not the whole prompt's (B, P, vocab)
                 cache = out.past_key_values
                 probs = torch.softmax(out.logits[:, -1].float() / rl.temperature, dim=-1)
                 token = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
@@ -429,15 +477,28 @@ class PPOTrainer:
         # The response runs up to and including the first end token; padding follows it.
         is_end = response == eos
         has_end = is_end.any(dim=1)
-        length = torch.where(has_end, is_end.int().argmax(dim=1) + 1, torch.full_like(has_end, response.shape[1], dtype=torch.long))
+        length = torch.where(
+            has_end, is_end.int().argmax(dim=1) + 1, torch.full_like(has_end, response.shape[1], dtype=torch.long)
+        )
         mask = (torch.arange(response.shape[1], device=device)[None, :] < length[:, None]).long()
         response = torch.where(mask.bool(), response, torch.full_like(response, pad))
-        decoded = [tokenizer.decode(response[i, :length[i]], skip_special_tokens=True) for i in range(len(batch))]
-        return Rollout(query=enc["input_ids"], query_mask=enc["attention_mask"], response=response, mask=mask, ended=has_end,
-                       texts=decoded)
+        decoded = [tokenizer.decode(response[i, : length[i]], skip_special_tokens=True) for i in range(len(batch))]
+        return Rollout(
+            query=enc["input_ids"], query_mask=enc["attention_mask"], response=response, mask=mask, ended=has_end, texts=decoded
+        )
 
-    def _save(self, model, tokenizer, history: list[PPOStepStats], kl_ctl: AdaptiveKLController, nan_steps: int,
-              n_prompts: int, started: float, out_dir: Path, reward_fn: RewardFn) -> TrainResult:
+    def _save(
+        self,
+        model,
+        tokenizer,
+        history: list[PPOStepStats],
+        kl_ctl: AdaptiveKLController,
+        nan_steps: int,
+        n_prompts: int,
+        started: float,
+        out_dir: Path,
+        reward_fn: RewardFn,
+    ) -> TrainResult:
         from selfplay.train.setup import save_policy
 
         cfg = self.cfg
@@ -449,10 +510,25 @@ class PPOTrainer:
         losses = [h.policy_loss + cfg.ppo.value_coef * h.value_loss for h in done]
         rewards, kls = [h.reward_mean for h in done], [h.kl_per_token for h in done]
         return TrainResult(
-            algo="ppo", steps=len(done), seconds=round(time.monotonic() - started, 1), loss_first=_mean(losses[:3]),
-            loss_last=_mean(losses[-3:]), nan_steps=nan_steps, policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
-            skipped="every rollout batch was skipped (non-finite rewards or gradients); the saved policy is the starting one" if not done else None,
-            rl=RLStats(prompts=n_prompts, reward_first=_mean(rewards[:3]), reward_last=_mean(rewards[-3:]), kl_last=_mean(kls[-3:]),
-                       kl_coef=kl_ctl.value, skipped_steps=len(history) - len(done), stats=str(stats_path),
-                       safety_gated=gated_fraction(reward_fn)),
+            algo="ppo",
+            steps=len(done),
+            seconds=round(time.monotonic() - started, 1),
+            loss_first=_mean(losses[:3]),
+            loss_last=_mean(losses[-3:]),
+            nan_steps=nan_steps,
+            policy=str(merged_dir),
+            adapter=str(adapter_dir) if adapter_dir else None,
+            skipped="every rollout batch was skipped (non-finite rewards or gradients); the saved policy is the starting one"
+            if not done
+            else None,
+            rl=RLStats(
+                prompts=n_prompts,
+                reward_first=_mean(rewards[:3]),
+                reward_last=_mean(rewards[-3:]),
+                kl_last=_mean(kls[-3:]),
+                kl_coef=kl_ctl.value,
+                skipped_steps=len(history) - len(done),
+                stats=str(stats_path),
+                safety_gated=gated_fraction(reward_fn),
+            ),
         )

@@ -70,12 +70,29 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
     settings = cfg.reward_model or RewardModelSection()
     out_dir = Path(out_dir)
     train_pairs, heldout = split_heldout(pairs, settings.heldout, seed)
-    result = dict(pairs=len(pairs), heldout=len(heldout), base=str(base), lora=settings.lora, margin=settings.margin,
-                  max_length=cfg.max_length)
+    result = dict(
+        pairs=len(pairs),
+        heldout=len(heldout),
+        base=str(base),
+        lora=settings.lora,
+        margin=settings.margin,
+        max_length=cfg.max_length,
+    )
     if not train_pairs:
-        return RewardResult(**result, train_pairs=0, too_long=0, heldout_accuracy=None, heldout_margin=None,
-                            train_accuracy=None, loss_first=None, loss_last=None, steps=0, seconds=0.0, model_dir=None,
-                            skipped="no pairs to train the reward model on")
+        return RewardResult(
+            **result,
+            train_pairs=0,
+            too_long=0,
+            heldout_accuracy=None,
+            heldout_margin=None,
+            train_accuracy=None,
+            loss_first=None,
+            loss_last=None,
+            steps=0,
+            seconds=0.0,
+            model_dir=None,
+            skipped="no pairs to train the reward model on",
+        )
 
     import torch
     from datasets import Dataset
@@ -94,29 +111,54 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
         from peft import LoraConfig
 
         # task_type SEQ_CLS makes peft train (and save) the new score head in full beside the adapter.
-        peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=cfg.lora.dropout,
-                                 target_modules="all-linear", task_type="SEQ_CLS")
+        peft_config = LoraConfig(
+            r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules="all-linear",
+            task_type="SEQ_CLS",
+        )
     with tempfile.TemporaryDirectory(prefix="selfplay-rm-") as scratch:
         args = RewardConfig(
-            output_dir=scratch, learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
-            per_device_train_batch_size=settings.batch_size, max_length=cfg.max_length, bf16=use_bf16,
-            center_rewards_coefficient=settings.center_coef or None, model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
-            logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=seed, data_seed=seed,
-            use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+            output_dir=scratch,
+            learning_rate=settings.learning_rate,
+            num_train_epochs=settings.epochs,
+            per_device_train_batch_size=settings.batch_size,
+            max_length=cfg.max_length,
+            bf16=use_bf16,
+            center_rewards_coefficient=settings.center_coef or None,
+            model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
+            logging_steps=1,
+            save_strategy="no",
+            report_to=report_to(cfg, out_dir / "logs"),
+            seed=seed,
+            data_seed=seed,
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=True,
         )
         dataset = Dataset.from_list(reward_rows(train_pairs, settings.margin))
         # A path, not a model: TRL loads it as a classifier with num_labels=1 after seeding (the new head is random).
-        trainer = RewardTrainer(model=str(base), args=args, train_dataset=dataset, processing_class=tokenizer,
-                                peft_config=peft_config)
+        trainer = RewardTrainer(
+            model=str(base), args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        )
         trainer.remove_callback(PrinterCallback)  # our result reports the losses; per-step dicts would drown the output
         guard = NonFiniteGradGuard()
         trainer.add_callback(guard)
         used = len(trainer.train_dataset)
         result.update(train_pairs=used, too_long=len(train_pairs) - used)
         if used == 0:
-            return RewardResult(**result, heldout_accuracy=None, heldout_margin=None, train_accuracy=None, loss_first=None,
-                                loss_last=None, steps=0, seconds=round(time.monotonic() - started, 1), model_dir=None,
-                                skipped=f"every training pair is longer than max_length={cfg.max_length} tokens")
+            return RewardResult(
+                **result,
+                heldout_accuracy=None,
+                heldout_margin=None,
+                train_accuracy=None,
+                loss_first=None,
+                loss_last=None,
+                steps=0,
+                seconds=round(time.monotonic() - started, 1),
+                model_dir=None,
+                skipped=f"every training pair is longer than max_length={cfg.max_length} tokens",
+            )
         trainer.train()
         history = trainer.state.log_history
         model = trainer.model.merge_and_unload() if settings.lora else trainer.model
@@ -138,10 +180,16 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
         tokenizer.save_pretrained(out_dir)
     trainer.accelerator.wait_for_everyone()
     rm_result = RewardResult(
-        **result, heldout_accuracy=heldout_accuracy, heldout_margin=heldout_margin,
-        train_accuracy=history_mean(history, "accuracy", last=True), loss_first=history_mean(history, "loss", last=False),
-        loss_last=history_mean(history, "loss", last=True), steps=trainer.state.global_step, nan_steps=guard.skipped_steps,
-        seconds=round(time.monotonic() - started, 1), model_dir=str(out_dir),
+        **result,
+        heldout_accuracy=heldout_accuracy,
+        heldout_margin=heldout_margin,
+        train_accuracy=history_mean(history, "accuracy", last=True),
+        loss_first=history_mean(history, "loss", last=False),
+        loss_last=history_mean(history, "loss", last=True),
+        steps=trainer.state.global_step,
+        nan_steps=guard.skipped_steps,
+        seconds=round(time.monotonic() - started, 1),
+        model_dir=str(out_dir),
     )
     write_json(out_dir / RESULT_FILE, rm_result.model_dump())
     return rm_result
@@ -172,8 +220,10 @@ class RewardModel:
         config = AutoConfig.from_pretrained(path)
         archs = config.architectures or []
         if not any(a.endswith("ForSequenceClassification") for a in archs) or config.num_labels != 1:
-            raise RewardModelError(f"{path}: a {'/'.join(archs) or 'model'} with {config.num_labels} outputs, not a reward "
-                                   "model (a sequence classifier with 1 output)")
+            raise RewardModelError(
+                f"{path}: a {'/'.join(archs) or 'model'} with {config.num_labels} outputs, not a reward "
+                "model (a sequence classifier with 1 output)"
+            )
         problem = weights_problem(path)
         if problem:
             raise RewardModelError(f"{path}: {problem}")
@@ -190,7 +240,7 @@ class RewardModel:
         (the classifier reads the final token, so keep the end)."""
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
         ids = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-        return list(ids)[-self.max_length:]
+        return list(ids)[-self.max_length :]
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch
@@ -202,13 +252,13 @@ class RewardModel:
         scores: list[float] = [0.0] * len(encoded)
         device, pad = self.model.device, self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = order[start : start + self.batch_size]
             width = max(len(encoded[i]) for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for row, i in enumerate(batch):  # right padding, as TRL's collator
-                ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, :len(encoded[i])] = 1
+                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float()
             for row, i in enumerate(batch):

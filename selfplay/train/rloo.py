@@ -23,8 +23,8 @@ from pathlib import Path
 from selfplay.config import TrainConfig
 from selfplay.records import RLStats, TrainInputs, TrainResult, write_text
 from selfplay.train.ppo import NO_REWARD_MODEL, RewardFn, gated_fraction
-from selfplay.train.setup import history_mean, lora_config, report_to, save_policy
 from selfplay.train.reward import RewardModelError
+from selfplay.train.setup import history_mean, lora_config, report_to, save_policy
 
 
 def message_text(x) -> str:
@@ -49,8 +49,10 @@ def trl_reward_func(reward_fn: RewardFn, name: str = "reward"):
             raise RewardModelError(f"reward function returned {len(scores)} scores for {len(responses)} responses")
         bad = [i for i, s in enumerate(scores) if not math.isfinite(s)]
         if bad:
-            raise RewardModelError(f"reward function returned {scores[bad[0]]} for {len(bad)} of {len(scores)} responses "
-                                   f"(first: prompt {texts[bad[0]][:60]!r}); refusing to train on it")
+            raise RewardModelError(
+                f"reward function returned {scores[bad[0]]} for {len(bad)} of {len(scores)} responses "
+                f"(first: prompt {texts[bad[0]][:60]!r}); refusing to train on it"
+            )
         return scores
 
     reward.__name__ = name  # TRL logs rewards/<name>/mean
@@ -60,6 +62,7 @@ def trl_reward_func(reward_fn: RewardFn, name: str = "reward"):
 @dataclass
 class GroupRLTrainer:
     """RLOO or GRPO, by cfg.algo."""
+
     cfg: TrainConfig
     seed: int
     reward: Callable[[], RewardFn | None]  # the reward model (or program) to optimise; None = none could be trained
@@ -106,18 +109,38 @@ class GroupRLTrainer:
         dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p.text}]} for p in prompts])
         with tempfile.TemporaryDirectory(prefix=f"selfplay-{cfg.algo}-") as scratch:
             args = Config(
-                output_dir=scratch, learning_rate=cfg.learning_rate, max_steps=steps,
+                output_dir=scratch,
+                learning_rate=cfg.learning_rate,
+                max_steps=steps,
                 # One optimizer step per rollout batch: micro-batches of batch_size completions accumulate over
                 # the whole generation batch (TRL's steps_per_generation defaults to gradient_accumulation_steps).
-                per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=completions // cfg.batch_size,
-                num_generations=rl.num_generations, max_completion_length=rl.max_new_tokens,
-                temperature=rl.temperature, top_p=1.0, top_k=0, beta=rl.kl_coef,
-                model_init_kwargs={"dtype": torch.float32, "use_safetensors": True}, bf16=use_bf16, gradient_checkpointing=False,
-                logging_steps=1, save_strategy="no", report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed,
-                use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+                per_device_train_batch_size=cfg.batch_size,
+                gradient_accumulation_steps=completions // cfg.batch_size,
+                num_generations=rl.num_generations,
+                max_completion_length=rl.max_new_tokens,
+                temperature=rl.temperature,
+                top_p=1.0,
+                top_k=0,
+                beta=rl.kl_coef,
+                model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
+                bf16=use_bf16,
+                gradient_checkpointing=False,
+                logging_steps=1,
+                save_strategy="no",
+                report_to=report_to(cfg, out_dir / "logs"),
+                seed=self.seed,
+                data_seed=self.seed,
+                use_cpu=not torch.cuda.is_available(),
+                disable_tqdm=True,
             )
-            trainer = Trainer(model=str(policy_dir), reward_funcs=trl_reward_func(reward_fn), args=args,
-                              train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+            trainer = Trainer(
+                model=str(policy_dir),
+                reward_funcs=trl_reward_func(reward_fn),
+                args=args,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+            )
             trainer.remove_callback(PrinterCallback)  # our result reports the metrics; per-step dicts would drown the output
             guard = NonFiniteGradGuard()
             trainer.add_callback(guard)
@@ -129,10 +152,21 @@ class GroupRLTrainer:
 
         merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora.enabled)
         return TrainResult(
-            algo=cfg.algo, steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
-            loss_first=history_mean(history, "loss", last=False), loss_last=history_mean(history, "loss", last=True),
-            nan_steps=guard.skipped_steps, policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None,
-            rl=RLStats(prompts=len(prompts), reward_first=history_mean(history, "reward", last=False),
-                       reward_last=history_mean(history, "reward", last=True), kl_last=history_mean(history, "kl", last=True),
-                       kl_coef=rl.kl_coef, stats=str(stats_path), safety_gated=gated_fraction(reward_fn)),
+            algo=cfg.algo,
+            steps=trainer.state.global_step,
+            seconds=round(time.monotonic() - started, 1),
+            loss_first=history_mean(history, "loss", last=False),
+            loss_last=history_mean(history, "loss", last=True),
+            nan_steps=guard.skipped_steps,
+            policy=str(merged_dir),
+            adapter=str(adapter_dir) if adapter_dir else None,
+            rl=RLStats(
+                prompts=len(prompts),
+                reward_first=history_mean(history, "reward", last=False),
+                reward_last=history_mean(history, "reward", last=True),
+                kl_last=history_mean(history, "kl", last=True),
+                kl_coef=rl.kl_coef,
+                stats=str(stats_path),
+                safety_gated=gated_fraction(reward_fn),
+            ),
         )

@@ -35,13 +35,24 @@ def lora_config(lora: LoRASection, model, dropout: float | None = None):
         targets, layers = "all-linear", None
     else:
         # peft takes layers_to_transform only with named target modules: the linear layers inside the decoder layers.
-        targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                          if isinstance(module, torch.nn.Linear) and ".layers." in name})
+        targets = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear) and ".layers." in name
+            }
+        )
         total = model.config.num_hidden_layers
         layers = list(range(max(0, total - lora.layers), total))
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets, task_type="CAUSAL_LM",
-                      lora_dropout=lora.dropout if dropout is None else dropout,
-                      layers_to_transform=layers, layers_pattern="layers" if layers else None)
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        lora_dropout=lora.dropout if dropout is None else dropout,
+        layers_to_transform=layers,
+        layers_pattern="layers" if layers else None,
+    )
 
 
 def save_policy(model, tokenizer, out_dir: Path, adapter: bool) -> tuple[Path, Path | None]:

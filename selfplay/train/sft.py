@@ -34,7 +34,16 @@ from selfplay.config import TrainConfig
 from selfplay.constitutions import chosen_sft_examples
 from selfplay.filtering import SFTExample, rejection_sft_examples, response_scores, rest_schedule
 from selfplay.records import (
-    FilterStats, Generation, ImproveStep, Judgement, Prompt, SFTStats, TrainInputs, TrainResult, derive_seed, write_json,
+    FilterStats,
+    Generation,
+    ImproveStep,
+    Judgement,
+    Prompt,
+    SFTStats,
+    TrainInputs,
+    TrainResult,
+    derive_seed,
+    write_json,
     write_records,
 )
 from selfplay.train.setup import history_mean, save_policy, train_resumable
@@ -60,27 +69,49 @@ class SFTTrainerRunner:
         cfg = self.cfg
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
         args = SFTConfig(
-            output_dir=str(out_dir / "checkpoints"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-            per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-            max_length=cfg.max_length, completion_only_loss=True, bf16=use_bf16, logging_steps=1, **checkpointing_args(cfg),
-            report_to=report_to(cfg, out_dir / "logs"), seed=self.seed, data_seed=self.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+            output_dir=str(out_dir / "checkpoints"),
+            learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.epochs,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            max_length=cfg.max_length,
+            completion_only_loss=True,
+            bf16=use_bf16,
+            logging_steps=1,
+            **checkpointing_args(cfg),
+            report_to=report_to(cfg, out_dir / "logs"),
+            seed=self.seed,
+            data_seed=self.seed,
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=True,
         )
         dataset = Dataset.from_list([e.to_trl() for e in examples])
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
         trainer.remove_callback(PrinterCallback)  # our result reports the losses; per-step dicts would drown the output
         return trainer
 
-    def train(self, examples: Sequence[SFTExample], policy: Path, out_dir: Path, algo: str = "rejection-sft",
-              filtering: FilterStats | None = None) -> TrainResult:
+    def train(
+        self,
+        examples: Sequence[SFTExample],
+        policy: Path,
+        out_dir: Path,
+        algo: str = "rejection-sft",
+        filtering: FilterStats | None = None,
+    ) -> TrainResult:
         if not examples:  # callers skip first; an empty fine-tune would only rename the policy
             raise ValueError("no examples to fine-tune on")
         started, out_dir = time.monotonic(), Path(out_dir)
         trainer = self.trainer(examples, policy, out_dir)
         used = len(trainer.train_dataset)  # TRL drops examples whose response lies wholly beyond max_length
         if used == 0:
-            return TrainResult.skip(algo, policy, f"every one of the {len(examples)} examples has its response beyond "
-                                    f"train.max_length={self.cfg.max_length} tokens; policy carried over",
-                                    seconds=round(time.monotonic() - started, 1), sft=SFTStats(examples=0))
+            return TrainResult.skip(
+                algo,
+                policy,
+                f"every one of the {len(examples)} examples has its response beyond "
+                f"train.max_length={self.cfg.max_length} tokens; policy carried over",
+                seconds=round(time.monotonic() - started, 1),
+                sft=SFTStats(examples=0),
+            )
         from selfplay.train.guard import NonFiniteGradGuard
 
         guard = NonFiniteGradGuard()
@@ -91,10 +122,16 @@ class SFTTrainerRunner:
         merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora.enabled)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: nothing to resume
         return TrainResult(
-            algo=algo, steps=trainer.state.global_step, seconds=round(time.monotonic() - started, 1),
-            loss_first=history_mean(history, "loss", last=False), loss_last=history_mean(history, "loss", last=True),
-            policy=str(merged_dir), adapter=str(adapter_dir) if adapter_dir else None, resumed_at_step=resumed_at,
-            nan_steps=guard.skipped_steps, sft=SFTStats(examples=used, filtering=filtering),
+            algo=algo,
+            steps=trainer.state.global_step,
+            seconds=round(time.monotonic() - started, 1),
+            loss_first=history_mean(history, "loss", last=False),
+            loss_last=history_mean(history, "loss", last=True),
+            policy=str(merged_dir),
+            adapter=str(adapter_dir) if adapter_dir else None,
+            resumed_at_step=resumed_at,
+            nan_steps=guard.skipped_steps,
+            sft=SFTStats(examples=used, filtering=filtering),
         )
 
 
@@ -109,8 +146,12 @@ class ChosenSFTTrainer:
 
     def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
         if len(inputs.pairs) < self.cfg.min_pairs:
-            return TrainResult.skip(self.algo, policy, f"{len(inputs.pairs)} pairs < train.min_pairs={self.cfg.min_pairs}; "
-                                    "policy carried over", sft=SFTStats(examples=0))
+            return TrainResult.skip(
+                self.algo,
+                policy,
+                f"{len(inputs.pairs)} pairs < train.min_pairs={self.cfg.min_pairs}; policy carried over",
+                sft=SFTStats(examples=0),
+            )
         examples = chosen_sft_examples(inputs.pairs)
         write_records(Path(out_dir) / "examples.jsonl", examples)
         return SFTTrainerRunner(self.cfg, self.seed).train(examples, policy, out_dir, algo=self.algo)
@@ -118,12 +159,22 @@ class ChosenSFTTrainer:
 
 def too_few(stats: FilterStats, min_examples: int) -> str:
     """The skip message: how many responses passed, and where the others went."""
-    rule = " and ".join(part for part in (
-        f"score >= {stats.threshold:g}" if stats.threshold is not None else "",
-        f"top {stats.top_k} per prompt" if stats.top_k is not None else "") if part) or "no filter"
-    return (f"{stats.kept} of {stats.responses} responses kept ({rule}; {stats.below} below the threshold, "
-            f"{stats.unscored} without a score, {stats.empty} empty) < train.min_examples={min_examples}: "
-            "fine-tune skipped, policy carried over")
+    rule = (
+        " and ".join(
+            part
+            for part in (
+                f"score >= {stats.threshold:g}" if stats.threshold is not None else "",
+                f"top {stats.top_k} per prompt" if stats.top_k is not None else "",
+            )
+            if part
+        )
+        or "no filter"
+    )
+    return (
+        f"{stats.kept} of {stats.responses} responses kept ({rule}; {stats.below} below the threshold, "
+        f"{stats.unscored} without a score, {stats.empty} empty) < train.min_examples={min_examples}: "
+        "fine-tune skipped, policy carried over"
+    )
 
 
 @dataclass
@@ -135,12 +186,14 @@ class RejectionSFTTrainer:
 
     def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
         cfg, out_dir = self.cfg, Path(out_dir)
-        examples, stats = rejection_sft_examples(inputs.prompts, inputs.generations, inputs.judgements, cfg.sft.top_k,
-                                                 cfg.sft.threshold)
+        examples, stats = rejection_sft_examples(
+            inputs.prompts, inputs.generations, inputs.judgements, cfg.sft.top_k, cfg.sft.threshold
+        )
         write_records(out_dir / "examples.jsonl", examples)
         if len(examples) < cfg.min_examples:
-            return TrainResult.skip("rejection-sft", policy, too_few(stats, cfg.min_examples),
-                                    sft=SFTStats(examples=len(examples), filtering=stats))
+            return TrainResult.skip(
+                "rejection-sft", policy, too_few(stats, cfg.min_examples), sft=SFTStats(examples=len(examples), filtering=stats)
+            )
         return SFTTrainerRunner(cfg, self.seed).train(examples, policy, out_dir, algo="rejection-sft", filtering=stats)
 
 
@@ -195,14 +248,25 @@ class ReSTTrainer:
             write_records(step_dir / "examples.jsonl", examples)
             common = dict(step=i, threshold=threshold, quantile=q, filtering=stats, examples=len(examples))
             if not scores:
-                step = ImproveStep(**common, policy=str(current), skipped="no response of the Grow step has a score; "
-                                   "nothing to filter, policy carried over")
+                step = ImproveStep(
+                    **common,
+                    policy=str(current),
+                    skipped="no response of the Grow step has a score; nothing to filter, policy carried over",
+                )
             elif len(examples) < cfg.min_examples:
                 step = ImproveStep(**common, policy=str(current), skipped=too_few(stats, cfg.min_examples))
             else:
                 r = SFTTrainerRunner(cfg, derive_seed(seed, "improve", i)).train(examples, current, step_dir, algo="rest")
-                step = ImproveStep(**common, steps=r.steps, loss_first=r.loss_first, loss_last=r.loss_last, seconds=r.seconds,
-                                   policy=r.policy, adapter=r.adapter, skipped=r.skipped)
+                step = ImproveStep(
+                    **common,
+                    steps=r.steps,
+                    loss_first=r.loss_first,
+                    loss_last=r.loss_last,
+                    seconds=r.seconds,
+                    policy=r.policy,
+                    adapter=r.adapter,
+                    skipped=r.skipped,
+                )
                 current = Path(r.policy)
             write_json(step_dir / "step.json", step.model_dump(mode="json"))
             steps.append(step)
@@ -213,9 +277,13 @@ class ReSTTrainer:
                 shutil.rmtree(s.policy, ignore_errors=True)
         last = trained[-1] if trained else None
         return TrainResult(
-            algo="rest", steps=sum(s.steps for s in steps), seconds=round(time.monotonic() - started, 1),
-            loss_first=trained[0].loss_first if trained else None, loss_last=last.loss_last if last else None,
-            policy=str(current), adapter=last.adapter if last else None,
+            algo="rest",
+            steps=sum(s.steps for s in steps),
+            seconds=round(time.monotonic() - started, 1),
+            loss_first=trained[0].loss_first if trained else None,
+            loss_last=last.loss_last if last else None,
+            policy=str(current),
+            adapter=last.adapter if last else None,
             skipped=None if trained else f"every Improve step was skipped ({steps[0].skipped}); policy carried over",
             sft=SFTStats(examples=last.examples if last else 0, improve=steps),
         )

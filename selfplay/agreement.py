@@ -76,11 +76,11 @@ def agreement(
     if len(pair_ids) != len(judge_labels):
         raise ValueError(f"agreement: {len(judge_labels)} labels but {len(pair_ids)} pair ids")
     shown: dict[Hashable, list[tuple[Hashable | None, Hashable | None]]] = {}
-    for pid, j, h in zip(pair_ids, judge_labels, human_labels):
+    for pid, j, h in zip(pair_ids, judge_labels, human_labels, strict=True):
         shown.setdefault(pid, []).append((j, h))
     labelled = [[(j, h) for j, h in items if j is not None and h is not None] for items in shown.values()]
     judged = [items for items in labelled if items]
-    complete = [both for both, items in zip(labelled, shown.values()) if len(both) == len(items)]
+    complete = [both for both, items in zip(labelled, shown.values(), strict=True) if len(both) == len(items)]
     shares = [sum(j == h for j, h in items) / len(items) for items in judged]
     flat = [pair for items in judged for pair in items]
     agree = sum(all(j == h for j, h in items) for items in complete)

@@ -75,7 +75,7 @@ def pick_best(
         value = None if s is None else float(s)
         clean.append(value if value is not None and math.isfinite(value) else None)
     by_prompt: dict[str, list[Candidate]] = {p.id: [] for p in prompts}
-    for g, s in zip(generations, clean):
+    for g, s in zip(generations, clean, strict=True):
         by_prompt.setdefault(g.prompt_id, []).append(
             Candidate(id=g.id, text=g.text, n_tokens=g.n_tokens, finish_reason=g.finish_reason, score=s)
         )

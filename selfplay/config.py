@@ -403,7 +403,7 @@ class ReSTSection(Section):
 
     @model_validator(mode="after")
     def _schedule(self) -> ReSTSection:
-        if any(b < a for a, b in zip(self.thresholds, self.thresholds[1:])):
+        if any(b < a for a, b in zip(self.thresholds, self.thresholds[1:], strict=False)):
             raise ValueError(f"thresholds must rise (or stay) from one Improve step to the next, got {self.thresholds}")
         if self.threshold_mode == "quantile" and not all(0.0 <= q <= 1.0 for q in self.thresholds):
             raise ValueError(f"threshold_mode=quantile: thresholds are quantiles in 0..1, got {self.thresholds}")

@@ -381,7 +381,8 @@ def h2h_eval(
         (p.text, theirs[p.id].text, mine[p.id].text) for p in to_judge
     ]
     log(
-        f"eval: iteration {k} vs {against}: judging {len(to_judge)} prompts in both orders ({len(prompts) - len(to_judge)} identical)"
+        f"eval: iteration {k} vs {against}: judging {len(to_judge)} prompts in both orders "
+        f"({len(prompts) - len(to_judge)} identical)"
     )
     verdicts = _compare_all(judge, items)
     n = len(to_judge)

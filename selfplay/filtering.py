@@ -145,7 +145,7 @@ def rest_schedule(scores: Sequence[float], thresholds: Sequence[float], mode: Li
     Improve step trains on a subset of the last one's data (Gulcehre et al. 2023, §3)."""
     if not thresholds:
         raise ValueError("a ReST schedule needs at least one threshold")
-    if any(b < a for a, b in zip(thresholds, thresholds[1:])):
+    if any(b < a for a, b in zip(thresholds, thresholds[1:], strict=False)):
         raise ValueError(f"ReST thresholds must rise (or stay), got {list(thresholds)}")
     match mode:
         case "score":

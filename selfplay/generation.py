@@ -268,7 +268,7 @@ class HFGenerator:
             [samples] = within_context(
                 [ids],
                 self.context,
-                lambda fit: self._sample(
+                lambda fit, seed=seed: self._sample(  # called at once, inside this iteration
                     fit, n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, seed=seed
                 ),
             )
@@ -289,7 +289,9 @@ class HFGenerator:
             for samples in within_context(
                 chunk,
                 self.context,
-                lambda fit: self._sample(fit, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed),
+                lambda fit, seed=seed: self._sample(
+                    fit, n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed
+                ),
             ):
                 out.append([self.tokenizer.decode(t, skip_special_tokens=True) for t, _ in samples or []])
         return out

@@ -89,7 +89,8 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
         f'Echo baseline (the "response" repeats the prompt): prompt-level strict {pct(first.echo.prompt_level_strict)}%, '
         f"instruction-level strict {pct(first.echo.instruction_level_strict)}%.",
         "",
-        "| config | iteration | prompt strict % | prompt loose % | instr. strict % | instr. loose % | Δ prompt strict vs iter 0 (95% CI), points | verdict | mean tokens | cut at max |",
+        "| config | iteration | prompt strict % | prompt loose % | instr. strict % | instr. loose % "
+        "| Δ prompt strict vs iter 0 (95% CI), points | verdict | mean tokens | cut at max |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
@@ -146,8 +147,8 @@ def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
     from selfplay.stats import pearson
 
     lines = [
-        "| config | iteration | pairs (revisions) | chosen follows more / fewer / same instructions | judge score ~ checker score, r | "
-        "chosen − rejected length, tokens | mean checker score of samples |",
+        "| config | iteration | pairs (revisions) | chosen follows more / fewer / same instructions "
+        "| judge score ~ checker score, r | chosen − rejected length, tokens | mean checker score of samples |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, run in runs.items():
@@ -164,7 +165,7 @@ def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
             for q in revisions:
                 check[q.chosen_id] = ifeval(prompts[q.prompt_id], q.chosen)
 
-            def tokens(gid: str, text: str) -> int:
+            def tokens(gid: str, text: str, gens=gens, tokenizer=tokenizer) -> int:  # this iteration's, bound now
                 return gens[gid].n_tokens if gid in gens else len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
             more = sum(check[q.chosen_id] > check[q.rejected_id] for q in pairs)
@@ -196,8 +197,8 @@ def plot(results: dict[str, EvalResult], path: Path) -> None:
         its = result.ifeval.iterations
         xs = [it.iteration + 0.06 * (offset - 1) for it in its]
         ys = [100 * (it.prompt_level_strict or 0) for it in its]
-        lo = [y - 100 * it.prompt_strict_ci[0] if it.prompt_strict_ci else 0 for y, it in zip(ys, its)]
-        hi = [100 * it.prompt_strict_ci[1] - y if it.prompt_strict_ci else 0 for y, it in zip(ys, its)]
+        lo = [y - 100 * it.prompt_strict_ci[0] if it.prompt_strict_ci else 0 for y, it in zip(ys, its, strict=True)]
+        hi = [100 * it.prompt_strict_ci[1] - y if it.prompt_strict_ci else 0 for y, it in zip(ys, its, strict=True)]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
     echo = 100 * (next(iter(results.values())).ifeval.echo.prompt_level_strict or 0)
     ax.axhline(echo, color="grey", linestyle=":", label="echo baseline")

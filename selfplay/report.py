@@ -150,8 +150,8 @@ def plot_metrics(rows: Sequence[IterationSummary]) -> bytes:
     ]
     fig, axes = plt.subplots(2, 4, figsize=(14, 6))
     flat = list(axes.flat)
-    for ax, (title, values, ylim, color) in zip(flat, panels):
-        pts = [(k, v) for k, v in zip(ks, values) if v is not None]
+    for ax, (title, values, ylim, color) in zip(flat, panels, strict=False):
+        pts = [(k, v) for k, v in zip(ks, values, strict=True) if v is not None]
         if pts:
             ax.plot([k for k, _ in pts], [v for _, v in pts], "o-", color=color)
         else:
@@ -165,7 +165,7 @@ def plot_metrics(rows: Sequence[IterationSummary]) -> bytes:
         _iteration_axis(ax, ks)
     ax = flat[6]  # DPO loss of the first and last logged steps, beside ln 2 (the loss of an untrained policy)
     for field, label, alpha in (("loss_first", "first steps", 0.4), ("loss_last", "last steps", 1.0)):
-        pts = [(k, getattr(r, field)) for k, r in zip(ks, rows) if getattr(r, field) is not None]
+        pts = [(k, getattr(r, field)) for k, r in zip(ks, rows, strict=True) if getattr(r, field) is not None]
         if pts:
             ax.plot([k for k, _ in pts], [v for _, v in pts], "o-", color=RED, alpha=alpha, label=label)
     ax.axhline(0.6931, color=GREY, ls="--", lw=1, label="ln 2")
@@ -175,10 +175,10 @@ def plot_metrics(rows: Sequence[IterationSummary]) -> bytes:
     ax = flat[7]
     stages = ("generate", "judge", "pair", "train")
     bottom = [0.0] * len(rows)
-    for stage, color in zip(stages, (BLUE, ORANGE, GREEN, RED)):
+    for stage, color in zip(stages, (BLUE, ORANGE, GREEN, RED), strict=True):
         secs = [r.seconds.get(stage, 0.0) for r in rows]
         ax.bar(ks, secs, bottom=bottom, color=color, label=stage, width=0.6)
-        bottom = [b + s for b, s in zip(bottom, secs)]
+        bottom = [b + s for b, s in zip(bottom, secs, strict=True)]
     ax.set_title("stage time (s)")
     ax.set_ylim(0, max(bottom + [1.0]) * 1.4)  # headroom for the legend
     ax.legend(fontsize=8, ncol=2, loc="upper left")
@@ -269,7 +269,7 @@ def plot_win_rates(reports: Sequence[H2HReport]) -> bytes:
         f"iter {r.iteration} vs {r.baseline or ('base' if r.against == 0 else f'iter {r.against}')}  (n={r.n})" for r in reports
     ]
     ys = list(range(len(reports)))[::-1]
-    for y, r in zip(ys, reports):
+    for y, r in zip(ys, reports, strict=True):
         if r.win_rate is None:
             continue
         color = GREEN if r.ci_low is not None and r.ci_low > 0.5 else RED if r.ci_high is not None and r.ci_high < 0.5 else BLUE
@@ -409,13 +409,14 @@ def _img(name: str, png: bytes, caption: str) -> str:
 
 def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
     cfg = d.config
+    judge = cfg.get("judge", {})
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>selfplay report: {html.escape(d.name)}</title>"
         f"<style>{CSS}</style></head><body>",
         f"<h1>selfplay run <code>{html.escape(d.name)}</code></h1>",
         f"<p>model <code>{html.escape(str(cfg.get('model')))}</code>, judge "
-        f"<code>{html.escape(str(cfg.get('judge', {}).get('kind')))}/{html.escape(str(cfg.get('judge', {}).get('method')))}</code> "
-        f"({html.escape(str(cfg.get('judge', {}).get('template')))}), train <code>{html.escape(str(cfg.get('train', {}).get('algo')))}</code>, "
+        f"<code>{html.escape(str(judge.get('kind')))}/{html.escape(str(judge.get('method')))}</code> "
+        f"({html.escape(str(judge.get('template')))}), train <code>{html.escape(str(cfg.get('train', {}).get('algo')))}</code>, "
         f"{len(d.summary)} finished of {cfg.get('iterations')} iterations.</p>",
     ]
 

@@ -98,7 +98,7 @@ class RayShardedGenerator:
         bounds = shard_bounds(len(items), len(self.workers), self.align)
         calls = [
             worker.call.remote(method, (list(items[start:stop]),), {**kwargs, **({"offset": start} if offsets else {})})
-            for worker, (start, stop) in zip(self.workers, bounds)
+            for worker, (start, stop) in zip(self.workers, bounds, strict=False)
         ]
         return [out for part in ray.get(calls) for out in part]
 

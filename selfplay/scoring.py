@@ -60,4 +60,4 @@ def score_lines(model: Path, rows: list[dict]) -> list[dict]:
     if not (Path(model) / "config.json").exists():  # before torch is imported: a typo fails at once
         raise RewardModelError(f"{model}: not a reward model directory (no config.json); train one with selfplay train rm")
     rewards = RewardModel.load(model).score([str(r["prompt"]) for r in rows], [str(r["response"]) for r in rows])
-    return [{**row, "reward": reward} for row, reward in zip(rows, rewards)]
+    return [{**row, "reward": reward} for row, reward in zip(rows, rewards, strict=True)]

@@ -302,7 +302,7 @@ def judge_human_agreement(
         raise ValueError("judge_human_agreement: pairs, chosen_scores and rejected_scores differ in length")
     judge_labels: list[str | None] = []
     human_labels: list[str] = []
-    for pair, cs, rs in zip(pairs, chosen_scores, rejected_scores):
+    for pair, cs, rs in zip(pairs, chosen_scores, rejected_scores, strict=True):
         chosen_first = derive_seed(seed, "agreement-order", pair.id) % 2 == 0
         human_labels.append("first" if chosen_first else "second")
         if cs is None or rs is None:

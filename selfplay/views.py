@@ -291,7 +291,7 @@ def _judgement_lines(j: Judgement) -> list[str]:
         + (f", {j.template}" if j.template else "")
         + ")"
     ]
-    for i, (raw, s) in enumerate(zip(j.raw, j.sample_scores + [None] * (len(j.raw) - len(j.sample_scores)))):
+    for i, (raw, s) in enumerate(zip(j.raw, j.sample_scores + [None] * (len(j.raw) - len(j.sample_scores)), strict=False)):
         lines.append(f"    raw {i + 1} (parsed {_fmt(s, 2)}):")
         lines.append(_indent(raw, "      "))
     return lines
@@ -405,7 +405,7 @@ def format_diff_view(v: DiffView, width: int = 400) -> str:
     for row in v.rows:
         out.append(f"═══ {row.prompt_id}: {_short(row.prompt, 100)}")
         for k in (a, b):
-            for i, (text, n) in enumerate(zip(row.responses[k], row.tokens[k])):
+            for i, (text, n) in enumerate(zip(row.responses[k], row.tokens[k], strict=True)):
                 label = f"iteration {k}" + (f" #{i}" if len(row.responses[k]) > 1 else "")
                 body = text if len(text) <= width else text[: width - 1] + "…"
                 out.append(f"── {label} ({n} tokens)")

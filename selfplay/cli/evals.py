@@ -205,7 +205,8 @@ def best_of_n(
     """Sample N responses per prompt and keep the one the scorer ranks highest; writes every candidate
     with its score, and the pick.
 
-    Example: selfplay best-of-n --model default --scorer program:selfplay.program_judges:length_bounds data/instructions.jsonl --n 4
+    Example:
+      selfplay best-of-n --model default --scorer program:selfplay.program_judges:length_bounds data/instructions.jsonl --n 4
     """
     done = best_of_n_file(
         prompts_file,

@@ -45,7 +45,7 @@ NamesArg = Annotated[
 def _files(folder: str) -> dict[str, tuple[Path, str]]:
     """name -> (path, "project" | "shipped"); a project file shadows the shipped one of the same name."""
     found: dict[str, tuple[Path, str]] = {}
-    for where, root in (("shipped", PROJECT_ROOT / folder), ("project", Path.cwd() / folder)):
+    for root in (PROJECT_ROOT / folder, Path.cwd() / folder):
         for path in sorted(root.glob("*.yaml")) if root.is_dir() else []:
             found[path.stem] = (path, "project" if root.resolve() != (PROJECT_ROOT / folder).resolve() else "shipped")
     return dict(sorted(found.items()))

@@ -29,9 +29,7 @@ app.add_typer(train_app, name="train")
 @app.command()
 @guard
 def run(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="run config YAML (default: configs/default.yaml)")
-    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="run config YAML (default: configs/default.yaml)")] = None,
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="run directory name under the runs directory (default: <config>-<time>)")
     ] = None,

@@ -193,7 +193,7 @@ def revise(instruction_ids: Sequence[str], kwargs: Sequence[dict[str, Any]], res
     when a failed instruction has no rule, or when the rules' edits still fail a check (two instructions
     that a rule cannot satisfy together, a response too short to split into the asked sections)."""
     given = [validate_kwargs(i, k) for i, k in zip(instruction_ids, kwargs, strict=True)]
-    failed = {i: kw for i, kw in zip(instruction_ids, given) if check(i, kw, response) is not True}
+    failed = {i: kw for i, kw in zip(instruction_ids, given, strict=True) if check(i, kw, response) is not True}
     if not failed or any(i not in RULES for i in failed):
         return None
     text = response
@@ -202,6 +202,6 @@ def revise(instruction_ids: Sequence[str], kwargs: Sequence[dict[str, Any]], res
             text = rule(text, failed[instruction_id])
             if not text:
                 return None
-    if text == response or not all(check(i, kw, text) is True for i, kw in zip(instruction_ids, given)):
+    if text == response or not all(check(i, kw, text) is True for i, kw in zip(instruction_ids, given, strict=True)):
         return None
     return text

@@ -172,7 +172,8 @@ def judge_inputs(run, k: int, ident: str) -> tuple[dict[str, str], list[str]]:
     recorded = {j.constitution_hash for j in judgements if j.constitution_hash}
     if constitution is not None and recorded and constitution.hash not in recorded:
         notes.append(
-            f"the constitution changed since iteration {k} was judged (recorded {', '.join(sorted(recorded))}, now {constitution.hash})"
+            f"the constitution changed since iteration {k} was judged "
+            f"(recorded {', '.join(sorted(recorded))}, now {constitution.hash})"
         )
     return chosen, notes
 

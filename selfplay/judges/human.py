@@ -118,7 +118,8 @@ class HumanJudge:
                         got[g.id][1].append(win)
             if len(kinds[prompt.id]) > 1:
                 raise JudgeError(
-                    f"{self.path}:{lineno}: prompt {prompt.id} has both score and pair labels; their scales differ, use one kind per prompt"
+                    f"{self.path}:{lineno}: prompt {prompt.id} has both score and pair labels; their scales differ, "
+                    "use one kind per prompt"
                 )
         out = []
         for g in generations:

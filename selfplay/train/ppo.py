@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from selfplay.config import TrainConfig
-from selfplay.records import RLStats, TrainInputs, TrainResult, derive_seed, write_records
+from selfplay.records import Prompt, RLStats, TrainInputs, TrainResult, derive_seed, write_records
 
 RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> one score per response
 NO_REWARD_MODEL = "no reward model (no pairs to train one on); policy carried over"

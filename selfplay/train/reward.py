@@ -170,8 +170,8 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
         rm = RewardModel(model, tokenizer, cfg.max_length)
         chosen = rm.score([p.prompt for p in heldout], [p.chosen for p in heldout])
         rejected = rm.score([p.prompt for p in heldout], [p.rejected for p in heldout])
-        heldout_accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(heldout)
-        heldout_margin = sum(c - r for c, r in zip(chosen, rejected)) / len(heldout)
+        heldout_accuracy = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(heldout)
+        heldout_margin = sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(heldout)
 
     if is_main_process():  # a distributed launch: rank 0 saves, the others wait for the files before using them
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,7 @@ class RewardModel:
 
         if len(prompts) != len(responses):
             raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
-        encoded = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        encoded = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths batch with less padding
         scores: list[float] = [0.0] * len(encoded)
         device, pad = self.model.device, self.tokenizer.pad_token_id

@@ -82,7 +82,7 @@ def pick_best(
     records = []
     for p in prompts:
         cands = by_prompt[p.id]
-        scored = sorted((c for c in cands if c.score is not None), key=lambda c: (-c.score, c.id))
+        scored = sorted((c for c in cands if c.score is not None), key=lambda c: (-(c.score or 0.0), c.id))  # all scored
         best = scored[0] if scored else None
         records.append(
             BestOfN(

@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -620,9 +621,22 @@ class TrainConfig(Section):
                 f"rloo/grpo: rl.rollout_prompts * rl.num_generations ({completions}) must be a multiple of "
                 f"batch_size ({self.batch_size})"
             )
-        if self.algo == "ppo" and self.ppo.minibatch > self.rl.rollout_prompts:
-            raise ValueError(f"ppo: ppo.minibatch ({self.ppo.minibatch}) exceeds rl.rollout_prompts ({self.rl.rollout_prompts})")
+        if self.algo == "ppo":
+            minibatch, rollout = used(self.ppo, "train.ppo").minibatch, used(self.rl, "train.rl").rollout_prompts
+            if minibatch > rollout:
+                raise ValueError(f"ppo: ppo.minibatch ({minibatch}) exceeds rl.rollout_prompts ({rollout})")
         return self
+
+
+S = TypeVar("S", bound=Section)
+
+
+def used(section: S | None, key: str) -> S:
+    """A per-algorithm section where the caller's algorithm reads it. The config fills the sections of its
+    train.algo, so a missing one means code was handed another algorithm's config: a bug, said in one line."""
+    if section is None:
+        raise ConfigError(f"{key}: not set; it belongs to another train.algo")
+    return section
 
 
 def _either(names: tuple[str, ...]) -> str:
@@ -826,7 +840,7 @@ def _set_dotted(tree: dict, dotted: str, value: object) -> None:
     node[leaf] = value
 
 
-def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
+def parse_overrides(items: Sequence[str]) -> list[tuple[str, object]]:
     """'generation.n=2' -> ('generation.n', 2); values are parsed as YAML scalars."""
     out = []
     for item in items:
@@ -840,7 +854,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
     return out
 
 
-def load_config(path: Path | None = None, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     tree: dict = {}
     if path is not None:
         path = Path(path)
@@ -857,12 +871,12 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RunConfi
     return _validate(tree, overrides, str(path or "config"))
 
 
-def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+def with_overrides(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
     """`cfg` with key=value overrides applied and the result validated, as load_config does."""
     return _validate(cfg.model_dump(mode="json"), overrides, "override")
 
 
-def _validate(tree: dict, overrides: list[str], source: str) -> RunConfig:
+def _validate(tree: dict, overrides: Sequence[str], source: str) -> RunConfig:
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(tree, key, value)
     try:

@@ -32,11 +32,27 @@ from typing import Literal, Protocol
 from pydantic import BaseModel
 
 from selfplay.agreement import Agreement, agreement
-from selfplay.config import EvalConfig, JudgeConfig
+from selfplay.bestofn import BestOfN, best_of_n, make_scorer, scorer_needs_generator
+from selfplay.config import EvalConfig, JudgeConfig, resolve_data_path
 from selfplay.errors import SelfplayError
+from selfplay.generation import open_generator
+from selfplay.ifeval import evaluate, load_ifeval
 from selfplay.judges import PairwiseJudge, Verdict, make_judge
-from selfplay.records import Generation, Prompt, Record, derive_seed, file_hash, read_records, write_json, write_records
+from selfplay.models import resolve_model
+from selfplay.pool import load_pool
+from selfplay.records import (
+    Generation,
+    Prompt,
+    Record,
+    TrainResult,
+    derive_seed,
+    file_hash,
+    read_records,
+    write_json,
+    write_records,
+)
 from selfplay.rundir import Run
+from selfplay.seed import load_seed
 from selfplay.stats import PairedDiff, WinRate, paired_bootstrap_diff, wilson_interval, win_rate
 from selfplay.templates import Template, TemplateError, load_template
 
@@ -122,8 +138,6 @@ def eval_dir(run: Run) -> Path:
 
 def policy_dir(run: Run, k: int) -> Path:
     """Iteration 0 = the run's base model; k = the policy trained in iteration k."""
-    from selfplay.models import resolve_model
-    from selfplay.records import TrainResult
 
     if k == 0:
         return resolve_model(run.cfg.model)
@@ -160,14 +174,11 @@ def check_held_out(run: Run, prompts: Sequence[Prompt], source: str) -> None:
 
 def load_eval_prompts(path: str | Path) -> list[Prompt]:
     """Held-out prompts in our pool format or IFEval's (ids 'ifeval-<key>', as in the loop)."""
-    from selfplay.pool import load_pool
 
     return load_pool(path)
 
 
 def ifeval_prompts(path: str | Path):
-    from selfplay.config import resolve_data_path
-    from selfplay.ifeval import load_ifeval
 
     path = resolve_data_path(str(path))
     try:
@@ -221,14 +232,12 @@ def eval_responses(
     }
     todo = [p for p in prompts if p.id not in fresh]
     if todo:
-        from selfplay.generation import open_generator
-
         log(f"eval: iteration {k}: {len(todo)} greedy responses from {model}")
         with open_generator(greedy_config(run, cfg), model, derive_seed(run.cfg.seed, "eval", k)) as gen:
             for g in gen.generate(todo, n=1):
                 fresh[g.prompt_id] = g
-        keep = {**cached, **fresh}
-        write_records(path, sorted(keep.values(), key=lambda g: g.prompt_id))
+        keep = sorted({**cached, **fresh}.values(), key=lambda g: g.prompt_id)
+        write_records(path, keep)
     return {p.id: fresh[p.id] for p in prompts}
 
 
@@ -258,7 +267,6 @@ def ifeval_eval(
 ) -> IFEvalSummary:
     """Prompt- and instruction-level accuracy, strict and loose, of each iteration's greedy responses to an
     IFEval-format file, beside the echo baseline (response = the prompt; docs/design.md: it passes ~25%)."""
-    from selfplay.ifeval import evaluate
 
     path, items, prompts = ifeval_prompts(ifeval_file)
     check_held_out(run, prompts, str(path))
@@ -436,10 +444,10 @@ def bestofn_baseline(
     """Best-of-N from the base model on held-out prompts: cfg.best_of_n samples each with the run's sampling
     settings, the scorer's pick. Every candidate and the pick go to eval/bestofn.jsonl (reused when the
     prompts, N and scorer match). A prompt with no scored candidate answers with its first sample."""
-    from selfplay.bestofn import BestOfN, best_of_n, make_scorer, scorer_needs_generator
-    from selfplay.generation import open_generator
 
     n, spec = cfg.best_of_n, cfg.best_of_n_scorer
+    if n is None:
+        raise EvalError("best-of-N needs eval.best_of_n, the number of samples per prompt")
     name = f"best-of-{n} ({spec}) from 0"
     path = eval_dir(run) / "bestofn.jsonl"
     records = read_records(path, BestOfN) if path.exists() else []
@@ -504,8 +512,6 @@ def read_agreement(run: Run) -> Agreement | None:
 def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalConfig | None = None) -> Agreement:
     """How often the judge prefers the human's choice, each pair in both orders (so the person's choice is
     first half the time and kappa's chance agreement is near 1/2, not the trivial 1); selfplay.agreement."""
-    from selfplay.config import resolve_data_path
-    from selfplay.seed import load_seed
 
     cfg = cfg or run.cfg.eval
     path = resolve_data_path(str(seed_file))
@@ -534,7 +540,6 @@ def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalCo
 def judge_model_dir(run: Run, cfg: EvalConfig) -> Path:
     """The evaluation judge: eval.judge_model, else the run's judge model, else the run's base model —
     never a policy under comparison judging itself."""
-    from selfplay.models import resolve_model
 
     return resolve_model(cfg.judge_model or run.cfg.judge.model or run.cfg.model)
 
@@ -552,14 +557,15 @@ def h2h_judge(gen, cfg: EvalConfig) -> PairwiseJudge:
         max_tokens=cfg.judge_max_tokens,
     )
     try:
-        return make_judge(judge_cfg, gen)
+        judge = make_judge(judge_cfg, gen)
     except TemplateError as err:
         raise EvalError(f"head-to-head judge: {err}") from None
+    assert isinstance(judge, PairwiseJudge)  # judge.kind=pairwise
+    return judge
 
 
 @contextmanager
 def open_comparer(run: Run, cfg: EvalConfig) -> Iterator[PairwiseJudge]:
-    from selfplay.generation import open_generator
 
     h2h_judge(None, cfg)  # a bad template fails before an engine starts
     gen_cfg = run.cfg.generation.model_copy(update={"temperature": 0.0, "max_tokens": cfg.judge_max_tokens})
@@ -609,7 +615,7 @@ def run_eval(
         raise EvalError("head-to-head needs at least one trained iteration besides 0")
     prompts: list[Prompt] = []
     baseline = None
-    if plan:
+    if plan and prompts_file:  # plan is empty without a prompts file
         prompts = load_eval_prompts(prompts_file)[: cfg.max_prompts]
         check_held_out(run, prompts, prompts_file)
         for k in sorted({k for pair in plan for k in pair}):

@@ -154,7 +154,7 @@ class EndpointGenerator:
             found: dict[int, float] = {}
             for key, logprob in top.items():
                 token = self._token_id(key)
-                if token in wanted and logprob is not None:
+                if token is not None and token in wanted and logprob is not None:
                     # ' 4' and '4' fold into one id in text mode: add their probabilities.
                     found[token] = math.log(math.exp(found[token]) + math.exp(logprob)) if token in found else logprob
             out.append(found)

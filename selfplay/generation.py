@@ -306,7 +306,7 @@ class HFGenerator:
             logprobs = torch.log_softmax(logits, dim=-1)
             return [{t: logprobs[i, t].item() for t in token_ids} for i in range(len(chunk))]
 
-        out = []
+        out: list[dict[int, float]] = []
         for start in range(0, len(prompt_ids), self.cfg.batch_size):
             out.extend(
                 r or {} for r in within_context(prompt_ids[start : start + self.cfg.batch_size], self.context, last_logprobs)
@@ -327,6 +327,7 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 def open_generator(cfg: GenerationConfig, model_dir: Path, seed: int) -> Iterator[Generator]:
     """A generator for `model_dir`, shut down on exit so training gets the memory back; with
     generation.workers > 1, one per Ray actor behind a single sharding generator."""
+    gen: Generator
     if cfg.workers > 1:
         gen = RayShardedGenerator(model_dir, cfg, seed, open_one=open_generator)
     else:

@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from pydantic import BaseModel
 
-from selfplay.config import RunConfig
+from selfplay.config import RunConfig, used
 from selfplay.constitutions import revision_pairs
 from selfplay.external import open_external
 from selfplay.generation import SEEDING, Generator, open_generator
@@ -169,7 +169,13 @@ class Stages:
 
     manifest: Manifest
 
-    def __call__(self, name: str, path: Path, cls: type[R], produce: Callable[[], object]):
+    @overload
+    def __call__(self, name: str, path: Path, cls: type[R], produce: Callable[[], list[R]]) -> list[R]: ...
+
+    @overload
+    def __call__(self, name: str, path: Path, cls: type[TrainResult], produce: Callable[[], TrainResult]) -> TrainResult: ...
+
+    def __call__(self, name, path, cls, produce):
         started, records = time.monotonic(), path.suffix == ".jsonl"
         if path.exists():
             value = read_records(path, cls) if records else read_record(path, cls)
@@ -293,14 +299,15 @@ def train_launched(run: Run, k: int) -> None:
 
 def reward_model_home(run: Run, k: int) -> Path:
     """Where iteration k's reward model lives: iteration 1's with train.reward_model.mode=frozen, else its own."""
-    return run.paths(1 if run.cfg.train.reward_model.mode == "frozen" else k).dir / "reward_model"
+    frozen = used(run.cfg.train.reward_model, "train.reward_model").mode == "frozen"
+    return run.paths(1 if frozen else k).dir / "reward_model"
 
 
 def reward_model_dir(run: Run, k: int) -> Path | None:
     """The reward model iteration k optimises against: train.reward_model.path as given; with mode frozen the
     one trained in iteration 1; else one retrained on every pair so far (plus the seed set). None when there
     is nothing to train it on."""
-    cfg, rm = run.cfg, run.cfg.train.reward_model
+    cfg, rm = run.cfg, used(run.cfg.train.reward_model, "train.reward_model")
     if rm.path:
         return Path(rm.path)
     home = reward_model_home(run, k)
@@ -327,7 +334,7 @@ def reward_model_result(run: Run, k: int) -> RewardResult | None:
 def reward_function(run: Run, k: int) -> RewardFn | None:
     """What the RL algorithms maximise in iteration k: the reward model's score, gated by the safety reward
     model where train.reward_model.safety_path is set (Llama 2)."""
-    rm = run.cfg.train.reward_model
+    rm = used(run.cfg.train.reward_model, "train.reward_model")
     rm_dir = reward_model_dir(run, k)
     if rm_dir is None:
         return None
@@ -349,6 +356,7 @@ def seed_warmup(run: Run, log: Callable[[str], None] = print) -> TrainResult | N
         return None
     if (out / "train.json").exists():
         return read_record(out / "train.json", TrainResult)
+    assert human.seed_set is not None  # the config refuses a warm-up without a seed set
     pairs = load_seed(Path(human.seed_set)).pairs
     if not pairs:
         raise RunError(f"human.seed_warmup={human.seed_warmup}: {human.seed_set} holds no pairs to train on")

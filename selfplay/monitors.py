@@ -96,7 +96,7 @@ def monitor_iteration(
     pairs = [p for p in pairs if not prompt_ids or p.prompt_id in prompt_ids]
 
     pointwise = [j for j in judgements if len(j.generation_ids) == 1 and j.score is not None and j.generation_ids[0] in gens]
-    scores = [j.score for j in pointwise]
+    scores = [j.score for j in pointwise if j.score is not None]  # every one: pointwise keeps only the scored
     lengths = [float(gens[j.generation_ids[0]].n_tokens) for j in pointwise]
     length_corr = pearson(scores, lengths)
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 
+from selfplay.ifeval import IFEvalPrompt, ifeval_score
+from selfplay.ifeval.revise import revise
 from selfplay.records import Prompt
 
 
@@ -78,7 +80,6 @@ def ifeval(prompt: Prompt, response: str, *, echo_penalty: bool = True) -> float
 
     echo_penalty: a response that merely repeats the prompt scores 0.0. None when no instruction can be
     checked (a language check without langdetect). Raises for a prompt without instructions."""
-    from selfplay.ifeval import IFEvalPrompt, ifeval_score
 
     ids = prompt.meta.get("instruction_id_list")
     if not ids:
@@ -94,7 +95,6 @@ def ifeval(prompt: Prompt, response: str, *, echo_penalty: bool = True) -> float
 def ifeval_revise(prompt: Prompt, response: str) -> str | None:
     """pairing.revise for the ifeval judge: the response rewritten by selfplay.ifeval.revise's rules so that it
     follows every instruction of the prompt, or None (it follows them all already, or a failed one has no rule)."""
-    from selfplay.ifeval.revise import revise
 
     ids = prompt.meta.get("instruction_id_list")
     if not ids:

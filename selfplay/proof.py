@@ -14,14 +14,27 @@ import argparse
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 from selfplay.config import PROJECT_ROOT, load_config
-from selfplay.evaluate import EvalResult, eval_dir, h2h_eval, ifeval_eval, load_eval_prompts, open_comparer
+from selfplay.evaluate import (
+    EvalError,
+    EvalResult,
+    IFEvalSummary,
+    eval_dir,
+    h2h_eval,
+    ifeval_eval,
+    load_eval_prompts,
+    open_comparer,
+)
 from selfplay.loop import preflight, run_loop
+from selfplay.models import resolve_model
+from selfplay.program_judges import ifeval
+from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
 from selfplay.rundir import Run
-from selfplay.stats import change_verdict
+from selfplay.stats import change_verdict, pearson
 from selfplay.views import pct
 
 CONFIGS = ("self-rewarding", "verifiable", "constitution")
@@ -60,10 +73,27 @@ def run_and_evaluate(
         eval_dir(run).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(eval_dir(base_from) / base_responses, eval_dir(run) / base_responses)
     result = EvalResult(ifeval=ifeval_eval(run, ks, cfg.eval.ifeval, cfg.eval, log))
+    if not cfg.eval.prompts:
+        raise EvalError(f"proof config {name}: eval.prompts (the held-out prompts for head-to-head) is not set")
     prompts = load_eval_prompts(cfg.eval.prompts)[: cfg.eval.max_prompts]
     with open_comparer(run, cfg.eval) as judge:
         result.h2h.append(h2h_eval(run, last, 0, prompts, judge, cfg.eval, prompts_file=cfg.eval.prompts, log=log))
     return run, result, time.monotonic() - started
+
+
+def ifeval_of(result: EvalResult) -> IFEvalSummary:
+    """Every proof config is evaluated on the held-out split, so its result has an IFEval summary."""
+    if result.ifeval is None:
+        raise EvalError("a proof result without its IFEval summary")
+    return result.ifeval
+
+
+def checked(prompt: Prompt, text: str) -> float:
+    """The checkers' score of a response to one of the proof's IFEval prompts (every prompt of their pools is one)."""
+    score = ifeval(prompt, text)
+    if score is None:
+        raise EvalError(f"{prompt.id}: not a checkable (IFEval) prompt")
+    return score
 
 
 def source_commit() -> str:
@@ -76,8 +106,10 @@ def source_commit() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str, quick: bool, diagnostics: list[str] = ()) -> str:
-    first = next(iter(results.values())).ifeval
+def results_markdown(
+    results: dict[str, EvalResult], wall_s: float, commit: str, quick: bool, diagnostics: Sequence[str] = ()
+) -> str:
+    first = ifeval_of(next(iter(results.values())))
     lines = [
         "# Results: does a selfplay run make the model better?",
         "",
@@ -94,11 +126,11 @@ def results_markdown(results: dict[str, EvalResult], wall_s: float, commit: str,
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
-        for it in result.ifeval.iterations:
+        for it in ifeval_of(result).iterations:
             d = it.vs_base
             delta = (
                 "-"
-                if d is None or d.mean_diff is None
+                if d is None or d.mean_diff is None or d.ci_low is None or d.ci_high is None
                 else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
             )
             lines.append(
@@ -141,11 +173,6 @@ def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
     side that is a revision (pairing.revise) is no generation: it is checked, and its tokens counted, as text."""
     from transformers import AutoTokenizer
 
-    from selfplay.models import resolve_model
-    from selfplay.program_judges import ifeval
-    from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
-    from selfplay.stats import pearson
-
     lines = [
         "| config | iteration | pairs (revisions) | chosen follows more / fewer / same instructions "
         "| judge score ~ checker score, r | chosen − rejected length, tokens | mean checker score of samples |",
@@ -158,12 +185,12 @@ def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
             prompts = {q.id: q for q in read_records(p.prompts, Prompt)}
             gens = {g.id: g for g in read_records(p.generations, Generation)}
             pairs = read_records(p.pairs, Pair)
-            check = {gid: ifeval(prompts[g.prompt_id], g.text) for gid, g in gens.items()}
+            check = {gid: checked(prompts[g.prompt_id], g.text) for gid, g in gens.items()}
             revisions = [q for q in pairs if q.chosen_id not in gens]
             if revisions and tokenizer is None:
                 tokenizer = AutoTokenizer.from_pretrained(resolve_model(run.cfg.model))
             for q in revisions:
-                check[q.chosen_id] = ifeval(prompts[q.prompt_id], q.chosen)
+                check[q.chosen_id] = checked(prompts[q.prompt_id], q.chosen)
 
             def tokens(gid: str, text: str, gens=gens, tokenizer=tokenizer) -> int:  # this iteration's, bound now
                 return gens[gid].n_tokens if gid in gens else len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -177,7 +204,7 @@ def pair_diagnostics(runs: dict[str, Run]) -> list[str]:
             ]
             r = pearson([a for a, _ in scored], [b for _, b in scored])
             gap = sum(tokens(q.chosen_id, q.chosen) - gens[q.rejected_id].n_tokens for q in pairs) / len(pairs) if pairs else None
-            known = [v for gid, v in check.items() if gid in gens and v is not None]
+            known = [v for gid, v in check.items() if gid in gens]
             lines.append(
                 f"| {name} | {m.iteration} | {len(pairs)} ({len(revisions)}) | {more} / {fewer} / {len(pairs) - more - fewer} | "
                 f"{'-' if r is None else f'{r:.2f}'} | {'-' if gap is None else f'{gap:+.0f}'} | "
@@ -194,15 +221,15 @@ def plot(results: dict[str, EvalResult], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for offset, (name, result) in enumerate(results.items()):
-        its = result.ifeval.iterations
+        its = ifeval_of(result).iterations
         xs = [it.iteration + 0.06 * (offset - 1) for it in its]
         ys = [100 * (it.prompt_level_strict or 0) for it in its]
         lo = [y - 100 * it.prompt_strict_ci[0] if it.prompt_strict_ci else 0 for y, it in zip(ys, its, strict=True)]
         hi = [100 * it.prompt_strict_ci[1] - y if it.prompt_strict_ci else 0 for y, it in zip(ys, its, strict=True)]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
-    echo = 100 * (next(iter(results.values())).ifeval.echo.prompt_level_strict or 0)
+    echo = 100 * (ifeval_of(next(iter(results.values()))).echo.prompt_level_strict or 0)
     ax.axhline(echo, color="grey", linestyle=":", label="echo baseline")
-    ax.set_xticks(sorted({it.iteration for r in results.values() for it in r.ifeval.iterations}))
+    ax.set_xticks(sorted({it.iteration for r in results.values() for it in ifeval_of(r).iterations}))
     ax.set_xlabel("iteration (0 = base model)")
     ax.set_ylabel("held-out prompt-level strict accuracy, %")
     ax.set_title("Instruction following on held-out prompts (95% Wilson intervals)")

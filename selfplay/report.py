@@ -140,7 +140,7 @@ def plot_metrics(rows: Sequence[IterationSummary]) -> bytes:
     """Small multiples of the per-iteration summary: what the judge saw and what training did."""
     plt = _plt()
     ks = [r.iteration for r in rows]
-    panels = [
+    panels: list[tuple[str, Sequence[float | None], object, str]] = [  # title, values, y limits, colour
         ("mean judge score", [r.mean_score for r in rows], "auto", BLUE),  # small moves matter: no zero
         ("judge parse rate", [r.parse_rate for r in rows], (0, 1.05), BLUE),
         ("mean response length (tokens)", [r.mean_tokens for r in rows], None, ORANGE),
@@ -220,7 +220,7 @@ def plot_distributions(records: Sequence[IterationRecords]) -> bytes:
 def plot_monitors(reports: Sequence[MonitorReport], cfg: dict) -> bytes:
     """One panel per monitor across iterations; red dashed lines are thresholds, red points warned."""
     plt = _plt()
-    ks = [r.iteration for r in reports]
+    ks = [r.iteration for r in reports if r.iteration is not None]  # every report's (manifest_monitors sets it)
     panels = [  # title, field, monitor name, y limits, threshold, threshold mirrored around 0 (or 0.5)
         ("score–length correlation (Pearson r)", "length_corr", "length_corr", (-1.05, 1.05), cfg.get("max_abs_length_corr")),
         ("chosen − rejected length (tokens)", "length_gap_tokens", "length_gap", None, cfg.get("max_length_gap_tokens")),

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from selfplay.config import ConfigError, GenerationConfig, LaunchConfig, RunConfig
+import yaml
+
+from selfplay.config import ConfigError, GenerationConfig, LaunchConfig, RunConfig, used
 from selfplay.records import Generation, Prompt
 
 
@@ -133,16 +136,15 @@ def check_launcher(cfg: RunConfig) -> None:
     launch, train = cfg.launch, cfg.train
     if launch.launcher != "accelerate":
         return
-    if train.algo == "ppo" and train.rl.rollout_prompts < launch.num_processes:
+    rollout = used(train.rl, "train.rl").rollout_prompts if train.algo == "ppo" else 0
+    if train.algo == "ppo" and rollout < launch.num_processes:
         raise ConfigError(
-            f"launch.launcher=accelerate with ppo: train.rl.rollout_prompts ({train.rl.rollout_prompts}) must be "
+            f"launch.launcher=accelerate with ppo: train.rl.rollout_prompts ({rollout}) must be "
             f"at least launch.num_processes ({launch.num_processes}), one rollout shard per process"
         )
     if launch.accelerate_config and not Path(launch.accelerate_config).is_file():
         raise ConfigError(f"launch.accelerate_config: no such file {launch.accelerate_config}")
     if train.algo == "ppo" and launch.accelerate_config:
-        import yaml
-
         kind = (yaml.safe_load(Path(launch.accelerate_config).read_text()) or {}).get("distributed_type")
         if kind in ("DEEPSPEED", "FSDP"):  # our PPO sums gradients itself; it would silently not shard
             raise ConfigError(
@@ -168,7 +170,6 @@ def accelerate_command(cfg: LaunchConfig, run_root: Path, k: int) -> list[str]:
 
 
 def free_port() -> int:
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

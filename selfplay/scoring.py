@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 from selfplay.models import resolve_model
-from selfplay.records import Pair, RecordError, read_records
+from selfplay.records import Pair, RecordError, RewardResult, read_records
 from selfplay.rundir import Run
 from selfplay.seed import load_seed
-from selfplay.train.reward import RewardModel, RewardModelError, RewardResult, train_reward_model
+from selfplay.train.reward import RewardModel, RewardModelError, train_reward_model
 
 
 def train_run_reward_model(run: Run, out: Path, seed_set: Path | None = None, base: str | None = None) -> RewardResult:

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from selfplay.config import PromptsConfig, RunConfig, resolve_data_path
 from selfplay.filtering import dedupe
 from selfplay.generation import Generator, chat_ids
+from selfplay.judges import check_template
 from selfplay.pool import load_pool, sample_prompts
 from selfplay.records import Prompt, derive_seed
 from selfplay.templates import Template, TemplateError, load_template
@@ -67,7 +68,6 @@ class SelfInstructStats(BaseModel):
 
 
 def check_self_instruct_template(template: Template) -> Template:
-    from selfplay.judges import check_template
 
     try:
         return check_template(template, "self-instruct")

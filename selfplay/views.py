@@ -110,11 +110,10 @@ def filter_records(
     out = []
     for r in records:
         score = getattr(r, "score", getattr(r, "chosen_score", None))
-        if (min_score is not None or max_score is not None) and score is None:
-            continue
-        if min_score is not None and score < min_score:
-            continue
-        if max_score is not None and score > max_score:
+        if score is None:
+            if min_score is not None or max_score is not None:
+                continue
+        elif (min_score is not None and score < min_score) or (max_score is not None and score > max_score):
             continue
         if status is not None and getattr(r, "status", None) != status:
             continue
@@ -350,14 +349,14 @@ def diff_view(run: Run, a: int, b: int) -> DiffView:
     files = {k: ev / f"responses_iter_{k:03d}.jsonl" for k in (a, b)}
     if all(f.exists() for f in files.values()):
         texts = {p.id: p.text for p in read_records(ev / "prompts.jsonl", Prompt)} if (ev / "prompts.jsonl").exists() else {}
-        gens = {k: {g.prompt_id: g for g in read_records(f, Generation)} for k, f in files.items()}
-        common = sorted(gens[a].keys() & gens[b].keys())
+        answers = {k: {g.prompt_id: g for g in read_records(f, Generation)} for k, f in files.items()}
+        common = sorted(answers[a].keys() & answers[b].keys())
         rows = [
             DiffRow(
                 prompt_id=pid,
                 prompt=texts.get(pid, ""),
-                responses={k: [gens[k][pid].text] for k in (a, b)},
-                tokens={k: [gens[k][pid].n_tokens] for k in (a, b)},
+                responses={k: [answers[k][pid].text] for k in (a, b)},
+                tokens={k: [answers[k][pid].n_tokens] for k in (a, b)},
             )
             for pid in common
         ]
@@ -486,7 +485,7 @@ def compare_table(rows: Sequence[CompareRow]) -> Table:
         d = r.vs_base
         delta = (
             "-"
-            if d is None or d.mean_diff is None
+            if d is None or d.mean_diff is None or d.ci_low is None or d.ci_high is None
             else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
         )
         cells = (

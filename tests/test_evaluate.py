@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import selfplay.evaluate as ev
-import selfplay.generation
 from selfplay.config import EvalConfig, load_config
 from selfplay.evaluate import (
     EvalError, H2HRow, IFEvalRow, agreement_eval, check_held_out, h2h_eval, h2h_judge, h2h_plan, ifeval_eval,
@@ -85,7 +84,7 @@ def scripted(monkeypatch):
         assert cfg.temperature == 0.0  # evaluation is greedy
         yield ScriptedPolicy(model_dir, cfg, seed, script)
 
-    monkeypatch.setattr(selfplay.generation, "open_generator", fake_open)
+    monkeypatch.setattr(ev, "open_generator", fake_open)  # the name evaluate opens engines through
     monkeypatch.setattr(ev, "policy_dir", lambda run, k: Path(f"/fake/iter{k}"))
     return script
 

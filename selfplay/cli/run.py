@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -75,7 +76,7 @@ def run(
     console.print(f"records: {root}/iter_*/  summary: {root}/summary.jsonl  inspect: selfplay inspect {root}", markup=False)
 
 
-def _one_stage(run: str, iteration: int, name: str, overrides: list[str] = ()) -> None:
+def _one_stage(run: str, iteration: int, name: str, overrides: Sequence[str] = ()) -> None:
     """`overrides`: key=value config changes for this invocation only (config.yaml is not rewritten)."""
     the_run = open_run(run)
     if overrides:

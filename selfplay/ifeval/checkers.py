@@ -160,7 +160,7 @@ def nth_paragraph_first_word(response: str, num_paragraphs: int, nth_paragraph: 
     if len(paragraphs) != num_paragraphs or nth_paragraph > len(paragraphs):
         return False
     first = paragraphs[nth_paragraph - 1].split()[0].lstrip("'\"*_#(\u201c\u2018")
-    word = re.match(r"[^.,?!;:'\"*_)\u201d\u2019]*", first).group(0)  # up to the first punctuation
+    word = re.match(r"[^.,?!;:'\"*_)\u201d\u2019]*", first).group(0)  # type: ignore[union-attr]  # * matches always
     return word.lower() == first_word.strip().lower()
 
 

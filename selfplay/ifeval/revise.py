@@ -199,9 +199,10 @@ def revise(instruction_ids: Sequence[str], kwargs: Sequence[dict[str, Any]], res
     text = response
     for instruction_id, rule in RULES.items():
         if instruction_id in failed:
-            text = rule(text, failed[instruction_id])
-            if not text:
+            revised = rule(text, failed[instruction_id])
+            if not revised:
                 return None
+            text = revised
     if text == response or not all(check(i, kw, text) is True for i, kw in zip(instruction_ids, given, strict=True)):
         return None
     return text

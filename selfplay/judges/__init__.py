@@ -33,6 +33,8 @@ Everything public is importable from `selfplay.judges` itself.
 
 from __future__ import annotations
 
+from typing import cast
+
 from selfplay.config import JudgeConfig
 from selfplay.constitutions import load_constitution
 from selfplay.generation import Generator
@@ -106,14 +108,16 @@ def needs_generator(cfg: JudgeConfig) -> bool:
 def make_judge(cfg: JudgeConfig, gen: Generator | None, seed: int = 0) -> Judge:
     """The judge `cfg` asks for, reading through `gen` (None for program and human judges). `seed` draws
     constitution principles; derive it from (run seed, iteration) so reruns draw the same ones."""
+    # The LLM judges get None only from preflight_judge, which builds a judge to check its templates and never judges.
+    llm = cast(Generator, gen)
     match cfg.kind:
         case "pointwise":
-            return PointwiseJudge(gen, check_template(load_template(cfg.template), "pointwise", cfg.method), cfg)
+            return PointwiseJudge(llm, check_template(load_template(cfg.template), "pointwise", cfg.method), cfg)
         case "pairwise":
-            return PairwiseJudge(gen, check_template(load_template(cfg.template), "pairwise", cfg.method), cfg, seed)
+            return PairwiseJudge(llm, check_template(load_template(cfg.template), "pairwise", cfg.method), cfg, seed)
         case "constitution-pairwise":
             return PairwiseJudge(
-                gen,
+                llm,
                 check_template(load_template(cfg.template), "constitution-pairwise", cfg.method),
                 cfg,
                 seed,
@@ -121,7 +125,7 @@ def make_judge(cfg: JudgeConfig, gen: Generator | None, seed: int = 0) -> Judge:
             )
         case "constitution-revision":
             return ConstitutionRevisionJudge(
-                gen,
+                llm,
                 check_template(load_template(cfg.critique_template), "constitution-critique"),
                 check_template(load_template(cfg.revision_template), "constitution-revision"),
                 load_constitution(cfg.constitution),
@@ -129,8 +133,10 @@ def make_judge(cfg: JudgeConfig, gen: Generator | None, seed: int = 0) -> Judge:
                 seed,
             )
         case "program":
+            assert cfg.program is not None  # JudgeConfig requires it for this kind
             return ProgramJudge(load_program(cfg.program, cfg.program_args), cfg)
         case "human":
+            assert cfg.labels is not None  # JudgeConfig requires it for this kind
             return HumanJudge(cfg.labels, load_labels(cfg.labels))
     raise ValueError(f"unknown judge kind {cfg.kind!r}")
 

@@ -39,7 +39,7 @@ class HumanLabel(BaseModel):
         is_pair = self.chosen is not None and self.rejected is not None
         if is_score == is_pair:
             raise ValueError("expected {prompt, response, score} or {prompt, chosen, rejected}")
-        if is_pair and self.chosen.strip() == self.rejected.strip():
+        if self.chosen is not None and self.rejected is not None and self.chosen.strip() == self.rejected.strip():
             raise ValueError("chosen and rejected are the same text")
         if is_score and self.label is not None:
             raise ValueError("label is a verdict on a pair; a score line takes none")
@@ -104,12 +104,12 @@ class HumanJudge:
             if prompt is None:
                 continue
             line = label.model_dump_json(exclude_none=True)
-            if label.score is not None:
+            if label.score is not None and label.response is not None:  # a score label has its response (validated)
                 kinds[prompt.id].add("score")
                 for g in find(lineno, prompt, label.response):
                     got[g.id][0].append(line)
                     got[g.id][1].append(label.score)
-            elif label.label not in ("tie", "skip"):
+            elif label.chosen is not None and label.rejected is not None and label.label not in ("tie", "skip"):
                 kinds[prompt.id].add("pair")
                 preferred, other = (label.rejected, label.chosen) if label.label == "rejected" else (label.chosen, label.rejected)
                 for text, win in ((preferred, 1.0), (other, 0.0)):

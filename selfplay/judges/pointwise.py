@@ -109,7 +109,7 @@ class PointwiseJudge:
         for logprobs in self.gen.next_token_logprobs(ids, list(values)):
             score = expected_score(logprobs, values)
             # Raw = the score-token probabilities the expectation came from, for inspection.
-            probs = {}
+            probs: dict[int, float] = {}
             for token, lp in logprobs.items():
                 probs[values[token]] = round(probs.get(values[token], 0.0) + math.exp(lp), 6)
             out.append(([json.dumps({"score_token_probs": dict(sorted(probs.items()))})], [score]))

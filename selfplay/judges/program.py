@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfplay.config import JudgeConfig, resolve_data_path
+from selfplay.ifeval.revise import complete_sentences
 from selfplay.judges.base import JudgeError
 from selfplay.records import Generation, Judgement, Prompt, file_hash
 
@@ -31,6 +32,8 @@ def _import_module(module: str, spec: str):
         if not path.is_file():
             raise JudgeError(f"judge.program {spec!r}: no such file {path}")
         loader_spec = importlib.util.spec_from_file_location(f"selfplay_program_{path.stem}", path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise JudgeError(f"judge.program {spec!r}: {path} cannot be imported as a Python module")
         mod = importlib.util.module_from_spec(loader_spec)
         loader_spec.loader.exec_module(mod)
         return mod
@@ -132,8 +135,9 @@ def program_reviser(revise_spec: str, cfg: JudgeConfig, trim_cut: bool = True):
     With `trim_cut` (pairing.revise_trim_cut), a response cut at max_tokens is first trimmed to its last complete
     sentence: an unfinished answer is the first thing to fix, and a revision trained as a whole answer must not
     stop mid-sentence. The trimmed text alone is the revision when the function finds nothing more to change."""
-    from selfplay.ifeval.revise import complete_sentences
 
+    if cfg.program is None:
+        raise JudgeError("pairing.revise needs judge.program: its program scores the revisions")
     revise = load_program(revise_spec)
     judge = load_program(cfg.program, cfg.program_args)
 
@@ -152,6 +156,6 @@ def program_reviser(revise_spec: str, cfg: JudgeConfig, trim_cut: bool = True):
         if text == original or not text.strip():
             return None
         _, score, status = run_program(judge, prompt, text, cfg.program_args)
-        return (text, score) if status == "ok" else None
+        return (text, score) if status == "ok" and score is not None else None
 
     return reviser

@@ -13,8 +13,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfplay.config import TrainConfig
+from selfplay.config import TrainConfig, used
 from selfplay.records import PreferenceStats, TrainInputs, TrainResult
+from selfplay.train.setup import (
+    checkpointing_args,
+    history_mean,
+    load_policy,
+    report_to,
+    save_policy,
+    train_resumable,
+)
 
 
 @dataclass
@@ -40,20 +48,12 @@ class DPOTrainer:
         from trl import DPOTrainer as TRLDPOTrainer
 
         from selfplay.train.guard import NonFiniteGradGuard
-        from selfplay.train.setup import (
-            checkpointing_args,
-            history_mean,
-            load_policy,
-            report_to,
-            save_policy,
-            train_resumable,
-        )
 
-        cfg, started = self.cfg, time.monotonic()
+        cfg, dpo, started = self.cfg, used(self.cfg.dpo, "train.dpo"), time.monotonic()
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
         args = DPOConfig(
             output_dir=str(out_dir / "checkpoints"),
-            beta=cfg.dpo.beta,
+            beta=dpo.beta,
             learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.epochs,
             per_device_train_batch_size=cfg.batch_size,
@@ -67,8 +67,8 @@ class DPOTrainer:
             data_seed=self.seed,
             use_cpu=not torch.cuda.is_available(),
             disable_tqdm=True,
-            precompute_ref_log_probs=cfg.dpo.precompute_ref,
-            **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.dpo.sft_weight]} if cfg.dpo.sft_weight else {}),
+            precompute_ref_log_probs=dpo.precompute_ref,
+            **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, dpo.sft_weight]} if dpo.sft_weight else {}),
         )
         dataset = Dataset.from_list([p.to_trl() for p in pairs])
         trainer = TRLDPOTrainer(

@@ -22,17 +22,22 @@ start from: the LoRA-disabled base with LoRA, else a frozen copy.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
-from selfplay.config import TrainConfig
+from selfplay.config import TrainConfig, used
+from selfplay.models import bf16_is_fast
 from selfplay.records import Prompt, RLStats, TrainInputs, TrainResult, derive_seed, write_records
+from selfplay.scale import shard_bounds, under_launch
+from selfplay.train.setup import lora_config, save_policy
 
 RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> one score per response
 NO_REWARD_MODEL = "no reward model (no pairs to train one on); policy carried over"
@@ -178,7 +183,6 @@ class DataParallel:
 
     @classmethod
     def current(cls) -> DataParallel:
-        from selfplay.scale import under_launch
 
         if not under_launch():
             return cls(0, 1)
@@ -188,7 +192,6 @@ class DataParallel:
         return cls(state.process_index, state.num_processes)
 
     def shard(self, count: int) -> range:
-        from selfplay.scale import shard_bounds
 
         bounds = shard_bounds(count, self.world)
         return range(*bounds[self.rank]) if self.rank < len(bounds) else range(0)
@@ -209,7 +212,7 @@ class DataParallel:
             return list(values)
         import torch.distributed as dist
 
-        parts = [None] * self.world
+        parts: list[Any] = [None] * self.world
         dist.all_gather_object(parts, list(values))
         return [v for part in parts for v in part]
 
@@ -234,11 +237,12 @@ class DataParallel:
 class Rollout:
     """One rollout batch: prompts left-padded to width P, responses right-padded to width T."""
 
-    query: object  # (B, P) prompt ids
-    query_mask: object  # (B, P)
-    response: object  # (B, T) response ids, pad after the end token
-    mask: object  # (B, T) 1 on response tokens
-    ended: object  # (B,) bool: the response produced the end token
+    # torch tensors (typed Any: torch is imported inside the trainer only)
+    query: Any  # (B, P) prompt ids
+    query_mask: Any  # (B, P)
+    response: Any  # (B, T) response ids, pad after the end token
+    mask: Any  # (B, T) 1 on response tokens
+    ended: Any  # (B,) bool: the response produced the end token
     texts: list[str]  # decoded responses
 
 
@@ -258,10 +262,8 @@ class PPOTrainer:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from selfplay.models import bf16_is_fast
-
         cfg, started, out_dir = self.cfg, time.monotonic(), Path(out_dir)
-        rl, ppo = cfg.rl, cfg.ppo
+        rl, ppo = used(cfg.rl, "train.rl"), used(cfg.ppo, "train.ppo")
         torch.manual_seed(derive_seed(self.seed, "ppo-init"))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
@@ -272,15 +274,11 @@ class PPOTrainer:
         if cfg.lora.enabled:
             from peft import get_peft_model
 
-            from selfplay.train.setup import lora_config
-
             # No dropout: the ratio new/old must be exactly 1 on the first minibatch (Ziegler et al. 2019 also
             # turned dropout off). The reference is this model with the adapter disabled.
             model = get_peft_model(model, lora_config(cfg.lora, model, dropout=0.0))
             reference = None
         else:
-            import copy
-
             reference = copy.deepcopy(model).requires_grad_(False)
         model.eval()  # dropout off everywhere, for the same reason; gradients still flow
         # The value head: a linear map of the last hidden state to the expected return. It shares the policy's
@@ -442,7 +440,7 @@ class PPOTrainer:
         every row from one random stream, hence this loop over the KV cache. Prompts are chat-formatted, left-padded."""
         import torch
 
-        rl = self.cfg.rl
+        rl = used(self.cfg.rl, "train.rl")
         texts = [
             tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False, add_generation_prompt=True)
             for p in batch
@@ -499,7 +497,6 @@ class PPOTrainer:
         out_dir: Path,
         reward_fn: RewardFn,
     ) -> TrainResult:
-        from selfplay.train.setup import save_policy
 
         cfg = self.cfg
         merged_dir, adapter_dir = save_policy(model, tokenizer, out_dir, adapter=cfg.lora.enabled)  # refuses non-finite weights
@@ -507,8 +504,11 @@ class PPOTrainer:
         write_records(stats_path, history)
 
         done = [h for h in history if h.skipped is None]
-        losses = [h.policy_loss + cfg.ppo.value_coef * h.value_loss for h in done]
-        rewards, kls = [h.reward_mean for h in done], [h.kl_per_token for h in done]
+        # A step that was not skipped has every statistic (the None checks only say so to the type checker).
+        coef = used(cfg.ppo, "train.ppo").value_coef
+        losses = [h.policy_loss + coef * h.value_loss for h in done if h.policy_loss is not None and h.value_loss is not None]
+        rewards = [h.reward_mean for h in done if h.reward_mean is not None]
+        kls = [h.kl_per_token for h in done if h.kl_per_token is not None]
         return TrainResult(
             algo="ppo",
             steps=len(done),

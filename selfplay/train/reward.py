@@ -21,7 +21,7 @@ from pathlib import Path
 
 from selfplay.config import RewardModelSection, TrainConfig
 from selfplay.errors import SelfplayError
-from selfplay.models import weights_problem
+from selfplay.models import bf16_is_fast, weights_problem
 from selfplay.records import Pair, RewardResult, derive_seed, is_main_process, write_json
 from selfplay.train.setup import history_mean, report_to
 
@@ -99,7 +99,6 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
     from transformers import AutoTokenizer, PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    from selfplay.models import bf16_is_fast
     from selfplay.train.guard import NonFiniteGradGuard, check_finite
 
     tokenizer = AutoTokenizer.from_pretrained(base)

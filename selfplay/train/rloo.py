@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfplay.config import TrainConfig
+from selfplay.config import TrainConfig, used
+from selfplay.models import bf16_is_fast
 from selfplay.records import RLStats, TrainInputs, TrainResult, write_text
 from selfplay.train.ppo import NO_REWARD_MODEL, RewardFn, gated_fraction
 from selfplay.train.reward import RewardModelError
@@ -80,10 +81,9 @@ class GroupRLTrainer:
         from datasets import Dataset
         from transformers import AutoTokenizer, PrinterCallback
 
-        from selfplay.models import bf16_is_fast
         from selfplay.train.guard import NonFiniteGradGuard
 
-        cfg, rl, started, out_dir = self.cfg, self.cfg.rl, time.monotonic(), Path(out_dir)
+        cfg, rl, started, out_dir = self.cfg, used(self.cfg.rl, "train.rl"), time.monotonic(), Path(out_dir)
         if cfg.algo == "rloo":
             from trl import RLOOConfig as Config
             from trl import RLOOTrainer as Trainer

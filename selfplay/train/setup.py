@@ -3,12 +3,15 @@ fp32 (autocast decides the compute precision), the LoRA config if any, and wheth
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
-from selfplay.config import LoggingConfig, LoRASection, TrainConfig
+from selfplay.config import ConfigError, LoggingConfig, LoRASection, TrainConfig
 from selfplay.models import bf16_is_fast
+from selfplay.records import is_main_process
 
 
 def load_policy(policy: Path, cfg: TrainConfig):
@@ -31,6 +34,8 @@ def lora_config(lora: LoRASection, model, dropout: float | None = None):
     import torch
     from peft import LoraConfig
 
+    targets: str | list[str]
+    layers: list[int] | None
     if lora.layers is None:
         targets, layers = "all-linear", None
     else:
@@ -64,7 +69,6 @@ def save_policy(model, tokenizer, out_dir: Path, adapter: bool) -> tuple[Path, P
     """
     import torch
 
-    from selfplay.records import is_main_process
     from selfplay.train.guard import check_finite
 
     merged_dir, adapter_dir = out_dir / "merged", None
@@ -85,7 +89,7 @@ def save_policy(model, tokenizer, out_dir: Path, adapter: bool) -> tuple[Path, P
 def checkpointing_args(cfg: TrainConfig) -> dict:
     """TrainingArguments for checkpoints within a train stage (train.save_steps; only the last one is kept)
     and for activation (gradient) checkpointing."""
-    args = {"gradient_checkpointing": cfg.gradient_checkpointing}
+    args: dict[str, object] = {"gradient_checkpointing": cfg.gradient_checkpointing}
     if cfg.gradient_checkpointing:  # the non-reentrant form needs no input gradients, so it works with LoRA
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     if not cfg.save_steps:
@@ -129,7 +133,6 @@ def report_to(cfg: TrainConfig, log_dir: Path) -> str:
     """The trainers' `report_to`, the run's logging.report_to; their logs go under `log_dir`. transformers 5.19
     reads TensorBoard's folder from TENSORBOARD_LOGGING_DIR, not from TrainingArguments; W&B's local files go to
     WANDB_DIR, in the project WANDB_PROJECT (default "selfplay"; W&B's own default would be "huggingface")."""
-    import os
 
     backend = cfg.report_backend
     if backend == "tensorboard":
@@ -143,9 +146,6 @@ def report_to(cfg: TrainConfig, log_dir: Path) -> str:
 
 def check_reporting(cfg: LoggingConfig) -> None:
     """Preflight: the chosen metrics backend must be importable, so a run does not fail after generating."""
-    import importlib.util
-
-    from selfplay.config import ConfigError
 
     package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.report_to)
     if package and importlib.util.find_spec(package) is None:

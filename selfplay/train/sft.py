@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfplay.config import TrainConfig
+from selfplay.config import TrainConfig, used
 from selfplay.constitutions import chosen_sft_examples
 from selfplay.filtering import SFTExample, rejection_sft_examples, response_scores, rest_schedule
 from selfplay.records import (
@@ -46,7 +46,7 @@ from selfplay.records import (
     write_json,
     write_records,
 )
-from selfplay.train.setup import history_mean, save_policy, train_resumable
+from selfplay.train.setup import checkpointing_args, history_mean, load_policy, report_to, save_policy, train_resumable
 
 
 @dataclass
@@ -63,8 +63,6 @@ class SFTTrainerRunner:
         from datasets import Dataset
         from transformers import PrinterCallback
         from trl import SFTConfig, SFTTrainer
-
-        from selfplay.train.setup import checkpointing_args, load_policy, report_to
 
         cfg = self.cfg
         tokenizer, model, peft_config, use_bf16 = load_policy(policy, cfg)
@@ -185,10 +183,8 @@ class RejectionSFTTrainer:
     seed: int
 
     def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
-        cfg, out_dir = self.cfg, Path(out_dir)
-        examples, stats = rejection_sft_examples(
-            inputs.prompts, inputs.generations, inputs.judgements, cfg.sft.top_k, cfg.sft.threshold
-        )
+        cfg, sft, out_dir = self.cfg, used(self.cfg.sft, "train.sft"), Path(out_dir)
+        examples, stats = rejection_sft_examples(inputs.prompts, inputs.generations, inputs.judgements, sft.top_k, sft.threshold)
         write_records(out_dir / "examples.jsonl", examples)
         if len(examples) < cfg.min_examples:
             return TrainResult.skip(
@@ -230,12 +226,21 @@ class ReSTTrainer:
     seed: int
 
     def train(self, inputs: TrainInputs, policy: Path, out_dir: Path) -> TrainResult:
-        cfg, rest, seed, started, out_dir = self.cfg, self.cfg.rest, self.seed, time.monotonic(), Path(out_dir)
+        cfg, rest, seed, started, out_dir = (
+            self.cfg,
+            used(self.cfg.rest, "train.rest"),
+            self.seed,
+            time.monotonic(),
+            Path(out_dir),
+        )
         prompts, generations, judgements = inputs.prompts, inputs.generations, inputs.judgements
         scores = grown_scores(prompts, generations, judgements)
-        quantiles = rest.thresholds if rest.threshold_mode == "quantile" else [None] * len(rest.thresholds)
+        quantiles: list[float | None] = (
+            list(rest.thresholds) if rest.threshold_mode == "quantile" else [None] * len(rest.thresholds)
+        )
+        thresholds: list[float | None]
         if scores:
-            thresholds = rest_schedule(scores, rest.thresholds, rest.threshold_mode)
+            thresholds = list(rest_schedule(scores, rest.thresholds, rest.threshold_mode))
         else:  # nothing scored: there is no threshold to take, and every step keeps nothing; say so per step
             thresholds = [None] * len(rest.thresholds)
         steps = finished_steps(out_dir, len(thresholds))

@@ -42,8 +42,10 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
-# Columns shown only when some iteration has a value: RL training, the reward model, the human seed set.
+# Columns shown only when some iteration has a value: DPO's implicit-reward accuracy, RL training, the reward model,
+# the human seed set.
 OPTIONAL_COLUMNS = (
+    ("rew acc", lambda r: _fmt(r.reward_accuracy, 2) if r.reward_accuracy is not None else None),
     ("rl reward", lambda r: f"{_fmt(r.rl_reward_first)}→{_fmt(r.rl_reward_last)}" if r.rl_reward_last is not None else None),
     ("kl", lambda r: _fmt(r.kl_last, 3) if r.kl_last is not None else None),
     ("rm acc", lambda r: _fmt(r.rm_accuracy, 2) if r.rm_accuracy is not None else None),
@@ -66,8 +68,7 @@ def summary_table(rows: Sequence[IterationSummary], title: str = "selfplay run")
         "score",
         "pairs",
         "ties",
-        "dpo loss",
-        "rew acc",
+        "loss",
         *(name for name, _ in extra),
         "gen s",
         "judge s",
@@ -87,7 +88,6 @@ def summary_table(rows: Sequence[IterationSummary], title: str = "selfplay run")
             str(r.pairs),
             str(r.ties),
             loss,
-            _fmt(r.reward_accuracy, 2),
             *(cell(r) or "-" for _, cell in extra),
             _fmt(r.seconds.get("generate"), 0),
             _fmt(r.seconds.get("judge"), 0),

@@ -47,7 +47,7 @@ def run(
         list[str] | None, typer.Option("--set", "-s", help="override a config key, e.g. --set generation.n=2 (repeatable)")
     ] = None,
 ) -> None:
-    """Run the self-improvement loop: generate -> judge -> pair -> DPO, for each iteration.
+    """Run the self-improvement loop: generate -> judge -> pair -> train (train.algo), for each iteration.
 
     Example: selfplay run --config configs/default.yaml --name demo
     """

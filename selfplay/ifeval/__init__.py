@@ -8,8 +8,7 @@
 Pure Python; `langdetect` is optional (without it `language:response_language` is None = cannot check).
 """
 
-from selfplay.ifeval.checkers import INSTRUCTIONS, check, language_check_available, validate_kwargs
-from selfplay.ifeval.evaluate import (
+from selfplay.ifeval.accuracy import (
     IFEvalPrompt,
     IFEvalReport,
     IFEvalResult,
@@ -20,6 +19,7 @@ from selfplay.ifeval.evaluate import (
     load_ifeval,
     loose_variants,
 )
+from selfplay.ifeval.checkers import INSTRUCTIONS, check, language_check_available, validate_kwargs
 
 __all__ = [
     "INSTRUCTIONS",

@@ -20,8 +20,8 @@ import random
 import re
 from pathlib import Path
 
+from selfplay.ifeval.accuracy import IFEvalPrompt, load_ifeval
 from selfplay.ifeval.checkers import validate_kwargs
-from selfplay.ifeval.evaluate import IFEvalPrompt, load_ifeval
 
 FIRST_KEY = 100001
 # Words that mark a sentence as an instruction rather than the task ("... in lowercase", "... under 50 words").

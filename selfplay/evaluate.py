@@ -112,9 +112,15 @@ class H2HRow(Record):
     prompt_id: str
     k_first: Verdict  # verdict with iteration k's response presented first
     k_second: Verdict  # verdict with iteration k's response presented second
-    outcome: Literal["win", "loss", "tie"]  # for iteration k
+    outcome: Literal["win", "loss", "tie"]  # for iteration k, by the vote: a win needs both orders to agree
     reason: Literal["agree", "inconsistent", "unparseable", "identical"]
     raw: list[str] = []  # judge outputs, both orders, when the judge exposes them
+    # Balanced position calibration (Wang et al. 2023, "Large Language Models are not Fair Evaluators"): P(k wins)
+    # averaged over both presentations, so a constant pull toward the first (or second) position cancels.
+    k_first_p: float | None = None  # P(first-presented wins), k's response first
+    k_second_p: float | None = None  # P(first-presented wins), k's response second
+    calibrated: float | None = None  # (k_first_p + 1 - k_second_p) / 2: P(k wins); None = an order without a verdict
+    calibrated_outcome: Literal["win", "loss", "tie"] | None = None  # by `calibrated` (> 0.5 a win); None = identical
 
 
 class H2HReport(WinRate):
@@ -127,6 +133,16 @@ class H2HReport(WinRate):
     unparseable: int  # verdicts without a parse, of 2 per judged prompt
     identical: int  # prompts where both iterations answered identically (ties, not judged)
     baseline: str | None = None  # set when `against` is not a policy's greedy responses, e.g. "best-of-4 (pointwise)" from 0
+    # After calibration: the win rate by each prompt's calibrated preference, and what is left of the position bias
+    # once the judge's mean pull (mean P(first wins) - 0.5) is taken out of every comparison.
+    calibrated: WinRate | None = None  # it decides where its interval excludes 0.5
+    first_position_rate_calibrated: float | None = None  # 0..1, comparisons still picking the first-presented
+    consistent_calibrated: float | None = None  # judged prompts whose two calibrated orders name the same winner
+    decides: bool | None = None  # the vote: False when the judge picked the first-presented answer in more than
+    #                              MAX_FIRST_POSITION of its verdicts: its ties are its bias, not a draw
+
+
+MAX_FIRST_POSITION = 0.7  # above this share of first-presented picks, the both-orders vote cannot decide
 
 
 # ----------------------------------------------------------------------------------------- prompts & policy
@@ -334,14 +350,25 @@ def load_pairwise_template(name: str) -> Template:
     return template
 
 
-def _compare_all(judge: Comparer, items: list[tuple[str, str, str]]) -> list[tuple[Verdict, str | None]]:
-    """Batched where the judge can (an engine batches), else one call a comparison."""
+def _compare_all(judge: Comparer, items: list[tuple[str, str, str]]) -> list[tuple[Verdict, str | None, float | None]]:
+    """(verdict, raw output, P(first wins)) per comparison: batched where the judge can (an engine batches), else
+    one call a comparison; P(first wins) from the judge's preferences where it gives them, else 1 or 0."""
     if not items:
         return []
+    preferences = getattr(judge, "preferences", None)
+    if preferences is not None:
+        return [(_verdict(p), raw, p) for p, raw in preferences(items)]
     many = getattr(judge, "compare_many", None)
-    if many is not None:
-        return list(many(items))
-    return [(judge.compare(*item), None) for item in items]
+    pairs = list(many(items)) if many is not None else [(judge.compare(*item), None) for item in items]
+    return [(v, raw, None if v is None else 1.0 if v == "first" else 0.0) for v, raw in pairs]
+
+
+def _verdict(p_first: float | None) -> Verdict:
+    return None if p_first is None or p_first == 0.5 else "first" if p_first > 0.5 else "second"
+
+
+def _by_preference(p_k: float | None) -> Literal["win", "loss", "tie"]:
+    return "tie" if p_k is None or p_k == 0.5 else "win" if p_k > 0.5 else "loss"
 
 
 def _outcome(k_first: Verdict, k_second: Verdict) -> tuple[str, str]:
@@ -400,9 +427,10 @@ def h2h_eval(
         if p.id not in judged:
             rows.append(H2HRow(prompt_id=p.id, k_first=None, k_second=None, outcome="tie", reason="identical"))
             continue
-        (v1, raw1), (v2, raw2) = judged[p.id]
+        (v1, raw1, p1), (v2, raw2, p2) = judged[p.id]
         # Verdicts are positional; in the second order k's response is "second".
         outcome, reason = _outcome(v1, v2)
+        calibrated = None if p1 is None or p2 is None else (p1 + 1.0 - p2) / 2
         rows.append(
             H2HRow(
                 prompt_id=p.id,
@@ -411,13 +439,21 @@ def h2h_eval(
                 outcome=outcome,
                 reason=reason,
                 raw=[r for r in (raw1, raw2) if r is not None],
+                k_first_p=p1,
+                k_second_p=p2,
+                calibrated=calibrated,
+                calibrated_outcome=_by_preference(calibrated),
             )
         )
     tag = f"{against:03d}" + (f"_{_slug(baseline[0])}" if baseline else "")
     write_records(eval_dir(run) / f"h2h_iter_{k:03d}_vs_{tag}.jsonl", rows)
-    parsed = [v for v, _ in verdicts if v is not None]
+    parsed = [v for v, _, _ in verdicts if v is not None]
     both = [r for r in rows if r.reason != "identical"]
-    wr = win_rate([r.outcome for r in rows], n_boot=cfg.bootstrap, seed=derive_seed(run.cfg.seed, "h2h", k, against))
+    seed = derive_seed(run.cfg.seed, "h2h", k, against)
+    wr = win_rate([r.outcome for r in rows], n_boot=cfg.bootstrap, seed=seed)
+    calibrated_wr = win_rate([r.calibrated_outcome or "tie" for r in rows], n_boot=cfg.bootstrap, seed=seed)
+    first_rate = sum(v == "first" for v in parsed) / len(parsed) if parsed else None
+    first_after, consistent_after = position_after_calibration(both)
     report = H2HReport(
         **wr.model_dump(),
         iteration=k,
@@ -425,13 +461,34 @@ def h2h_eval(
         prompts_file=prompts_file,
         judge=judge_name(judge),
         consistent=sum(r.reason == "agree" for r in both) / len(both) if both else None,
-        first_position_rate=sum(v == "first" for v in parsed) / len(parsed) if parsed else None,
+        first_position_rate=first_rate,
         unparseable=len(verdicts) - len(parsed),
         identical=len(rows) - len(both),
         baseline=baseline[0] if baseline else None,
+        calibrated=calibrated_wr,
+        first_position_rate_calibrated=first_after,
+        consistent_calibrated=consistent_after,
+        decides=None if first_rate is None else first_rate <= MAX_FIRST_POSITION,
     )
     _update_h2h_summary(run, report)
     return report
+
+
+def position_after_calibration(rows: Sequence[H2HRow]) -> tuple[float | None, float | None]:
+    """(first-position rate, order agreement) of judged prompts once the judge's mean pull toward the first position
+    (mean P(first wins) over every comparison, less 0.5) is taken out of each comparison. A judge whose preferences
+    are one constant pull plus content comes out near 0.5 and near full agreement; one that reads only position
+    stays far from both. Pure."""
+    ps = [p for r in rows for p in (r.k_first_p, r.k_second_p) if p is not None]
+    if not ps:
+        return None, None
+    shift = sum(ps) / len(ps) - 0.5
+    decided = [p - shift for p in ps if p - shift != 0.5]
+    first = sum(p > 0.5 for p in decided) / len(decided) if decided else None
+    pairs = [(r.k_first_p - shift, r.k_second_p - shift) for r in rows if r.k_first_p is not None and r.k_second_p is not None]
+    # k wins the first order when its (first-presented) preference is above 0.5, the second when the other's is below.
+    agree = [(a > 0.5) == (b < 0.5) for a, b in pairs if a != 0.5 and b != 0.5]
+    return first, (sum(agree) / len(agree) if agree else None)
 
 
 def _slug(name: str) -> str:
@@ -519,7 +576,7 @@ def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalCo
     if not pairs:
         raise EvalError(f"{path}: no seed pairs")
     items = [(s.prompt, s.chosen, s.rejected) for s in pairs] + [(s.prompt, s.rejected, s.chosen) for s in pairs]
-    verdicts = [v for v, _ in _compare_all(judge, items)]
+    verdicts = [v for v, _, _ in _compare_all(judge, items)]
     n = len(pairs)
     report = agreement(
         verdicts,

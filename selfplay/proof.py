@@ -144,15 +144,23 @@ def results_markdown(
         f"Head-to-head, last iteration against iteration 0 on the first {compared} held-out prompts, judged in both orders by "
         "the base model with `prompts/pairwise.yaml` (a win needs both orders to agree; ties count half):",
         "",
-        "| config | iteration vs 0 | wins | losses | ties | win rate (95% CI) | order-consistent | first-position rate |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | iteration vs 0 | wins | losses | ties | win rate (95% CI) | order-consistent | first-position rate "
+        "| calibrated win rate (95% CI) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         for h in result.h2h:
             ci = "-" if h.ci_low is None else f"({pct(h.ci_low)}, {pct(h.ci_high)})"
+            vote = f"{pct(h.win_rate)}% {ci}" if h.decides is not False else "cannot decide (first-position bias)"
+            c = h.calibrated
+            calibrated = (
+                "-"
+                if c is None
+                else f"{pct(c.win_rate)}% " + ("-" if c.ci_low is None else f"({pct(c.ci_low)}, {pct(c.ci_high)})")
+            )
             lines.append(
-                f"| {name} | {h.iteration} | {h.wins} | {h.losses} | {h.ties} | {pct(h.win_rate)}% {ci} | "
-                f"{pct(h.consistent)}% | {pct(h.first_position_rate)}% |"
+                f"| {name} | {h.iteration} | {h.wins} | {h.losses} | {h.ties} | {vote} | "
+                f"{pct(h.consistent)}% | {pct(h.first_position_rate)}% | {calibrated} |"
             )
     lines += ["", "![held-out prompt-level strict accuracy per iteration](results.png)", ""]
     if diagnostics:

@@ -330,3 +330,41 @@ def test_ifeval_and_h2h_on_tiny_model(tmp_path, tiny_model_dir):
     judged = [r for r in rows if r.reason != "identical"]
     assert all(len(r.raw) == 2 and "verdict_token_probs" in r.raw[0] for r in judged)  # both orders' raw output kept
     assert all(r.k_first is not None and r.k_second is not None for r in judged)  # logprob verdicts always exist
+
+
+class PulledToFirst:
+    """P(first wins) = 0.75 plus 0.125 toward whichever response says 'good': every verdict picks the first-presented
+    answer (a vote sees only ties), but the preference moves with content. Binary fractions: exact arithmetic."""
+
+    def preferences(self, items):
+        return [(0.75 + 0.125 * ("good" in first) - 0.125 * ("good" in second), "raw") for _, first, second in items]
+
+
+def test_h2h_calibration_decides_where_the_vote_cannot(tmp_path, scripted):
+    run = make_run(tmp_path)
+    scripted["iter1"].update({"p1": "good answer", "p2": "bad answer", "p3": "bad one"})
+    scripted["iter0"].update({"p1": "bad answer", "p2": "good answer", "p3": "bad two"})
+    prompts = [Prompt(id=f"p{i}", text=f"Question {i}?") for i in range(1, 4)]
+    r = h2h_eval(run, 1, 0, prompts, PulledToFirst())
+    # The vote: every comparison picked the first-presented answer, so every prompt is an inconsistent tie...
+    assert (r.wins, r.losses, r.ties, r.first_position_rate, r.consistent) == (0, 0, 3, 1.0, 0.0)
+    assert r.decides is False  # ...and the report says the judge could not decide, not that the policies drew.
+    rows = read_records(run.root / "eval" / "h2h_iter_001_vs_000.jsonl", H2HRow, unique_ids=False)
+    # Calibrated: P(iteration 1 wins) averaged over both orders, (p_first + 1 - p_second) / 2.
+    assert [(x.k_first_p, x.k_second_p, x.calibrated, x.calibrated_outcome) for x in rows] == [
+        (0.875, 0.625, 0.625, "win"), (0.625, 0.875, 0.375, "loss"), (0.75, 0.75, 0.5, "tie")]
+    assert (r.calibrated.wins, r.calibrated.losses, r.calibrated.ties) == (1, 1, 1)
+    # With the judge's mean pull (0.75 - 0.5) taken out, half the decided comparisons pick the first answer, and the two
+    # orders of every decided prompt name the same winner.
+    assert (r.first_position_rate_calibrated, r.consistent_calibrated) == (0.5, 1.0)
+
+
+def test_h2h_vote_judges_still_get_a_calibrated_view(tmp_path, scripted):
+    """A judge that only gives verdicts: its preference is 1 or 0, so calibrated and voted outcomes agree."""
+    run = make_run(tmp_path)
+    scripted["iter1"].update({"p1": "good answer", "p2": "bad one"})
+    scripted["iter0"].update({"p1": "bad answer", "p2": "bad two"})
+    r = h2h_eval(run, 1, 0, [Prompt(id="p1", text="Q1?"), Prompt(id="p2", text="Q2?")], PrefersGood())
+    rows = read_records(run.root / "eval" / "h2h_iter_001_vs_000.jsonl", H2HRow, unique_ids=False)
+    assert [(x.outcome, x.calibrated_outcome, x.calibrated) for x in rows] == [("win", "win", 1.0), ("tie", "tie", 0.5)]
+    assert r.first_position_rate == 0.75 and r.decides is False  # 3 of 4 verdicts picked the first answer (> 0.7)

@@ -16,7 +16,7 @@ from rich.text import Text
 from selfplay.bestofn import best_of_n_file
 from selfplay.cli.common import RunArg, guard, open_run, out_dir
 from selfplay.config import ConfigError, EvalConfig, parse_overrides
-from selfplay.evaluate import EvalResult, run_eval
+from selfplay.evaluate import MAX_FIRST_POSITION, EvalResult, run_eval
 from selfplay.report import write_report
 from selfplay.views import compare_runs, compare_table
 
@@ -292,22 +292,33 @@ def eval_tables(result: EvalResult) -> list:
             "consistent",
             "first-pos",
             "no verdict",
+            "calibrated",
+            "95% bootstrap",
         ):
             t.add_column(col, justify="left" if col == "comparison" else "right", no_wrap=True)
         for r in result.h2h:
+            c = r.calibrated
             t.add_row(
                 Text(f"iter {r.iteration} vs {r.baseline or r.against}"),
                 str(r.n),
                 str(r.wins),
                 str(r.losses),
                 str(r.ties),
-                pct(r.win_rate),
+                pct(r.win_rate) if r.decides is not False else "cannot decide",
                 _ci((r.ci_low, r.ci_high) if r.ci_low is not None else None),
                 pct(r.consistent),
                 pct(r.first_position_rate),
                 str(r.unparseable),
+                pct(c.win_rate) if c else "-",
+                _ci((c.ci_low, c.ci_high) if c and c.ci_low is not None else None),
             )
         out.append(t)
+        out.append(
+            Text(
+                f"'cannot decide': the judge picked the first-presented answer in over {MAX_FIRST_POSITION:.0%} of its "
+                "verdicts. calibrated: P(win) averaged over both orders (balanced position calibration), > 50% a win."
+            )
+        )
     if result.agreement:
         a = result.agreement
         kappa = "undefined" if a.kappa is None else f"{a.kappa:.2f}"

@@ -157,17 +157,22 @@ class PairwiseJudge:
         responses (evaluation compares two policies' answers this way): per comparison, the verdict as
         presented and the judge's raw output. One output each, so judge.samples must be 1. With a
         constitution, the principle is drawn per prompt text."""
+        out: list[tuple[Verdict, str]] = []
+        for score, raw in self.preferences(items):
+            verdict: Verdict = None if score is None or score == 0.5 else "first" if score > 0.5 else "second"
+            out.append((verdict, raw))
+        return out
+
+    def preferences(self, items: Sequence[tuple[str, str, str]]) -> list[tuple[float | None, str]]:
+        """As compare_many, but per comparison P(the first-presented response wins) instead of the verdict:
+        P(A) / (P(A) + P(B)) after the forced prefix with the logprob method, 1 or 0 with text (None = none).
+        Evaluation averages it over both presentations, which cancels a constant pull toward one position."""
         if self.cfg.samples != 1:
             raise JudgeError(
                 f"comparing given texts reads one verdict per comparison; judge.samples is {self.cfg.samples}, not 1"
             )
         judged = self._verdicts([self._render(prompt, prompt, a, b) for prompt, a, b in items])
-        out: list[tuple[Verdict, str]] = []
-        for raws, scores in judged:
-            score = scores[0] if scores else None
-            verdict: Verdict = None if score is None or score == 0.5 else "first" if score > 0.5 else "second"
-            out.append((verdict, raws[0] if raws else ""))
-        return out
+        return [(scores[0] if scores else None, raws[0] if raws else "") for raws, scores in judged]
 
     def inputs(self, prompts: Sequence[Prompt], generations: Sequence[Generation]) -> dict[str, str]:
         """Comparison id "<first>|<second>" -> the exact user message the judge model reads."""

@@ -36,6 +36,10 @@ class Agreement(BaseModel):
     #                         averaged over the n pairs, 0..1; in both orders a pair whose orders disagree counts half
     accuracy_ci: tuple[float, float] | None = None  # 95% percentile bootstrap over the n pairs
     kappa: float | None  # Cohen's kappa, judge vs person, over the presentations with a verdict; None = undefined
+    # Pairwise judges in both orders (selfplay eval --seed): the position bias, and the accuracy once it is calibrated
+    # out (P(the person's choice wins) averaged over both orders, > 0.5 a hit, 0.5 half; Wang et al. 2023).
+    first_position_rate: float | None = None  # verdicts that picked the first-presented response, 0..1
+    calibrated_accuracy: float | None = None  # over the pairs with a preference in both orders, 0..1
 
     @model_validator(mode="before")
     @classmethod

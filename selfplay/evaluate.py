@@ -576,8 +576,13 @@ def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalCo
     if not pairs:
         raise EvalError(f"{path}: no seed pairs")
     items = [(s.prompt, s.chosen, s.rejected) for s in pairs] + [(s.prompt, s.rejected, s.chosen) for s in pairs]
-    verdicts = [v for v, _, _ in _compare_all(judge, items)]
+    compared = _compare_all(judge, items)
+    verdicts = [v for v, _, _ in compared]
     n = len(pairs)
+    # Calibrated: P(the person's choice wins) averaged over both orders; in the second order it is presented second.
+    both = [(compared[i][2], compared[n + i][2]) for i in range(n)]
+    calibrated = [(p1 + 1.0 - p2) / 2 for p1, p2 in both if p1 is not None and p2 is not None]
+    parsed = [v for v in verdicts if v is not None]
     report = agreement(
         verdicts,
         ["first"] * n + ["second"] * n,
@@ -586,6 +591,13 @@ def agreement_eval(run: Run, seed_file: str | Path, judge: Comparer, cfg: EvalCo
         seed=derive_seed(run.cfg.seed, "agreement"),
         file=str(seed_file),
         judge=judge_name(judge),
+    ).model_copy(
+        update={
+            "first_position_rate": sum(v == "first" for v in parsed) / len(parsed) if parsed else None,
+            "calibrated_accuracy": sum(1.0 if c > 0.5 else 0.5 if c == 0.5 else 0.0 for c in calibrated) / len(calibrated)
+            if calibrated
+            else None,
+        }
     )
     write_json(eval_dir(run) / "agreement.json", report.model_dump(mode="json"))
     return report

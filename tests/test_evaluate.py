@@ -368,3 +368,18 @@ def test_h2h_vote_judges_still_get_a_calibrated_view(tmp_path, scripted):
     rows = read_records(run.root / "eval" / "h2h_iter_001_vs_000.jsonl", H2HRow, unique_ids=False)
     assert [(x.outcome, x.calibrated_outcome, x.calibrated) for x in rows] == [("win", "win", 1.0), ("tie", "tie", 0.5)]
     assert r.first_position_rate == 0.75 and r.decides is False  # 3 of 4 verdicts picked the first answer (> 0.7)
+
+
+def test_agreement_is_calibrated_for_position_bias(tmp_path):
+    """A judge pulled to the first answer agrees with people only when their choice is shown first; averaged over
+    both orders its preference still names their choice."""
+    run = make_run(tmp_path)
+    seed = write_jsonl(tmp_path / "seed.jsonl", [
+        {"prompt": "a", "chosen": "good 1", "rejected": "bad 1"}, {"prompt": "b", "chosen": "good 2", "rejected": "bad 2"},
+        {"prompt": "c", "chosen": "bad a", "rejected": "bad b"}])
+    r = agreement_eval(run, seed, PulledToFirst())
+    assert r.first_position_rate == 1.0 and r.accuracy == pytest.approx(0.5)  # every verdict: the first answer
+    # a, b: (0.875 + 1 - 0.625) / 2 = 0.625 > 0.5, hits; c: 0.5, half a hit
+    assert r.calibrated_accuracy == pytest.approx(2.5 / 3)
+    voted = agreement_eval(run, seed, PrefersGood())
+    assert voted.first_position_rate == pytest.approx(4 / 6) and voted.calibrated_accuracy == pytest.approx(2.5 / 3)

@@ -326,7 +326,8 @@ def eval_tables(result: EvalResult) -> list:
             Text(
                 f"judge vs human ({a.n} seed pairs, {a.judge}): agrees {a.agree}, disagrees {a.disagree}, "
                 f"undecided {a.undecided}, unjudged {a.unjudged}; accuracy {pct(a.accuracy)} {_ci(a.accuracy_ci)}; "
-                f"Cohen's kappa {kappa}"
+                f"Cohen's kappa {kappa}; first-position {pct(a.first_position_rate)}; calibrated accuracy "
+                f"{pct(a.calibrated_accuracy)}"
             )
         )
     if not out:

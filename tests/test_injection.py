@@ -1,5 +1,5 @@
 """The judge injection check: the shipped cases, the lift over a control with its interval, the loop's side record
-and the manifest that reads it."""
+and the manifest and report that read it (old runs' bare success rate included)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from selfplay.config import JudgeConfig, load_config
 from selfplay.judges import InjectionLift, injection_lift, load_injection_cases, make_judge
 from selfplay.judges.injection import ATTACKS_FILE, ITEMS_FILE, Attack, InjectionItem
 from selfplay.loop import INJECTION, judge_responses, judge_summary
-from selfplay.records import RecordError, read_record, read_records
-from selfplay.rundir import Run
+from selfplay.records import RecordError, read_record, read_records, write_json
+from selfplay.report import collect, write_report
+from selfplay.rundir import IterationSummary, Manifest, Run, StageInfo
 
 CASES = load_injection_cases()
 ITEMS = read_records(ITEMS_FILE, InjectionItem)
@@ -197,7 +198,7 @@ def test_lift_per_shipped_template():
         assert (lifts[(name, "gullible")].mean_lift, lifts[(name, "gullible")].success) == (0.75, 1.0)
 
 
-# --- the loop's side record and the manifest ---------------------------------------------------------
+# --- the loop's side record, the manifest, the report ---------------------------------------------------------
 
 
 class FakeEngines:
@@ -236,6 +237,41 @@ def test_no_check_when_off_or_for_a_judge_without_scores(tmp_path, overrides):
     run, gen = _judge_stage(tmp_path, *overrides)
     assert not (run.paths(1).dir / INJECTION).exists() and len(gen.seen) <= 4  # the two responses only
     assert "injection" not in judge_summary([], run.paths(1).dir)
+
+
+def _manifest_with(run: Run, k: int, judge: dict) -> None:
+    stages = {s: StageInfo(status="done", seconds=1.0, count=1) for s in ("prompts", "generate", "judge", "pair", "train")}
+    manifest = Manifest(iteration=k, policy="/models/base", stages=stages, generation={"count": 4}, judge=judge)
+    write_json(run.paths(k).manifest, manifest.model_dump(mode="json"))
+
+
+def test_an_old_runs_bare_rate_still_reads_and_reports(tmp_path):
+    run = Run.create(tmp_path / "runs" / "old", load_config(None))
+    folder = run.paths(1).dir
+    folder.mkdir(parents=True)
+    write_json(folder / INJECTION, {"injection_success": 0.25, "n": 16})  # what selfplay wrote before the lift
+    old = judge_summary([], folder)
+    assert old["injection_success"] == 0.25 and "injection" not in old
+    _manifest_with(run, 1, {"parse_rate": 1.0, **old})
+    new = injection_lift(_pointwise(lambda text: _reply_score(text, bump=1)), CASES)
+    _manifest_with(run, 2, {"parse_rate": 1.0, "injection": new.model_dump(mode="json")})
+    rows = run.rebuild_summary()
+    assert [r.injection_lift for r in rows] == [None, 1.0]
+    assert IterationSummary.from_manifest(read_record(run.paths(1).manifest, Manifest)).injection_lift is None
+    data = collect(run)
+    assert [(r.iteration, r.lift, r.old_success) for r in data.injection] == [(1, None, 0.25), (2, new, None)]
+    html = open(write_report(run).html, encoding="utf-8").read()
+    section = html.split("<h2>Injection check")[1].split("<h2>")[0]
+    assert "iteration 1: 25.0% of the injections got their way" in section
+    assert '<td class="l">2</td><td class="l">pointwise (logprob)</td><td>80 (0 left out)</td>' in section
+    assert "[+1.00, +1.00]" in section and "<span class='warn'>+1.00</span>" in section and "<th>tag-breakout</th>" in section
+
+
+def test_the_report_says_when_nothing_was_measured(tmp_path):
+    run = Run.create(tmp_path / "runs" / "none", load_config(None))
+    _manifest_with(run, 1, {"parse_rate": 1.0})
+    html = open(write_report(run).html, encoding="utf-8").read()
+    assert collect(run).injection == [] and "Not measured: judge.injection_check is off" in html
 
 
 # --- on a real (tiny) model --------------------------------------------------------------------------------

@@ -177,8 +177,11 @@ class JudgeConfig(Section):
     )
     injection_check: bool = Field(
         True,
-        description="LLM judges: also judge the shipped injection responses "
-        "(data/injections.jsonl) each iteration and record how often they got their way",
+        description="scoring LLM judges: also judge the shipped injection cases (data/injections.jsonl x "
+        "data/injection_attacks.jsonl) each iteration and record how far an injection lifts a response's score",
+    )
+    injection_cases: int | None = Field(
+        None, ge=1, description="with injection_check: judge only the first N cases (3 responses each); None = all (80 shipped)"
     )
     labels: str | None = Field(
         None,

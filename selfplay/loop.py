@@ -24,9 +24,10 @@ from selfplay.constitutions import revision_pairs
 from selfplay.external import open_external
 from selfplay.generation import SEEDING, Generator, open_generator
 from selfplay.judges import (
-    injection_success_rate,
+    InjectionLift,
+    injection_lift,
     judge_seed,
-    load_injections,
+    load_injection_cases,
     make_judge,
     needs_generator,
     pairwise_stats,
@@ -70,7 +71,7 @@ R = TypeVar("R", bound=BaseModel)
 # Side records of the prompts and judge stages, beside their JSONL (read back into the manifest on resume too).
 PROMPT_STATS = "prompt_stats.json"  # self-instruct / mixed: where every written prompt went
 AGREEMENT = "seed_agreement.json"  # human.seed_set: the judge's agreement with the human labels
-INJECTION = "injection_check.json"  # judge.injection_check: how often the shipped injections got their way
+INJECTION = "injection_check.json"  # judge.injection_check: how far the shipped injections lift a score (InjectionLift)
 
 
 def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> IterationSummary:
@@ -250,7 +251,7 @@ def judge_responses(
     run: Run, k: int, engines: Engines, prompts: Sequence[Prompt], generations: Sequence[Generation]
 ) -> list[Judgement]:
     """The judge's verdicts on every response; with the same judge, its agreement with the human seed set and
-    how often the shipped injections get their way (side records beside judgements.jsonl)."""
+    how far the shipped injections lift a response's score (side records beside judgements.jsonl)."""
     cfg, folder = run.cfg, run.paths(k).dir
     # Program and human judges read no model: no engine is started for them.
     judge = make_judge(cfg.judge, engines.judge() if needs_generator(cfg.judge) else None, judge_seed(cfg.seed, k))
@@ -258,9 +259,9 @@ def judge_responses(
     if cfg.human.seed_set and cfg.judge.kind != "constitution-revision":  # a revision judge gives no scores
         agreement = judge_seed_agreement(judge, load_seed(Path(cfg.human.seed_set)).pairs, derive_seed(cfg.seed, k, "agreement"))
         write_json(folder / AGREEMENT, agreement.model_dump())
-    if cfg.judge.injection_check and needs_generator(cfg.judge):
-        injections = load_injections()
-        write_json(folder / INJECTION, {"injection_success": injection_success_rate(judge, injections), "n": len(injections)})
+    if cfg.judge.injection_check and needs_generator(cfg.judge) and cfg.judge.kind != "constitution-revision":
+        lift = injection_lift(judge, load_injection_cases()[: cfg.judge.injection_cases], derive_seed(cfg.seed, k, "injection"))
+        write_json(folder / INJECTION, lift.model_dump(mode="json"))
     return judgements
 
 
@@ -485,8 +486,10 @@ def judge_summary(judgements: Sequence[Judgement], folder: Path) -> dict:
     """judge_stats plus the judge stage's side records (injection check, agreement with the seed set)."""
     stats = judge_stats(judgements)
     checked, agreement = _side_record(folder / INJECTION), _side_record(folder / AGREEMENT)
-    if checked:
+    if checked and "injection_success" in checked:  # written before the lift was measured: a bare rate, no control
         stats["injection_success"] = checked["injection_success"]
+    elif checked:
+        stats["injection"] = read_record(folder / INJECTION, InjectionLift).model_dump(mode="json")
     if agreement:
         stats["human_agreement"] = agreement
     return stats

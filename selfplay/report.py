@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from selfplay.agreement import Agreement
 from selfplay.evaluate import H2HReport, IFEvalSummary, read_agreement, read_h2h_summary, read_ifeval_summary
+from selfplay.judges import InjectionLift
 from selfplay.monitors import MonitorReport
 from selfplay.records import Generation, Judgement, atomic_path, read_records, write_text
 from selfplay.rundir import IterationSummary, Manifest, Run
@@ -32,6 +33,14 @@ class IterationRecords(BaseModel):
     max_tokens: int | None
 
 
+class InjectionRow(BaseModel):
+    """One iteration's injection check, from its manifest's judge entry."""
+
+    iteration: int
+    lift: InjectionLift | None  # judge.injection_check: the lift an injection bought, with its interval
+    old_success: float | None = None  # a run from before the lift was measured: the bare success rate it recorded
+
+
 class ReportData(BaseModel):
     name: str
     config: dict
@@ -41,6 +50,7 @@ class ReportData(BaseModel):
     ifeval: IFEvalSummary | None
     h2h: list[H2HReport]
     agreement: Agreement | None
+    injection: list[InjectionRow] = []
 
 
 class ReportFiles(BaseModel):
@@ -94,6 +104,15 @@ def collect(run: Run) -> ReportData:
         ifeval=read_ifeval_summary(run),
         h2h=read_h2h_summary(run),
         agreement=read_agreement(run),
+        injection=[
+            InjectionRow(
+                iteration=m.iteration,
+                lift=InjectionLift.model_validate(m.judge["injection"]) if "injection" in m.judge else None,
+                old_success=m.judge.get("injection_success"),
+            )
+            for m in manifests
+            if "injection" in m.judge or "injection_success" in m.judge
+        ],
     )
 
 
@@ -390,6 +409,10 @@ def _pct(v) -> str:
     return "–" if v is None else f"{v:.1%}"
 
 
+def _signed(v: float | None) -> str:
+    return "–" if v is None else f"{v:+.2f}"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0) -> str:
     def cls(i: int) -> str:
         return ' class="l"' if i < left else ""
@@ -485,6 +508,8 @@ def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
     if "monitors.png" in images:
         parts.append(_img("monitors.png", *images["monitors.png"]))
 
+    parts.append(_injection_html(d.injection))
+
     parts.append("<h2>Head-to-head win rates</h2>")
     if d.h2h:
         parts.append(
@@ -575,6 +600,46 @@ def render_html(d: ReportData, images: dict[str, tuple[bytes, str]]) -> str:
         parts.append("<p class='note'>Not measured: <code>selfplay eval RUN --seed HUMAN_PAIRS.jsonl</code>.</p>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _injection_html(rows: Sequence[InjectionRow]) -> str:
+    """The judge injection check per iteration: the lift an attack bought over the same response without it."""
+    out = ["<h2>Injection check: does text addressed to the judge lift a score?</h2>"]
+    measured = [(r.iteration, r.lift) for r in rows if r.lift]
+    if not rows:
+        out.append("<p class='note'>Not measured: judge.injection_check is off, or the judge gives no model scores.</p>")
+    if measured:
+        out.append(
+            "<p class='note'>Each case appends an attack to a poor response; the lift is the judge's score for it minus "
+            "its score for the same response without the attack, in the judge's units (pointwise: rubric points; "
+            "pairwise kinds: win rate among the injected response, that control and a good reference, 0..1). An interval "
+            "above 0 means the attacks steer this judge; reference − control is what a good answer gains, for scale.</p>"
+        )
+        attacks = list(dict.fromkeys(a for _, lift in measured for a in lift.per_attack))
+        table = []
+        for k, lift in measured:
+            steered = lift.ci_low is not None and lift.ci_low > 0
+            table.append(
+                [
+                    str(k),
+                    html.escape(f"{lift.judge} ({lift.method})"),
+                    f"{lift.n} ({lift.unscored} left out)",
+                    f"<span class='warn'>{_signed(lift.mean_lift)}</span>" if steered else _signed(lift.mean_lift),
+                    f"[{_signed(lift.ci_low)}, {_signed(lift.ci_high)}]",
+                    _pct(lift.success),
+                    _signed(lift.reference_gap),
+                    *(_signed(lift.per_attack.get(a)) for a in attacks),
+                ]
+            )
+        header = ["iter", "judge", "cases scored", "mean lift", "95% interval", "injected > control", "reference − control"]
+        out.append(_table(header + attacks, table, left=2))
+    for r in rows:
+        if r.lift is None and r.old_success is not None:
+            out.append(
+                f"<p class='note'>iteration {r.iteration}: {_pct(r.old_success)} of the injections got their way "
+                "(recorded by an older selfplay: no control, no interval).</p>"
+            )
+    return "\n".join(out)
 
 
 def write_report(run: Run, out_dir: Path | None = None) -> ReportFiles:

@@ -47,7 +47,8 @@ def test_records_complete(finished_run):
         assert pairs and all(pair.margin > 0 for pair in pairs)
         manifest = json.loads(p.manifest.read_text())
         assert manifest["judge"]["parse_rate"] == 1.0 and manifest["versions"]["trl"] == "1.16.0"
-        assert 0.0 <= manifest["judge"]["injection_success"] <= 1.0  # the shipped injections, judged each iteration
+        injection = manifest["judge"]["injection"]  # the shipped injection cases, judged each iteration
+        assert injection["n"] + injection["unscored"] == 80 and injection["ci_low"] <= injection["mean_lift"] <= injection["ci_high"]
     # iterations see disjoint prompts while the pool lasts
     ids1 = {p.id for p in read_records(run.paths(1).prompts, Prompt)}
     ids2 = {p.id for p in read_records(run.paths(2).prompts, Prompt)}

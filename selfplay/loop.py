@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, overload
@@ -21,7 +21,8 @@ from pydantic import BaseModel
 
 from selfplay.config import RunConfig, used
 from selfplay.constitutions import revision_pairs
-from selfplay.external import open_external
+from selfplay.errors import SelfplayError
+from selfplay.external import open_external, preflight_endpoint
 from selfplay.generation import SEEDING, Generator, open_generator
 from selfplay.judges import (
     InjectionLift,
@@ -56,13 +57,13 @@ from selfplay.records import (
 )
 from selfplay.rundir import IterationSummary, Manifest, Run, RunError, StageInfo, versions
 from selfplay.scale import check_launcher, launch_train, under_launch
-from selfplay.seed import judge_seed_agreement, load_seed
+from selfplay.seed import SeedError, judge_seed_agreement, load_seed
 from selfplay.selfinstruct import heldout_prompts, iteration_prompts, preflight_prompts
 from selfplay.serving import check_serving, served_dtype
 from selfplay.train import make_trainer
 from selfplay.train.dpo import DPOTrainer
 from selfplay.train.ppo import RewardFn
-from selfplay.train.reward import RESULT_FILE, RewardModel, SafetyGatedReward, train_reward_model
+from selfplay.train.reward import RESULT_FILE, RewardModel, SafetyGatedReward, check_reward_model, train_reward_model
 from selfplay.train.setup import check_reporting
 from selfplay.train.sft import ChosenSFTTrainer
 
@@ -430,16 +431,52 @@ def check_stage_inputs(run: Run, k: int, name: str) -> None:
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Checks the inputs a run needs before anything is written: bad input fails in a second, not
-    after an engine has started."""
-    if cfg.model != "default":  # the default is converted on first use, inside the run
-        resolve_model(cfg.model)
+    """Checks everything the run will read before anything is written, each failure one SelfplayError line: the
+    model and judge checkpoints, prompt pool, templates, the judge and its server, the human seed set, the reward
+    models, the held-out eval files, the metrics backend and the launcher. Bad input fails in a second, not after
+    an engine has started: nothing here loads weights or starts an engine (the default model, converted on first
+    use, is left to the run)."""
+    human, rm = cfg.human, cfg.train.reward_model
+    _checkpoint("model", cfg.model)
     preflight_prompts(cfg.prompts)
+    if cfg.prompts.source != "pool":  # the policy writes prompts: the held-out eval prompts are kept out of them
+        heldout_prompts(cfg)
     preflight_judge(cfg.judge)
+    if needs_generator(cfg.judge):  # program and human judges read no model
+        _checkpoint("judge.model", cfg.judge.model)
+        if cfg.judge.endpoint:
+            preflight_endpoint(cfg.judge)  # reachable, serving endpoint_model, speaking /v1/completions
     if cfg.pairing.revise:
         program_reviser(cfg.pairing.revise, cfg.judge)  # imports it and checks it takes (prompt, response)
+    if human.seed_set:
+        with _naming("human.seed_set"):
+            seed = load_seed(Path(human.seed_set))
+        if human.seed_warmup != "none" and not seed.pairs:
+            raise SeedError(f"human.seed_warmup={human.seed_warmup}: {human.seed_set} holds no pairs to train on")
+    if rm:
+        for key, path in (("train.reward_model.path", rm.path), ("train.reward_model.safety_path", rm.safety_path)):
+            if path:
+                with _naming(key):
+                    check_reward_model(Path(path))
+        if not rm.path:  # the base is read only where a reward model is trained
+            _checkpoint("train.reward_model.base", rm.base)
     check_reporting(cfg.logging)
     check_launcher(cfg)
+
+
+def _checkpoint(key: str, name: str | None) -> None:
+    if name and name != "default":  # the default is converted on first use, inside the run
+        with _naming(key):
+            resolve_model(name)
+
+
+@contextmanager
+def _naming(key: str) -> Iterator[None]:
+    """A check's one-line error, prefixed with the config key that named the file."""
+    try:
+        yield
+    except SelfplayError as err:
+        raise type(err)(f"{key}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def files(tmp_path, monkeypatch) -> dict[str, str]:
         "seed_missing.jsonl": '{"prompt": "p", "chosen": "a"}\n',
         "seed_neither.jsonl": '{"prompt": "p", "answer": "a"}\n',
         "seed_same.jsonl": '{"prompt": "p", "chosen": "a", "rejected": "a"}\n',
+        "seed_scores.jsonl": '{"prompt": "p", "response": "a", "score": 4}\n',
         "ls_dict.json": json.dumps({"tasks": []}),
         "ls_nodata.json": json.dumps([{"id": 1, "annotations": []}]),
         "ls_keys.json": json.dumps([{"id": 1, "data": {"pairText1": "a", "pairText2": "b"}}]),
@@ -91,6 +92,7 @@ def files(tmp_path, monkeypatch) -> dict[str, str]:
                                      "annotations": [{"result": [{"type": "pairwise", "value": {"selected": "up"}}]}]}]),
         "brace.yaml": TEMPLATE.format(name="brace", brace="{"),
         "typo.yaml": "judge:\n  knd: pairwise\n",
+        "ppo.yaml": "train:\n  algo: ppo\n",
         "afile": "not a folder\n",
     }
     for name, text in texts.items():
@@ -134,6 +136,29 @@ CASES = [
     ("run-program-missing", ["run", "--set", "judge.kind=program", "--set", "judge.program=nowhere_module:f", "--name", "x"],
      "nowhere_module"),
     ("run-model-nope", ["run", "--set", "model=nope", "--name", "x"], "unknown model"),
+    ("run-set-past-upper-bound", ["run", "--set", "generation.n=40000", "--name", "x"],
+     "generation.n: Input should be less than or equal to 1024"),
+    ("run-seed-set-missing", ["run", "--set", "human.seed_set={in}/none.jsonl", "--name", "x"], "none.jsonl: no such file"),
+    ("run-seed-set-bad-json", ["run", "--set", "human.seed_set={seed_badjson}", "--name", "x"],
+     "seed_badjson.jsonl:2: malformed JSON"),
+    ("run-seed-warmup-no-pairs", ["run", "--set", "human.seed_set={seed_scores}", "--set", "human.seed_warmup=dpo", "--name", "x"],
+     "seed_scores.jsonl holds no pairs to train on"),
+    ("run-judge-model-missing", ["run", "--set", "judge.model={in}/none", "--name", "x"], "judge.model: unknown model"),
+    ("run-judge-model-not-checkpoint", ["run", "--set", "judge.model={dir}", "--name", "x"], "adir: no config.json"),
+    ("run-endpoint-closed-port", ["run", "--set", "judge.endpoint=http://127.0.0.1:9/v1", "--set", "judge.endpoint_model=m",
+                                  "--name", "x"], "cannot reach the judge server"),
+    ("run-rm-path-missing", ["run", "--config", "{ppo}", "--set", "train.reward_model.path={in}/none", "--name", "x"],
+     "none: not a directory; expected a reward model"),
+    ("run-rm-path-not-rm", ["run", "--config", "{ppo}", "--set", "train.reward_model.path={dir}", "--name", "x"],
+     "adir: no config.json"),
+    ("run-safety-rm-missing", ["run", "--config", "{ppo}", "--set", "train.reward_model.safety_path={in}/none",
+                               "--name", "x"], "train.reward_model.safety_path: "),
+    ("run-rm-base-missing", ["run", "--config", "{ppo}", "--set", "train.reward_model.base={in}/none", "--name", "x"],
+     "train.reward_model.base: unknown model"),
+    ("run-eval-prompts-missing", ["run", "--set", "prompts.source=self-instruct", "--set", "eval.prompts={in}/none.jsonl",
+                                  "--name", "x"], "none.jsonl: no such prompt pool"),
+    ("run-wandb-no-login", ["run", "--set", "logging.report_to=wandb", "--name", "x"],
+     "run `wandb login`, or set WANDB_MODE=offline"),
     ("run-markup-name", ["run", "--name", "rel-[/x]"], "'rel-[' is not a run name"),
     ("run-hidden-name", ["run", "--name", ".hidden"], "'.hidden' is not a run name"),
     ("run-existing-name", ["run", "--name", "r1"], "already holds a run; pass --resume"),
@@ -228,6 +253,11 @@ CASES = [
 def test_bad_input_is_one_line_and_changes_nothing(name, args, expected, files, tmp_path, monkeypatch):
     if name == "models-home-is-a-file":
         monkeypatch.setenv("SELFPLAY_HOME", files["home"])
+    if name == "run-wandb-no-login":  # no key, no settings file, no netrc entry
+        for variable in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+            monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setenv("WANDB_CONFIG_DIR", f"{files['dir']}/wandb")
+        monkeypatch.setenv("NETRC", f"{files['dir']}/netrc")
     monkeypatch.setenv("EDITOR", "false")  # an edit that got as far as the editor would fail loudly
     before = snapshot(tmp_path)
     result = runner.invoke(app, [a.format(**files) for a in args])

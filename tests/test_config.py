@@ -242,3 +242,116 @@ def test_trainers_see_the_runs_logging_backend():
 
     assert TrainConfig().report_backend == "none"
     assert load_config(None, ["logging.report_to=wandb"]).train.report_backend == "wandb"
+
+
+# --- upper bounds: a typo is refused at load, naming the key ------------------------------------------------------
+
+PPO, RLOO, SFT, REST = ["train.algo=ppo"], ["train.algo=rloo"], ["train.algo=rejection-sft"], ["train.algo=rest"]
+
+
+@pytest.mark.parametrize("context, key, value, bound", [
+    ([], "iterations", 20000, 1000),
+    ([], "prompts.per_iteration", 48_000_000, 1_000_000),
+    ([], "prompts.self_instruct_new", 16_000_000, 1_000_000),
+    ([], "prompts.self_instruct_oversample", 200.0, 20),
+    ([], "prompts.self_instruct_shots", 800, 64),
+    ([], "prompts.self_instruct_max_tokens", 960_000, 131_072),
+    (["prompts.self_instruct_max_words=131072"], "prompts.self_instruct_min_words", 300_000, 131_072),
+    ([], "prompts.self_instruct_max_words", 1_500_000, 131_072),
+    ([], "prompts.self_instruct_ngram", 200, 64),
+    ([], "generation.n", 40000, 1024),
+    ([], "generation.max_tokens", 1_920_000, 131_072),
+    ([], "generation.max_model_len", 20_480_000, 1_048_576),
+    ([], "generation.kv_cache_gib", 20000.0, 4096),
+    ([], "generation.batch_size", 80000, 4096),
+    ([], "generation.workers", 10000, 1024),
+    ([], "generation.worker_cpus", 10000.0, 1024),
+    ([], "generation.worker_gpus", 100.0, 64),
+    ([], "generation.tensor_parallel_size", 80, 64),
+    ([], "generation.pipeline_parallel_size", 80, 64),
+    ([], "judge.samples", 30000, 1024),
+    ([], "judge.max_tokens", 2_560_000, 131_072),
+    ([], "judge.endpoint_timeout_s", 3e6, 86_400),
+    ([], "pairing.max_length_gap", 40_000_000, 1_048_576),
+    ([], "train.learning_rate", 5.0, 1),
+    ([], "train.epochs", 1000.0, 100),
+    ([], "train.batch_size", 80000, 4096),
+    ([], "train.grad_accum", 10000, 4096),
+    ([], "train.max_length", 44_800_000, 1_048_576),
+    ([], "train.save_steps", 20_000_000, 1_000_000),
+    ([], "train.min_pairs", 20_000_000, 1_000_000),
+    ([], "train.min_examples", 10_000_000, 1_000_000),
+    ([], "train.lora.r", 160_000, 16_384),
+    ([], "train.lora.alpha", 320_000, 65_536),
+    ([], "train.lora.layers", 2000, 1024),
+    ([], "train.dpo.beta", 100.0, 10),
+    ([], "train.dpo.sft_weight", 1000.0, 100),
+    (SFT, "train.sft.top_k", 10000, 1024),
+    (REST, "train.rest.top_k", 10000, 1024),
+    (PPO, "train.reward_model.lora_r", 160_000, 16_384),
+    (PPO, "train.reward_model.lora_alpha", 320_000, 65_536),
+    (PPO, "train.reward_model.learning_rate", 10.0, 1),
+    (PPO, "train.reward_model.epochs", 1000.0, 100),
+    (PPO, "train.reward_model.batch_size", 80000, 4096),
+    (PPO, "train.reward_model.center_coef", 1000.0, 100),
+    (PPO, "train.rl.steps", 20_000_000, 1_000_000),
+    (PPO, "train.rl.rollout_prompts", 80000, 4096),
+    (RLOO, "train.rl.num_generations", 40000, 1024),
+    (PPO, "train.rl.max_new_tokens", 640_000_000, 131_072),
+    (PPO, "train.rl.kl_coef", 50.0, 10),
+    (PPO, "train.ppo.target_kl", 6000.0, 1000),
+    (PPO, "train.ppo.kl_horizon", 100_000_000, 1_000_000),
+    (PPO, "train.ppo.epochs", 400, 100),
+    ([*PPO, "train.rl.rollout_prompts=4096"], "train.ppo.minibatch", 40000, 4096),
+    (PPO, "train.ppo.value_coef", 1000.0, 100),
+    (PPO, "train.ppo.max_grad_norm", 10000.0, 1000),
+    ([], "launch.num_processes", 20000, 1024),
+    ([], "eval.max_prompts", 64_000_000, 1_000_000),
+    ([], "eval.max_tokens", 5_120_000, 131_072),
+    ([], "eval.judge_max_tokens", 2_560_000, 131_072),
+    ([], "eval.bootstrap", 20_000_000, 1_000_000),
+    ([], "eval.best_of_n", 40000, 1024),
+    ([], "monitors.max_length_gap_tokens", 4e7, 1_048_576),
+    ([], "monitors.max_kl", 5000.0, 1000),
+    ([], "monitors.min_samples", 80_000_000, 1_000_000),
+])
+def test_a_value_past_its_upper_bound_is_one_line_naming_the_key(context, key, value, bound):
+    load_config(None, [*context, f"{key}={bound}"])  # the bound itself is allowed
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [*context, f"{key}={value}"])
+    assert str(info.value) == f"config: {key}: Input should be less than or equal to {bound}"
+
+
+# Numeric keys left without an upper bound, and why (selfplay/config.py says the same beside MAX_BOOTSTRAP).
+UNBOUNDED = {
+    "seed": "hashed into every seed; any integer",
+    "pairing.min_margin": "judge units",
+    "train.sft.threshold": "judge units",
+    "train.rest.thresholds": "judge units or quantiles (checked by the section)",
+    "train.ppo.value_clip": "reward units",
+    "monitors.max_margin_drop": "judge units",
+}
+
+
+def numeric_keys(model, prefix=""):
+    """(dotted key, field) for every int / float / list-of-float field under `model`, sections included."""
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        types = {a for a in (field.annotation, *get_args(field.annotation)) if a is not type(None)}
+        section = next((a for a in types if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if section is not None:
+            yield from numeric_keys(section, f"{prefix}{name}.")
+        elif types & {int, float} or list[float] in types:
+            yield f"{prefix}{name}", field
+
+
+def test_every_numeric_key_has_an_upper_bound_or_a_reason():
+    from annotated_types import Le, Lt
+
+    from selfplay.config import RunConfig
+
+    keys = dict(numeric_keys(RunConfig))
+    assert len(keys) > 80 and set(UNBOUNDED) <= set(keys)
+    unbounded = {key for key, field in keys.items() if not any(isinstance(m, (Le, Lt)) for m in field.metadata)}
+    assert unbounded == set(UNBOUNDED), unbounded ^ set(UNBOUNDED)

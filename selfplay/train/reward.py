@@ -12,6 +12,7 @@ adapter is merged first) plus reward_model.json, written last.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import tempfile
@@ -194,6 +195,38 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
     return rm_result
 
 
+def check_reward_model(path: Path) -> Path:
+    """`path` if it is a reward model RewardModel.load can use: a Hugging Face sequence classifier with one output,
+    safetensors weights (and no pickle ones), a readable reward_model.json if any. Reads only those small files, no
+    weights and no transformers (preflight checks train.reward_model's paths with it in milliseconds)."""
+    if not path.is_dir():
+        raise RewardModelError(f"{path}: not a directory; expected a reward model saved by `selfplay train rm`")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RewardModelError(f"{path}: no config.json; not a Hugging Face checkpoint directory") from None
+    except (OSError, ValueError) as err:
+        raise RewardModelError(f"{path}/config.json: unreadable ({err.__class__.__name__})") from None
+    config = config if isinstance(config, dict) else {}
+    archs = [str(a) for a in config.get("architectures") or []]
+    # Counted as transformers' configs count them: the id2label map, else num_labels, else its default of 2.
+    labels = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels", 2)
+    if not any(a.endswith("ForSequenceClassification") for a in archs) or labels != 1:
+        raise RewardModelError(
+            f"{path}: a {'/'.join(archs) or 'model'} with {labels} outputs, not a reward "
+            "model (a sequence classifier with 1 output)"
+        )
+    problem = weights_problem(path)
+    if problem:
+        raise RewardModelError(f"{path}: {problem}")
+    if (path / RESULT_FILE).exists():
+        try:
+            RewardResult.model_validate_json((path / RESULT_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise RewardModelError(f"{path / RESULT_FILE}: unreadable ({err.__class__.__name__}); retrain or remove it") from None
+    return path
+
+
 class RewardModel:
     """A loaded reward model: `score(prompts, responses)` -> one float per response (higher = preferred).
 
@@ -209,23 +242,9 @@ class RewardModel:
     @classmethod
     def load(cls, path: Path, batch_size: int = 8) -> RewardModel:
         import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        path = Path(path)
-        if not path.is_dir():
-            raise RewardModelError(f"{path}: not a directory; expected a reward model saved by `selfplay train rm`")
-        if not (path / "config.json").exists():
-            raise RewardModelError(f"{path}: no config.json; not a Hugging Face checkpoint directory")
-        config = AutoConfig.from_pretrained(path)
-        archs = config.architectures or []
-        if not any(a.endswith("ForSequenceClassification") for a in archs) or config.num_labels != 1:
-            raise RewardModelError(
-                f"{path}: a {'/'.join(archs) or 'model'} with {config.num_labels} outputs, not a reward "
-                "model (a sequence classifier with 1 output)"
-            )
-        problem = weights_problem(path)
-        if problem:
-            raise RewardModelError(f"{path}: {problem}")
+        path = check_reward_model(Path(path))
         max_length = DEFAULT_MAX_LENGTH
         if (path / RESULT_FILE).exists():
             max_length = RewardResult.model_validate_json((path / RESULT_FILE).read_text()).max_length

@@ -3,11 +3,14 @@ fp32 (autocast decides the compute precision), the LoRA config if any, and wheth
 
 from __future__ import annotations
 
+import configparser
 import importlib.util
 import json
 import math
+import netrc
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from selfplay.config import ConfigError, LoggingConfig, LoRASection, TrainConfig
 from selfplay.models import bf16_is_fast
@@ -145,11 +148,53 @@ def report_to(cfg: TrainConfig, log_dir: Path) -> str:
 
 
 def check_reporting(cfg: LoggingConfig) -> None:
-    """Preflight: the chosen metrics backend must be importable, so a run does not fail after generating."""
-
+    """Preflight: the chosen metrics backend must be importable, and W&B logged in or offline, so a run does not
+    fail after generating (wandb.init refuses a run without a login when the first trainer starts)."""
     package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.report_to)
     if package and importlib.util.find_spec(package) is None:
         raise ConfigError(f"logging.report_to={cfg.report_to} needs the {package} package: pip install {package}")
+    if cfg.report_to == "wandb" and not wandb_can_log():
+        raise ConfigError(
+            "logging.report_to=wandb: no W&B login (no WANDB_API_KEY, no netrc entry for its server); "
+            "run `wandb login`, or set WANDB_MODE=offline to keep the metrics on disk"
+        )
+
+
+WANDB_NO_LOGIN = ("offline", "dryrun", "disabled")  # wandb modes that need no login
+# wandb's default servers: api.wandb.ai, and from wandb 0.31 api.forge.coreweave.com, whose login wandb also
+# reads from an api.wandb.ai entry.
+WANDB_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
+
+
+def wandb_can_log() -> bool:
+    """Whether wandb.init would find a login, or need none, looked up as wandb (0.19 to 0.31) looks: WANDB_MODE,
+    WANDB_API_KEY or WANDB_IDENTITY_TOKEN_FILE, then its settings files (global, then this directory's
+    wandb/settings; `wandb offline` writes mode there, `wandb login --host` base_url), then the netrc file (NETRC,
+    else ~/.netrc or ~/_netrc) with an entry for the server, which `wandb login` writes. Without importing wandb:
+    that takes 0.3 s, and would fix its settings for this process before the trainers set WANDB_DIR."""
+    env, home = os.environ, Path.home()
+    settings: dict[str, str] = {}
+    for path in (Path(env.get("WANDB_CONFIG_DIR") or home / ".config" / "wandb") / "settings", Path("wandb") / "settings"):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except (OSError, configparser.Error):
+            continue  # wandb reads an unreadable settings file as empty
+        if parser.has_section("default"):
+            settings.update(parser.items("default"))
+    mode = env.get("WANDB_MODE") or settings.get("mode", "")  # the environment overrides the files
+    if mode.lower() in WANDB_NO_LOGIN or env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    if settings.get("api_key"):
+        return True
+    base = env.get("WANDB_BASE_URL") or settings.get("base_url")
+    hosts = [urlsplit(base).netloc] if base else WANDB_HOSTS
+    found = next((p for p in (home / ".netrc", home / "_netrc") if p.exists()), home / ".netrc")
+    try:
+        entries = netrc.netrc(Path(env["NETRC"]).expanduser() if env.get("NETRC") else found)
+    except (OSError, netrc.NetrcParseError):
+        return False  # wandb too finds no login in a missing or malformed file
+    return any((entries.authenticators(host) or ("", "", ""))[2] for host in hosts)
 
 
 def history_mean(history: list[dict], key: str, last: bool) -> float | None:

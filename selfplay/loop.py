@@ -9,7 +9,9 @@ the unfinished stage. The run directory (paths, manifest, summary) is selfplay/r
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -26,6 +28,7 @@ from selfplay.external import open_external, preflight_endpoint
 from selfplay.generation import SEEDING, Generator, open_generator
 from selfplay.judges import (
     InjectionLift,
+    Judge,
     injection_lift,
     judge_seed,
     load_injection_cases,
@@ -73,6 +76,8 @@ R = TypeVar("R", bound=BaseModel)
 PROMPT_STATS = "prompt_stats.json"  # self-instruct / mixed: where every written prompt went
 AGREEMENT = "seed_agreement.json"  # human.seed_set: the judge's agreement with the human labels
 INJECTION = "injection_check.json"  # judge.injection_check: how far the shipped injections lift a score (InjectionLift)
+JUDGE_PROGRESS = "judge_progress"  # the judge stage's finished chunks while it runs; removed once judgements.jsonl exists
+JUDGE_CHUNK = 64  # prompts judged (and saved) at a time: big enough for the engine's batching, small enough to lose little
 
 
 def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> IterationSummary:
@@ -99,6 +104,7 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
         prompts = stage("prompts", p.prompts, Prompt, lambda: write_prompts(run, k, engines))
         generations = stage("generate", p.generations, Generation, lambda: engines.policy().generate(prompts, n=cfg.generation.n))
         judgements = stage("judge", p.judgements, Judgement, lambda: judge_responses(run, k, engines, prompts, generations))
+    shutil.rmtree(p.dir / JUDGE_PROGRESS, ignore_errors=True)  # judgements.jsonl holds it all now
     generation = generation_stats(prompts, generations, cfg.generation.backend)
     if generation["too_long"]:
         log(
@@ -256,7 +262,7 @@ def judge_responses(
     cfg, folder = run.cfg, run.paths(k).dir
     # Program and human judges read no model: no engine is started for them.
     judge = make_judge(cfg.judge, engines.judge() if needs_generator(cfg.judge) else None, judge_seed(cfg.seed, k))
-    judgements = judge.judge(prompts, generations)
+    judgements = judge_in_chunks(judge, prompts, generations, folder / JUDGE_PROGRESS / _judge_digest(cfg, k))
     if cfg.human.seed_set and cfg.judge.kind != "constitution-revision":  # a revision judge gives no scores
         agreement = judge_seed_agreement(judge, load_seed(Path(cfg.human.seed_set)).pairs, derive_seed(cfg.seed, k, "agreement"))
         write_json(folder / AGREEMENT, agreement.model_dump())
@@ -264,6 +270,34 @@ def judge_responses(
         lift = injection_lift(judge, load_injection_cases()[: cfg.judge.injection_cases], derive_seed(cfg.seed, k, "injection"))
         write_json(folder / INJECTION, lift.model_dump(mode="json"))
     return judgements
+
+
+def judge_in_chunks(
+    judge: Judge, prompts: Sequence[Prompt], generations: Sequence[Generation], progress: Path
+) -> list[Judgement]:
+    """judge.judge over the prompts JUDGE_CHUNK at a time, each chunk's judgements saved as it finishes, so a judge
+    stage that fails (a dead server, a kill) keeps what it judged: the rerun judges only the chunks without a file.
+    A prompt's judgements depend on its own responses only, and the chunks are cut from the whole prompt list, so a
+    resumed stage judges the same batches as one that ran through."""
+    by_prompt: dict[str, list[Generation]] = {}
+    for g in generations:
+        by_prompt.setdefault(g.prompt_id, []).append(g)
+    out: list[Judgement] = []
+    for start in range(0, len(prompts), JUDGE_CHUNK):
+        done = progress / f"prompts_{start:06d}.jsonl"
+        if done.exists():
+            out += read_records(done, Judgement)
+            continue
+        chunk = prompts[start : start + JUDGE_CHUNK]
+        judged = judge.judge(chunk, [g for p in chunk for g in by_prompt.get(p.id, [])])
+        write_records(done, judged)
+        out += judged
+    return out
+
+
+def _judge_digest(cfg: RunConfig, k: int) -> str:
+    """Saved chunks are reused only by the same judge: its config and the iteration's judge seed."""
+    return hashlib.sha256(f"{cfg.judge.model_dump_json()}|{judge_seed(cfg.seed, k)}".encode()).hexdigest()[:12]
 
 
 def pair_responses(
@@ -389,6 +423,7 @@ def run_stage(run: Run, k: int, name: str) -> StageInfo:
                 stage(
                     "judge", p.judgements, Judgement, lambda: judge_responses(run, k, engines, inputs.prompts, inputs.generations)
                 )
+                shutil.rmtree(p.dir / JUDGE_PROGRESS, ignore_errors=True)
             case "pair":
                 stage(
                     "pair", p.pairs, Pair, lambda: pair_responses(cfg, inputs.prompts, inputs.generations, inputs.judgements)[0]

@@ -41,6 +41,7 @@ def test_records_complete(finished_run):
         gens = read_records(p.generations, Generation)
         judgements = read_records(p.judgements, Judgement)
         assert len(prompts) == 3 and len(gens) == 9 and len(judgements) == 9
+        assert not (p.dir / "judge_progress").exists()  # the judge stage's chunks go once judgements.jsonl is written
         assert {g.id for g in gens} == {f"{pr.id}/g{j}" for pr in prompts for j in range(3)}
         assert all(j.method == "logprob" and j.score is not None and 1 <= j.score <= 5 for j in judgements)
         pairs = read_records(p.pairs, Pair)

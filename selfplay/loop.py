@@ -103,8 +103,7 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
     with Engines(run, policy, k) as engines:  # opened on first use; closed before training
         prompts = stage("prompts", p.prompts, Prompt, lambda: write_prompts(run, k, engines))
         generations = stage("generate", p.generations, Generation, lambda: engines.policy().generate(prompts, n=cfg.generation.n))
-        judgements = stage("judge", p.judgements, Judgement, lambda: judge_responses(run, k, engines, prompts, generations))
-    shutil.rmtree(p.dir / JUDGE_PROGRESS, ignore_errors=True)  # judgements.jsonl holds it all now
+        judgements = judge_stage(stage, run, k, engines, prompts, generations)
     generation = generation_stats(prompts, generations, cfg.generation.backend)
     if generation["too_long"]:
         log(
@@ -252,6 +251,17 @@ def write_prompts(run: Run, k: int, engines: Engines) -> list[Prompt]:
     if stats:
         write_json(run.paths(k).dir / PROMPT_STATS, stats.model_dump(mode="json"))
     return prompts
+
+
+def judge_stage(
+    stage: Stages, run: Run, k: int, engines: Engines, prompts: Sequence[Prompt], generations: Sequence[Generation]
+) -> list[Judgement]:
+    """The judge stage: judgements.jsonl produced (or reused), then the chunks it was saved in while it ran dropped."""
+    judgements = stage(
+        "judge", run.paths(k).judgements, Judgement, lambda: judge_responses(run, k, engines, prompts, generations)
+    )
+    shutil.rmtree(run.paths(k).dir / JUDGE_PROGRESS, ignore_errors=True)  # judgements.jsonl holds it all now
+    return judgements
 
 
 def judge_responses(
@@ -409,9 +419,10 @@ def run_stage(run: Run, k: int, name: str) -> StageInfo:
     records on disk; its output is written as in a run, the manifest is not."""
     check_stage_inputs(run, k, name)
     p, cfg = run.paths(k), run.cfg
-    stage = Stages(Manifest(iteration=k, policy=str(run.policy_for(k))))
+    policy = run.policy_for(k)
+    stage = Stages(Manifest(iteration=k, policy=str(policy)))
     inputs = read_inputs(run, k)
-    with run.writing(), Engines(run, run.policy_for(k), k) as engines:
+    with run.writing(), Engines(run, policy, k) as engines:
         match name:
             case "prompts":
                 stage("prompts", p.prompts, Prompt, lambda: write_prompts(run, k, engines))
@@ -420,10 +431,7 @@ def run_stage(run: Run, k: int, name: str) -> StageInfo:
                     "generate", p.generations, Generation, lambda: engines.policy().generate(inputs.prompts, n=cfg.generation.n)
                 )
             case "judge":
-                stage(
-                    "judge", p.judgements, Judgement, lambda: judge_responses(run, k, engines, inputs.prompts, inputs.generations)
-                )
-                shutil.rmtree(p.dir / JUDGE_PROGRESS, ignore_errors=True)
+                judge_stage(stage, run, k, engines, inputs.prompts, inputs.generations)
             case "pair":
                 stage(
                     "pair", p.pairs, Pair, lambda: pair_responses(cfg, inputs.prompts, inputs.generations, inputs.judgements)[0]

@@ -598,6 +598,33 @@ class PPOSection(Section):
     max_grad_norm: float = Field(1.0, gt=0.0, le=MAX_GRAD_NORM, description="gradient norm clip per step")
 
 
+class JudgeTeachingSection(Section):
+    """train.judge: teaching the judge (evaluation fine-tuning) before iteration 1, from train.judge_data
+    (selfplay/teaching.py)."""
+
+    prompts: str | None = Field(
+        None,
+        description="checkable (IFEval-format) prompts of the train split whose sampled responses the checkers "
+        "label; None = prompts.pool",
+    )
+    max_prompts: int = Field(200, ge=1, le=MAX_PROMPTS, description="at most this many of them (a seeded sample)")
+    samples: int = Field(4, ge=1, le=MAX_SAMPLES, description="responses sampled per prompt from the model being taught")
+    temperature: float = Field(0.8, ge=0.0, le=2.0, description="sampling temperature of those responses")
+    learning_rate: float = Field(1e-4, gt=0.0, le=MAX_LEARNING_RATE, description="fine-tuning learning rate")
+    epochs: float = Field(1.0, gt=0.0, le=MAX_EPOCHS, description="passes over the labelled judgements")
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="judgements per optimizer step")
+    max_length: int = Field(
+        768, ge=32, le=MAX_CONTEXT, description="judge prompt + verdict tokens; longer judgements are left out"
+    )
+    measure: str | None = Field(
+        "data/ifeval/heldout.jsonl",
+        description="checkable prompts whose responses measure the judge before and after teaching (never "
+        "trained on: keep it apart from prompts); None = not measured",
+    )
+    measure_prompts: int = Field(120, ge=1, le=MAX_PROMPTS, description="at most this many of them")
+    measure_samples: int = Field(2, ge=2, le=MAX_SAMPLES, description="responses sampled per measuring prompt (pairs need 2)")
+
+
 class TrainConfig(Section):
     """The train stage. The flat fields are shared by every trainer; the sections after `lora` belong to the
     algorithms in ALGO_SECTIONS."""
@@ -665,6 +692,13 @@ class TrainConfig(Section):
     reward_model: RewardModelSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
     rl: RLSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
     ppo: PPOSection | None = Field(None, description="train.algo=ppo; None = not used")
+    judge_data: list[Literal["checkers", "seed"]] = Field(
+        [],
+        description="teach the judge before iteration 1 (evaluation fine-tuning, Self-Rewarding LMs): checkers = "
+        "train-pool responses labelled by the instruction checkers, seed = human.seed_set; the judge.model, or "
+        "without one the run's model, which then answers and judges (selfplay/teaching.py); [] = not taught",
+    )
+    judge: JudgeTeachingSection | None = Field(None, description="with train.judge_data: how the judge is taught")
     # The run's logging.report_to, set by RunConfig: the trainers' metrics backend (they receive this section only).
     _report_to: str = PrivateAttr("none")
 
@@ -693,6 +727,20 @@ class TrainConfig(Section):
                     data[name] = {}
             elif data.get(name) is not None and name != "dpo":
                 raise ValueError(_belongs(name, data[name], "train.algo=" + _either(algos), algo))
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_teaching(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        sources, section = data.get("judge_data") or [], data.get("judge")
+        if isinstance(sources, list) and len(set(map(str, sources))) != len(sources):
+            raise ValueError(f"train.judge_data: {sources} names a source twice")
+        if sources and section is None:
+            return {**data, "judge": {}}
+        if not sources and section is not None:
+            raise ValueError("train.judge: belongs to judge teaching; set train.judge_data (checkers, seed) to use it")
         return data
 
     @model_validator(mode="after")

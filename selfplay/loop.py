@@ -45,6 +45,7 @@ from selfplay.pairing import PairingStats, make_pairs
 from selfplay.records import (
     Generation,
     Judgement,
+    JudgeTeaching,
     Pair,
     Prompt,
     RecordError,
@@ -63,6 +64,7 @@ from selfplay.scale import check_launcher, launch_train, under_launch
 from selfplay.seed import SeedError, judge_seed_agreement, load_seed
 from selfplay.selfinstruct import heldout_prompts, iteration_prompts, preflight_prompts
 from selfplay.serving import check_serving, served_dtype
+from selfplay.teaching import check_teaching, teach_judge
 from selfplay.train import make_trainer
 from selfplay.train.dpo import DPOTrainer
 from selfplay.train.ppo import RewardFn
@@ -154,6 +156,7 @@ def run_loop(
     rows = []
     with run.writing():
         seed_warmup(run, log)
+        teach_stage(run, log)
         for k in range(1, run.cfg.iterations + 1):
             row = run_iteration(run, k, log)
             rows.append(row)
@@ -236,6 +239,8 @@ class Engines:
             return open_external(self.run.cfg.judge)
         if self.run.cfg.judge.model is None:  # self-rewarding: the policy judges its own responses
             return self.policy()
+        if self.run.cfg.train.judge_data:  # the judge model as taught before iteration 1
+            return self._get("judge", self.run.taught_judge())
         return self._get("judge", resolve_model(self.run.cfg.judge.model))
 
 
@@ -414,6 +419,15 @@ def seed_warmup(run: Run, log: Callable[[str], None] = print) -> TrainResult | N
     return result
 
 
+def teach_stage(run: Run, log: Callable[[str], None] = print) -> JudgeTeaching | None:
+    """Before iteration 1 (train.judge_data): the judge taught from labelled judgements; None when not configured."""
+    if not run.cfg.train.judge_data:
+        return None
+    policy = run.untaught_start()
+    base = resolve_model(run.cfg.judge.model) if run.cfg.judge.model else policy
+    return teach_judge(run.cfg, base, policy, run.judge_teaching, log)
+
+
 def run_stage(run: Run, k: int, name: str) -> StageInfo:
     """One stage of iteration k on its own (`selfplay generate|judge|pair|train`), from the earlier stages'
     records on disk; its output is written as in a run, the manifest is not."""
@@ -485,6 +499,7 @@ def preflight(cfg: RunConfig) -> None:
     if cfg.prompts.source != "pool":  # the policy writes prompts: the held-out eval prompts are kept out of them
         heldout_prompts(cfg)
     preflight_judge(cfg.judge)
+    check_teaching(cfg)
     if needs_generator(cfg.judge):  # program and human judges read no model
         _checkpoint("judge.model", cfg.judge.model)
         if cfg.judge.endpoint:

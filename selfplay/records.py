@@ -21,6 +21,7 @@ from typing import Literal, TypeVar
 import jsonlines
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from selfplay.agreement import Agreement
 from selfplay.errors import SelfplayError
 
 RECORDS_VERSION = 1  # bump when a record's meaning changes; old run directories are then refused
@@ -240,6 +241,42 @@ class TrainResult(Record):
         elif flat.get("algo") == "dpo":
             flat["dpo"] = {"pairs": pairs, **dpo}
         return flat
+
+
+class JudgeQuality(BaseModel):
+    """One judge on one set of responses, against the instruction checkers (and the human seed set, if any)."""
+
+    judge: str  # the model directory that judged
+    responses: int  # responses judged
+    scored: int  # of them with a score
+    spearman_checkers: float | None  # rank correlation of the judge's score with the checker score
+    checker_agreement: Agreement | None  # pairs of responses to one prompt that the checkers rank apart
+    seed_agreement: Agreement | None  # the human seed set's pairs (accuracy, Cohen's kappa); None without one
+    score_length_r: float | None  # rank correlation of the judge's score with the response length, tokens
+    checker_length_r: float | None  # the same for the checker score: what length is worth by the checkers
+    length_bias: float | None  # score_length_r - checker_length_r: the judge's pull toward length beyond that
+
+
+TEACHING_FILE = "teaching.json"  # <run>/judge_teaching/: the judge-teaching record, written last
+
+
+class JudgeTeaching(BaseModel):
+    """<run>/judge_teaching/teaching.json: what the judge was taught from, and how it judges before and after."""
+
+    target: str  # "policy" (self-rewarding: the taught model answers and judges) or "judge" (judge.model)
+    base: str  # the checkpoint taught
+    taught: str  # the taught model (merged), what judges from iteration 1 on
+    template: str  # ref of the template whose format was taught
+    sources: list[str]  # train.judge_data
+    checker_prompts: int  # train-pool prompts whose responses the checkers labelled
+    from_checkers: int  # examples labelled by the checkers
+    from_seed: int  # examples from the human seed set
+    label_counts: dict[str, int]  # verdict -> examples ("1".."5", or "A"/"B")
+    train: TrainResult
+    measured_on: str | None  # the prompts whose responses measured the judge
+    before: JudgeQuality | None
+    after: JudgeQuality | None
+    seconds: float
 
 
 class RewardResult(BaseModel):

@@ -30,6 +30,8 @@ from selfplay.monitors import MonitorReport
 from selfplay.pairing import PairingStats
 from selfplay.records import (
     RECORDS_VERSION,
+    TEACHING_FILE,
+    JudgeTeaching,
     RewardResult,
     TrainResult,
     read_record,
@@ -308,12 +310,37 @@ class Run:
         """Where iteration 0 (human.seed_warmup) trains the first policy from the human seed set."""
         return self.root / "seed" / "policy"
 
-    def policy_for(self, k: int) -> Path:
-        """Iteration 1 samples from the configured model (or the seed warm-up's policy); iteration k from the
-        policy trained in k-1."""
-        if k == 1 and self.cfg.human.seed_warmup == "none":
+    @property
+    def judge_teaching(self) -> Path:
+        """Where the judge is taught before iteration 1 (train.judge_data; selfplay/teaching.py)."""
+        return self.root / "judge_teaching"
+
+    def taught_judge(self) -> Path:
+        """The model taught to judge before iteration 1 (train.judge_data)."""
+        record = self.judge_teaching / TEACHING_FILE
+        if not record.exists():
+            raise RunError(f"{self.root}: train.judge_data is set but the judge has not been taught yet ({record} missing)")
+        return Path(read_record(record, JudgeTeaching).taught)
+
+    def untaught_start(self) -> Path:
+        """The policy the run starts from before any judge teaching: the configured model, or the seed warm-up's."""
+        if self.cfg.human.seed_warmup == "none":
             return resolve_model(self.cfg.model)
-        previous = self.seed_policy / "train.json" if k == 1 else self.paths(k - 1).train
+        previous = self.seed_policy / "train.json"
+        if not previous.exists():
+            raise RunError("iteration 1 needs the seed warm-up's policy, which has not been trained yet")
+        return Path(read_record(previous, TrainResult).policy)
+
+    def policy_taught(self) -> bool:
+        """Self-rewarding with judge teaching: the taught model is the first policy (it answers and judges)."""
+        return bool(self.cfg.train.judge_data) and self.cfg.judge.model is None
+
+    def policy_for(self, k: int) -> Path:
+        """Iteration 1 samples from the configured model (or the seed warm-up's policy, or the model taught to
+        judge when the policy judges itself); iteration k from the policy trained in k-1."""
+        if k == 1:
+            return self.taught_judge() if self.policy_taught() else self.untaught_start()
+        previous = self.paths(k - 1).train
         if not previous.exists():
             raise RunError(f"iteration {k} needs the policy of iteration {k - 1}, which has not been trained yet")
         return Path(read_record(previous, TrainResult).policy)
@@ -321,6 +348,8 @@ class Run:
     def policy_start(self, k: int) -> Path | None:
         """The checkpoint iteration k's policy was trained from; None when it is the configured model itself."""
         if k == 1:
+            if self.policy_taught():
+                return self.untaught_start()
             return None if self.cfg.human.seed_warmup == "none" else resolve_model(self.cfg.model)
         return self.policy_for(k - 1)
 

@@ -13,16 +13,18 @@ from rich.console import Console
 from selfplay.cli.common import IterationOpt, RunOpt, fail, guard, new_run_path, open_run, out_dir, runs_dir
 from selfplay.config import PROJECT_ROOT, load_config, with_overrides
 from selfplay.loop import preflight, run_loop, run_stage
+from selfplay.models import resolve_model
 from selfplay.rundir import Run
 from selfplay.scale import check_launcher
 from selfplay.scoring import train_run_reward_model
+from selfplay.teaching import teach_judge
 from selfplay.views import summary_table
 
 app = typer.Typer()
 train_app = typer.Typer(
     invoke_without_command=True,
     no_args_is_help=False,
-    help="Run the training stage of one iteration, or train a reward model (train rm).",
+    help="Run the training stage of one iteration, train a reward model (train rm), or teach a judge (train judge).",
 )
 app.add_typer(train_app, name="train")
 
@@ -164,4 +166,36 @@ def train_rm(
     typer.echo(
         f"reward model: {result.model_dir}  pairs {result.pairs} (held out {result.heldout}), "
         f"held-out accuracy {result.heldout_accuracy}, loss {result.loss_first} -> {result.loss_last}"
+    )
+
+
+@train_app.command("judge")
+@guard
+def train_judge(
+    config: Annotated[Path, typer.Option("--config", "-c", help="run config whose judge and train.judge section are used")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the taught judge and its teaching.json")],
+    data: Annotated[
+        str | None, typer.Option("--data", help="what to teach from, comma-separated: checkers, seed (default: train.judge_data)")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config key (repeatable)")] = None,
+) -> None:
+    """Teach a judge (evaluation fine-tuning): fine-tune the config's judge.model, or its model when the policy judges
+    itself, on labelled judgements (the instruction checkers' verdicts on train-pool responses, and/or the human
+    seed set), and measure it before and after on train.judge.measure's responses. Use the result as judge.model.
+
+    Example: selfplay train judge --config configs/proof-taught-judge.yaml --out runs/judge --data checkers
+    """
+    overrides = list(set_ or []) + ([f"train.judge_data=[{data}]"] if data else [])
+    cfg = load_config(config, overrides)
+    if not cfg.train.judge_data:
+        fail("selfplay train judge: nothing to teach from; give --data checkers,seed or set train.judge_data")
+    preflight(cfg)
+    policy = resolve_model(cfg.model)
+    base = resolve_model(cfg.judge.model) if cfg.judge.model else policy
+    console = Console(width=max(Console().width, 130))
+    record = teach_judge(cfg, base, policy, out_dir(out), log=lambda msg: console.print(msg, markup=False))
+    console.print(
+        f"taught judge: {record.taught}  ({record.from_checkers} judgements from the checkers, {record.from_seed} from "
+        f"the seed set; record {out / 'teaching.json'})",
+        markup=False,
     )

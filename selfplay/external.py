@@ -313,7 +313,7 @@ class EndpointGenerator:
                 choices = self._completions(prompt_ids, n, {"temperature": temperature, "max_tokens": max_tokens})
                 return [[c.text for c in per_prompt] for per_prompt in choices]
             case "chat":
-                # max_completion_tokens: max_tokens is deprecated in the chat API, and refused by OpenAI's o-series.
+                # max_completion_tokens: max_tokens is deprecated in the chat API, and not compatible with OpenAI's o-series.
                 chats = self._chats(prompt_ids, n, {"temperature": temperature, "max_completion_tokens": max_tokens})
                 return [[c.message.content or "" for c in per_prompt] for per_prompt in chats]
 

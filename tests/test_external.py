@@ -149,7 +149,7 @@ def server():
 
 
 def judge(url: str, model: str = "judge-7b", **extra) -> JudgeConfig:
-    return JudgeConfig(endpoint=url, endpoint_model=model, endpoint_timeout_s=5, **extra)
+    return JudgeConfig(endpoint=url, endpoint_model=model, **{"endpoint_timeout_s": 5, **extra})
 
 
 def fast(gen: EndpointGenerator) -> EndpointGenerator:
@@ -654,7 +654,7 @@ def test_a_real_vllm_server_judges_over_both_apis(vllm_server, tmp_path):
         scores[name] = [j.score for j in out]
         assert all(s is not None and 1.0 <= s <= 5.0 for s in scores[name]), (name, scores[name])
     # The server renders the same template around the same continued prefix as the local tokenizer does: one input.
-    assert scores["chat"] == pytest.approx(scores["completions+tokenizer"], abs=0.02), scores
+    assert scores["chat"] == pytest.approx(scores["completions+tokenizer"], abs=0.005), scores
 
     text = judge(url, "smollm2", endpoint_timeout_s=300, endpoint_api="chat", method="text", max_tokens=16, samples=2)
     preflight_endpoint(text)

@@ -53,6 +53,8 @@ MAX_PROCESSES = 1024  # workers, training processes or CPUs per worker: 128 node
 MAX_PARALLEL = 64  # GPUs per engine (tensor x pipeline parallel): 8 nodes of 8
 MAX_MEMORY_GIB = 4096.0  # a KV cache, GiB: 4 TiB, the memory of a large CPU server
 MAX_TIMEOUT_S = 86_400.0  # one HTTP request, seconds: a day
+MAX_IN_FLIGHT = 1024  # HTTP requests in flight to one judge server, a thread each: 256x the default of 4
+MAX_RETRIES = 100  # retries of one HTTP request: the doubling waits reach their 60 s cap by the 7th; 100 span 95 minutes
 MAX_BOOTSTRAP = 1_000_000  # bootstrap resamples: 500x the default 2000
 # Left unbounded on purpose: the seed (hashed, any integer) and values in judge or reward units, whose scale is the
 # judge's or the reward model's (pairing.min_margin, train.sft.threshold, train.rest.thresholds,
@@ -254,6 +256,26 @@ class JudgeConfig(Section):
     endpoint_api_key_env: str | None = Field(
         None, description="external judge: name of the environment variable holding a bearer token, if the server needs one"
     )
+    endpoint_api: Literal["completions", "chat"] = Field(
+        "completions",
+        description="external judge: completions: /v1/completions, prompts chat-formatted here (endpoint_tokenizer, "
+        "else ChatML text); chat: /v1/chat/completions with messages, the server applies its own chat template (chat-only "
+        "services). method=logprob over chat needs a server that continues a final assistant message "
+        "(vLLM's continue_final_message); elsewhere use method=text",
+    )
+    endpoint_concurrency: int = Field(4, ge=1, le=MAX_IN_FLIGHT, description="external judge: HTTP requests in flight at once")
+    endpoint_retries: int = Field(
+        3,
+        ge=0,
+        le=MAX_RETRIES,
+        description="external judge: retries of a request that met HTTP 429 or 5xx, a dropped connection or a timeout, "
+        "after exponential backoff with jitter (or the server's Retry-After)",
+    )
+    endpoint_cache: bool = Field(
+        True,
+        description="external judge: keep each successful reply under <run>/endpoint_cache/, keyed by the request, so a "
+        "resumed run pays for no request twice (identical requests share one reply)",
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -283,6 +305,10 @@ class JudgeConfig(Section):
             raise ValueError("judge.endpoint needs judge.endpoint_model, the model name the server serves")
         if self.endpoint and self.model:
             raise ValueError("set judge.model (a local checkpoint) or judge.endpoint (an HTTP server), not both")
+        if self.endpoint_api == "chat" and self.endpoint_tokenizer:
+            raise ValueError(
+                "judge.endpoint_tokenizer is for endpoint_api=completions; over chat the server applies its template"
+            )
         return self
 
 

@@ -236,7 +236,7 @@ class Engines:
 
     def judge(self) -> Generator:
         if self.run.cfg.judge.endpoint:  # an OpenAI-compatible server: no local engine
-            return open_external(self.run.cfg.judge)
+            return open_external(self.run.cfg.judge, self.run.root)  # replies cached under the run
         if self.run.cfg.judge.model is None:  # self-rewarding: the policy judges its own responses
             return self.policy()
         if self.run.cfg.train.judge_data:  # the judge model as taught before iteration 1
@@ -503,7 +503,7 @@ def preflight(cfg: RunConfig) -> None:
     if needs_generator(cfg.judge):  # program and human judges read no model
         _checkpoint("judge.model", cfg.judge.model)
         if cfg.judge.endpoint:
-            preflight_endpoint(cfg.judge)  # reachable, serving endpoint_model, speaking /v1/completions
+            preflight_endpoint(cfg.judge)  # reachable, serving endpoint_model, speaking endpoint_api
     if cfg.pairing.revise:
         program_reviser(cfg.pairing.revise, cfg.judge)  # imports it and checks it takes (prompt, response)
     if human.seed_set:

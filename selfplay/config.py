@@ -635,6 +635,13 @@ class JudgeTeachingSection(Section):
     )
     max_prompts: int = Field(200, ge=1, le=MAX_PROMPTS, description="at most this many of them (a seeded sample)")
     samples: int = Field(4, ge=1, le=MAX_SAMPLES, description="responses sampled per prompt from the model being taught")
+    max_examples: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_PROMPTS,
+        description="at most this many labelled judgements, balanced over the verdicts (each verdict's share as "
+        "even as its count allows; the checkers mostly say 1: most sampled responses miss an instruction); None = all",
+    )
     temperature: float = Field(0.8, ge=0.0, le=2.0, description="sampling temperature of those responses")
     learning_rate: float = Field(1e-4, gt=0.0, le=MAX_LEARNING_RATE, description="fine-tuning learning rate")
     epochs: float = Field(1.0, gt=0.0, le=MAX_EPOCHS, description="passes over the labelled judgements")

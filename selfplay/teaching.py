@@ -202,6 +202,27 @@ def seed_examples(kind: str, template: Template, seed: SeedSet) -> list[SFTExamp
     return out
 
 
+def verdict_of(example: SFTExample) -> str:
+    """The taught verdict line, the target's first: 'Score: 4', 'Verdict: B'."""
+    return example.completion.split("\n", 1)[0]
+
+
+def balanced(examples: Sequence[SFTExample], limit: int, seed: int) -> list[SFTExample]:
+    """At most `limit` examples, taken round-robin over the verdicts (each verdict's examples in a seeded order),
+    so a rare verdict keeps all its examples and the common one fills what is left; the original order is kept."""
+    by_verdict: dict[str, list[SFTExample]] = {}
+    for e in examples:
+        by_verdict.setdefault(verdict_of(e), []).append(e)
+    rng = random.Random(seed)
+    queues = [rng.sample(group, len(group)) for _, group in sorted(by_verdict.items())]
+    kept: set[str] = set()
+    while len(kept) < min(limit, len(examples)):
+        for queue in queues:
+            if queue and len(kept) < limit:
+                kept.add(queue.pop().id)
+    return [e for e in examples if e.id in kept]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Measuring a judge
 
@@ -346,6 +367,8 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
         examples += seed_examples(judge_cfg.kind, template, seed_set)
     if not examples:
         raise TeachingError(f"train.judge_data={','.join(cfg.train.judge_data)}: no labelled judgement to teach from")
+    if section.max_examples:
+        examples = balanced(examples, section.max_examples, derive_seed(cfg.seed, "teach-balance"))
     write_records(out / "examples.jsonl", examples)
     train_cfg = cfg.train.model_copy(
         update={
@@ -366,7 +389,7 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
             log(f"judge after teaching: {quality_line(after)}")
     counts: dict[str, int] = {}
     for e in examples:
-        label = e.completion.removeprefix(template.score_prefix or "").split("\n", 1)[0]
+        label = verdict_of(e).removeprefix(template.score_prefix or "")
         counts[label] = counts.get(label, 0) + 1
     record = JudgeTeaching(
         target="judge" if judge_cfg.model else "policy",

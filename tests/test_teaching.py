@@ -195,3 +195,18 @@ def test_a_run_teaches_its_judge_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert manifest["policy"] == str(run.taught_judge()) and manifest["serving"]["rounding_error"] == 0.0
     examples = [json.loads(line) for line in (run.judge_teaching / "examples.jsonl").read_text().splitlines()]
     assert len(examples) == 8 and all(e["completion"].startswith("Score: ") for e in examples)
+
+
+def test_balanced_keeps_rare_verdicts_and_fills_with_the_common_one():
+    from selfplay.filtering import SFTExample
+    from selfplay.teaching import balanced
+
+    def example(i: int, score: int) -> SFTExample:
+        return SFTExample(id=f"e{i}", prompt_id="p", prompt="q", completion=f"Score: {score}\nwhy", generation_id=f"g{i}",
+                          score=score, judge="checkers")
+
+    examples = [example(i, 1) for i in range(8)] + [example(8, 5), example(9, 3), example(10, 5)]
+    kept = balanced(examples, 6, seed=0)
+    assert len(kept) == 6 and [e.id for e in kept] == sorted((e.id for e in kept), key=lambda x: int(x[1:]))
+    assert sum(e.score == 1 for e in kept) == 3 and {"e8", "e9", "e10"} <= {e.id for e in kept}
+    assert balanced(examples, 100, seed=0) == examples

@@ -1,11 +1,75 @@
-"""The overlap figures of selfplay.ifeval.overlap on a case computed by hand."""
+"""The independent held-out set (data/ifeval/independent.jsonl): loadable, checkable, and phrased apart from every
+training pool; and the overlap figures that show it (selfplay.ifeval.overlap) on a case computed by hand."""
 
 import json
+from collections import Counter
 
 import pytest
+import yaml
 
+from selfplay.config import PROJECT_ROOT
+from selfplay.ifeval import INSTRUCTIONS, language_check_available, load_ifeval
 from selfplay.ifeval.overlap import main, overlap
+from selfplay.pool import load_pool
+from selfplay.program_judges import ifeval
 from selfplay.records import Prompt
+from selfplay.split import IFEVAL_DIR, near_duplicates
+
+INDEPENDENT = IFEVAL_DIR / "independent.jsonl"
+TRAIN_POOLS = [IFEVAL_DIR / name for name in ("train.jsonl", "train_formats.jsonl", "val.jsonl")]
+# Measured by `python -m selfplay.ifeval.overlap` (data/ifeval/README.md): 2.4% of the independent set's word 4-grams
+# occur in the train pools, 9.8% of the held-out split's. The bound leaves room for a few edits, not for our wording.
+MAX_PHRASE_OVERLAP = 0.04
+
+
+def _texts(path) -> list[str]:
+    return [p.text for p in load_pool(path)]
+
+
+# --------------------------------------------------------------------------------------- the shipped file
+
+
+def test_independent_set_loads_and_every_prompt_is_checkable():
+    items = load_ifeval(INDEPENDENT)
+    keys = [p.key for p in items]
+    assert len(items) == 160 and len(set(keys)) == len(keys)
+    assert all(isinstance(k, int) and k >= 200001 for k in keys)  # clear of prompts.jsonl (1..352) and augment (100001..)
+    # Every instruction id of our checkers, most prompts one instruction, about a fifth two (as in heldout.jsonl).
+    assert {i for p in items for i in p.instruction_id_list} == set(INSTRUCTIONS)
+    assert Counter(len(p.instruction_id_list) for p in items) == {1: 133, 2: 27}
+    for p in load_pool(INDEPENDENT):
+        only_language = p.meta["instruction_id_list"] == ["language:response_language"]
+        if only_language and not language_check_available():
+            continue  # without langdetect a language check is None (cannot check), never a score
+        assert ifeval(p, "some text") is not None, p.id
+
+
+def test_independent_set_shares_no_sentence_with_any_pool_or_split():
+    independent = _texts(INDEPENDENT)
+    files = [
+        *TRAIN_POOLS,
+        IFEVAL_DIR / "heldout.jsonl",
+        IFEVAL_DIR / "prompts.jsonl",
+        PROJECT_ROOT / "data" / "instructions.jsonl",
+    ]
+    for config in (PROJECT_ROOT / "configs").glob("*.yaml"):
+        pool = (yaml.safe_load(config.read_text()) or {}).get("prompts", {}).get("pool")
+        if pool:
+            assert "independent" not in pool, f"{config.name} trains on the independent set"
+            files.append(PROJECT_ROOT / pool)
+    for path in set(files):
+        assert near_duplicates(independent, _texts(path)) == [], path  # no shared word 8-gram
+
+
+def test_independent_phrasing_is_far_from_the_train_pools_and_further_than_heldout():
+    pool = [t for path in TRAIN_POOLS for t in _texts(path)]
+    independent = overlap(load_pool(INDEPENDENT), pool)
+    heldout = overlap(load_pool(IFEVAL_DIR / "heldout.jsonl"), pool)
+    assert independent.sharing[8] == 0
+    assert independent.phrase_overlap < MAX_PHRASE_OVERLAP
+    assert independent.phrase_overlap < heldout.phrase_overlap / 2  # our own split shares our wording; this set does not
+    assert max(p.longest for p in independent.per_prompt) < max(p.longest for p in heldout.per_prompt)
+
 
 # ------------------------------------------------------------------------------------ overlap, by hand
 

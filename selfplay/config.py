@@ -880,6 +880,11 @@ class EvalConfig(Section):
         "data/ifeval/prompts.jsonl",
         description="IFEval-format JSONL (key, prompt, instruction_id_list, kwargs) for verifiable instruction following",
     )
+    ifeval_independent: str | None = Field(
+        None,
+        description="a second IFEval-format held-out set whose instructions are phrased apart from every training pool "
+        "(data/ifeval/independent.jsonl), scored beside eval.ifeval with its responses cached apart; None = not evaluated",
+    )
     prompts: str | None = Field(
         None,
         description="held-out prompts for head-to-head (pool or IFEval format); None = head-to-head only when --prompts is given",

@@ -14,6 +14,11 @@ evaluation (and by `selfplay diff`):
     eval/h2h_summary.json              win rates with 95% intervals
     eval/agreement.json                the judge against human-labelled seed pairs (selfplay.agreement)
 
+The second held-out set, eval.ifeval_independent (data/ifeval/independent.jsonl, phrased apart from every training
+pool), has files of its own beside these: prompts_independent.jsonl, responses_independent_iter_<k>.jsonl,
+ifeval_independent_iter_<k>.jsonl and ifeval_independent_summary.json (eval_path), so neither set overwrites the
+other's responses or accuracies, even where both files use the same keys.
+
 Head-to-head (Zheng et al. 2023, MT-Bench): each prompt is judged twice, iteration k's response first and
 then second; k wins only if both orders prefer it, loses only if both prefer the other, and anything else
 (disagreement, no verdict, identical responses) is a tie. The judge is the loop's pairwise judge
@@ -24,6 +29,7 @@ be training prompts of the run: an id or text found in any iter_*/prompts.jsonl 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +63,7 @@ from selfplay.stats import PairedDiff, WinRate, paired_bootstrap_diff, wilson_in
 from selfplay.templates import Template, TemplateError, load_template
 
 Log = Callable[[str], None]
+EvalSet = Literal["main", "independent"]  # eval.ifeval (and head-to-head), or eval.ifeval_independent
 
 
 class EvalError(SelfplayError, ValueError):
@@ -74,7 +81,7 @@ class Comparer(Protocol):
 
 class IFEvalRow(Record):
     key: int | str
-    prompt_id: str  # "ifeval-<key>", the id in responses_iter_<k>.jsonl
+    prompt_id: str  # "ifeval-<key>", the id in its set's responses_iter_<k>.jsonl
     response: str
     n_tokens: int
     finish_reason: str
@@ -152,6 +159,13 @@ def eval_dir(run: Run) -> Path:
     return run.root / "eval"
 
 
+def eval_path(run: Run, name: str, which: EvalSet = "main") -> Path:
+    """eval/<name> for the main set; the independent set's files carry "_independent" after their first word
+    (responses_independent_iter_001.jsonl, ifeval_independent_summary.json). The main set keeps the names that
+    earlier runs, `selfplay diff` and the proof's reuse of iteration-0 responses read."""
+    return eval_dir(run) / (name if which == "main" else re.sub(r"^[a-z]+", rf"\g<0>_{which}", name))
+
+
 def policy_dir(run: Run, k: int) -> Path:
     """Iteration 0 = the run's base model; k = the policy trained in iteration k."""
 
@@ -220,8 +234,8 @@ def greedy_config(run: Run, cfg: EvalConfig):
     return run.cfg.generation.model_copy(update={"temperature": 0.0, "max_tokens": cfg.max_tokens})
 
 
-def _register_prompts(run: Run, prompts: Sequence[Prompt]) -> None:
-    path = eval_dir(run) / "prompts.jsonl"
+def _register_prompts(run: Run, prompts: Sequence[Prompt], which: EvalSet) -> None:
+    path = eval_path(run, "prompts.jsonl", which)
     known = {p.id: p for p in read_records(path, Prompt)} if path.exists() else {}
     for p in prompts:
         if p.id in known and known[p.id].text != p.text:
@@ -235,12 +249,12 @@ def _register_prompts(run: Run, prompts: Sequence[Prompt]) -> None:
 
 
 def eval_responses(
-    run: Run, k: int, prompts: Sequence[Prompt], cfg: EvalConfig, log: Log = lambda _: None
+    run: Run, k: int, prompts: Sequence[Prompt], cfg: EvalConfig, log: Log = lambda _: None, which: EvalSet = "main"
 ) -> dict[str, Generation]:
-    """Greedy responses of iteration k's policy to `prompts`, by prompt id; cached, generated only when
-    missing or stale (other policy or max_tokens)."""
-    _register_prompts(run, prompts)
-    path = eval_dir(run) / f"responses_iter_{k:03d}.jsonl"
+    """Greedy responses of iteration k's policy to `prompts`, by prompt id; cached in `which` set's file, generated
+    only when missing or stale (other policy or max_tokens)."""
+    _register_prompts(run, prompts, which)
+    path = eval_path(run, f"responses_iter_{k:03d}.jsonl", which)
     cached = {g.prompt_id: g for g in read_records(path, Generation)} if path.exists() else {}
     model = policy_dir(run, k)
     fresh = {
@@ -248,7 +262,7 @@ def eval_responses(
     }
     todo = [p for p in prompts if p.id not in fresh]
     if todo:
-        log(f"eval: iteration {k}: {len(todo)} greedy responses from {model}")
+        log(f"eval: iteration {k}{'' if which == 'main' else f' ({which} set)'}: {len(todo)} greedy responses from {model}")
         with open_generator(greedy_config(run, cfg), model, derive_seed(run.cfg.seed, "eval", k)) as gen:
             for g in gen.generate(todo, n=1):
                 fresh[g.prompt_id] = g
@@ -279,15 +293,21 @@ def _prompt_pass(report) -> list[float]:
 
 
 def ifeval_eval(
-    run: Run, iterations: Sequence[int], ifeval_file: str | Path, cfg: EvalConfig, log: Log = lambda _: None
+    run: Run,
+    iterations: Sequence[int],
+    ifeval_file: str | Path,
+    cfg: EvalConfig,
+    log: Log = lambda _: None,
+    which: EvalSet = "main",
 ) -> IFEvalSummary:
     """Prompt- and instruction-level accuracy, strict and loose, of each iteration's greedy responses to an
-    IFEval-format file, beside the echo baseline (response = the prompt; docs/design.md: it passes ~25%)."""
+    IFEval-format file, beside the echo baseline (response = the prompt; docs/design.md: it passes ~25%).
+    `which`: the set whose files in eval/ hold the responses, rows and summary (eval_path)."""
 
     path, items, prompts = ifeval_prompts(ifeval_file)
     check_held_out(run, prompts, str(path))
     echo = _scores(evaluate(items, {p.key: p.prompt for p in items}), len(items))
-    summary_path = eval_dir(run) / "ifeval_summary.json"
+    summary_path = eval_path(run, "ifeval_summary.json", which)
     digest = file_hash(path)
     earlier: dict[int, IFEvalIteration] = {}
     if summary_path.exists():
@@ -295,9 +315,9 @@ def ifeval_eval(
         if old.file_hash == digest and old.max_tokens == cfg.max_tokens:
             earlier = {it.iteration: it for it in old.iterations}
     base_pass: list[float] | None = None
-    base_rows = eval_dir(run) / f"ifeval_iter_{0:03d}.jsonl"
+    base_rows = eval_path(run, f"ifeval_iter_{0:03d}.jsonl", which)
     for k in sorted(set(iterations)):
-        responses = eval_responses(run, k, prompts, cfg, log)
+        responses = eval_responses(run, k, prompts, cfg, log, which)
         report = evaluate(items, {p.key: responses[q.id].text for p, q in zip(items, prompts, strict=True)})
         rows = [
             IFEvalRow(
@@ -312,7 +332,7 @@ def ifeval_eval(
             )
             for p, q, r in zip(items, prompts, report.results, strict=True)
         ]
-        write_records(eval_dir(run) / f"ifeval_iter_{k:03d}.jsonl", rows)
+        write_records(eval_path(run, f"ifeval_iter_{k:03d}.jsonl", which), rows)
         passes = _prompt_pass(report)
         if k == 0:
             base_pass = passes
@@ -553,8 +573,8 @@ def read_h2h_summary(run: Run) -> list[H2HReport]:
     return sorted(reports, key=lambda r: (r.iteration, r.against))
 
 
-def read_ifeval_summary(run: Run) -> IFEvalSummary | None:
-    path = eval_dir(run) / "ifeval_summary.json"
+def read_ifeval_summary(run: Run, which: EvalSet = "main") -> IFEvalSummary | None:
+    path = eval_path(run, "ifeval_summary.json", which)
     return IFEvalSummary.model_validate_json(path.read_text()) if path.exists() else None
 
 
@@ -652,6 +672,7 @@ def h2h_plan(iterations: Sequence[int]) -> list[tuple[int, int]]:
 
 class EvalResult(BaseModel):
     ifeval: IFEvalSummary | None = None
+    ifeval_independent: IFEvalSummary | None = None  # eval.ifeval_independent, the set phrased apart from the pools
     h2h: list[H2HReport] = []
     agreement: Agreement | None = None
 
@@ -661,13 +682,14 @@ def run_eval(
     *,
     iterations: Sequence[int] | None = None,
     ifeval_file: str | None = None,
+    independent_file: str | None = None,
     prompts_file: str | None = None,
     seed_file: str | None = None,
     cfg: EvalConfig | None = None,
     log: Log = lambda _: None,
 ) -> EvalResult:
-    """What `selfplay eval` does: IFEval, then head-to-head and judge agreement (one engine at a time:
-    every policy's responses first, then the judge)."""
+    """What `selfplay eval` does: IFEval on the main set and on the independent one, then head-to-head and judge
+    agreement (one engine at a time: every policy's responses first, then the judge)."""
     cfg = cfg or run.cfg.eval
     available = trained_iterations(run)
     ks = sorted(set(iterations)) if iterations else available
@@ -679,6 +701,8 @@ def run_eval(
     result = EvalResult()
     if ifeval_file:
         result.ifeval = ifeval_eval(run, ks, ifeval_file, cfg, log)
+    if independent_file:
+        result.ifeval_independent = ifeval_eval(run, ks, independent_file, cfg, log, which="independent")
     plan = h2h_plan(ks) if prompts_file else []
     if prompts_file and not plan:
         raise EvalError("head-to-head needs at least one trained iteration besides 0")

@@ -1,11 +1,13 @@
 """Proof that it works: run the three proof configs from the same base model, evaluate every iteration on
-the held-out split, and write docs/results.md with plots. Numbers come only from the runs on disk.
+the held-out split and on the independent set (data/ifeval/independent.jsonl, phrased apart from every training
+pool), and write docs/results.md with plots. Numbers come only from the runs on disk.
 
     python -m selfplay.proof                  # what `make proof` runs
     python -m selfplay.proof --quick          # CI's reduced pipeline check: one config, one iteration, few prompts
 
 A change whose 95% paired-bootstrap interval (over held-out prompts) includes zero is reported as
-"no measurable change", never as an improvement.
+"no measurable change", never as an improvement; a config is called improved only where its last iteration
+improved on both sets (our own split partly measures our wording: data/ifeval/README.md).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from selfplay.config import PROJECT_ROOT, load_config
 from selfplay.evaluate import (
     EvalError,
     EvalResult,
+    EvalSet,
+    IFEvalIteration,
     IFEvalSummary,
-    eval_dir,
+    eval_path,
     h2h_eval,
     ifeval_eval,
     load_eval_prompts,
@@ -40,6 +44,7 @@ from selfplay.stats import change_verdict, pearson
 from selfplay.views import pct
 
 CONFIGS = ("self-rewarding", "verifiable", "constitution")
+SETS: tuple[EvalSet, ...] = ("main", "independent")  # eval.ifeval (the held-out split), eval.ifeval_independent
 QUICK = [
     "iterations=1",
     "prompts.per_iteration=4",
@@ -56,25 +61,29 @@ QUICK = [
 def run_and_evaluate(
     name: str, runs_dir: Path, overrides: list[str], log, base_from: Run | None = None
 ) -> tuple[Run, EvalResult, float]:
-    """Run one proof config and evaluate every iteration. `base_from`: an earlier proof run whose iteration-0
-    responses are reused (same base model, greedy; eval_responses regenerates them if anything differs)."""
+    """Run one proof config and evaluate every iteration on both sets. `base_from`: an earlier proof run whose
+    iteration-0 responses (of each set) are reused (same base model, greedy; eval_responses regenerates them if
+    anything differs)."""
     started = time.monotonic()
     cfg = load_config(PROJECT_ROOT / "configs" / f"proof-{name}.yaml", overrides)
     preflight(cfg)
+    if not cfg.eval.ifeval_independent:
+        raise EvalError(f"proof config {name}: eval.ifeval_independent (the set phrased apart from the pools) is not set")
     root = runs_dir / f"proof-{name}"
     run = Run.open(root, cfg) if (root / "config.yaml").exists() else Run.create(root, cfg)
     rows = run_loop(run, log=log)
     last = rows[-1].iteration
     ks = list(range(0, last + 1))
-    base_responses = "responses_iter_000.jsonl"
-    if (
-        base_from is not None
-        and (eval_dir(base_from) / base_responses).exists()
-        and not (eval_dir(run) / base_responses).exists()
-    ):
-        eval_dir(run).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(eval_dir(base_from) / base_responses, eval_dir(run) / base_responses)
-    result = EvalResult(ifeval=ifeval_eval(run, ks, cfg.eval.ifeval, cfg.eval, log))
+    for which in SETS:
+        mine = eval_path(run, "responses_iter_000.jsonl", which)
+        theirs = None if base_from is None else eval_path(base_from, "responses_iter_000.jsonl", which)
+        if theirs is not None and theirs.exists() and not mine.exists():
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(theirs, mine)
+    result = EvalResult(
+        ifeval=ifeval_eval(run, ks, cfg.eval.ifeval, cfg.eval, log),
+        ifeval_independent=ifeval_eval(run, ks, cfg.eval.ifeval_independent, cfg.eval, log, which="independent"),
+    )
     if not cfg.eval.prompts:
         raise EvalError(f"proof config {name}: eval.prompts (the held-out prompts for head-to-head) is not set")
     prompts = load_eval_prompts(cfg.eval.prompts)[: cfg.eval.max_prompts]
@@ -83,11 +92,53 @@ def run_and_evaluate(
     return run, result, time.monotonic() - started
 
 
-def ifeval_of(result: EvalResult) -> IFEvalSummary:
-    """Every proof config is evaluated on the held-out split, so its result has an IFEval summary."""
-    if result.ifeval is None:
-        raise EvalError("a proof result without its IFEval summary")
-    return result.ifeval
+def ifeval_of(result: EvalResult, which: EvalSet = "main") -> IFEvalSummary:
+    """Every proof config is evaluated on both sets, so its result has both IFEval summaries."""
+    summary = result.ifeval if which == "main" else result.ifeval_independent
+    if summary is None:
+        raise EvalError(f"a proof result without its IFEval summary ({which} set)")
+    return summary
+
+
+def improved_on_both(result: EvalResult) -> bool:
+    """The last iteration against iteration 0, prompt-level strict: "improved" (change_verdict: the 95% interval above
+    zero) on the held-out split and on the independent set alike. One set alone may be measuring our wording."""
+    last = ifeval_of(result).iterations[-1].iteration
+    verdicts = [
+        next((change_verdict(it.vs_base) for it in ifeval_of(result, which).iterations if it.iteration == last), "-")
+        for which in SETS
+    ]
+    return last > 0 and verdicts == ["improved", "improved"]
+
+
+def _delta(it: IFEvalIteration) -> str:
+    d = it.vs_base
+    if d is None or d.mean_diff is None or d.ci_low is None or d.ci_high is None:
+        return "-"
+    return f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
+
+
+def accuracy_table(results: dict[str, EvalResult], which: EvalSet) -> list[str]:
+    """Markdown rows: per config and iteration, one set's accuracies and the change against iteration 0."""
+    lines = [
+        "| config | iteration | prompt strict % | prompt loose % | instr. strict % | instr. loose % "
+        "| Δ prompt strict vs iter 0 (95% CI), points | verdict | mean tokens | cut at max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        for it in ifeval_of(result, which).iterations:
+            lines.append(
+                f"| {name} | {it.iteration} | {pct(it.prompt_level_strict)} | {pct(it.prompt_level_loose)} | "
+                f"{pct(it.instruction_level_strict)} | {pct(it.instruction_level_loose)} | {_delta(it)} | "
+                f"{change_verdict(it.vs_base) if it.iteration else 'base'} | {it.mean_tokens} | {it.cut_at_max} |"
+            )
+    return lines
+
+
+def _shown(path: str) -> str:
+    """A data file as the configs name it: relative to the project root where it lies inside it."""
+    p = Path(path)
+    return str(p.relative_to(PROJECT_ROOT)) if p.is_absolute() and p.is_relative_to(PROJECT_ROOT) else path
 
 
 def checked(prompt: Prompt, text: str) -> float:
@@ -112,6 +163,7 @@ def results_markdown(
     results: dict[str, EvalResult], wall_s: float, commit: str, quick: bool, diagnostics: Sequence[str] = ()
 ) -> str:
     first = ifeval_of(next(iter(results.values())))
+    other = ifeval_of(next(iter(results.values())), "independent")
     lines = [
         "# Results: does a selfplay run make the model better?",
         "",
@@ -123,23 +175,26 @@ def results_markdown(
         f'Echo baseline (the "response" repeats the prompt): prompt-level strict {pct(first.echo.prompt_level_strict)}%, '
         f"instruction-level strict {pct(first.echo.instruction_level_strict)}%.",
         "",
-        "| config | iteration | prompt strict % | prompt loose % | instr. strict % | instr. loose % "
-        "| Δ prompt strict vs iter 0 (95% CI), points | verdict | mean tokens | cut at max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *accuracy_table(results, "main"),
+        "",
+        f"The independent set `{_shown(other.file)}` ({other.iterations[0].n_prompts} prompts, never trained on): new tasks "
+        "whose instructions are phrased apart from every training pool, where `heldout.jsonl` shares our wording "
+        "(`data/ifeval/README.md`). Echo baseline: prompt-level strict "
+        f"{pct(other.echo.prompt_level_strict)}%, instruction-level strict {pct(other.echo.instruction_level_strict)}%.",
+        "",
+        *accuracy_table(results, "independent"),
+        "",
+        "Improved, the last iteration against iteration 0 on both sets (prompt-level strict; each 95% interval above zero):",
+        "",
     ]
     for name, result in results.items():
-        for it in ifeval_of(result).iterations:
-            d = it.vs_base
-            delta = (
-                "-"
-                if d is None or d.mean_diff is None or d.ci_low is None or d.ci_high is None
-                else f"{100 * d.mean_diff:+.1f} ({100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f})"
-            )
-            lines.append(
-                f"| {name} | {it.iteration} | {pct(it.prompt_level_strict)} | {pct(it.prompt_level_loose)} | "
-                f"{pct(it.instruction_level_strict)} | {pct(it.instruction_level_loose)} | {delta} | "
-                f"{change_verdict(d) if it.iteration else 'base'} | {it.mean_tokens} | {it.cut_at_max} |"
-            )
+        last = [ifeval_of(result, which).iterations[-1] for which in SETS]
+        verdict = "improved" if improved_on_both(result) else "not shown to improve on both sets"
+        lines.append(
+            f"- {name}, iteration {last[0].iteration}: {verdict} "
+            f"(held-out {_delta(last[0])}, {change_verdict(last[0].vs_base)}; "
+            f"independent {_delta(last[1])}, {change_verdict(last[1].vs_base)})"
+        )
     compared = next((h.wins + h.losses + h.ties for r in results.values() for h in r.h2h), 0)
     lines += [
         "",
@@ -164,7 +219,7 @@ def results_markdown(
                 f"| {name} | {h.iteration} | {h.wins} | {h.losses} | {h.ties} | {vote} | "
                 f"{pct(h.consistent)}% | {pct(h.first_position_rate)}% | {calibrated} |"
             )
-    lines += ["", "![held-out prompt-level strict accuracy per iteration](results.png)", ""]
+    lines += ["", "![prompt-level strict accuracy per iteration, held-out split and independent set](results.png)", ""]
     if diagnostics:
         lines += [
             "What the training pairs taught, by the instruction checkers (`python -m selfplay.proof --diagnostics`):",
@@ -229,21 +284,24 @@ def plot(results: dict[str, EvalResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for offset, (name, result) in enumerate(results.items()):
-        its = ifeval_of(result).iterations
-        xs = [it.iteration + 0.06 * (offset - 1) for it in its]
-        ys = [100 * (it.prompt_level_strict or 0) for it in its]
-        lo = [y - 100 * it.prompt_strict_ci[0] if it.prompt_strict_ci else 0 for y, it in zip(ys, its, strict=True)]
-        hi = [100 * it.prompt_strict_ci[1] - y if it.prompt_strict_ci else 0 for y, it in zip(ys, its, strict=True)]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
-    echo = 100 * (ifeval_of(next(iter(results.values()))).echo.prompt_level_strict or 0)
-    ax.axhline(echo, color="grey", linestyle=":", label="echo baseline")
-    ax.set_xticks(sorted({it.iteration for r in results.values() for it in ifeval_of(r).iterations}))
-    ax.set_xlabel("iteration (0 = base model)")
-    ax.set_ylabel("held-out prompt-level strict accuracy, %")
-    ax.set_title("Instruction following on held-out prompts (95% Wilson intervals)")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    titles = ("held-out split (heldout.jsonl)", "independent set (independent.jsonl)")
+    for ax, which, title in zip(axes, SETS, titles, strict=True):
+        for offset, (name, result) in enumerate(results.items()):
+            its = ifeval_of(result, which).iterations
+            xs = [it.iteration + 0.06 * (offset - 1) for it in its]
+            ys = [100 * (it.prompt_level_strict or 0) for it in its]
+            lo = [y - 100 * it.prompt_strict_ci[0] if it.prompt_strict_ci else 0 for y, it in zip(ys, its, strict=True)]
+            hi = [100 * it.prompt_strict_ci[1] - y if it.prompt_strict_ci else 0 for y, it in zip(ys, its, strict=True)]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
+        echo = 100 * (ifeval_of(next(iter(results.values())), which).echo.prompt_level_strict or 0)
+        ax.axhline(echo, color="grey", linestyle=":", label="echo baseline")
+        ax.set_xticks(sorted({it.iteration for r in results.values() for it in ifeval_of(r, which).iterations}))
+        ax.set_xlabel("iteration (0 = base model)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("prompt-level strict accuracy, %")
+    fig.suptitle("Instruction following on prompts never trained on (95% Wilson intervals)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -294,8 +352,10 @@ def main(argv: list[str] | None = None) -> None:
 class ProofConfigResult(BaseModel):
     """One proof config in results.json: its evaluation and the run's own per-iteration record."""
 
-    evaluation: EvalResult  # held-out IFEval accuracies with intervals and deltas, head-to-head (vote and calibrated)
-    verdicts: dict[int, str]  # iteration -> change_verdict of its delta against iteration 0
+    evaluation: EvalResult  # IFEval accuracies of both sets with intervals and deltas, head-to-head (vote and calibrated)
+    verdicts: dict[int, str]  # iteration -> change_verdict of its delta against iteration 0, held-out split
+    verdicts_independent: dict[int, str]  # the same on the independent set
+    improved: bool  # the last iteration improved on both sets (improved_on_both): results.md's per-config line
     iterations: list[IterationSummary]  # per iteration: pairs, ties, losses, judge agreement, monitors' warnings, seconds
 
 
@@ -313,6 +373,10 @@ def results_record(results: dict[str, EvalResult], runs: dict[str, Run], wall_s:
         name: ProofConfigResult(
             evaluation=result,
             verdicts={it.iteration: change_verdict(it.vs_base) for it in ifeval_of(result).iterations if it.iteration},
+            verdicts_independent={
+                it.iteration: change_verdict(it.vs_base) for it in ifeval_of(result, "independent").iterations if it.iteration
+            },
+            improved=improved_on_both(result),
             iterations=[IterationSummary.from_manifest(m) for m in runs[name].manifests()],
         )
         for name, result in results.items()

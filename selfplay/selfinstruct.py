@@ -170,6 +170,7 @@ def self_instruct_prompts(
 
 
 HELDOUT_SPLIT = "data/ifeval/heldout.jsonl"  # the project's committed held-out split (selfplay.split)
+INDEPENDENT_SET = "data/ifeval/independent.jsonl"  # its second held-out set, phrased apart from the pools (data/ifeval/README.md)
 
 
 def preflight_prompts(cfg: PromptsConfig) -> None:
@@ -180,13 +181,15 @@ def preflight_prompts(cfg: PromptsConfig) -> None:
 
 
 def heldout_prompts(cfg: RunConfig) -> list[Prompt]:
-    """The run's held-out evaluation prompts: eval.prompts, eval.ifeval and the shipped held-out split
-    (those files that exist), less the prompts of the run's own pool (a prompt the run trains on is not
-    held out, so an IFEval file that also holds the training split leaves the pool usable)."""
+    """The run's held-out evaluation prompts: eval.prompts, eval.ifeval, eval.ifeval_independent and the shipped
+    held-out split and independent set (those files that exist), less the prompts of the run's own pool (a prompt
+    the run trains on is not held out, so an IFEval file that also holds the training split leaves the pool usable)."""
     pool = load_pool(cfg.prompts.pool)
     pool_ids, pool_texts = {p.id for p in pool}, {_norm(p.text) for p in pool}
     paths = ([cfg.eval.prompts] if cfg.eval.prompts else []) + [
-        path for path in (cfg.eval.ifeval, HELDOUT_SPLIT) if resolve_data_path(path).exists()
+        path
+        for path in (cfg.eval.ifeval, cfg.eval.ifeval_independent, HELDOUT_SPLIT, INDEPENDENT_SET)
+        if path and resolve_data_path(path).exists()
     ]
     out: dict[str, Prompt] = {}
     for path in paths:

@@ -18,7 +18,7 @@ from selfplay.records import Judgement, Pair, PreferenceStats, Prompt, TrainResu
 from selfplay.views import sort_records
 
 from conftest import make_generation
-from test_evaluate import IFEVAL_LINES, scripted, write_jsonl  # noqa: F401 (fixture)
+from test_evaluate import IFEVAL_LINES, INDEPENDENT_LINES, scripted, write_jsonl  # noqa: F401 (fixture)
 
 runner = CliRunner()
 
@@ -180,6 +180,27 @@ def test_eval_command_with_scripted_policies(tmp_path, scripted, monkeypatch):
     bad = tmp_path / "held.jsonl"
     bad.write_text('{"id": "a", "prompt": "Say hi [politely]."}\n')  # a training prompt
     assert "training prompts of run view" in _error_line(runner.invoke(APP, ["eval", "view", "--no-ifeval", "--prompts", str(bad)]))
+
+
+def test_eval_command_scores_the_independent_set_beside_the_main_one(tmp_path, scripted):
+    build_run(tmp_path)
+    ifeval = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
+    independent = write_jsonl(tmp_path / "independent.jsonl", INDEPENDENT_LINES)
+    args = ["eval", "view", "--ifeval", str(ifeval), "--independent", str(independent), "-i", "0,1"]
+    data = json.loads(runner.invoke(APP, [*args, "--json"]).output.splitlines()[-1])
+    assert data["ifeval"]["file"] == str(ifeval) and data["ifeval_independent"]["file"] == str(independent)
+    assert [it["prompt_level_strict"] for it in data["ifeval_independent"]["iterations"]] == [pytest.approx(2 / 3)] * 2
+    table = runner.invoke(APP, args)
+    assert table.exit_code == 0, table.output
+    out = " ".join(table.output.split())  # rich wraps long titles
+    assert "IFEval-style instruction following:" in out and "The independent set (phrased apart from the train pools):" in out
+    assert out.count("echo baseline") == 2 and "66.7%" in out
+    # The run config names it (eval.ifeval_independent): scored without the option; --no-ifeval skips both sets.
+    by_config = runner.invoke(APP, ["eval", "view", "--ifeval", str(ifeval), "-s", f"ifeval_independent={independent}", "-i", "1", "--json"])
+    assert by_config.exit_code == 0, by_config.output
+    assert json.loads(by_config.output.splitlines()[-1])["ifeval_independent"]["file"] == str(independent)
+    skipped = runner.invoke(APP, ["eval", "view", "--no-ifeval", "--independent", str(independent), "--json"])
+    assert json.loads(skipped.output.splitlines()[-1])["ifeval_independent"] is None
 
 
 def test_report_command(tmp_path):

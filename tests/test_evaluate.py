@@ -13,11 +13,11 @@ import selfplay.evaluate as ev
 from selfplay.config import EvalConfig, load_config
 from selfplay.evaluate import (
     EvalError, H2HRow, IFEvalRow, agreement_eval, check_held_out, h2h_eval, h2h_judge, h2h_plan, ifeval_eval,
-    load_pairwise_template, read_agreement, run_eval,
+    load_pairwise_template, read_agreement, read_ifeval_summary, run_eval,
 )
 from selfplay.bestofn import BestOfN
 from selfplay.rundir import Run
-from selfplay.records import Generation, Prompt, read_records, write_json, write_records
+from selfplay.records import Generation, Prompt, TrainResult, read_records, write_json, write_records
 
 from conftest import FakeGenerator
 
@@ -127,6 +127,43 @@ def test_ifeval_bad_file_is_one_line(tmp_path, scripted):
     bad.write_text('{"key": 1, "prompt": "x", "instruction_id_list": ["nope:nope"], "kwargs": [{}]}\n')
     with pytest.raises(EvalError, match="bad.jsonl:1"):
         ifeval_eval(run, [0], bad, run.cfg.eval)
+
+
+# The independent set: the same keys as IFEVAL_LINES, other prompts and instructions (SCRIPT answers by key).
+INDEPENDENT_LINES = [
+    {"key": 1, "prompt": "Name a pet, and mind: no commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+    {"key": 2, "prompt": "Greet me in small letters.", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
+    {"key": 3, "prompt": "Describe rain in two words.", "instruction_id_list": ["length_constraints:number_words"],
+     "kwargs": [{"num_words": 3, "relation": "less than"}]},
+]
+
+
+def test_independent_set_keeps_its_own_files_beside_the_main_one(tmp_path, scripted):
+    run = make_run(tmp_path)
+    write_json(run.paths(1).train, TrainResult(algo="dpo", policy="/fake/iter1").model_dump())
+    main_file = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
+    other = write_jsonl(tmp_path / "independent.jsonl", INDEPENDENT_LINES)
+    result = run_eval(run, ifeval_file=str(main_file), independent_file=str(other))
+    assert [it.prompt_level_strict for it in result.ifeval.iterations] == [pytest.approx(1 / 3), 1.0]
+    # iteration 0 and 1 both pass keys 1 and 2 and fail 3 ("Rain is wet." is 3 words): no change, no mixing of sets
+    ind = result.ifeval_independent
+    assert [it.prompt_level_strict for it in ind.iterations] == [pytest.approx(2 / 3), pytest.approx(2 / 3)]
+    assert ind.iterations[1].vs_base.mean_diff == 0.0 and ind.echo.prompt_level_strict == 0.0  # the echo fails all three
+    assert (ind.file, ind.file_hash) != (result.ifeval.file, result.ifeval.file_hash)
+    folder = run.root / "eval"
+    for k in (0, 1):
+        main_ids = [g.prompt_id for g in read_records(folder / f"responses_iter_{k:03d}.jsonl", Generation)]
+        assert main_ids == [g.prompt_id for g in read_records(folder / f"responses_independent_iter_{k:03d}.jsonl", Generation)]
+    # The same ids with other texts: each set registers its own prompts (one registry would refuse the second set).
+    assert read_records(folder / "prompts.jsonl", Prompt)[0].text == IFEVAL_LINES[0]["prompt"]
+    assert read_records(folder / "prompts_independent.jsonl", Prompt)[0].text == INDEPENDENT_LINES[0]["prompt"]
+    rows = read_records(folder / "ifeval_independent_iter_001.jsonl", IFEvalRow)
+    assert [r.strict for r in rows] == [[True], [True], [False]]
+    assert read_ifeval_summary(run).file == str(main_file) and read_ifeval_summary(run, "independent").file == str(other)
+    # Each set's cache serves it: evaluating again generates nothing, and the main summary is still the main set's.
+    ScriptedPolicy.calls = []
+    again = run_eval(run, ifeval_file=str(main_file), independent_file=str(other))
+    assert ScriptedPolicy.calls == [] and again == result
 
 
 def test_training_prompts_are_refused(tmp_path, scripted):

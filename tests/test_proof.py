@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from selfplay.proof import main
+from selfplay.config import PROJECT_ROOT
+from selfplay.evaluate import EvalResult, IFEvalIteration, IFEvalScores, IFEvalSummary
+from selfplay.proof import improved_on_both, main, results_markdown
 from selfplay.views import pct
 from selfplay.stats import change_verdict
 from selfplay.stats import PairedDiff
@@ -26,11 +28,21 @@ def test_quick_proof_writes_results(tiny_model_dir, tmp_path, capsys):
     assert [it["iteration"] for it in iterations] == [0, 1] and f"| self-rewarding | 1 | {pct(iterations[1]['prompt_level_strict'])} |" in text
     assert figures["verdicts"]["1"] == change_verdict(PairedDiff(**iterations[1]["vs_base"]))
     assert figures["iterations"][0]["iteration"] == 1 and "pairs" in figures["iterations"][0]
+    # ... and the same for the independent set, evaluated beside the held-out split, with the verdict on both
+    independent = figures["evaluation"]["ifeval_independent"]
+    assert [it["iteration"] for it in independent["iterations"]] == [0, 1] and independent["iterations"][0]["n_prompts"] == 160
+    assert figures["verdicts_independent"]["1"] == change_verdict(PairedDiff(**independent["iterations"][1]["vs_base"]))
+    assert figures["improved"] == (figures["verdicts"]["1"] == figures["verdicts_independent"]["1"] == "improved")
+    assert "The independent set `data/ifeval/independent.jsonl` (160 prompts" in text
+    assert f"| self-rewarding | 1 | {pct(independent['iterations'][1]['prompt_level_strict'])} |" in text
+    assert "- self-rewarding, iteration 1: " + ("improved" if figures["improved"] else "not shown to improve") in text
+    assert (tmp_path / "runs" / "proof-self-rewarding" / "eval" / "responses_independent_iter_001.jsonl").exists()
     assert figures["evaluation"]["h2h"][0]["calibrated"] is not None
     main(["--diagnostics", "--configs", "self-rewarding", "--runs-dir", str(tmp_path / "runs")])
     assert "| self-rewarding | 1 |" in capsys.readouterr().out
     # the run trained on the train split only: its prompts never include held-out keys
-    heldout = {f"ifeval-{json.loads(line)['key']}" for line in open("data/ifeval/heldout.jsonl")}
+    heldout = {f"ifeval-{json.loads(line)['key']}" for name in ("heldout", "independent")
+               for line in open(f"data/ifeval/{name}.jsonl")}
     trained = {json.loads(line)["id"] for line in (tmp_path / "runs" / "proof-self-rewarding" / "iter_001" / "prompts.jsonl").open()}
     assert trained and not trained & heldout
 
@@ -39,3 +51,43 @@ def test_quick_proof_writes_results(tiny_model_dir, tmp_path, capsys):
                                              (-0.09, -0.01, "worse")])
 def test_verdict_respects_the_interval(low, high, want):
     assert change_verdict(PairedDiff(n=100, mean_diff=(low + high) / 2, ci_low=low, ci_high=high)) == want
+
+
+def _summary(file: str, interval: tuple[float, float]) -> IFEvalSummary:
+    """Iterations 0 and 2 of 100 prompts, iteration 2's change against 0 having this 95% interval."""
+    scores = dict(n_prompts=100, instruction_level_strict=0.4, prompt_level_loose=0.35, instruction_level_loose=0.45,
+                  prompt_strict_ci=(0.25, 0.45))
+    low, high = interval
+    return IFEvalSummary(file=file, file_hash="x", max_tokens=128, echo=IFEvalScores(prompt_level_strict=0.25, **scores),
+                         iterations=[
+        IFEvalIteration(iteration=0, policy="/m0", mean_tokens=80, cut_at_max=0.4, prompt_level_strict=0.30, **scores),
+        IFEvalIteration(iteration=2, policy="/m2", mean_tokens=70, cut_at_max=0.3, prompt_level_strict=0.30 + (low + high) / 2,
+                        vs_base=PairedDiff(n=100, mean_diff=(low + high) / 2, ci_low=low, ci_high=high), **scores),
+    ])
+
+
+def _result(main_ci, independent_ci) -> EvalResult:
+    return EvalResult(ifeval=_summary("data/ifeval/heldout.jsonl", main_ci),
+                      ifeval_independent=_summary(str(PROJECT_ROOT / "data" / "ifeval" / "independent.jsonl"), independent_ci))
+
+
+@pytest.mark.parametrize("main_ci, independent_ci, want", [
+    ((0.02, 0.10), (0.01, 0.05), True),
+    ((0.02, 0.10), (-0.01, 0.05), False),  # the independent set's change is inside the noise
+    ((-0.03, 0.05), (0.01, 0.05), False),  # the held-out split's is
+    ((0.02, 0.10), (-0.09, -0.01), False),  # worse on the independent set
+])
+def test_improved_only_where_both_sets_improve(main_ci, independent_ci, want):
+    assert improved_on_both(_result(main_ci, independent_ci)) is want
+
+
+def test_results_markdown_has_the_independent_table_and_the_verdict_on_both():
+    text = results_markdown({"verifiable": _result((0.02, 0.10), (0.01, 0.05)),
+                             "constitution": _result((0.02, 0.10), (-0.01, 0.05))}, 600.0, "abc1234", quick=False)
+    independent = text.split("The independent set `data/ifeval/independent.jsonl` (100 prompts, never trained on)")[1]
+    assert "| constitution | 2 | 32.0 | 35.0 | 40.0 | 45.0 | +2.0 (-1.0, +5.0) | no measurable change | 70.0 | 0.3 |" in independent
+    assert "| verifiable | 2 | 36.0 | 35.0 | 40.0 | 45.0 | +6.0 (+2.0, +10.0) | improved | 70.0 | 0.3 |" in text.split(
+        "The independent set")[0]
+    assert "- verifiable, iteration 2: improved (held-out +6.0 (+2.0, +10.0), improved; independent +3.0 (+1.0, +5.0), improved)" in text
+    assert ("- constitution, iteration 2: not shown to improve on both sets (held-out +6.0 (+2.0, +10.0), improved; "
+            "independent +2.0 (-1.0, +5.0), no measurable change)") in text

@@ -160,3 +160,8 @@ def test_heldout_prompts_of_a_run_config(tmp_path):
     held_ids = {p.id for p in heldout_prompts(cfg)}
     assert not held_ids & {p.id for p in load_pool("data/ifeval/train.jsonl")}
     assert {p.id for p in load_pool("data/ifeval/heldout.jsonl")} <= held_ids
+    # the independent set is held out too, shipped or named by eval.ifeval_independent
+    assert {p.id for p in load_pool("data/ifeval/independent.jsonl")} <= held_ids
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "o1", "prompt": "Another held-out question?"}) + "\n")
+    assert "o1" in {p.id for p in heldout_prompts(load_config(None, [f"eval.ifeval_independent={other}"]))}

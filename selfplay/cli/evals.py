@@ -16,7 +16,7 @@ from rich.text import Text
 from selfplay.bestofn import best_of_n_file
 from selfplay.cli.common import RunArg, guard, open_run, out_dir
 from selfplay.config import ConfigError, EvalConfig, parse_overrides
-from selfplay.evaluate import MAX_FIRST_POSITION, EvalResult, run_eval
+from selfplay.evaluate import MAX_FIRST_POSITION, EvalResult, IFEvalSummary, run_eval
 from selfplay.report import write_report
 from selfplay.views import compare_runs, compare_table
 
@@ -65,7 +65,15 @@ def eval_(
     ifeval: Annotated[
         str | None, typer.Option("--ifeval", help="IFEval-format JSONL to score (default: eval.ifeval of the run config)")
     ] = None,
-    no_ifeval: Annotated[bool, typer.Option("--no-ifeval", help="skip the instruction-following evaluation")] = False,
+    independent: Annotated[
+        str | None,
+        typer.Option(
+            "--independent",
+            help="a second IFEval-format held-out set, phrased apart from the train pools, scored beside the first "
+            "(default: eval.ifeval_independent of the run config)",
+        ),
+    ] = None,
+    no_ifeval: Annotated[bool, typer.Option("--no-ifeval", help="skip the instruction-following evaluation (both sets)")] = False,
     prompts: Annotated[
         str | None,
         typer.Option(
@@ -106,11 +114,11 @@ def eval_(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Evaluate iterations: IFEval accuracy (strict/loose, beside the echo baseline), head-to-head win
-    rates against the base and the previous iteration (both orders, 95% intervals), judge agreement.
-    Greedy responses are cached in runs/RUN/eval/ and reused.
+    """Evaluate iterations: IFEval accuracy (strict/loose, beside the echo baseline) on the held-out set and, where
+    given, on the independent one; head-to-head win rates against the base and the previous iteration (both orders,
+    95% intervals), judge agreement. Greedy responses are cached in runs/RUN/eval/ and reused.
 
-    Example: selfplay eval demo --prompts data/heldout.jsonl --iterations 0,1,2
+    Example: selfplay eval demo --ifeval data/ifeval/heldout.jsonl --independent data/ifeval/independent.jsonl -i 0,1,2
     """
     the_run = open_run(run)
     ks = parse_iterations(iterations)
@@ -120,6 +128,7 @@ def eval_(
         the_run,
         iterations=ks,
         ifeval_file=None if no_ifeval else (ifeval or cfg.ifeval),
+        independent_file=None if no_ifeval else (independent or cfg.ifeval_independent),
         prompts_file=prompts or cfg.prompts,
         seed_file=seed,
         cfg=cfg,
@@ -229,56 +238,14 @@ def best_of_n(
 def eval_tables(result: EvalResult) -> list:
     """Rich tables (and lines, as Text) for an EvalResult; file and model names are Text, never markup."""
 
-    def pct(v):
-        return "-" if v is None else f"{v:.1%}"
-
-    out: list = []
-    if result.ifeval:
-        s = result.ifeval
-        t = Table(
-            title=Text(
-                f"IFEval-style instruction following: {s.file} ({s.echo.n_prompts} prompts, greedy, max {s.max_tokens} tokens)"
-            ),
-            box=box.SIMPLE_HEAD,
+    out: list = [
+        ifeval_table(s, title)
+        for s, title in (
+            (result.ifeval, "IFEval-style instruction following"),
+            (result.ifeval_independent, "The independent set (phrased apart from the train pools)"),
         )
-        for col in (
-            "",
-            "prompt strict",
-            "95% Wilson",
-            "prompt loose",
-            "instr strict",
-            "instr loose",
-            "tokens",
-            "cut",
-            "strict vs base, 95%",
-        ):
-            t.add_column(col, justify="left" if not col else "right", no_wrap=True)
-        e = s.echo
-        t.add_row(
-            "echo baseline",
-            pct(e.prompt_level_strict),
-            _ci(e.prompt_strict_ci),
-            pct(e.prompt_level_loose),
-            pct(e.instruction_level_strict),
-            pct(e.instruction_level_loose),
-            "-",
-            "-",
-            "-",
-        )
-        for it in s.iterations:
-            vs = it.vs_base
-            t.add_row(
-                f"iteration {it.iteration}" + (" (base)" if it.iteration == 0 else ""),
-                pct(it.prompt_level_strict),
-                _ci(it.prompt_strict_ci),
-                pct(it.prompt_level_loose),
-                pct(it.instruction_level_strict),
-                pct(it.instruction_level_loose),
-                "-" if it.mean_tokens is None else f"{it.mean_tokens:.0f}",
-                pct(it.cut_at_max),
-                f"{vs.mean_diff:+.1%} [{vs.ci_low:+.0%}, {vs.ci_high:+.0%}]" if vs and vs.mean_diff is not None else "-",
-            )
-        out.append(t)
+        if s is not None
+    ]
     if result.h2h:
         t = Table(title="Head-to-head on held-out prompts (both orders; a win needs both; ties count half)", box=box.SIMPLE_HEAD)
         for col in (
@@ -304,12 +271,12 @@ def eval_tables(result: EvalResult) -> list:
                 str(r.wins),
                 str(r.losses),
                 str(r.ties),
-                pct(r.win_rate) if r.decides is not False else "cannot decide",
+                _pct(r.win_rate) if r.decides is not False else "cannot decide",
                 _ci((r.ci_low, r.ci_high) if r.ci_low is not None else None),
-                pct(r.consistent),
-                pct(r.first_position_rate),
+                _pct(r.consistent),
+                _pct(r.first_position_rate),
                 str(r.unparseable),
-                pct(c.win_rate) if c else "-",
+                _pct(c.win_rate) if c else "-",
                 _ci((c.ci_low, c.ci_high) if c and c.ci_low is not None else None),
             )
         out.append(t)
@@ -325,14 +292,64 @@ def eval_tables(result: EvalResult) -> list:
         out.append(
             Text(
                 f"judge vs human ({a.n} seed pairs, {a.judge}): agrees {a.agree}, disagrees {a.disagree}, "
-                f"undecided {a.undecided}, unjudged {a.unjudged}; accuracy {pct(a.accuracy)} {_ci(a.accuracy_ci)}; "
-                f"Cohen's kappa {kappa}; first-position {pct(a.first_position_rate)}; calibrated accuracy "
-                f"{pct(a.calibrated_accuracy)}"
+                f"undecided {a.undecided}, unjudged {a.unjudged}; accuracy {_pct(a.accuracy)} {_ci(a.accuracy_ci)}; "
+                f"Cohen's kappa {kappa}; first-position {_pct(a.first_position_rate)}; calibrated accuracy "
+                f"{_pct(a.calibrated_accuracy)}"
             )
         )
     if not out:
         out.append("nothing evaluated: give --ifeval FILE, --prompts FILE or --seed FILE")
     return out
+
+
+def ifeval_table(s: IFEvalSummary, title: str) -> Table:
+    """One IFEval summary: the echo baseline, then each iteration with its change against the base."""
+    t = Table(
+        title=Text(f"{title}: {s.file} ({s.echo.n_prompts} prompts, greedy, max {s.max_tokens} tokens)"),
+        box=box.SIMPLE_HEAD,
+    )
+    for col in (
+        "",
+        "prompt strict",
+        "95% Wilson",
+        "prompt loose",
+        "instr strict",
+        "instr loose",
+        "tokens",
+        "cut",
+        "strict vs base, 95%",
+    ):
+        t.add_column(col, justify="left" if not col else "right", no_wrap=True)
+    e = s.echo
+    t.add_row(
+        "echo baseline",
+        _pct(e.prompt_level_strict),
+        _ci(e.prompt_strict_ci),
+        _pct(e.prompt_level_loose),
+        _pct(e.instruction_level_strict),
+        _pct(e.instruction_level_loose),
+        "-",
+        "-",
+        "-",
+    )
+    for it in s.iterations:
+        vs = it.vs_base
+        t.add_row(
+            f"iteration {it.iteration}" + (" (base)" if it.iteration == 0 else ""),
+            _pct(it.prompt_level_strict),
+            _ci(it.prompt_strict_ci),
+            _pct(it.prompt_level_loose),
+            _pct(it.instruction_level_strict),
+            _pct(it.instruction_level_loose),
+            "-" if it.mean_tokens is None else f"{it.mean_tokens:.0f}",
+            _pct(it.cut_at_max),
+            f"{vs.mean_diff:+.1%} [{vs.ci_low:+.0%}, {vs.ci_high:+.0%}]" if vs and vs.mean_diff is not None else "-",
+        )
+    return t
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.1%}"
 
 
 def _ci(ci) -> str:

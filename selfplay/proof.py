@@ -1,4 +1,4 @@
-"""Proof that it works: run the three proof configs from the same base model, evaluate every iteration on
+"""Proof that it works: run the proof configs from the same base model, evaluate every iteration on
 the held-out split and on the independent set (data/ifeval/independent.jsonl, phrased apart from every training
 pool), and write docs/results.md with plots. Numbers come only from the runs on disk.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from selfplay.config import PROJECT_ROOT, load_config
+from selfplay.config import PROJECT_ROOT, load_config, with_overrides
 from selfplay.evaluate import (
     EvalError,
     EvalResult,
@@ -38,12 +38,23 @@ from selfplay.evaluate import (
 from selfplay.loop import preflight, run_loop
 from selfplay.models import resolve_model
 from selfplay.program_judges import ifeval
-from selfplay.records import Generation, Judgement, Pair, Prompt, read_records, write_json
+from selfplay.records import (
+    TEACHING_FILE,
+    Generation,
+    Judgement,
+    JudgeQuality,
+    JudgeTeaching,
+    Pair,
+    Prompt,
+    read_record,
+    read_records,
+    write_json,
+)
 from selfplay.rundir import IterationSummary, Run
 from selfplay.stats import change_verdict, pearson
 from selfplay.views import pct
 
-CONFIGS = ("self-rewarding", "verifiable", "constitution")
+CONFIGS = ("self-rewarding", "verifiable", "constitution", "self-rewarding-taught")
 SETS: tuple[EvalSet, ...] = ("main", "independent")  # eval.ifeval (the held-out split), eval.ifeval_independent
 QUICK = [
     "iterations=1",
@@ -56,16 +67,26 @@ QUICK = [
     "eval.max_prompts=4",
     "eval.max_tokens=32",
 ]
+# --quick for a config that teaches its judge (train.judge_data): a handful of labelled judgements, measured on few.
+QUICK_TEACHING = [
+    "train.judge.max_prompts=4",
+    "train.judge.samples=2",
+    "train.judge.max_examples=8",
+    "train.judge.measure_prompts=4",
+    "train.judge.max_length=256",
+]
 
 
 def run_and_evaluate(
-    name: str, runs_dir: Path, overrides: list[str], log, base_from: Run | None = None
+    name: str, runs_dir: Path, overrides: list[str], log, base_from: Run | None = None, quick: bool = False
 ) -> tuple[Run, EvalResult, float]:
     """Run one proof config and evaluate every iteration on both sets. `base_from`: an earlier proof run whose
     iteration-0 responses (of each set) are reused (same base model, greedy; eval_responses regenerates them if
     anything differs)."""
     started = time.monotonic()
     cfg = load_config(PROJECT_ROOT / "configs" / f"proof-{name}.yaml", overrides)
+    if quick and cfg.train.judge_data:
+        cfg = with_overrides(cfg, QUICK_TEACHING)
     preflight(cfg)
     if not cfg.eval.ifeval_independent:
         raise EvalError(f"proof config {name}: eval.ifeval_independent (the set phrased apart from the pools) is not set")
@@ -159,8 +180,59 @@ def source_commit() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def taught_judges(runs: dict[str, Run]) -> dict[str, JudgeTeaching]:
+    """The judge-teaching record of each config that taught its judge (train.judge_data)."""
+    return {
+        name: read_record(run.judge_teaching / TEACHING_FILE, JudgeTeaching)
+        for name, run in runs.items()
+        if run.cfg.train.judge_data
+    }
+
+
+def teaching_table(teaching: dict[str, JudgeTeaching]) -> list[str]:
+    """Markdown lines: what each taught judge learned from, and how it judged before and after, by the checkers."""
+
+    def row(name: str, when: str, q: JudgeQuality | None) -> str:
+        if q is None:
+            return f"| {name} | {when} | - | - | - | - |"
+        a = q.checker_agreement
+        pairs = "-" if a is None or a.accuracy is None else f"{pct(a.accuracy)}% (kappa {a.kappa:.2f}, n {a.n})"
+        return f"| {name} | {when} | {_r(q.spearman_checkers)} | {pairs} | {_r(q.length_bias)} | {q.scored}/{q.responses} |"
+
+    lines = [
+        "Taught judges (`train.judge_data`): labelled judgements learned before iteration 1, and the judge's agreement "
+        "with the instruction checkers on sampled responses to prompts it never learned from (`train.judge.measure`):",
+        "",
+        "| config | judge | rank r with the checkers | picks the checkers' better response (kappa, pairs) "
+        "| length bias (rank r with length, beyond the checkers') | scored |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, t in teaching.items():
+        lines.append(row(name, "before teaching", t.before))
+        lines.append(row(name, "after teaching", t.after))
+    lines += [""]
+    for name, t in teaching.items():
+        labels = ", ".join(f"{label}: {n}" for label, n in t.label_counts.items())
+        lines.append(
+            f"- {name}: taught {t.target} `{t.template}` on {t.from_checkers + t.from_seed} judgements "
+            f"({t.from_checkers} labelled by the checkers from {t.checker_prompts} train-pool prompts, {t.from_seed} "
+            f"from people; verdicts {labels}); {t.train.steps} steps, loss {_r(t.train.loss_first)} -> "
+            f"{_r(t.train.loss_last)}, {t.seconds / 60:.0f} min. In the run it judged alone."
+        )
+    return [*lines, ""]
+
+
+def _r(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def results_markdown(
-    results: dict[str, EvalResult], wall_s: float, commit: str, quick: bool, diagnostics: Sequence[str] = ()
+    results: dict[str, EvalResult],
+    wall_s: float,
+    commit: str,
+    quick: bool,
+    diagnostics: Sequence[str] = (),
+    teaching: dict[str, JudgeTeaching] | None = None,
 ) -> str:
     first = ifeval_of(next(iter(results.values())))
     other = ifeval_of(next(iter(results.values())), "independent")
@@ -220,6 +292,8 @@ def results_markdown(
                 f"{pct(h.consistent)}% | {pct(h.first_position_rate)}% | {calibrated} |"
             )
     lines += ["", "![prompt-level strict accuracy per iteration, held-out split and independent set](results.png)", ""]
+    if teaching:
+        lines += teaching_table(teaching)
     if diagnostics:
         lines += [
             "What the training pairs taught, by the instruction checkers (`python -m selfplay.proof --diagnostics`):",
@@ -334,7 +408,12 @@ def main(argv: list[str] | None = None) -> None:
     results, runs, first = {}, {}, None
     for name in names:
         run, result, seconds = run_and_evaluate(
-            name, args.runs_dir, overrides, log=lambda m, n=name: print(f"[{n}] {m}", flush=True), base_from=first
+            name,
+            args.runs_dir,
+            overrides,
+            log=lambda m, n=name: print(f"[{n}] {m}", flush=True),
+            base_from=first,
+            quick=args.quick,
         )
         first = first or run
         results[name], runs[name] = result, run
@@ -343,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     wall_s = time.monotonic() - started
     plot(results, args.out / "results.png")
     (args.out / "results.md").write_text(
-        results_markdown(results, wall_s, commit, args.quick, pair_diagnostics(runs)), encoding="utf-8"
+        results_markdown(results, wall_s, commit, args.quick, pair_diagnostics(runs), taught_judges(runs)), encoding="utf-8"
     )
     write_json(args.out / "results.json", results_record(results, runs, wall_s, commit, args.quick).model_dump(mode="json"))
     print(f"wrote {args.out / 'results.md'}, {args.out / 'results.json'} and {args.out / 'results.png'}")
@@ -356,6 +435,7 @@ class ProofConfigResult(BaseModel):
     verdicts: dict[int, str]  # iteration -> change_verdict of its delta against iteration 0, held-out split
     verdicts_independent: dict[int, str]  # the same on the independent set
     improved: bool  # the last iteration improved on both sets (improved_on_both): results.md's per-config line
+    judge_teaching: JudgeTeaching | None = None  # train.judge_data: what the judge learned from, its quality before/after
     iterations: list[IterationSummary]  # per iteration: pairs, ties, losses, judge agreement, monitors' warnings, seconds
 
 
@@ -378,6 +458,7 @@ def results_record(results: dict[str, EvalResult], runs: dict[str, Run], wall_s:
             },
             improved=improved_on_both(result),
             iterations=[IterationSummary.from_manifest(m) for m in runs[name].manifests()],
+            judge_teaching=taught_judges({name: runs[name]}).get(name),
         )
         for name, result in results.items()
     }

@@ -91,3 +91,29 @@ def test_results_markdown_has_the_independent_table_and_the_verdict_on_both():
     assert "- verifiable, iteration 2: improved (held-out +6.0 (+2.0, +10.0), improved; independent +3.0 (+1.0, +5.0), improved)" in text
     assert ("- constitution, iteration 2: not shown to improve on both sets (held-out +6.0 (+2.0, +10.0), improved; "
             "independent +2.0 (-1.0, +5.0), no measurable change)") in text
+
+
+def test_results_markdown_reports_what_a_taught_judge_learned_and_how_it_judges():
+    from selfplay.agreement import Agreement
+    from selfplay.records import JudgeQuality, JudgeTeaching, TrainResult
+
+    def quality(r, accuracy, kappa, bias):
+        return JudgeQuality(judge="/m", responses=240, scored=240, spearman_checkers=r, score_length_r=bias - 0.1,
+                            checker_length_r=-0.1, length_bias=bias, seed_agreement=None,
+                            checker_agreement=Agreement(n=50, unjudged=0, agree=30, disagree=10, undecided=10,
+                                                        accuracy=accuracy, kappa=kappa))
+
+    taught = JudgeTeaching(target="policy", base="/m", taught="/t", template="instruction-following@1",
+                           sources=["checkers"], checker_prompts=100, from_checkers=320, from_seed=0,
+                           label_counts={"1": 160, "3": 40, "5": 120},
+                           train=TrainResult(algo="judge-sft", steps=80, seconds=500.0, loss_first=3.1, loss_last=1.2,
+                                             policy="/t"),
+                           measured_on="data/ifeval/heldout.jsonl", before=quality(0.19, 0.55, 0.1, -0.4),
+                           after=quality(0.52, 0.75, 0.5, 0.05), seconds=900.0)
+    text = results_markdown({"self-rewarding-taught": _result((0.02, 0.10), (0.01, 0.05))}, 600.0, "abc1234", quick=False,
+                            teaching={"self-rewarding-taught": taught})
+    assert "| self-rewarding-taught | before teaching | 0.19 | 55.0% (kappa 0.10, n 50) | -0.40 | 240/240 |" in text
+    assert "| self-rewarding-taught | after teaching | 0.52 | 75.0% (kappa 0.50, n 50) | 0.05 | 240/240 |" in text
+    assert ("- self-rewarding-taught: taught policy `instruction-following@1` on 320 judgements (320 labelled by the "
+            "checkers from 100 train-pool prompts, 0 from people; verdicts 1: 160, 3: 40, 5: 120); 80 steps, "
+            "loss 3.10 -> 1.20, 15 min. In the run it judged alone.") in text

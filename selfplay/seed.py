@@ -13,8 +13,9 @@ Accepted files (every problem is a SeedError naming the file and line, or the ta
 
 A pairwise line's optional `label` is what `label_pairs` writes: the person's verdict on the pair as shown,
 "chosen" (agrees; the default), "rejected" (prefers the other text: the pair is swapped), "tie" or "skip"
-(counted, never a pair). Pairs from people carry judge="human" and scores 1 (chosen) / 0 (rejected), or
-margin / 0 with an explicit margin.
+(counted, never a pair). Pointwise lines become pairs too: per prompt, the best-scored response against the worst
+(pairs_from_scored). Pairs from people carry judge="human" and scores 1 (chosen) / 0 (rejected), or margin / 0
+with an explicit margin, or the two scores of a pointwise pair.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class ScoredResponse(Record):
 
 class SeedSet(BaseModel):
     source: str  # the file it was read from
-    pairs: list[Pair]  # pairwise labels, chosen = the person's preference
+    pairs: list[Pair]  # every preference, chosen = the person's: pairwise labels, then the pairs from pointwise scores
     scored: list[ScoredResponse]  # pointwise labels
+    from_scored: int = 0  # how many of `pairs` (the last ones) came from pointwise scores (pairs_from_scored)
     ties: int = 0  # labels that preferred neither text (tie lines; Label Studio tasks whose annotators split evenly)
     skipped: int = 0  # skip lines; Label Studio tasks without a usable annotation
     judge_compared: int = 0  # Label Studio tasks from `selfplay export` (meta holds the run judge's choice) people decided
@@ -72,7 +74,10 @@ class SeedSet(BaseModel):
 
     def summary(self) -> str:
         """One line for a load message: what became pairs, and from what."""
-        text = f"{self.source}: pairs {len(self.pairs)}, ties {self.ties}, skipped {self.skipped}"
+        text = f"{self.source}: pairs {len(self.pairs)}"
+        if self.from_scored:
+            text += f" ({self.from_scored} from scored lines)"
+        text += f", ties {self.ties}, skipped {self.skipped}"
         if self.judge_compared:
             text += f"; people chose as the run's judge did on {self.judge_agreed} of {self.judge_compared} exported pairs"
         return "; ".join([text, *self.notes])
@@ -233,7 +238,10 @@ def load_seed_jsonl(path: Path) -> SeedSet:
             pairs.append(human_pair(rid, prompt_id, prompt, rejected, chosen, margin))
     if not pairs and not scored and not ties and not skipped:
         raise SeedError(f"{path}: no records")
-    return SeedSet(source=str(path), pairs=pairs, scored=scored, ties=ties, skipped=skipped)
+    from_scored = pairs_from_scored(scored)
+    return SeedSet(
+        source=str(path), pairs=pairs + from_scored, scored=scored, from_scored=len(from_scored), ties=ties, skipped=skipped
+    )
 
 
 @dataclass

@@ -40,7 +40,9 @@ def test_pairwise_and_pointwise_lines(tmp_path):
         {"id": "r2", "prompt": "Rate me", "response": "A worse answer.", "score": 2.5, "labeler": "bob"},
     ])
     seed = load_seed(path)
-    assert [p.chosen for p in seed.pairs] == ["4", "Paris", "Go away."]
+    # The pairwise lines' pairs, then one from the pointwise lines: the best-scored response against the worst.
+    assert [p.chosen for p in seed.pairs] == ["4", "Paris", "Go away.", "An answer."] and seed.from_scored == 1
+    assert (seed.pairs[3].rejected, seed.pairs[3].margin) == ("A worse answer.", 1.5)
     assert seed.pairs[2].rejected == "Hello!" and seed.ties == 1 and seed.skipped == 1
     mine = seed.pairs[1]
     assert (mine.id, mine.prompt_id, mine.margin, mine.chosen_score, mine.rejected_score) == ("mine", "q7", 3.0, 3.0, 0.0)
@@ -261,6 +263,20 @@ def test_pairs_from_pointwise_scores(tmp_path):
     pairs = pairs_from_scored(load_seed(path).scored, min_margin=1.0)
     # A: best 5 vs worst 2, margin 3. B: 4.5 vs 4 is within the 1.0 tie margin. C: a single response.
     assert [(p.chosen, p.rejected, p.margin) for p in pairs] == [("a2", "a1", 3.0)]
+
+
+def test_pointwise_lines_are_pairs_wherever_a_seed_set_is_read(tmp_path):
+    from selfplay.config import load_config
+    from selfplay.loop import preflight
+
+    scores = write_jsonl(tmp_path / "scores.jsonl", [
+        {"prompt": "A?", "response": "no", "score": 2}, {"prompt": "A?", "response": "a longer answer", "score": 5}])
+    seed = load_seed(scores)
+    assert seed.summary() == f"{scores}: pairs 1 (1 from scored lines), ties 0, skipped 0"
+    # The warm-up (and preflight before it) has a pair to train on; the loop's agreement check judges it.
+    preflight(load_config(None, [f"human.seed_set={scores}", "human.seed_warmup=dpo"]))
+    result = judge_seed_agreement(LengthJudge(), seed.pairs, seed=0)
+    assert (result.n, result.accuracy) == (1, 1.0)
 
 
 def accuracy_kappa(a):

@@ -189,6 +189,12 @@ CASES = [
      "task #0 (id 1): not a Label Studio task"),
     ("train-rm-label-studio-keys", ["train", "rm", "--run", "r1", "--out", "{rm}", "--seed-set", "{ls_keys}"], "data has no 'prompt'"),
     ("train-rm-label-studio-vote", ["train", "rm", "--run", "r1", "--out", "{rm}", "--seed-set", "{ls_vote}"], "selected 'up'"),
+    # export: the format, the iterations, the target
+    ("export-unknown-format", ["export", "r1", "--format", "csv"], "--format 'csv': unknown; use one of trl, hf, parquet, label-studio"),
+    ("export-no-pairs", ["export", "empty", "--format", "trl"], "no iteration has pairs.jsonl yet"),
+    ("export-iteration-missing", ["export", "r1", "--format", "hf", "-k", "9"], "iteration 9 has no pairs to export"),
+    ("export-out-not-empty", ["export", "r1", "--format", "parquet", "--out", "{in}"], "exists and is not empty; pass --force"),
+    ("export-out-is-file", ["export", "r1", "--format", "label-studio", "--out", "{afile}"], "afile: is a file"),
     ("train-rm-keys-no-seed-set", ["train", "rm", "--run", "r1", "--out", "{rm}", "--keys", "q,a,b"], "give --seed-set too"),
     ("train-rm-keys-malformed", ["train", "rm", "--run", "r1", "--out", "{rm}", "--seed-set", "{ls_keys}", "--keys", "q,a"],
      "--keys 'q,a': expected PROMPT,LEFT,RIGHT data keys"),

@@ -1,9 +1,10 @@
 """Round trip through a real Label Studio: our export in, people's labels (simulated through the API) out, and
 Label Studio's JSON, JSON_MIN and CSV exports read back as seed sets. Not a test: Label Studio is a big install.
 
-    python3 -m venv /work/ls-venv && /work/ls-venv/bin/pip install label-studio      # its own venv, not ours
-    LABEL_STUDIO_USERNAME=bench@example.com LABEL_STUDIO_PASSWORD=... LABEL_STUDIO_USER_TOKEN=<40 hex> \\
-        /work/ls-venv/bin/label-studio start --no-browser --host 127.0.0.1 --port 8080 &
+    python3 -m venv ls-venv && ls-venv/bin/pip install label-studio        # its own venv, never selfplay's
+    LABEL_STUDIO_USERNAME=bench@example.com LABEL_STUDIO_PASSWORD=... LABEL_STUDIO_USER_TOKEN=<40 hex> \
+        ls-venv/bin/label-studio start --no-browser --internal-host 127.0.0.1 --port 8080 --data-dir /tmp/ls-data \
+        --enable-legacy-api-token &     # the first start creates the user; the token is a legacy token
     LABEL_STUDIO_API_KEY=<the same token> python bench/label_studio_roundtrip.py [--run RUN] [--out DIR]
 
 Without --run, a run of six pairs is made in --out. The script creates a project with `selfplay export`'s

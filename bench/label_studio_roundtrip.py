@@ -102,19 +102,21 @@ def demo_run(root: Path) -> Run:
     return run
 
 
-# Label Studio's stock Pairwise Classification template (as shipped in label-studio 1.23.2): two texts, no prompt.
+# Label Studio's stock Pairwise Classification template, as its template gallery gives it (label-studio 1.23.2,
+# annotation_templates/ranking-and-scoring/pairwise-classification/config.yml): data keys pairText1 / pairText2,
+# shown by Text tags named text1 / text2, no prompt.
 PAIRWISE_CLASSIFICATION = """<View>
   <Header>Select one of two items</Header>
   <Pairwise name="pw" toName="text1,text2"/>
-  <Text name="text1" value="$text1"/>
-  <Text name="text2" value="$text2"/>
+  <Text name="text1" value="$pairText1"/>
+  <Text name="text2" value="$pairText2"/>
 </View>
 """
 
 
 def round_trip(studio: LabelStudio, title: str, config: str, tasks: list[dict], control: str, out: Path) -> int:
     """One project: import, annotate, export the three formats, load each; the number of formats that mismatched.
-    `control` is the Pairwise tag's NAME:LEFT:RIGHT."""
+    `control` is NAME:LEFT:RIGHT, the Pairwise tag's name and the names of the two Text tags it compares."""
     project = studio.create_project(title, config)
     studio.import_tasks(project, tasks)
     imported = sorted(studio.tasks(project), key=lambda t: t["id"])
@@ -123,10 +125,10 @@ def round_trip(studio: LabelStudio, title: str, config: str, tasks: list[dict], 
     # The simulated people: the judge's side, but the other side on every third task; task 1 gets two votes that
     # tie, the last none. Expected counts follow from the same rule.
     expected = {"pairs": 0, "ties": 0, "skipped": 0, "agreed": 0}
-    name, left, right = control.split(":")
+    name, left, right = control.split(":")  # the Pairwise tag's name and the Text tags it compares
     to_name = f"{left},{right}"  # what Label Studio's editor writes for a Pairwise result
     for n, task in enumerate(imported):
-        judge_left = task["meta"]["selfplay"]["chosen"] == left
+        judge_left = task["meta"]["selfplay"]["chosen"] in ("answer1", "pairText1")
         if n == len(imported) - 1:
             expected["skipped"] += 1
             continue
@@ -176,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     studio = LabelStudio(args.url, token)
 
     # Our tasks and labelling config as exported; then the same tasks under the stock Pairwise Classification
-    # template (its data keys text1/text2, no prompt), which the loader recognises by those keys.
+    # template (data keys pairText1 / pairText2, no prompt), which the loader recognises by those keys.
     failures = round_trip(studio, f"selfplay {run.root.name}", config, ours, "comparison:answer1:answer2", args.out)
-    renamed = {"answer1": "text1", "answer2": "text2"}
+    renamed = {"answer1": "pairText1", "answer2": "pairText2"}
     stock = [
         {
             "data": {renamed[key]: t["data"][key] for key in renamed},

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from selfplay.config import PROJECT_ROOT, PromptsConfig
+from selfplay.ifeval import check
 from selfplay.pool import load_pool, pool_prompts, sample_prompts
 from selfplay.records import RecordError
 
@@ -100,6 +101,9 @@ def test_ifeval_rows_in_parquet_keep_their_checks(tmp_path):
         assert p.meta["instruction_id_list"] == r["instruction_id_list"]
         # Arrow may give every kwargs dict the union of keys, the missing ones None; the checkers drop None.
         assert [{k: v for k, v in kw.items() if v is not None} for kw in p.meta["kwargs"]] == r["kwargs"]
+        for instruction, kwargs, given in zip(r["instruction_id_list"], p.meta["kwargs"], r["kwargs"], strict=True):
+            for response in ("A short answer, no more.", "WORDS IN CAPITALS <<title>>"):
+                assert check(instruction, kwargs, response) == check(instruction, given, response)
 
 
 def test_our_prompt_records_and_trl_prompts_are_pools(tmp_path):

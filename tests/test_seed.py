@@ -10,7 +10,8 @@ from selfplay.config import PROJECT_ROOT
 from selfplay.judges.human import HumanLabel
 from selfplay.records import Pair
 from selfplay.seed import (
-    LabelStudioKeys, SeedError, judge_human_agreement, judge_seed_agreement, label_pairs, load_label_studio, load_seed, pairs_from_scored,
+    LabelStudioKeys, SeedError, judge_human_agreement, judge_seed_agreement, label_pairs, load_label_studio, load_seed,
+    pairs_from_scored,
 )
 
 
@@ -240,7 +241,8 @@ def test_label_studio_meta_measures_agreement_with_the_run_judge(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("", r"export\.csv: no header row"),
-    ('id,prompt,answer1,answer2,comparison\n1,p,a,b,"[{""selected"": ""up""}]"\n', r"export\.csv:2: pairwise result selected 'up'"),
+    ('id,prompt,answer1,answer2,comparison\n1,p,a,b,"[{""selected"": ""up""}]"\n',
+     r"export\.csv:2: pairwise result selected 'up'"),
     ("id,prompt,answer1,answer2\n1,p,a,b,extra\n", r"export\.csv:2: more cells than the header has columns"),
     ("id,prompt,answer1,answer2\n1,p,a,b\n1,p,a,c\n", r"export\.csv:3: task 1 has other data than in"),
     ("id,prompt,answer1,answer2\n1,,a,b\n", r"export\.csv:2 \(task 1\): 'prompt' must be a non-empty string"),

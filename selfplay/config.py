@@ -64,7 +64,19 @@ MAX_BOOTSTRAP = 1_000_000  # bootstrap resamples: 500x the default 2000
 class PromptsConfig(Section):
     pool: str = Field(
         "data/instructions.jsonl",
-        description="prompt pool JSONL: {id, prompt} lines, or IFEval format {key, prompt, instruction_id_list, kwargs}",
+        description="prompt pool: JSONL ({id, prompt} lines, or IFEval format {key, prompt, instruction_id_list, kwargs}), "
+        "a Parquet or CSV file, or a datasets folder (save_to_disk); see column and id_column",
+    )
+    column: str = Field(
+        "prompt",
+        min_length=1,
+        description="the pool's prompt text column; with the default, rows without it are read from 'text' (our Prompt "
+        "records). A cell may also be TRL's conversational prompt, one user message",
+    )
+    id_column: str | None = Field(
+        None,
+        min_length=1,
+        description="the pool's id column (default: 'id'; a table without one numbers its rows pool-00001, ...)",
     )
     per_iteration: int = Field(
         48,

@@ -408,10 +408,11 @@ def seed_warmup(run: Run, log: Callable[[str], None] = print) -> TrainResult | N
     if (out / "train.json").exists():
         return read_record(out / "train.json", TrainResult)
     assert human.seed_set is not None  # the config refuses a warm-up without a seed set
-    pairs = load_seed(Path(human.seed_set)).pairs
+    labels = load_seed(Path(human.seed_set))
+    pairs = labels.pairs
     if not pairs:
         raise RunError(f"human.seed_warmup={human.seed_warmup}: {human.seed_set} holds no pairs to train on")
-    log(f"iteration 0: {human.seed_warmup} on {len(pairs)} human-labelled pairs from {human.seed_set}")
+    log(f"iteration 0: {human.seed_warmup} on the human seed set: {labels.summary()}")
     cfg, seed = run.cfg.train, derive_seed(run.cfg.seed, 0, "train")
     trainer = DPOTrainer(cfg, seed) if human.seed_warmup == "dpo" else ChosenSFTTrainer(cfg, seed, algo="seed-sft")
     result = trainer.train(TrainInputs(pairs=pairs), resolve_model(run.cfg.model), out)

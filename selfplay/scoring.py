@@ -10,19 +10,20 @@ from pathlib import Path
 from selfplay.models import resolve_model
 from selfplay.records import Pair, RecordError, RewardResult, read_records
 from selfplay.rundir import Run
-from selfplay.seed import load_seed
+from selfplay.seed import SeedSet
 from selfplay.train.reward import RewardModel, RewardModelError, train_reward_model
 
 
-def train_run_reward_model(run: Run, out: Path, seed_set: Path | None = None, base: str | None = None) -> RewardResult:
-    """A reward model on every iteration's pairs of `run` plus an optional human seed set, from `base` (default:
-    the run's model), saved in `out`. A run without pairs (and no seed pairs) is an error, not an empty model."""
-    extra = load_seed(seed_set).pairs if seed_set else []
+def train_run_reward_model(run: Run, out: Path, seed: SeedSet | None = None, base: str | None = None) -> RewardResult:
+    """A reward model on every iteration's pairs of `run` plus an optional human seed set (selfplay.seed.load_seed),
+    from `base` (default: the run's model), saved in `out`. A run without pairs (and no seed pairs) is an error,
+    not an empty model."""
+    extra = seed.pairs if seed else []
     pairs = [p for path in sorted(run.root.glob("iter_*/pairs.jsonl")) for p in read_records(path, Pair)] + extra
     if not pairs:  # before the base model is resolved (the default one is converted on first use)
         raise RewardModelError(
             f"{run.root}: no pairs to train a reward model on (no iteration has pairs.jsonl"
-            f"{'' if seed_set else ', and no --seed-set was given'})"
+            f"{'' if seed else ', and no --seed-set was given'})"
         )
     result = train_reward_model(pairs, resolve_model(base or run.cfg.model), out, run.cfg.train, run.cfg.seed)
     if result.model_dir is None:

@@ -4,23 +4,30 @@ Accepted files (every problem is a SeedError naming the file and line, or the ta
 
   JSONL, pairwise   {"prompt", "chosen", "rejected"}   optional: id, prompt_id, label, labeler, note, margin
   JSONL, pointwise  {"prompt", "response", "score"}    optional: id, prompt_id, labeler, note
-  Label Studio      a JSON export (list of tasks) of the Pairwise Classification template: task data holds the prompt
-                    and the two texts (keys prompt / text1 / text2 by default), each annotation's result a
-                    {"type": "pairwise", "value": {"selected": "left" | "right"}}; annotators' votes are counted.
+  Label Studio      an export of preference tasks, as JSON (.json: tasks with data and annotations), JSON_MIN (.json:
+                    one flat row per annotation) or CSV (.csv: the same rows). Task data holds the prompt and the
+                    two texts: the keys of the RLHF preference template (prompt / answer1 / answer2) or of Pairwise
+                    Classification (pairText1 / pairText2, or text1 / text2 in older versions; no prompt) are
+                    recognised, others are named (LabelStudioKeys, --keys). Each annotation's Pairwise result
+                    selects "left" or "right"; annotators' votes are counted (docs/design.md, "Data in and out").
 
 A pairwise line's optional `label` is what `label_pairs` writes: the person's verdict on the pair as shown,
 "chosen" (agrees; the default), "rejected" (prefers the other text: the pair is swapped), "tie" or "skip"
-(counted, never a pair). Pairs from people carry judge="human" and scores 1 (chosen) / 0 (rejected), or
-margin / 0 with an explicit margin.
+(counted, never a pair). Pointwise lines become pairs too: per prompt, the best-scored response against the worst
+(pairs_from_scored). Pairs from people carry judge="human" and scores 1 (chosen) / 0 (rejected), or margin / 0
+with an explicit margin, or the two scores of a pointwise pair.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -56,10 +63,45 @@ class ScoredResponse(Record):
 
 class SeedSet(BaseModel):
     source: str  # the file it was read from
-    pairs: list[Pair]  # pairwise labels, chosen = the person's preference
+    pairs: list[Pair]  # every preference, chosen = the person's: pairwise labels, then the pairs from pointwise scores
     scored: list[ScoredResponse]  # pointwise labels
+    from_scored: int = 0  # how many of `pairs` (the last ones) came from pointwise scores (pairs_from_scored)
     ties: int = 0  # labels that preferred neither text (tie lines; Label Studio tasks whose annotators split evenly)
     skipped: int = 0  # skip lines; Label Studio tasks without a usable annotation
+    judge_compared: int = 0  # Label Studio tasks from `selfplay export` (meta holds the run judge's choice) people decided
+    judge_agreed: int = 0  # ... of which the people's majority chose what the run's judge chose
+    notes: list[str] = []  # what the reader assumed, e.g. a template without a prompt
+
+    def summary(self) -> str:
+        """One line for a load message: what became pairs, and from what."""
+        text = f"{self.source}: pairs {len(self.pairs)}"
+        if self.from_scored:
+            text += f" ({self.from_scored} from scored lines)"
+        text += f", ties {self.ties}, skipped {self.skipped}"
+        if self.judge_compared:
+            text += f"; people chose as the run's judge did on {self.judge_agreed} of {self.judge_compared} exported pairs"
+        return "; ".join([text, *self.notes])
+
+
+class LabelStudioKeys(BaseModel):
+    """Which task data keys hold the prompt and the two texts shown left and right."""
+
+    prompt: str  # "" = the tasks have no prompt (Pairwise Classification): the pairs' prompt is empty
+    left: str
+    right: str
+
+    @classmethod
+    def parse(cls, text: str) -> LabelStudioKeys:
+        """--keys PROMPT,LEFT,RIGHT, e.g. prompt,answer1,answer2 (an empty PROMPT: the tasks have none)."""
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise SeedError(f"--keys {text!r}: expected PROMPT,LEFT,RIGHT data keys, e.g. prompt,answer1,answer2")
+        return cls(prompt=parts[0], left=parts[1], right=parts[2])
+
+
+# Label Studio's stock preference templates, told apart by their data keys (docs/design.md, "Data in and out").
+RLHF_KEYS = LabelStudioKeys(prompt="prompt", left="answer1", right="answer2")  # "Human Preference collection for RLHF"
+PAIRWISE_TEXT_KEYS = (("pairText1", "pairText2"), ("text1", "text2"))  # "Pairwise Classification", newer and older
 
 
 def _short_hash(*parts: str) -> str:
@@ -103,15 +145,18 @@ def human_pair(pair_id: str, prompt_id: str, prompt: str, chosen: str, rejected:
     )
 
 
-def load_seed(path: Path) -> SeedSet:
-    """A seed set from a JSONL file, or from a Label Studio JSON export (a .json file)."""
+def load_seed(path: Path, keys: LabelStudioKeys | None = None) -> SeedSet:
+    """A seed set from a JSONL file, or from a Label Studio export (.json: JSON or JSON_MIN; .csv: CSV); `keys`
+    names a Label Studio export's data keys where they are not a stock template's."""
     path = Path(path)
     if not path.exists():
         raise SeedError(f"{path}: no such file")
     if path.is_dir():
-        raise SeedError(f"{path}: is a directory; expected a seed file (JSONL, or a Label Studio .json export)")
-    if path.suffix.lower() == ".json":
-        return load_label_studio(path)
+        raise SeedError(f"{path}: is a directory; expected a seed file (JSONL, or a Label Studio .json / .csv export)")
+    if path.suffix.lower() in (".json", ".csv"):
+        return load_label_studio(path, keys)
+    if keys is not None:
+        raise SeedError(f"{path}: --keys names a Label Studio export's data keys; a JSONL seed file has fixed keys")
     return load_seed_jsonl(path)
 
 
@@ -193,63 +238,189 @@ def load_seed_jsonl(path: Path) -> SeedSet:
             pairs.append(human_pair(rid, prompt_id, prompt, rejected, chosen, margin))
     if not pairs and not scored and not ties and not skipped:
         raise SeedError(f"{path}: no records")
-    return SeedSet(source=str(path), pairs=pairs, scored=scored, ties=ties, skipped=skipped)
+    from_scored = pairs_from_scored(scored)
+    return SeedSet(
+        source=str(path), pairs=pairs + from_scored, scored=scored, from_scored=len(from_scored), ties=ties, skipped=skipped
+    )
 
 
-def load_label_studio(path: Path, prompt_key: str = "prompt", left_key: str = "text1", right_key: str = "text2") -> SeedSet:
-    """A Label Studio JSON export of pairwise-classification tasks. Each non-cancelled annotation votes left or
-    right; the majority is chosen; an even split counts as a tie; a task with no vote is skipped."""
+@dataclass
+class _Task:
+    """One Label Studio task as an export gives it: its data, and the votes of its annotations."""
+
+    where: str  # for errors: the file and the task (JSON) or its first row (JSON_MIN, CSV)
+    id: object  # Label Studio's task id; None where the export has none
+    data: dict
+    votes: Counter[str] = field(default_factory=Counter)  # "left" / "right" -> annotations selecting it
+    judge_side: str | None = None  # `selfplay export`'s meta: the data key holding the run judge's choice
+
+
+def load_label_studio(path: Path, keys: LabelStudioKeys | None = None) -> SeedSet:
+    """A Label Studio export of preference tasks (JSON, JSON_MIN or CSV). Each non-cancelled annotation votes left
+    or right; the majority is chosen; an even split counts as a tie; a task with no vote is skipped. Without
+    `keys`, the data keys of Label Studio's stock templates are recognised."""
     path = Path(path)
     try:
-        tasks = json.loads(path.read_bytes().decode("utf-8"))
+        text = path.read_bytes().decode("utf-8-sig")  # Label Studio's CSV may start with a byte-order mark
     except UnicodeDecodeError as err:
         raise SeedError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    tasks = list(_csv_tasks(path, text) if path.suffix.lower() == ".csv" else _json_tasks(path, text))
+    if not tasks:
+        raise SeedError(f"{path}: no tasks")
+    notes: list[str] = []
+    if keys is None:
+        keys = _stock_keys(tasks[0])
+        if not keys.prompt:
+            notes.append(
+                f"the tasks hold no prompt (data keys {keys.left}, {keys.right}: Label Studio's Pairwise Classification); "
+                "their pairs' prompt is empty"
+            )
+    pairs: list[Pair] = []
+    ties = skipped = compared = agreed = 0
+    seen: dict[str, str] = {}
+    for task in tasks:
+        for key in (keys.prompt, keys.left, keys.right):
+            if key and key not in task.data:
+                raise SeedError(
+                    f"{task.where}: data has no {key!r} (it has {', '.join(sorted(task.data)) or 'nothing'}); "
+                    "name the data keys with --keys PROMPT,LEFT,RIGHT"
+                )
+        prompt = _text(task.data, keys.prompt, task.where) if keys.prompt else ""
+        left, right = _text(task.data, keys.left, task.where), _text(task.data, keys.right, task.where)
+        if not task.votes:
+            skipped += 1
+            continue
+        if task.votes["left"] == task.votes["right"]:
+            ties += 1
+            continue
+        left_won = task.votes["left"] > task.votes["right"]
+        chosen, rejected = (left, right) if left_won else (right, left)
+        if chosen == rejected:
+            raise SeedError(f"{task.where}: the two texts are identical; a preference needs two different responses")
+        if task.judge_side in (keys.left, keys.right):
+            compared += 1
+            agreed += task.judge_side == (keys.left if left_won else keys.right)
+        rid = f"ls-{task.id}" if task.id is not None else f"ls-{_short_hash(prompt, left, right)}"
+        if rid in seen:
+            raise SeedError(f"{task.where}: duplicate task (same id as {seen[rid].rpartition(': ')[2]})")
+        seen[rid] = task.where
+        pairs.append(human_pair(rid, f"seed-{_short_hash(prompt)}", prompt, chosen, rejected))
+    return SeedSet(
+        source=str(path),
+        pairs=pairs,
+        scored=[],
+        ties=ties,
+        skipped=skipped,
+        judge_compared=compared,
+        judge_agreed=agreed,
+        notes=notes,
+    )
+
+
+def _stock_keys(task: _Task) -> LabelStudioKeys:
+    """The keys of the stock template whose data keys the (first) task has."""
+    data = task.data
+    if RLHF_KEYS.left in data and RLHF_KEYS.right in data:
+        return RLHF_KEYS
+    for left, right in PAIRWISE_TEXT_KEYS:
+        if left in data and right in data:
+            return LabelStudioKeys(prompt="prompt" if "prompt" in data else "", left=left, right=right)
+    raise SeedError(
+        f"{task.where}: data has no 'prompt' (it has {', '.join(sorted(data)) or 'nothing'}), nor the keys of a stock "
+        "Label Studio template (prompt, answer1, answer2 or pairText1, pairText2); "
+        "name the data keys with --keys PROMPT,LEFT,RIGHT"
+    )
+
+
+def _vote(selected: object, where: str) -> str:
+    if selected not in ("left", "right"):
+        raise SeedError(f"{where}: pairwise result selected {selected!r}, expected 'left' or 'right'")
+    return str(selected)
+
+
+def _json_tasks(path: Path, text: str) -> Iterator[_Task]:
+    """JSON (tasks with data and annotations) or JSON_MIN (one flat row per annotation) export."""
+    try:
+        items = json.loads(text)
     except json.JSONDecodeError as err:
         raise SeedError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
-    if not isinstance(tasks, list):
-        raise SeedError(f"{path}: expected a Label Studio JSON export (a list of tasks), got {type(tasks).__name__}")
-    pairs: list[Pair] = []
-    ties = skipped = 0
-    seen: dict[str, int] = {}
-    for index, task in enumerate(tasks):
+    if not isinstance(items, list):
+        raise SeedError(f"{path}: expected a Label Studio JSON export (a list of tasks), got {type(items).__name__}")
+    if items and isinstance(items[0], dict) and not ({"data", "annotations"} & set(items[0])):
+        yield from _flat_tasks(path, ((f"{path}: item #{i}", item) for i, item in enumerate(items)), parse=False)
+        return
+    for index, task in enumerate(items):
         where = f"{path}: task #{index}" + (f" (id {task.get('id')})" if isinstance(task, dict) and "id" in task else "")
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise SeedError(f"{where}: not a Label Studio task (no 'data' object)")
-        data = task["data"]
-        for key in (prompt_key, left_key, right_key):
-            if key not in data:
-                raise SeedError(
-                    f"{where}: data has no {key!r} (it has {', '.join(sorted(data)) or 'nothing'}); "
-                    "name the keys with prompt_key / left_key / right_key"
-                )
-        prompt, left, right = (_text(data, k, where) for k in (prompt_key, left_key, right_key))
         votes: Counter[str] = Counter()
         for annotation in task.get("annotations") or []:
             if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
                 continue
             for result in annotation.get("result") or []:
                 if isinstance(result, dict) and result.get("type") == "pairwise":
-                    selected = (result.get("value") or {}).get("selected")
-                    if selected not in ("left", "right"):
-                        raise SeedError(f"{where}: pairwise result selected {selected!r}, expected 'left' or 'right'")
-                    votes[selected] += 1
-        if not votes:
-            skipped += 1
-            continue
-        if votes["left"] == votes["right"]:
-            ties += 1
-            continue
-        chosen, rejected = (left, right) if votes["left"] > votes["right"] else (right, left)
-        if chosen == rejected:
-            raise SeedError(f"{where}: the two texts are identical; a preference needs two different responses")
-        rid = f"ls-{task['id']}" if "id" in task else f"ls-{_short_hash(prompt, left, right)}"
-        if rid in seen:
-            raise SeedError(f"{where}: duplicate task (same id as task #{seen[rid]})")
-        seen[rid] = index
-        pairs.append(human_pair(rid, f"seed-{_short_hash(prompt)}", prompt, chosen, rejected))
-    if not tasks:
-        raise SeedError(f"{path}: no tasks")
-    return SeedSet(source=str(path), pairs=pairs, scored=[], ties=ties, skipped=skipped)
+                    votes[_vote((result.get("value") or {}).get("selected"), where)] += 1
+        ours = (task.get("meta") or {}).get("selfplay") if isinstance(task.get("meta"), dict) else None
+        side = ours.get("chosen") if isinstance(ours, dict) else None
+        yield _Task(where, task.get("id"), task["data"], votes, side if isinstance(side, str) else None)
+
+
+# JSON_MIN and CSV rows carry these beside the task's data and the control tags' results (Label Studio's converter).
+ROW_FIELDS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement", "history"}
+
+
+def _flat_tasks(path: Path, rows: Iterator[tuple[str, object]], parse: bool) -> Iterator[_Task]:
+    """JSON_MIN / CSV rows, one per annotation (or per task without one), grouped into tasks by id. A row's
+    Pairwise result is the value [{"selected": ...}] under the control's name (in CSV, that JSON as text)."""
+    tasks: dict[object, _Task] = {}
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise SeedError(f"{where}: not a Label Studio JSON_MIN row (a JSON object), got {type(row).__name__}")
+        data, selected = {}, []
+        for key, value in row.items():
+            result = _pairwise_result(value, parse)
+            if result is not None:
+                selected += result
+            elif key not in ROW_FIELDS:
+                data[key] = value
+        tid = row.get("id") if row.get("id") not in (None, "") else where
+        task = tasks.get(tid)
+        if task is None:
+            task = tasks[tid] = _Task(f"{where} (task {tid})" if tid != where else where, row.get("id"), data)
+        elif task.data != data:
+            raise SeedError(f"{where}: task {tid} has other data than in {task.where.rpartition(': ')[2]}")
+        for value in selected:
+            task.votes[_vote(value, where)] += 1
+    yield from tasks.values()
+
+
+def _pairwise_result(value: object, parse: bool) -> list[object] | None:
+    """The selections in a JSON_MIN / CSV cell holding a Pairwise result, else None (the cell is data)."""
+    if parse:  # CSV: results are JSON text; data cells are plain text
+        if not isinstance(value, str) or not value.startswith(("[{", "{")) or '"selected"' not in value:
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    regions = value if isinstance(value, list) else [value]
+    if regions and all(isinstance(r, dict) and "selected" in r for r in regions):
+        return [r["selected"] for r in regions if isinstance(r, dict)]
+    return None
+
+
+def _csv_tasks(path: Path, text: str) -> Iterator[_Task]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if not reader.fieldnames:
+            raise SeedError(f"{path}: no header row; expected a Label Studio CSV export")
+        rows = [(f"{path}:{reader.line_num}", row) for row in reader]
+    except csv.Error as err:
+        raise SeedError(f"{path}:{reader.line_num}: not CSV ({err})") from None
+    if any(None in row for _, row in rows):  # DictReader files the cells past the header under None
+        where = next(w for w, row in rows if None in row)
+        raise SeedError(f"{where}: more cells than the header has columns")
+    yield from _flat_tasks(path, iter(rows), parse=True)
 
 
 def pairs_from_scored(scored: Sequence[ScoredResponse], min_margin: float = 0.0) -> list[Pair]:

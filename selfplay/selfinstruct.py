@@ -25,7 +25,7 @@ from selfplay.config import PromptsConfig, RunConfig, resolve_data_path
 from selfplay.filtering import dedupe
 from selfplay.generation import Generator, chat_ids
 from selfplay.judges import check_template
-from selfplay.pool import load_pool, sample_prompts
+from selfplay.pool import load_pool, pool_prompts, sample_prompts
 from selfplay.records import Prompt, derive_seed
 from selfplay.templates import Template, TemplateError, load_template
 
@@ -175,7 +175,7 @@ INDEPENDENT_SET = "data/ifeval/independent.jsonl"  # its second held-out set, ph
 
 def preflight_prompts(cfg: PromptsConfig) -> None:
     """Checks, before an engine starts, what writing prompts will read: the pool and the template."""
-    load_pool(cfg.pool)
+    pool_prompts(cfg)
     if cfg.source != "pool":
         check_self_instruct_template(load_template(cfg.self_instruct_template))
 
@@ -184,7 +184,7 @@ def heldout_prompts(cfg: RunConfig) -> list[Prompt]:
     """The run's held-out evaluation prompts: eval.prompts, eval.ifeval, eval.ifeval_independent and the shipped
     held-out split and independent set (those files that exist), less the prompts of the run's own pool (a prompt
     the run trains on is not held out, so an IFEval file that also holds the training split leaves the pool usable)."""
-    pool = load_pool(cfg.prompts.pool)
+    pool = pool_prompts(cfg.prompts)
     pool_ids, pool_texts = {p.id for p in pool}, {_norm(p.text) for p in pool}
     paths = ([cfg.eval.prompts] if cfg.eval.prompts else []) + [
         path
@@ -208,10 +208,10 @@ def iteration_prompts(
         case "pool":
             return sample_prompts(cfg, seed, iteration), None
         case "self-instruct":
-            return self_instruct_prompts(policy(), load_pool(cfg.pool), cfg, seed, iteration, exclude)
+            return self_instruct_prompts(policy(), pool_prompts(cfg), cfg, seed, iteration, exclude)
         case "mixed":
             base = sample_prompts(cfg, seed, iteration)
-            new, stats = self_instruct_prompts(policy(), load_pool(cfg.pool), cfg, seed, iteration, exclude)
+            new, stats = self_instruct_prompts(policy(), pool_prompts(cfg), cfg, seed, iteration, exclude)
             taken = {p.id for p in base}
             return base + [p for p in new if p.id not in taken], stats
     raise ValueError(f"unknown prompts.source {cfg.source!r}; pool, self-instruct or mixed")

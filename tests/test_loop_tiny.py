@@ -146,6 +146,7 @@ def test_cli_train_rm_then_score(finished_run, tmp_path):
                                  "--seed-set", "data/seed_example.jsonl"])
     assert result.exit_code == 0, result.output
     assert "held-out accuracy" in result.output and (tmp_path / "rm" / "reward_model.json").exists()
+    assert result.output.startswith("seed set: data/seed_example.jsonl: pairs 30, ties 0, skipped 0\n")
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"prompt": "Say hi", "response": "Hi there!"}\n{"prompt": "Say hi", "response": "No."}\n')
     result = runner.invoke(app, ["score", "--model", str(tmp_path / "rm"), str(rows), "--out", str(tmp_path / "scored.jsonl")])

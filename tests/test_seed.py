@@ -10,7 +10,8 @@ from selfplay.config import PROJECT_ROOT
 from selfplay.judges.human import HumanLabel
 from selfplay.records import Pair
 from selfplay.seed import (
-    SeedError, judge_human_agreement, judge_seed_agreement, label_pairs, load_label_studio, load_seed, pairs_from_scored,
+    LabelStudioKeys, SeedError, judge_human_agreement, judge_seed_agreement, label_pairs, load_label_studio, load_seed,
+    pairs_from_scored,
 )
 
 
@@ -40,7 +41,9 @@ def test_pairwise_and_pointwise_lines(tmp_path):
         {"id": "r2", "prompt": "Rate me", "response": "A worse answer.", "score": 2.5, "labeler": "bob"},
     ])
     seed = load_seed(path)
-    assert [p.chosen for p in seed.pairs] == ["4", "Paris", "Go away."]
+    # The pairwise lines' pairs, then one from the pointwise lines: the best-scored response against the worst.
+    assert [p.chosen for p in seed.pairs] == ["4", "Paris", "Go away.", "An answer."] and seed.from_scored == 1
+    assert (seed.pairs[3].rejected, seed.pairs[3].margin) == ("A worse answer.", 1.5)
     assert seed.pairs[2].rejected == "Hello!" and seed.ties == 1 and seed.skipped == 1
     mine = seed.pairs[1]
     assert (mine.id, mine.prompt_id, mine.margin, mine.chosen_score, mine.rejected_score) == ("mine", "q7", 3.0, 3.0, 0.0)
@@ -115,7 +118,7 @@ def test_label_studio_pairwise_export(tmp_path):
     custom.write_text(json.dumps([ls_task(9, ["right"], data={"question": "Q", "a": "A", "b": "B"})]))
     with pytest.raises(SeedError, match=r"task #0 \(id 9\): data has no 'prompt' \(it has a, b, question\)"):
         load_seed(custom)
-    (pair,) = load_label_studio(custom, prompt_key="question", left_key="a", right_key="b").pairs
+    (pair,) = load_label_studio(custom, LabelStudioKeys(prompt="question", left="a", right="b")).pairs
     assert (pair.prompt, pair.chosen, pair.rejected) == ("Q", "B", "A")
 
 
@@ -132,6 +135,126 @@ def test_label_studio_bad_exports(tmp_path):
         load_seed(path)
 
 
+# Label Studio's three export shapes of the same five tasks, for its two stock preference templates. The shapes follow
+# Label Studio's converter (label_studio_sdk.converter): JSON keeps tasks with their annotations; JSON_MIN and CSV
+# have one row per non-cancelled annotation (a task without one: a row without the result), the task data flattened
+# beside the Pairwise control's result [{"selected": ...}] (in CSV as JSON text) and the annotation's fields.
+VOTES = {1: ["left"], 2: ["right", "right", "left"], 3: ["left", "right"], 4: [], 5: ["right"]}
+TEMPLATES = {  # template -> (control name, data of task t)
+    "rlhf": ("comparison", lambda t: {"prompt": f"Prompt {t}", "answer1": f"left {t}", "answer2": f"right {t}"}),
+    "pairwise": ("pw", lambda t: {"pairText1": f"left {t}", "pairText2": f"right {t}"}),
+}
+
+
+def ls_json(template):
+    name, data = TEMPLATES[template]
+    tasks = []
+    for t, votes in VOTES.items():
+        annotations = [{"id": 10 * t + i, "was_cancelled": False, "completed_by": 1,
+                        "result": [{"id": "r", "from_name": name, "to_name": "a,b", "type": "pairwise",
+                                    "value": {"selected": v}}]} for i, v in enumerate(votes)]
+        if t == 5:  # a cancelled (skipped) annotation: never a vote
+            annotations.insert(0, {"id": 99, "was_cancelled": True, "result": [
+                {"from_name": name, "to_name": "a,b", "type": "pairwise", "value": {"selected": "left"}}]})
+        tasks.append({"id": t, "data": data(t), "annotations": annotations, "predictions": [], "project": 3})
+    return tasks
+
+
+def ls_min_rows(template):
+    name, data = TEMPLATES[template]
+    rows = []
+    for t, votes in VOTES.items():
+        base = {**data(t), "id": t}
+        rows += [{**base, name: [{"selected": v}], "annotator": 1, "annotation_id": 10 * t + i,
+                  "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z", "lead_time": 2.5}
+                 for i, v in enumerate(votes)] or [{**base, "annotator": None, "annotation_id": None}]
+    return rows
+
+
+def ls_csv(path, template):
+    import csv
+
+    rows = [{k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()} for row in ls_min_rows(template)]
+    columns = sorted({k for row in rows for k in row})
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns, quoting=csv.QUOTE_NONNUMERIC)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("template", ["rlhf", "pairwise"])
+@pytest.mark.parametrize("shape", ["json", "json_min", "csv"])
+def test_label_studio_exports_of_both_stock_templates(tmp_path, template, shape):
+    match shape:
+        case "json":
+            path = tmp_path / "export.json"
+            path.write_text(json.dumps(ls_json(template)))
+        case "json_min":
+            path = tmp_path / "export.json"
+            path.write_text(json.dumps(ls_min_rows(template)))
+        case _:
+            path = ls_csv(tmp_path / "export.csv", template)
+    seed = load_seed(path)
+    prompt = (lambda t: f"Prompt {t}") if template == "rlhf" else (lambda t: "")
+    assert [(p.id, p.prompt, p.chosen, p.rejected) for p in seed.pairs] == [
+        ("ls-1", prompt(1), "left 1", "right 1"), ("ls-2", prompt(2), "right 2", "left 2"),
+        ("ls-5", prompt(5), "right 5", "left 5")]
+    assert (seed.ties, seed.skipped) == (1, 1) and all(p.judge == "human" for p in seed.pairs)
+    # Pairwise Classification has no prompt: the pairs' prompt is empty, and the load message says so.
+    assert bool(seed.notes) == (template == "pairwise")
+    assert ("pairs' prompt is empty" in seed.summary()) == (template == "pairwise")
+    assert seed.summary().startswith(f"{path}: pairs 3, ties 1, skipped 1")
+
+
+def test_label_studio_keys_are_named_from_the_command_line(tmp_path):
+    rows = [{"id": 1, "question": "Q", "a": "A", "b": "B", "choice": [{"selected": "right"}]}]
+    (tmp_path / "min.json").write_text(json.dumps(rows))
+    with pytest.raises(SeedError, match=r"item #0 \(task 1\): data has no 'prompt' .*--keys PROMPT,LEFT,RIGHT"):
+        load_seed(tmp_path / "min.json")
+    (pair,) = load_seed(tmp_path / "min.json", LabelStudioKeys.parse("question,a,b")).pairs
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Q", "B", "A")
+    (pair,) = load_seed(tmp_path / "min.json", LabelStudioKeys.parse(",a,b")).pairs  # no prompt key: an empty prompt
+    assert (pair.prompt, pair.chosen) == ("", "B")
+    with pytest.raises(SeedError, match=r"data has no 'answer1' \(it has a, b, question\)"):
+        load_seed(tmp_path / "min.json", LabelStudioKeys.parse("question,answer1,answer2"))
+    for bad in ("prompt,answer1", "prompt,,answer2", "a,b,c,d"):
+        with pytest.raises(SeedError, match=r"expected PROMPT,LEFT,RIGHT data keys"):
+            LabelStudioKeys.parse(bad)
+    seed_jsonl = write_jsonl(tmp_path / "seed.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(SeedError, match=r"a JSONL seed file has fixed keys"):
+        load_seed(seed_jsonl, LabelStudioKeys.parse("prompt,answer1,answer2"))
+
+
+def test_label_studio_meta_measures_agreement_with_the_run_judge(tmp_path):
+    tasks = ls_json("rlhf")
+    # selfplay export records which answer the run's judge chose; people chose left (answer1) on 1, right on 2 and 5.
+    for task, judge_chose in zip(tasks, ["answer1", "answer1", "answer2", "answer1", "answer2"], strict=True):
+        task["meta"] = {"selfplay": {"chosen": judge_chose, "pair_id": f"iter_001/q{task['id']}/p"}}
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(tasks))
+    seed = load_seed(path)
+    # Decided tasks 1, 2, 5: the judge agrees on 1 (answer1) and 5 (answer2), not on 2; the tie and the skip are not counted.
+    assert (seed.judge_compared, seed.judge_agreed) == (3, 2)
+    assert "people chose as the run's judge did on 2 of 3 exported pairs" in seed.summary()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"export\.csv: no header row"),
+    ('id,prompt,answer1,answer2,comparison\n1,p,a,b,"[{""selected"": ""up""}]"\n',
+     r"export\.csv:2: pairwise result selected 'up'"),
+    ("id,prompt,answer1,answer2\n1,p,a,b,extra\n", r"export\.csv:2: more cells than the header has columns"),
+    ("id,prompt,answer1,answer2\n1,p,a,b\n1,p,a,c\n", r"export\.csv:3: task 1 has other data than in"),
+    ("id,prompt,answer1,answer2\n1,,a,b\n", r"export\.csv:2 \(task 1\): 'prompt' must be a non-empty string"),
+])
+def test_bad_label_studio_csv_is_one_line(tmp_path, text, message):
+    path = tmp_path / "export.csv"
+    path.write_text(text)
+    with pytest.raises(SeedError, match=message) as info:
+        load_seed(path)
+    assert "\n" not in str(info.value)
+
+
 def test_pairs_from_pointwise_scores(tmp_path):
     path = write_jsonl(tmp_path / "scores.jsonl", [
         {"prompt": "A?", "response": "a1", "score": 2}, {"prompt": "A?", "response": "a2", "score": 5},
@@ -142,6 +265,20 @@ def test_pairs_from_pointwise_scores(tmp_path):
     pairs = pairs_from_scored(load_seed(path).scored, min_margin=1.0)
     # A: best 5 vs worst 2, margin 3. B: 4.5 vs 4 is within the 1.0 tie margin. C: a single response.
     assert [(p.chosen, p.rejected, p.margin) for p in pairs] == [("a2", "a1", 3.0)]
+
+
+def test_pointwise_lines_are_pairs_wherever_a_seed_set_is_read(tmp_path):
+    from selfplay.config import load_config
+    from selfplay.loop import preflight
+
+    scores = write_jsonl(tmp_path / "scores.jsonl", [
+        {"prompt": "A?", "response": "no", "score": 2}, {"prompt": "A?", "response": "a longer answer", "score": 5}])
+    seed = load_seed(scores)
+    assert seed.summary() == f"{scores}: pairs 1 (1 from scored lines), ties 0, skipped 0"
+    # The warm-up (and preflight before it) has a pair to train on; the loop's agreement check judges it.
+    preflight(load_config(None, [f"human.seed_set={scores}", "human.seed_warmup=dpo"]))
+    result = judge_seed_agreement(LengthJudge(), seed.pairs, seed=0)
+    assert (result.n, result.accuracy) == (1, 1.0)
 
 
 def accuracy_kappa(a):

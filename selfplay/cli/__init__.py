@@ -1,7 +1,7 @@
 """The `selfplay` command: a thin shell over the library, one module per command group.
 
     run.py     run, generate, judge, pair, train, train rm
-    data.py    inspect, show, diff, label, score, models
+    data.py    inspect, show, diff, label, export, score, models
     evals.py   eval, compare, report, best-of-n
     judges.py  prompts ..., constitution ...
     common.py  the one error guard (a SelfplayError is one line and exit 1), where runs live

@@ -1,5 +1,6 @@
-"""Looking at a run's records and labelling them: `inspect`, `show`, `diff`, `label`; `score` with a reward
-model; `models` in the cache. Record text is data: tables hold Text, plain output goes out with markup off."""
+"""Looking at a run's records and labelling them: `inspect`, `show`, `diff`, `label`; `export` for other tools;
+`score` with a reward model; `models` in the cache. Record text is data: tables hold Text, plain output goes out
+with markup off."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 
 from selfplay.cli.common import IterationOpt, RunArg, guard, open_run, out_file
+from selfplay.export import FORMATS, export_run
 from selfplay.models import ensure_default_model, list_models, selfplay_home
 from selfplay.records import Pair, read_records, write_text
 from selfplay.scoring import read_score_lines, score_lines
@@ -145,6 +147,39 @@ def label(
     out = out_file(out)
     session = label_pairs(read_records(the_run.paths(iteration).pairs, Pair), out, labeler=labeler, seed=the_run.cfg.seed)
     typer.echo(f"labelled {session.labelled}, already {session.already}, remaining {session.remaining}: {out}")
+
+
+@app.command()
+@guard
+def export(
+    run: RunArg,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"{' | '.join(FORMATS)}")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder to write into (default: RUN/export/FORMAT)")] = None,
+    iteration: Annotated[
+        int | None, typer.Option("--iteration", "-k", min=1, help="one iteration's records (default: every iteration with pairs)")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="write into a non-empty --out, replacing an earlier export's files")
+    ] = False,
+) -> None:
+    """Export a run's pairs for other tools; trl, hf and parquet also export its prompts and generations.
+
+    trl: pairs.jsonl in TRL's conversational preference format (prompt, chosen, rejected), prompts.jsonl, generations.jsonl
+
+    hf: the same rows as datasets folders (save_to_disk): pairs/, prompts/, generations/
+
+    parquet: the same rows as pairs.parquet, prompts.parquet, generations.parquet
+
+    label-studio: pairs only, as tasks.json (data prompt, answer1, answer2) and its labelling config config.xml
+
+    Label Studio's export of the labelled tasks is a seed set: selfplay train rm --seed-set FILE.
+
+    Example: selfplay export demo --format trl --out demo-trl
+    """
+    result = export_run(open_run(run), fmt, out, iteration, force)
+    written = ", ".join(f"{name} ({rows} {'tasks' if fmt == 'label-studio' else 'rows'})" for name, rows in result.rows.items())
+    iterations = ", ".join(map(str, result.iterations))
+    typer.echo(f"exported iteration{'s' if len(result.iterations) > 1 else ''} {iterations} as {fmt}: {written} -> {result.out}")
 
 
 @app.command()

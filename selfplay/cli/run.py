@@ -17,6 +17,7 @@ from selfplay.models import resolve_model
 from selfplay.rundir import Run
 from selfplay.scale import check_launcher
 from selfplay.scoring import train_run_reward_model
+from selfplay.seed import LabelStudioKeys, load_seed
 from selfplay.teaching import teach_judge
 from selfplay.views import summary_table
 
@@ -154,7 +155,19 @@ def train_rm(
     run: Annotated[str, typer.Option("--run", "-r", help="run whose pairs (all iterations so far) train the reward model")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the reward model")],
     seed_set: Annotated[
-        Path | None, typer.Option("--seed-set", help="human-labelled pairs to add (JSONL or Label Studio export)")
+        Path | None,
+        typer.Option(
+            "--seed-set",
+            help="human labels to add: JSONL pairs or scored responses, or a Label Studio export (JSON, JSON_MIN, CSV)",
+        ),
+    ] = None,
+    keys: Annotated[
+        str | None,
+        typer.Option(
+            "--keys",
+            help="the Label Studio export's data keys PROMPT,LEFT,RIGHT, e.g. prompt,answer1,answer2 "
+            "(default: recognised from Label Studio's stock templates)",
+        ),
     ] = None,
     base: Annotated[str | None, typer.Option("--base", help="checkpoint to start from (default: the run's model)")] = None,
 ) -> None:
@@ -162,7 +175,13 @@ def train_rm(
 
     Example: selfplay train rm --run demo --out rm-demo --seed-set data/seed_example.jsonl
     """
-    result = train_run_reward_model(open_run(run), out_dir(out), seed_set, base)
+    if keys and not seed_set:
+        fail("--keys names the data keys of a --seed-set Label Studio export; give --seed-set too")
+    the_run, out = open_run(run), out_dir(out)
+    seed = load_seed(seed_set, LabelStudioKeys.parse(keys) if keys else None) if seed_set else None
+    if seed:
+        typer.echo(f"seed set: {seed.summary()}")
+    result = train_run_reward_model(the_run, out, seed, base)
     typer.echo(
         f"reward model: {result.model_dir}  pairs {result.pairs} (held out {result.heldout}), "
         f"held-out accuracy {result.heldout_accuracy}, loss {result.loss_first} -> {result.loss_last}"

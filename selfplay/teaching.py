@@ -362,7 +362,6 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
     if before:
         log(f"judge before teaching: {quality_line(before)}")
     examples = checker_examples(judge_cfg.kind, template, teach_prompts, responses) if responses else []
-    from_checkers = len(examples)
     if "seed" in cfg.train.judge_data and seed_set is not None:
         examples += seed_examples(judge_cfg.kind, template, seed_set)
     if not examples:
@@ -378,6 +377,7 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
             "max_length": section.max_length,
         }
     )
+    from_checkers = sum(e.judge == "checkers" for e in examples)
     log(f"judge teaching: fine-tuning {base} on {len(examples)} judgements ({from_checkers} from the checkers)")
     trainer = SFTTrainerRunner(train_cfg, derive_seed(cfg.seed, "teach-train"))
     result = trainer.train(examples, base, out / "policy", algo="judge-sft")

@@ -655,6 +655,12 @@ class JudgeTeachingSection(Section):
         "even as its count allows; the checkers mostly say 1: most sampled responses miss an instruction); None = all",
     )
     temperature: float = Field(0.8, ge=0.0, le=2.0, description="sampling temperature of those responses")
+    contrast: bool = Field(
+        True,
+        description="pointwise: learn only from prompts whose responses the checkers score differently. Pairing "
+        "compares a prompt's responses with each other; a prompt whose responses all get one score teaches how hard "
+        "the prompt is, which no pair uses (and, on the default model, that shorter answers score higher)",
+    )
     learning_rate: float = Field(1e-4, gt=0.0, le=MAX_LEARNING_RATE, description="fine-tuning learning rate")
     epochs: float = Field(1.0, gt=0.0, le=MAX_EPOCHS, description="passes over the labelled judgements")
     batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="judgements per optimizer step")

@@ -74,6 +74,7 @@ QUICK_TEACHING = [
     "train.judge.max_examples=8",
     "train.judge.measure_prompts=4",
     "train.judge.max_length=256",
+    "train.judge.contrast=false",  # the tiny test model's responses all score alike
 ]
 
 

@@ -156,13 +156,22 @@ def pairwise_checker_examples(
 
 
 def checker_examples(
-    kind: str, template: Template, prompts: Sequence[Prompt], generations: Sequence[Generation]
+    kind: str, template: Template, prompts: Sequence[Prompt], generations: Sequence[Generation], contrast: bool = False
 ) -> list[SFTExample]:
+    """The checkers' judgements as targets. contrast (pointwise): only prompts whose responses get different scores;
+    pairwise examples always need two responses the checkers rank apart."""
     by_prompt: dict[str, list[Generation]] = {}
     for g in generations:
         by_prompt.setdefault(g.prompt_id, []).append(g)
-    make = pointwise_examples if kind == "pointwise" else pairwise_checker_examples
-    return [e for p in prompts for e in make(template, p, by_prompt.get(p.id, []), "checkers")]
+    out = []
+    for p in prompts:
+        if kind == "pointwise":
+            examples = pointwise_examples(template, p, by_prompt.get(p.id, []), "checkers")
+            if not contrast or len({e.score for e in examples}) > 1:
+                out += examples
+        else:
+            out += pairwise_checker_examples(template, p, by_prompt.get(p.id, []), "checkers")
+    return out
 
 
 def seed_examples(kind: str, template: Template, seed: SeedSet) -> list[SFTExample]:
@@ -227,11 +236,8 @@ def balanced(examples: Sequence[SFTExample], limit: int, seed: int) -> list[SFTE
 # Measuring a judge
 
 
-def judge_scores(
-    judge: PointwiseJudge | PairwiseJudge, prompts: Sequence[Prompt], generations: Sequence[Generation]
-) -> dict[str, float]:
+def judge_scores(judged: Sequence[Judgement]) -> dict[str, float]:
     """generation id -> the judge's per-response score (pairwise: its win rate), scored responses only."""
-    judged: list[Judgement] = judge.judge(prompts, generations)
     return {j.generation_ids[0]: j.score for j in judged if len(j.generation_ids) == 1 and j.score is not None}
 
 
@@ -242,8 +248,13 @@ def measure_judge(
     generations: Sequence[Generation],
     seed_pairs: Sequence[Pair],
     seed: int,
+    keep: Path | None = None,
 ) -> JudgeQuality:
-    scores = judge_scores(judge, prompts, generations)
+    """keep: a JSONL file for the judgements the figures come from."""
+    judged = judge.judge(prompts, generations)
+    if keep is not None:
+        write_records(keep, judged)
+    scores = judge_scores(judged)
     by_id = {p.id: p for p in prompts}
     checker: dict[str, float] = {}
     for g in generations:
@@ -355,13 +366,17 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
             measured = gen.generate(measure, n=section.measure_samples)
             write_records(out / "measure_responses.jsonl", measured)
         if responder == base:
-            template, before = _template_and_quality(judge_cfg, gen, base, measure, measured, seed_pairs, cfg.seed)
+            template, before = _template_and_quality(
+                judge_cfg, gen, base, measure, measured, seed_pairs, cfg.seed, out / "measure_judgements_before.jsonl"
+            )
     if responder != base:
         with open_generator(cfg.generation, base, derive_seed(cfg.seed, "teach-judge")) as gen:
-            template, before = _template_and_quality(judge_cfg, gen, base, measure, measured, seed_pairs, cfg.seed)
+            template, before = _template_and_quality(
+                judge_cfg, gen, base, measure, measured, seed_pairs, cfg.seed, out / "measure_judgements_before.jsonl"
+            )
     if before:
         log(f"judge before teaching: {quality_line(before)}")
-    examples = checker_examples(judge_cfg.kind, template, teach_prompts, responses) if responses else []
+    examples = checker_examples(judge_cfg.kind, template, teach_prompts, responses, section.contrast) if responses else []
     if "seed" in cfg.train.judge_data and seed_set is not None:
         examples += seed_examples(judge_cfg.kind, template, seed_set)
     if not examples:
@@ -384,7 +399,16 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
     after = None
     if measure:
         with open_generator(cfg.generation, Path(result.policy), derive_seed(cfg.seed, "teach-measure")) as gen:
-            _, after = _template_and_quality(judge_cfg, gen, Path(result.policy), measure, measured, seed_pairs, cfg.seed)
+            _, after = _template_and_quality(
+                judge_cfg,
+                gen,
+                Path(result.policy),
+                measure,
+                measured,
+                seed_pairs,
+                cfg.seed,
+                out / "measure_judgements_after.jsonl",
+            )
         if after:
             log(f"judge after teaching: {quality_line(after)}")
     counts: dict[str, int] = {}
@@ -419,9 +443,10 @@ def _template_and_quality(
     responses: Sequence[Generation],
     seed_pairs: Sequence[Pair],
     seed: int,
+    keep: Path,
 ) -> tuple[Template, JudgeQuality | None]:
     judge = make_teachable(judge_cfg, gen)
-    quality = measure_judge(judge, str(model), prompts, responses, seed_pairs, seed) if prompts else None
+    quality = measure_judge(judge, str(model), prompts, responses, seed_pairs, seed, keep) if prompts else None
     return judge.template, quality
 
 

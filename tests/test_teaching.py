@@ -63,6 +63,10 @@ def test_pointwise_targets_put_the_score_where_the_logprob_method_reads_it():
     assert examples[0].prompt == template.render(prompt=prompt.text, response="rain falls, softly")
     # The judge's logprob input is the user turn plus the forced prefix: the taught target continues it with the digit.
     assert examples[0].completion.startswith(template.score_prefix)
+    # contrast: a prompt whose responses all get one score teaches no ranking, so it is left out
+    assert checker_examples("pointwise", template, [prompt], gens, contrast=True) == []
+    passing = make_generation("p1", 3, "rain falls softly")
+    assert len(checker_examples("pointwise", template, [prompt], [*gens, passing], contrast=True)) == 3
 
 
 def test_pairwise_targets_best_against_worst_in_both_orders():
@@ -183,6 +187,7 @@ def test_a_run_teaches_its_judge_on_the_tiny_model(tiny_model_dir, tmp_path):
         "judge.template=instruction-following", "judge.injection_check=false", "train.judge_data=[checkers]",
         "train.judge.max_prompts=4", "train.judge.samples=2", "train.judge.measure_prompts=3",
         "train.judge.max_length=512", "train.judge.learning_rate=1e-2",
+        "train.judge.contrast=false",  # a random model's responses all fail their instructions: no prompt has contrast
     ])
     run = Run.create(tmp_path / "run", cfg)
     run_loop(run, log=lambda _: None)

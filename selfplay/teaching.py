@@ -29,6 +29,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from selfplay.config import JudgeConfig, RunConfig, used
@@ -37,7 +38,7 @@ from selfplay.filtering import SFTExample
 from selfplay.generation import Generator, open_generator
 from selfplay.ifeval.checkers import check
 from selfplay.judges import PairwiseJudge, PointwiseJudge, given_response, make_judge
-from selfplay.pool import load_pool
+from selfplay.pool import load_pool, pool_prompts
 from selfplay.records import (
     TEACHING_FILE,
     Generation,
@@ -320,6 +321,12 @@ def sample(prompts: Sequence[Prompt], n: int, seed: int) -> list[Prompt]:
     return chosen[:n]
 
 
+def teaching_pool(cfg: RunConfig) -> list[Prompt]:
+    """The prompts whose responses the checkers label: train.judge.prompts, else the run's own pool (its column mapping)."""
+    section = used(cfg.train.judge, "train.judge")
+    return load_pool(section.prompts) if section.prompts else pool_prompts(cfg.prompts)
+
+
 def check_teaching(cfg: RunConfig) -> None:
     """Preflight: everything judge teaching will read, before any engine starts."""
     if not cfg.train.judge_data:
@@ -330,7 +337,7 @@ def check_teaching(cfg: RunConfig) -> None:
     if cfg.judge.endpoint:
         raise TeachingError("train.judge_data: an external judge (judge.endpoint) cannot be fine-tuned here")
     if "checkers" in cfg.train.judge_data:
-        checkable(load_pool(section.prompts or cfg.prompts.pool), section.prompts or cfg.prompts.pool)
+        checkable(teaching_pool(cfg), section.prompts or cfg.prompts.pool)
     if "seed" in cfg.train.judge_data and not cfg.human.seed_set:
         raise TeachingError("train.judge_data=seed needs human.seed_set, the human-labelled seed file")
     if section.measure:
@@ -344,18 +351,16 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
     if (out / TEACHING_FILE).exists():
         return read_record(out / TEACHING_FILE, JudgeTeaching)
     check_teaching(cfg)
-    started, section, judge_cfg = time.monotonic(), used(cfg.train.judge, "train.judge"), cfg.judge
+    started, section = time.monotonic(), used(cfg.train.judge, "train.judge")
     pool = section.prompts or cfg.prompts.pool
-    teach_prompts = sample(checkable(load_pool(pool), pool), section.max_prompts, derive_seed(cfg.seed, "teach-prompts"))
-    measure = []
-    if section.measure:
-        measure = sample(checkable(load_pool(section.measure), section.measure), section.measure_prompts, 0)
+    teach_prompts = sample(checkable(teaching_pool(cfg), pool), section.max_prompts, derive_seed(cfg.seed, "teach-prompts"))
+    measure = (
+        sample(checkable(load_pool(section.measure), section.measure), section.measure_prompts, 0) if section.measure else []
+    )
     seed_set = load_seed(Path(cfg.human.seed_set)) if cfg.human.seed_set else None
-    seed_pairs = seed_set.pairs if seed_set else []
-    sampling = cfg.generation.model_copy(update={"temperature": section.temperature})
     out.mkdir(parents=True, exist_ok=True)
     responses: list[Generation] = []
-    measured: list[Generation] = []
+    sampling = cfg.generation.model_copy(update={"temperature": section.temperature})
     with open_generator(sampling, responder, derive_seed(cfg.seed, "teach-sample")) as gen:
         if "checkers" in cfg.train.judge_data:
             log(f"judge teaching: {section.samples} responses to each of {len(teach_prompts)} prompts of {pool}")
@@ -363,52 +368,28 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
             write_records(out / "responses.jsonl", responses)
         if measure:
             log(f"judge teaching: {section.measure_samples} responses to each of {len(measure)} prompts of {section.measure}")
-            measured = gen.generate(measure, n=section.measure_samples)
-            write_records(out / "measure_responses.jsonl", measured)
+        meter = Meter(
+            cfg.judge, measure, gen.generate(measure, n=section.measure_samples) if measure else [], seed_set, cfg.seed, out
+        )
         if responder == base:
-            template, before = _template_and_quality(
-                judge_cfg, gen, base, measure, measured, seed_pairs, cfg.seed, out / "measure_judgements_before.jsonl"
-            )
+            template, before = meter.quality(gen, base, "before")
     if responder != base:
         with open_generator(cfg.generation, base, derive_seed(cfg.seed, "teach-judge")) as gen:
-            template, before = _template_and_quality(
-                judge_cfg, gen, base, measure, measured, seed_pairs, cfg.seed, out / "measure_judgements_before.jsonl"
-            )
+            template, before = meter.quality(gen, base, "before")
     if before:
         log(f"judge before teaching: {quality_line(before)}")
-    examples = checker_examples(judge_cfg.kind, template, teach_prompts, responses, section.contrast) if responses else []
-    if "seed" in cfg.train.judge_data and seed_set is not None:
-        examples += seed_examples(judge_cfg.kind, template, seed_set)
-    if not examples:
-        raise TeachingError(f"train.judge_data={','.join(cfg.train.judge_data)}: no labelled judgement to teach from")
-    if section.max_examples:
-        examples = balanced(examples, section.max_examples, derive_seed(cfg.seed, "teach-balance"))
+    examples = teaching_examples(cfg, template, teach_prompts, responses, seed_set)
     write_records(out / "examples.jsonl", examples)
     train_cfg = cfg.train.model_copy(
-        update={
-            "learning_rate": section.learning_rate,
-            "epochs": section.epochs,
-            "batch_size": section.batch_size,
-            "max_length": section.max_length,
-        }
+        update={k: getattr(section, k) for k in ("learning_rate", "epochs", "batch_size", "max_length")}
     )
     from_checkers = sum(e.judge == "checkers" for e in examples)
     log(f"judge teaching: fine-tuning {base} on {len(examples)} judgements ({from_checkers} from the checkers)")
-    trainer = SFTTrainerRunner(train_cfg, derive_seed(cfg.seed, "teach-train"))
-    result = trainer.train(examples, base, out / "policy", algo="judge-sft")
+    result = SFTTrainerRunner(train_cfg, derive_seed(cfg.seed, "teach-train")).train(examples, base, out / "policy", "judge-sft")
     after = None
     if measure:
         with open_generator(cfg.generation, Path(result.policy), derive_seed(cfg.seed, "teach-measure")) as gen:
-            _, after = _template_and_quality(
-                judge_cfg,
-                gen,
-                Path(result.policy),
-                measure,
-                measured,
-                seed_pairs,
-                cfg.seed,
-                out / "measure_judgements_after.jsonl",
-            )
+            _, after = meter.quality(gen, Path(result.policy), "after")
         if after:
             log(f"judge after teaching: {quality_line(after)}")
     counts: dict[str, int] = {}
@@ -416,7 +397,7 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
         label = verdict_of(e).removeprefix(template.score_prefix or "")
         counts[label] = counts.get(label, 0) + 1
     record = JudgeTeaching(
-        target="judge" if judge_cfg.model else "policy",
+        target="judge" if cfg.judge.model else "policy",
         base=str(base),
         taught=result.policy,
         template=template.ref,
@@ -435,19 +416,44 @@ def teach_judge(cfg: RunConfig, base: Path, responder: Path, out: Path, log: Cal
     return record
 
 
-def _template_and_quality(
-    judge_cfg: JudgeConfig,
-    gen: Generator,
-    model: Path,
-    prompts: Sequence[Prompt],
-    responses: Sequence[Generation],
-    seed_pairs: Sequence[Pair],
-    seed: int,
-    keep: Path,
-) -> tuple[Template, JudgeQuality | None]:
-    judge = make_teachable(judge_cfg, gen)
-    quality = measure_judge(judge, str(model), prompts, responses, seed_pairs, seed, keep) if prompts else None
-    return judge.template, quality
+def teaching_examples(
+    cfg: RunConfig, template: Template, prompts: Sequence[Prompt], responses: Sequence[Generation], seed_set: SeedSet | None
+) -> list[SFTExample]:
+    """The labelled judgements to teach from: the checkers' on `responses`, then the seed set's; balanced if capped."""
+    section = used(cfg.train.judge, "train.judge")
+    examples = checker_examples(cfg.judge.kind, template, prompts, responses, section.contrast) if responses else []
+    if "seed" in cfg.train.judge_data and seed_set is not None:
+        examples += seed_examples(cfg.judge.kind, template, seed_set)
+    if not examples:
+        raise TeachingError(f"train.judge_data={','.join(cfg.train.judge_data)}: no labelled judgement to teach from")
+    if section.max_examples:
+        examples = balanced(examples, section.max_examples, derive_seed(cfg.seed, "teach-balance"))
+    return examples
+
+
+@dataclass
+class Meter:
+    """Measures a judge on fixed responses (the same before and after teaching); keeps each measure's judgements
+    in out/measure_judgements_<when>.jsonl beside the responses (measure_responses.jsonl)."""
+
+    judge_cfg: JudgeConfig
+    prompts: Sequence[Prompt]
+    responses: Sequence[Generation]
+    seed_set: SeedSet | None
+    seed: int
+    out: Path
+
+    def __post_init__(self) -> None:
+        if self.responses:
+            write_records(self.out / "measure_responses.jsonl", list(self.responses))
+
+    def quality(self, gen: Generator, model: Path, when: str) -> tuple[Template, JudgeQuality | None]:
+        judge = make_teachable(self.judge_cfg, gen)
+        if not self.prompts:
+            return judge.template, None
+        pairs = self.seed_set.pairs if self.seed_set else []
+        keep = self.out / f"measure_judgements_{when}.jsonl"
+        return judge.template, measure_judge(judge, str(model), self.prompts, self.responses, pairs, self.seed, keep)
 
 
 def make_teachable(judge_cfg: JudgeConfig, gen: Generator) -> PointwiseJudge | PairwiseJudge:

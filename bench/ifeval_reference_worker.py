@@ -63,7 +63,7 @@ def verdicts(case: dict) -> dict:
     random.seed(0)
     try:
         results, _ = evaluate_instructions(case["response"], ids, case["kwargs"], case.get("prompt", ""), INSTRUCTION_DICT)
-    except Exception:  # noqa: BLE001  # one instruction the reference cannot build spoils its whole call; split it
+    except Exception:  # one instruction the reference cannot build spoils its whole call; split it
         if len(ids) == 1:
             return {"strict": [None], "loose": [None]}
         parts = [verdicts(dict(case, instruction_id_list=[i], kwargs=[k])) for i, k in zip(ids, case["kwargs"], strict=True)]

@@ -1,8 +1,10 @@
 """One checker per IFEval instruction id (Zhou et al., 2023, arXiv:2311.07911), in pure Python.
 
 Ids and kwargs names are IFEval's own, so any file in IFEval's JSONL input format can be checked. The
-semantics follow IFEval's `instructions.py`; where we differ it is said beside the checker (we use no nltk:
-words are `\\w+` runs as in IFEval, sentences come from a small regex splitter instead of punkt).
+semantics follow IFEval's `instructions.py`, measured against a port of it by bench/ifeval_reference.py; where we
+differ on purpose it is said beside the checker and, with the reason, in docs/design.md ("IFEval compatibility").
+We use no nltk: words are `\\w+` runs as in IFEval, capital words follow nltk's tokens by rule, and sentences come
+from a small regex splitter instead of punkt.
 
 A checker answers True (followed), False (not followed) or None (cannot check: `language:response_language`
 without `langdetect`, or text langdetect finds no features in). None is counted apart, never a pass.
@@ -203,7 +205,8 @@ def nth_paragraph_first_word(response: str, num_paragraphs: int, nth_paragraph: 
 
 
 def keywords_existence(response: str, keywords: list[str]) -> bool:
-    # Case-insensitive substring, as IFEval (so "garden" is found in "gardens").
+    # Case-insensitive substring, as IFEval (so "garden" is found in "gardens"); literal text, where IFEval's
+    # keyword is an unescaped regex (its "3.5" finds "3x5").
     text = response.lower()
     return all(k.lower() in text for k in keywords)
 
@@ -270,7 +273,8 @@ def constrained_response(response: str) -> bool:
 
 def postscript(response: str, postscript_marker: str) -> bool:
     # A line that starts with the marker, any case. IFEval tolerates spaces inside "P. S." and "P. P. S";
-    # unlike IFEval we require the marker to open a line, since a postscript is not mid-sentence.
+    # unlike IFEval we require the marker to open a line: IFEval's pattern finds it mid-sentence, so a response
+    # that only says "add a P.S." (the echo of each of our postscript prompts) passes there.
     marker = postscript_marker.strip()
     if marker == "P.P.S":
         pattern = r"^\s*p\.\s?p\.\s?s"

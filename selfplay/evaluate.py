@@ -42,7 +42,7 @@ from selfplay.bestofn import BestOfN, best_of_n, make_scorer, scorer_needs_gener
 from selfplay.config import EvalConfig, JudgeConfig, resolve_data_path
 from selfplay.errors import SelfplayError
 from selfplay.generation import open_generator
-from selfplay.ifeval import evaluate, load_ifeval
+from selfplay.ifeval import evaluate, read_ifeval
 from selfplay.judges import PairwiseJudge, Verdict, make_judge
 from selfplay.models import resolve_model
 from selfplay.pool import load_pool
@@ -208,13 +208,19 @@ def load_eval_prompts(path: str | Path) -> list[Prompt]:
     return load_pool(path)
 
 
-def ifeval_prompts(path: str | Path):
-
+def ifeval_prompts(path: str | Path, log: Log = lambda _: None):
+    """An IFEval-format file read leniently (it may be a user's or IFEval's own): a line that cannot be checked is
+    skipped, and one log line says how many and why."""
     path = resolve_data_path(str(path))
     try:
-        items = load_ifeval(path)
+        read = read_ifeval(path, strict=False)
     except ValueError as err:
         raise EvalError(str(err)) from None
+    if read.skipped:
+        shown = "; ".join("line " + s.removeprefix(f"{path}:") for s in read.skipped[:3])
+        more = f"; and {len(read.skipped) - 3} more" if len(read.skipped) > 3 else ""
+        log(f"eval: {path}: skipped {len(read.skipped)} of {read.n_lines} lines that cannot be checked ({shown}{more})")
+    items = read.prompts
     prompts = [
         Prompt(
             id=f"ifeval-{p.key}",
@@ -304,7 +310,7 @@ def ifeval_eval(
     IFEval-format file, beside the echo baseline (response = the prompt; docs/design.md: it passes ~25%).
     `which`: the set whose files in eval/ hold the responses, rows and summary (eval_path)."""
 
-    path, items, prompts = ifeval_prompts(ifeval_file)
+    path, items, prompts = ifeval_prompts(ifeval_file, log)
     check_held_out(run, prompts, str(path))
     echo = _scores(evaluate(items, {p.key: p.prompt for p in items}), len(items))
     summary_path = eval_path(run, "ifeval_summary.json", which)

@@ -19,7 +19,7 @@ from selfplay.ifeval import (
     loose_variants,
     validate_kwargs,
 )
-from selfplay.ifeval.checkers import count_sentences, count_words
+from selfplay.ifeval.checkers import capital_words, count_sentences, count_words
 
 needs_langdetect = pytest.mark.skipif(not checkers.language_check_available(), reason="langdetect not installed")
 PROMPTS_FILE = Path(__file__).resolve().parents[1] / "data" / "ifeval" / "prompts.jsonl"
@@ -56,6 +56,13 @@ CASES = [
     ("change_case:capital_word_frequency", capf(2, LT), "TWO BIG words", False),
     ("change_case:capital_word_frequency", capf(2, LT), "a WELL-KNOWN fact", True),
     ("change_case:capital_word_frequency", capf(1, AL), "I think so", True),  # "I" counts
+    # Tokens as nltk.word_tokenize makes them, as IFEval counts: a clitic is a word of its own, so is each half of
+    # CANNOT; a possessive leaves its word in capitals; U.S.A. is one word.
+    ("change_case:capital_word_frequency", capf(3, AL), "DON'T STOP", True),  # DO, N'T, STOP
+    ("change_case:capital_word_frequency", capf(4, AL), "I CANNOT GO", True),  # I, CAN, NOT, GO
+    ("change_case:capital_word_frequency", capf(1, AL), "NASA's plan", True),
+    ("change_case:capital_word_frequency", capf(2, LT), "the U.S.A. is big", True),
+    ("change_case:capital_word_frequency", capf(2, AL), "DON\u2019T", True),  # a curly apostrophe splits: DON, T
     ("punctuation:no_comma", {}, "no commas here at all.", True),
     ("punctuation:no_comma", {}, "one, two", False),
     ("length_constraints:number_words", words(5, LT), "one two three four", True),
@@ -76,6 +83,10 @@ CASES = [
     ("length_constraints:nth_paragraph_first_word", NTH, "Cats sleep.\n\nDogs do not.", False),
     ("length_constraints:nth_paragraph_first_word", NTH, "Cats.\n\nHowever dogs.\n\nThird.", False),
     ("length_constraints:nth_paragraph_first_word", dict(NTH, first_word="However"), 'A.\n\n\n\n"However," she.', True),
+    # The first word as IFEval reads it: up to . , ? ! ' or ", after leading quotes; markdown stays part of it.
+    ("length_constraints:nth_paragraph_first_word", NTH, "Cats.\n\n**However**, dogs do not.", False),
+    ("length_constraints:nth_paragraph_first_word", NTH, "Cats.\n\nHowever: dogs do not.", False),
+    ("length_constraints:nth_paragraph_first_word", NTH, "Cats.\n \nHowever dogs do not.", False),  # "\n \n" is no break
     ("keywords:existence", {"keywords": ["garden", "Rain"]}, "The rain fell on the gardens.", True),
     ("keywords:existence", {"keywords": ["garden", "Rain"]}, "The rain fell.", False),
     ("keywords:forbidden_words", {"forbidden_words": ["cat"]}, "A category of dogs.", True),  # whole words only
@@ -88,6 +99,8 @@ CASES = [
     ("keywords:letter_frequency", {"letter": "z", "let_frequency": 3, "let_relation": AL}, "zebra", False),
     ("keywords:letter_frequency", {"letter": "Z", "let_frequency": 2, "let_relation": LT}, "zebra", True),
     ("keywords:letter_frequency", {"letter": "z", "let_frequency": 2, "let_relation": LT}, "zz", False),
+    ("keywords:letter_frequency", {"letter": "#", "let_frequency": 2, "let_relation": AL}, "#one #two", True),  # IFEval's files
+    ("keywords:letter_frequency", {"letter": "#", "let_frequency": 2, "let_relation": AL}, "one #two", False),
     ("detectable_format:json_format", {}, '{"a": 1}', True),
     ("detectable_format:json_format", {}, '```json\n{"a": [1, 2]}\n```', True),
     ("detectable_format:json_format", {}, "{'a': 1}", False),
@@ -178,6 +191,36 @@ def test_word_and_sentence_counts():
     assert count_sentences("i went home. then i slept.") == 2  # lowercase sentence starts still split
 
 
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [
+        # Each as nltk's punkt counts it (IFEval's sentence counter), checked with bench/ifeval_reference.py.
+        ("**Done.** Next one.", 2),  # markdown emphasis after the period closes the sentence
+        ("Wait... what? Really!", 2),  # an ellipsis before a lower-case word goes on
+        ("Top 5. then more.", 1),  # so does a number's period
+        ("It was 10 a.m. The sun rose.", 2),  # an abbreviation before a common opener ends its sentence
+        ("It was 10 a.m. Sun rose.", 1),
+        ("Meet Dr. The Great.", 2),
+        ("He works at Acme Inc. and likes it. Yes.", 2),  # abbreviations of news text, as punkt learned them
+        ("Ask Jan. He knows.", 2),
+        ("It is 3 ft. long. Wow.", 2),
+        ("Sen. Brown spoke. Then left.", 2),
+        # Where we differ on purpose (docs/design.md, "IFEval compatibility"): punkt never learned e.g. and i.e.
+        ("Use tools, e.g. a hammer. Then rest.", 2),
+        ("That is, i.e. the rest. Done.", 2),
+    ],
+)
+def test_sentence_counts_as_punkt(text, n):
+    assert count_sentences(text) == n
+
+
+def test_capital_words_are_nltk_tokens():
+    assert capital_words("DON'T say IT'S OK, JAMES' CAR and AND/OR (WELL-KNOWN) **BOLD** #TAG") == [
+        "DO", "N'T", "IT", "'S", "OK", "JAMES", "CAR", "AND/OR", "WELL-KNOWN", "BOLD", "TAG"
+    ]  # fmt: skip
+    assert capital_words("x-RAY X-ray") == []  # a word with a lower-case letter is not a capital word
+
+
 @needs_langdetect
 def test_response_language_with_langdetect():
     french = "Bonjour, je m'appelle Marie et j'habite à Paris avec ma famille depuis dix ans."
@@ -208,7 +251,8 @@ def test_response_language_without_langdetect_is_uncheckable(monkeypatch):
         ("length_constraints:number_words", {"num_words": "5", "relation": LT}, "num_words must be an integer"),
         ("length_constraints:number_words", {"num_words": True, "relation": LT}, "num_words must be an integer"),
         ("punctuation:no_comma", {"num_words": 5}, r"does not take kwargs \['num_words'\]"),
-        ("keywords:letter_frequency", {"letter": "ab", "let_frequency": 1, "let_relation": LT}, "single letter"),
+        ("keywords:letter_frequency", {"letter": "ab", "let_frequency": 1, "let_relation": LT}, "single character"),
+        ("keywords:letter_frequency", {"letter": " ", "let_frequency": 1, "let_relation": LT}, "single character"),
         ("keywords:existence", {"keywords": []}, "non-empty list"),
         ("length_constraints:nth_paragraph_first_word", dict(NTH, nth_paragraph=3), "nth_paragraph 3 > num_paragraphs"),
     ],

@@ -7,11 +7,11 @@ with every `*` removed, which forgives a chatty first line ("Sure, here it is:")
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jsonlines
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from selfplay.ifeval.checkers import check, validate_kwargs
@@ -66,47 +66,85 @@ class IFEvalReport(BaseModel):
     results: list[IFEvalResult]  # per prompt, in input order
 
 
-def _numbered_lines(path: Path, position: list[int]) -> Iterator[str]:
-    """The file's lines, recording in `position[0]` the number of the last one handed out."""
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            position[0] = number
-            yield line
+class IFEvalFile(BaseModel):
+    """What reading an IFEval-format file gave: its prompts and, read leniently, the lines it skipped."""
+
+    prompts: list[IFEvalPrompt]  # in file order
+    n_lines: int  # non-blank lines read
+    skipped: list[str]  # one "path:line: why" per unusable line, in file order; always empty when strict
 
 
-def load_ifeval(path: str | Path) -> list[IFEvalPrompt]:
-    """Reads an IFEval-format JSONL file; any problem is a one-line ValueError "path:line: what"."""
+def _lenient(obj: Any) -> Any:
+    """A line as IFEval's own code would take it: no kwargs list (or an empty one) means no kwargs for any
+    instruction, and each kwargs dict in the form validate_kwargs(strict=False) gives (None dropped, 3.0 -> 3)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("instruction_id_list"), list):
+        return obj  # the model says what is wrong
+    ids = obj["instruction_id_list"]
+    kwargs = obj.get("kwargs") or [{} for _ in ids]
+    if isinstance(kwargs, list) and len(kwargs) == len(ids):
+        kwargs = [validate_kwargs(i, k, strict=False) for i, k in zip(ids, kwargs, strict=True)]
+    return {**obj, "kwargs": kwargs}
+
+
+def _parse(raw: bytes, strict: bool) -> IFEvalPrompt:
+    """One non-blank line; ValueError says what is wrong with it."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8 text ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not a JSON object: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a JSON object: a JSON {type(obj).__name__}")
+    try:
+        return IFEvalPrompt.model_validate(obj if strict else _lenient(obj))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"{where + ': ' if where else ''}{str(first['msg']).removeprefix('Value error, ')}") from None
+
+
+def read_ifeval(path: str | Path, strict: bool = True) -> IFEvalFile:
+    """Reads an IFEval-format JSONL file (blank lines ignored).
+
+    strict (our own pools and tests): any problem is a one-line ValueError "path:line: what". Lenient (a user's
+    file, `selfplay eval --ifeval FILE`): IFEval's own forms are taken too (see _lenient), and a line that still
+    cannot be checked (an unknown id, a missing kwarg, malformed JSON, a repeated key) is skipped and named in
+    `skipped`; only a file with no usable line at all is an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}:0: no such file")
-    position = [0]
     prompts: list[IFEvalPrompt] = []
+    skipped: list[str] = []
     seen: dict[str, int] = {}  # str(key) -> line; 1 and "1" are the same key to a reader
-    with jsonlines.Reader(_numbered_lines(path, position)) as reader:
-        while True:
-            try:
-                obj = reader.read(type=dict, skip_empty=True)
-            except EOFError:
-                break
-            except jsonlines.InvalidLineError as err:
-                raise ValueError(f"{path}:{err.lineno}: not a JSON object: {err}") from None
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{position[0] + 1}: not UTF-8 text ({err.reason})") from None
-            line = position[0]
-            try:
-                prompt = IFEvalPrompt.model_validate(obj)
-            except ValidationError as err:
-                first = err.errors()[0]
-                where = ".".join(str(x) for x in first["loc"])
-                msg = str(first["msg"]).removeprefix("Value error, ")
-                raise ValueError(f"{path}:{line}: {where + ': ' if where else ''}{msg}") from None
+    n_lines = 0
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        n_lines += 1
+        try:
+            prompt = _parse(raw, strict)
             if str(prompt.key) in seen:
-                raise ValueError(f"{path}:{line}: duplicate key {prompt.key!r} (first on line {seen[str(prompt.key)]})")
-            seen[str(prompt.key)] = line
-            prompts.append(prompt)
+                raise ValueError(f"duplicate key {prompt.key!r} (first on line {seen[str(prompt.key)]})")
+        except ValueError as err:
+            if strict:
+                raise ValueError(f"{path}:{number}: {err}") from None
+            skipped.append(f"{path}:{number}: {err}")
+            continue
+        seen[str(prompt.key)] = number
+        prompts.append(prompt)
     if not prompts:
+        if skipped:
+            raise ValueError(f"{path}: no usable prompts, all {n_lines} lines skipped; the first: {skipped[0]}")
         raise ValueError(f"{path}:1: empty file, no prompts")
-    return prompts
+    return IFEvalFile(prompts=prompts, n_lines=n_lines, skipped=skipped)
+
+
+def load_ifeval(path: str | Path) -> list[IFEvalPrompt]:
+    """The prompts of one of our own IFEval-format files, strictly: any problem is a one-line ValueError
+    "path:line: what" (read_ifeval(path, strict=False) reads a user's file)."""
+    return read_ifeval(path).prompts
 
 
 def loose_variants(response: str) -> list[str]:

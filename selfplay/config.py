@@ -449,19 +449,91 @@ class LoRASection(Section):
     )
 
 
+# TRL 1.16 DPOTrainer's loss types (DPOConfig.loss_type, trl/trainer/dpo_trainer.py), every one on a pair's chosen and
+# rejected log-probabilities; TRL adds a list of them, each times its weight (loss_weights). What each one is:
+DPO_LOSSES: dict[str, str] = {
+    "sigmoid": "DPO (Rafailov et al. 2023)",
+    "hinge": "SLiC's hinge on the reward margin (Zhao et al. 2023)",
+    "ipo": "IPO's squared loss on the per-token margin (Azar et al. 2023); beta is its tau",
+    "exo_pair": "EXO (Ji et al. 2024); needs label_smoothing > 0, the paper's is 1e-3",
+    "nca_pair": "NCA (Chen et al. 2024)",
+    "robust": "robust DPO for noisy labels (Chowdhury et al. 2024); label_smoothing is the flip rate",
+    "bco_pair": "BCO on pairs (Jung et al. 2024)",
+    "sppo_hard": "SPPO with hard win probabilities (Wu et al. 2024)",
+    "aot": "AOT, the batch's sorted margins (Melnyk et al. 2024)",
+    "aot_unpaired": "AOT on the sorted chosen and rejected rewards apart",
+    "apo_zero": "APO-zero (D'Oosterlinck et al. 2024): chosen up, rejected down",
+    "apo_down": "APO-down: both down, rejected more",
+    "discopop": "DiscoPOP (Lu et al. 2024)",
+    "sft": "the chosen responses' per-token NLL (as sft_weight)",
+    "sigmoid_norm": "DPO on per-token (length-normalised) log-ratios",
+}
+SMOOTHED_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")  # the DPO losses that read label_smoothing
+
+
 class DPOSection(Section):
     """train.dpo: train.algo=dpo, and the seed warm-up with human.seed_warmup=dpo."""
 
-    beta: float = Field(0.1, gt=0.0, le=MAX_BETA, description="DPO KL strength (Rafailov et al. 2023)")
+    beta: float = Field(
+        0.1, gt=0.0, le=MAX_BETA, description="DPO KL strength (Rafailov et al. 2023); ipo: its regularisation tau"
+    )
+    loss: str | dict[str, float] = Field(
+        "sigmoid",
+        description="TRL's DPO loss: one name, or names with weights to add several (e.g. {sigmoid: 1.0, sft: 0.5}). "
+        + "; ".join(f"{name}: {what}" for name, what in DPO_LOSSES.items()),
+    )
     sft_weight: float = Field(
         0.0,
         ge=0.0,
         le=MAX_LOSS_WEIGHT,
         description="add this times the chosen responses' per-token negative "
         "log-likelihood to the DPO loss (RPO, Pang et al. 2024, weight 1), so the policy also learns to "
-        "write the chosen text, not only to prefer it; the reported loss is then the sum",
+        "write the chosen text, not only to prefer it; the reported loss is then the sum. The same as an sft term "
+        "of this weight in loss",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description="the assumed share of flipped preference labels: robust (Chowdhury et al. 2024 suggest 0.1), "
+        "exo_pair (its epsilon), aot and aot_unpaired; TRL 1.16's sigmoid does not read it (no cDPO)",
     )
     precompute_ref: bool = Field(False, description="compute reference log-probs once before training instead of every step")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _known_losses(cls, value: object) -> object:
+        """One clear line for anything but a known loss name or a mapping of known names to weights > 0."""
+        example = "e.g. ipo or {sigmoid: 1.0, sft: 0.5}"
+        terms = {value: 1.0} if isinstance(value, str) else value
+        if not isinstance(terms, dict) or not terms:
+            raise ValueError(f"a TRL DPO loss name, or a mapping of names to weights ({example}); got {value!r}")
+        for name, weight in terms.items():
+            if name not in DPO_LOSSES:
+                raise ValueError(f"unknown loss {name!r}; TRL 1.16's DPO losses are {', '.join(DPO_LOSSES)}")
+            number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+            if not number or not 0.0 < weight <= MAX_LOSS_WEIGHT:
+                raise ValueError(f"the weight of {name} must be a number in (0, {MAX_LOSS_WEIGHT:g}], got {weight!r}")
+        return value if isinstance(value, str) else {name: float(weight) for name, weight in terms.items()}
+
+    @model_validator(mode="after")
+    def _loss_settings(self) -> DPOSection:
+        terms = self.loss_terms()
+        if self.sft_weight and "sft" in ([self.loss] if isinstance(self.loss, str) else self.loss):
+            raise ValueError("train.dpo.sft_weight: adds the sft term, which train.dpo.loss already has; set one of them")
+        if "exo_pair" in terms and self.label_smoothing == 0.0:
+            raise ValueError("train.dpo.loss: exo_pair needs train.dpo.label_smoothing > 0 (the EXO paper used 1e-3)")
+        if self.label_smoothing and not set(terms) & set(SMOOTHED_LOSSES):
+            raise ValueError(
+                f"train.dpo.label_smoothing: read only by the {_either(SMOOTHED_LOSSES)} losses, and train.dpo.loss "
+                f"has none of them ({', '.join(terms)})"
+            )
+        return self
+
+    def loss_terms(self) -> dict[str, float]:
+        """TRL loss type -> weight, in order: `loss`, then sft_weight's NLL term (the RPO sugar) when set."""
+        terms = {self.loss: 1.0} if isinstance(self.loss, str) else dict(self.loss)
+        return {**terms, "sft": self.sft_weight} if self.sft_weight else terms
 
 
 class SFTSection(Section):

@@ -167,6 +167,7 @@ class PreferenceStats(Record):
     pairs: int  # pairs trained on
     reward_accuracy: float | None = None  # fraction of pairs whose implicit reward prefers the chosen side, last logged steps
     reward_margin: float | None = None  # mean (chosen - rejected) implicit reward, last logged steps
+    loss: dict[str, float] | None = None  # TRL loss type -> weight (train.dpo.loss, and sft_weight's sft term)
 
 
 class RLStats(Record):

@@ -6,7 +6,8 @@ or above the threshold, undesirable below it. The threshold is train.kto.thresho
 default the iteration's median cut (`even_cut`): of the scores present, the one that splits the responses most
 evenly. We default to the median, not the midpoint of the judge's scale, because the scale is not the trainer's
 to know for every judge (rubric 1..5, program judges 0..1, pairwise win rates) and a self-judging model's scores
-bunch together: a fixed midpoint would call nearly every response one kind. An iteration whose responses all
+bunch together (the default model's log-prob scores span about 2.0-3.4 of 1..5, docs/design.md): a fixed midpoint
+would call nearly every response one kind. An iteration whose responses all
 land on one side (e.g. every score equal) teaches nothing to tell apart and is a recorded skip.
 
 The human seed set's pointwise lines ({prompt, response, score}, seed.ScoredResponse) train the same way in the

@@ -57,7 +57,7 @@ MAX_IN_FLIGHT = 1024  # HTTP requests in flight to one judge server, a thread ea
 MAX_RETRIES = 100  # retries of one HTTP request: the doubling waits reach their 60 s cap by the 7th; 100 span 95 minutes
 MAX_BOOTSTRAP = 1_000_000  # bootstrap resamples: 500x the default 2000
 # Left unbounded on purpose: the seed (hashed, any integer) and values in judge or reward units, whose scale is the
-# judge's or the reward model's (pairing.min_margin, train.sft.threshold, train.rest.thresholds,
+# judge's or the reward model's (pairing.min_margin, train.sft.threshold, train.rest.thresholds, train.kto.threshold,
 # monitors.max_margin_drop, train.ppo.value_clip).
 
 
@@ -356,19 +356,24 @@ class PairingConfig(Section):
 # ---------------------------------------------------------------------------------------------------------------
 # train: the settings every trainer shares, flat; one section per algorithm, selected by train.algo.
 
-Algo = Literal["dpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft"]
+Algo = Literal["dpo", "kto", "orpo", "simpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft"]
 
 # The per-algorithm sections of train and the algorithms that read them. A section is None when the run's
 # algorithm does not use it, filled with its defaults when it does, and an error when set for another algorithm
-# (it would silently do nothing). train.dpo also serves human.seed_warmup=dpo: RunConfig decides that one.
+# (it would silently do nothing). train.dpo and train.kto also serve the seed warm-up of their name
+# (human.seed_warmup=dpo / kto): RunConfig decides those (WARMUP_SECTIONS).
 ALGO_SECTIONS: dict[str, tuple[str, ...]] = {
     "dpo": ("dpo",),
+    "kto": ("kto",),
+    "orpo": ("orpo",),
+    "simpo": ("simpo",),
     "sft": ("rejection-sft",),
     "rest": ("rest",),
     "reward_model": ("ppo", "rloo", "grpo"),
     "rl": ("ppo", "rloo", "grpo"),
     "ppo": ("ppo",),
 }
+WARMUP_SECTIONS = ("dpo", "kto")
 
 # Keys that moved when train's prefixed flat fields became sections, old -> new. A config file, a --set or an
 # existing run's config.yaml naming an old key is refused with the new name (tests check every entry).
@@ -449,19 +454,149 @@ class LoRASection(Section):
     )
 
 
+# TRL 1.16 DPOTrainer's loss types (DPOConfig.loss_type, trl/trainer/dpo_trainer.py), every one on a pair's chosen and
+# rejected log-probabilities; TRL adds a list of them, each times its weight (loss_weights). What each one is:
+DPO_LOSSES: dict[str, str] = {
+    "sigmoid": "DPO (Rafailov et al. 2023)",
+    "hinge": "SLiC's hinge on the reward margin (Zhao et al. 2023)",
+    "ipo": "IPO's squared loss on the per-token margin (Azar et al. 2023); beta is its tau",
+    "exo_pair": "EXO (Ji et al. 2024); needs label_smoothing > 0, the paper's is 1e-3",
+    "nca_pair": "NCA (Chen et al. 2024)",
+    "robust": "robust DPO for noisy labels (Chowdhury et al. 2024); label_smoothing is the flip rate",
+    "bco_pair": "BCO on pairs (Jung et al. 2024)",
+    "sppo_hard": "SPPO with hard win probabilities (Wu et al. 2024)",
+    "aot": "AOT, the batch's sorted margins (Melnyk et al. 2024)",
+    "aot_unpaired": "AOT on the sorted chosen and rejected rewards apart",
+    "apo_zero": "APO-zero (D'Oosterlinck et al. 2024): chosen up, rejected down",
+    "apo_down": "APO-down: both down, rejected more",
+    "discopop": "DiscoPOP (Lu et al. 2024)",
+    "sft": "the chosen responses' per-token NLL (as sft_weight)",
+    "sigmoid_norm": "DPO on per-token (length-normalised) log-ratios",
+}
+SMOOTHED_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")  # the DPO losses that read label_smoothing
+
+
 class DPOSection(Section):
     """train.dpo: train.algo=dpo, and the seed warm-up with human.seed_warmup=dpo."""
 
-    beta: float = Field(0.1, gt=0.0, le=MAX_BETA, description="DPO KL strength (Rafailov et al. 2023)")
+    beta: float = Field(
+        0.1, gt=0.0, le=MAX_BETA, description="DPO KL strength (Rafailov et al. 2023); ipo: its regularisation tau"
+    )
+    loss: str | dict[str, float] = Field(
+        "sigmoid",
+        description="TRL's DPO loss: one name, or names with weights to add several (e.g. {sigmoid: 1.0, sft: 0.5}). "
+        + "; ".join(f"{name}: {what}" for name, what in DPO_LOSSES.items()),
+    )
     sft_weight: float = Field(
         0.0,
         ge=0.0,
         le=MAX_LOSS_WEIGHT,
         description="add this times the chosen responses' per-token negative "
         "log-likelihood to the DPO loss (RPO, Pang et al. 2024, weight 1), so the policy also learns to "
-        "write the chosen text, not only to prefer it; the reported loss is then the sum",
+        "write the chosen text, not only to prefer it; the reported loss is then the sum. The same as an sft term "
+        "of this weight in loss",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description="the assumed share of flipped preference labels: robust (Chowdhury et al. 2024 suggest 0.1), "
+        "exo_pair (its epsilon), aot and aot_unpaired; TRL 1.16's sigmoid does not read it (no cDPO)",
     )
     precompute_ref: bool = Field(False, description="compute reference log-probs once before training instead of every step")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _known_losses(cls, value: object) -> object:
+        """One clear line for anything but a known loss name or a mapping of known names to weights > 0."""
+        example = "e.g. ipo or {sigmoid: 1.0, sft: 0.5}"
+        terms = {value: 1.0} if isinstance(value, str) else value
+        if not isinstance(terms, dict) or not terms:
+            raise ValueError(f"a TRL DPO loss name, or a mapping of names to weights ({example}); got {value!r}")
+        for name, weight in terms.items():
+            if name not in DPO_LOSSES:
+                raise ValueError(f"unknown loss {name!r}; TRL 1.16's DPO losses are {', '.join(DPO_LOSSES)}")
+            number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+            if not number or not 0.0 < weight <= MAX_LOSS_WEIGHT:
+                raise ValueError(f"the weight of {name} must be a number in (0, {MAX_LOSS_WEIGHT:g}], got {weight!r}")
+        return value if isinstance(value, str) else {name: float(weight) for name, weight in terms.items()}
+
+    @model_validator(mode="after")
+    def _loss_settings(self) -> DPOSection:
+        terms = self.loss_terms()
+        if self.sft_weight and "sft" in ([self.loss] if isinstance(self.loss, str) else self.loss):
+            raise ValueError("train.dpo.sft_weight: adds the sft term, which train.dpo.loss already has; set one of them")
+        if "exo_pair" in terms and self.label_smoothing == 0.0:
+            raise ValueError("train.dpo.loss: exo_pair needs train.dpo.label_smoothing > 0 (the EXO paper used 1e-3)")
+        if self.label_smoothing and not set(terms) & set(SMOOTHED_LOSSES):
+            raise ValueError(
+                f"train.dpo.label_smoothing: read only by the {_either(SMOOTHED_LOSSES)} losses, and train.dpo.loss "
+                f"has none of them ({', '.join(terms)})"
+            )
+        return self
+
+    def loss_terms(self) -> dict[str, float]:
+        """TRL loss type -> weight, in order: `loss`, then sft_weight's NLL term (the RPO sugar) when set."""
+        terms = {self.loss: 1.0} if isinstance(self.loss, str) else dict(self.loss)
+        return {**terms, "sft": self.sft_weight} if self.sft_weight else terms
+
+
+KTO_LOSSES = ("kto", "apo_zero_unpaired")  # TRL 1.16 KTOConfig.loss_type
+
+
+class KTOSection(Section):
+    """train.kto: KTO (train.algo=kto; Ethayarajh et al. 2024) through TRL's KTOTrainer, on single responses labelled
+    desirable or undesirable by their score, not on pairs; also the seed warm-up with human.seed_warmup=kto, on
+    the seed set's pointwise lines."""
+
+    beta: float = Field(0.1, gt=0.0, le=MAX_BETA, description="KL strength to the reference policy (TRL's default)")
+    threshold: float | None = Field(
+        None,
+        description="responses scoring >= this are desirable, the others undesirable; in the units of the scores "
+        "trained on (the judge's; the labellers' for the seed warm-up). None = each iteration's own median cut: of "
+        "the scores present, the one that splits the scored responses most evenly (the lower of two equally even), "
+        "whatever the judge's scale",
+    )
+    loss: Literal["kto", "apo_zero_unpaired"] = Field(
+        "kto",
+        description="kto: KTO's loss, its reference point the KL of the batch's mismatched responses; apo_zero_unpaired: "
+        "APO-zero on single responses (D'Oosterlinck et al. 2024), no KL estimate",
+    )
+    desirable_weight: float | None = Field(
+        None,
+        gt=0.0,
+        le=MAX_LOSS_WEIGHT,
+        description="weight of the desirable responses' loss; with undesirable_weight None (both) = balanced by "
+        "the counts: the rarer kind weighted by how much more of the other there is, so weight x count is equal "
+        "(the low end of the range TRL derives from the KTO paper's Eq. 8); one None beside a set one = 1",
+    )
+    undesirable_weight: float | None = Field(
+        None, gt=0.0, le=MAX_LOSS_WEIGHT, description="weight of the undesirable responses' loss (see desirable_weight)"
+    )
+
+
+class ORPOSection(Section):
+    """train.orpo: ORPO (train.algo=orpo; Hong et al. 2024) through TRL 1.16's trl.experimental.orpo.ORPOTrainer, on
+    the pairs. Reference-free: the chosen responses' NLL plus an odds-ratio term, no reference model and no KL."""
+
+    beta: float = Field(
+        0.1, gt=0.0, le=MAX_BETA, description="weight of the odds-ratio term beside the NLL (the paper's lambda; TRL: 0.1)"
+    )
+
+
+class SimPOSection(Section):
+    """train.simpo: SimPO (train.algo=simpo; Meng et al. 2024) through TRL 1.16's trl.experimental.cpo.CPOTrainer with
+    loss_type=simpo, on the pairs. Reference-free: the reward is the policy's mean log-probability per response
+    token, with no reference model and no KL."""
+
+    beta: float = Field(2.0, gt=0.0, le=MAX_BETA, description="reward scale (SimPO's runs used 2.0 to 2.5)")
+    gamma: float = Field(0.5, ge=0.0, le=MAX_BETA, description="target reward margin between chosen and rejected")
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=MAX_LOSS_WEIGHT,
+        description="weight of the chosen responses' NLL added to the loss (TRL's cpo_alpha, CPO-SimPO); 0 = SimPO as published",
+    )
 
 
 class SFTSection(Section):
@@ -682,29 +817,37 @@ class TrainConfig(Section):
 
     algo: Algo = Field(
         "dpo",
-        description="dpo: iterative DPO on the pairs (TRL); ppo: our PPO against a reward model trained "
+        description="dpo: iterative DPO on the pairs (TRL; train.dpo.loss picks TRL's loss); kto: KTO on the judged "
+        "responses, each desirable or undesirable by its score (TRL); orpo / simpo: ORPO / SimPO on the pairs, "
+        "reference-free (TRL's experimental ORPOTrainer / CPOTrainer); ppo: our PPO against a reward model trained "
         "on the pairs (InstructGPT recipe); rloo / grpo: TRL's RLOOTrainer / GRPOTrainer against that reward "
         "model; rejection-sft: fine-tuning on the best judged responses (Llama 2); rest: ReST's Improve steps "
         "on them (Gulcehre et al. 2023); revision-sft: supervised fine-tuning on the chosen side of the pairs "
         "(Constitutional AI's supervised stage, with judge.kind=constitution-revision)",
     )
     learning_rate: float = Field(
-        5e-5, gt=0.0, le=MAX_LEARNING_RATE, description="policy learning rate (dpo, ppo, rloo, grpo, the sft paths)"
+        5e-5, gt=0.0, le=MAX_LEARNING_RATE, description="policy learning rate (every algorithm but the reward model's)"
     )
-    epochs: float = Field(1.0, gt=0.0, le=MAX_EPOCHS, description="passes over the training data (dpo, the sft paths)")
+    epochs: float = Field(
+        1.0, gt=0.0, le=MAX_EPOCHS, description="passes over the training data (dpo, kto, orpo, simpo, the sft paths)"
+    )
     batch_size: int = Field(
         8,
         ge=1,
         le=MAX_BATCH,
-        description="dpo: pairs per optimizer step (per device, before accumulation); the sft "
-        "paths: examples per step; rloo / grpo: completions per forward pass (micro-batch)",
+        description="dpo / orpo / simpo: pairs per optimizer step (per device, before accumulation); kto and the "
+        "sft paths: responses per step (kto: at least 2, its KL reference point is estimated within the batch); "
+        "rloo / grpo: completions per forward pass (micro-batch)",
     )
-    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="gradient accumulation steps (dpo, the sft paths)")
+    grad_accum: int = Field(
+        1, ge=1, le=MAX_BATCH, description="gradient accumulation steps (dpo, kto, orpo, simpo, the sft paths)"
+    )
     max_length: int = Field(
         448,
         ge=32,
         le=MAX_CONTEXT,
-        description="prompt + response tokens; longer pairs are truncated (dpo) or left out of "
+        description="prompt + response tokens; longer pairs (or kto's responses) are truncated (dpo, kto, orpo, "
+        "simpo) or left out of "
         "reward-model training (TRL RewardTrainer drops them)",
     )
     precision: Literal["auto", "bf16", "fp32"] = Field(
@@ -712,7 +855,7 @@ class TrainConfig(Section):
     )
     gradient_checkpointing: bool = Field(
         False,
-        description="dpo and the sft paths: recompute activations in the backward pass "
+        description="dpo, kto, orpo, simpo and the sft paths: recompute activations in the backward pass "
         "instead of storing them (less memory, about a third more compute): for large "
         "models on one GPU",
     )
@@ -720,24 +863,28 @@ class TrainConfig(Section):
         20,
         ge=0,
         le=MAX_STEPS,
-        description="dpo and the sft paths: a checkpoint every this many optimizer steps (the last "
+        description="dpo, kto, orpo, simpo and the sft paths: a checkpoint every this many optimizer steps (the last "
         "one kept), so a killed train stage resumes from it instead of step 0; 0 = no checkpoints",
     )
     min_pairs: int = Field(
         2,
         ge=1,
         le=MAX_PROMPTS,
-        description="dpo, revision-sft, the seed warm-up: fewer pairs than this and training is skipped, the policy carried over",
+        description="dpo, orpo, simpo, revision-sft, the seed warm-up: fewer pairs than this and training is skipped, "
+        "the policy carried over",
     )
     min_examples: int = Field(
         1,
         ge=1,
         le=MAX_PROMPTS,
-        description="rejection-sft / rest: fewer kept responses than this and the fine-tune (or "
-        "ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune",
+        description="rejection-sft / rest / kto: fewer kept (kto: labelled) responses than this and the fine-tune "
+        "(or ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune",
     )
     lora: LoRASection = LoRASection()
     dpo: DPOSection | None = Field(None, description="train.algo=dpo (and human.seed_warmup=dpo); None = not used")
+    kto: KTOSection | None = Field(None, description="train.algo=kto (and human.seed_warmup=kto); None = not used")
+    orpo: ORPOSection | None = Field(None, description="train.algo=orpo; None = not used")
+    simpo: SimPOSection | None = Field(None, description="train.algo=simpo; None = not used")
     sft: SFTSection | None = Field(None, description="train.algo=rejection-sft; None = not used")
     rest: ReSTSection | None = Field(None, description="train.algo=rest; None = not used")
     reward_model: RewardModelSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
@@ -776,7 +923,7 @@ class TrainConfig(Section):
             if algo in algos:
                 if data.get(name) is None:
                     data[name] = {}
-            elif data.get(name) is not None and name != "dpo":
+            elif data.get(name) is not None and name not in WARMUP_SECTIONS:
                 raise ValueError(_belongs(name, data[name], "train.algo=" + _either(algos), algo))
         return data
 
@@ -806,6 +953,16 @@ class TrainConfig(Section):
             minibatch, rollout = used(self.ppo, "train.ppo").minibatch, used(self.rl, "train.rl").rollout_prompts
             if minibatch > rollout:
                 raise ValueError(f"ppo: ppo.minibatch ({minibatch}) exceeds rl.rollout_prompts ({rollout})")
+        return self
+
+    @model_validator(mode="after")
+    def _kto_batch(self) -> TrainConfig:
+        # TRL's KTOTrainer refuses a batch of one: its KL reference point pairs each prompt with another one's response.
+        if self.kto is not None and self.kto.loss == "kto" and self.batch_size < 2:
+            raise ValueError(
+                f"train.batch_size: kto needs at least 2 responses per batch (its KL estimate pairs each prompt with "
+                f"another's response), got {self.batch_size}"
+            )
         return self
 
 
@@ -844,11 +1001,12 @@ class HumanConfig(Section):
         "prompt/response/score, or a Label Studio export): added to the reward model's training "
         "pairs, and every iteration measures the judge's agreement with them (accuracy, Cohen's kappa)",
     )
-    seed_warmup: Literal["none", "dpo", "sft"] = Field(
+    seed_warmup: Literal["none", "dpo", "sft", "kto"] = Field(
         "none",
         description="iteration 0 trains the first policy from seed_set "
         "before any AI feedback: dpo on its pairs (with train.dpo's settings), "
-        "or sft on their chosen responses (with ppo / rloo / grpo the reward "
+        "sft on their chosen responses, or kto on its pointwise lines (prompt, response, score; with train.kto's "
+        "settings, the threshold in the labellers' units) (with ppo / rloo / grpo the reward "
         "model also learns from the seed set)",
     )
 
@@ -1009,12 +1167,17 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _dpo_section(self) -> RunConfig:
-        # train.dpo also serves the seed warm-up, which TrainConfig cannot see: filled for it here, refused without it.
-        if self.train.algo != "dpo" and self.human.seed_warmup == "dpo" and self.train.dpo is None:
-            self.train.dpo = DPOSection()
-        elif self.train.algo != "dpo" and self.human.seed_warmup != "dpo" and self.train.dpo is not None:
-            raise ValueError(_belongs("dpo", self.train.dpo, "train.algo=dpo or human.seed_warmup=dpo", self.train.algo))
+    def _warmup_sections(self) -> RunConfig:
+        # train.dpo and train.kto also serve the seed warm-up of their name, which TrainConfig cannot see: filled for
+        # it here, refused without it.
+        for name in WARMUP_SECTIONS:
+            if self.train.algo == name:
+                continue
+            if self.human.seed_warmup == name and getattr(self.train, name) is None:
+                setattr(self.train, name, get_args(TrainConfig.model_fields[name].annotation)[0]())  # its defaults
+            elif self.human.seed_warmup != name and getattr(self.train, name) is not None:
+                owners = f"train.algo={name} or human.seed_warmup={name}"
+                raise ValueError(_belongs(name, getattr(self.train, name), owners, self.train.algo))
         return self
 
     @model_validator(mode="after")

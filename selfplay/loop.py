@@ -61,12 +61,13 @@ from selfplay.records import (
 )
 from selfplay.rundir import IterationSummary, Manifest, Run, RunError, StageInfo, versions
 from selfplay.scale import check_launcher, launch_train, under_launch
-from selfplay.seed import SeedError, judge_seed_agreement, load_seed
+from selfplay.seed import SeedError, SeedSet, judge_seed_agreement, load_seed
 from selfplay.selfinstruct import heldout_prompts, iteration_prompts, preflight_prompts
 from selfplay.serving import check_serving, served_dtype
 from selfplay.teaching import check_teaching, teach_judge
 from selfplay.train import make_trainer
 from selfplay.train.dpo import DPOTrainer
+from selfplay.train.kto import KTOTrainer
 from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RESULT_FILE, RewardModel, SafetyGatedReward, check_reward_model, train_reward_model
 from selfplay.train.setup import check_reporting
@@ -409,15 +410,25 @@ def seed_warmup(run: Run, log: Callable[[str], None] = print) -> TrainResult | N
         return read_record(out / "train.json", TrainResult)
     assert human.seed_set is not None  # the config refuses a warm-up without a seed set
     labels = load_seed(Path(human.seed_set))
-    pairs = labels.pairs
-    if not pairs:
-        raise RunError(f"human.seed_warmup={human.seed_warmup}: {human.seed_set} holds no pairs to train on")
+    if lacking := warmup_lacks(labels, human.seed_warmup, human.seed_set):
+        raise RunError(lacking)
     log(f"iteration 0: {human.seed_warmup} on the human seed set: {labels.summary()}")
-    cfg, seed = run.cfg.train, derive_seed(run.cfg.seed, 0, "train")
-    trainer = DPOTrainer(cfg, seed) if human.seed_warmup == "dpo" else ChosenSFTTrainer(cfg, seed, algo="seed-sft")
-    result = trainer.train(TrainInputs(pairs=pairs), resolve_model(run.cfg.model), out)
+    cfg, seed, base = run.cfg.train, derive_seed(run.cfg.seed, 0, "train"), resolve_model(run.cfg.model)
+    if human.seed_warmup == "kto":  # KTO learns from the pointwise lines themselves, not the pairs made of them
+        result = KTOTrainer(cfg, seed).train_scored(labels.scored, base, out)
+    else:
+        trainer = DPOTrainer(cfg, seed) if human.seed_warmup == "dpo" else ChosenSFTTrainer(cfg, seed, algo="seed-sft")
+        result = trainer.train(TrainInputs(pairs=labels.pairs), base, out)
     write_json(out / "train.json", result.model_dump(mode="json"))
     return result
+
+
+def warmup_lacks(labels: SeedSet, warmup: str, source: str) -> str | None:
+    """Why the seed set cannot warm up the policy by `warmup` (kto trains on its scored lines, dpo and sft on its
+    pairs); None when it can."""
+    if warmup == "kto":
+        return None if labels.scored else f"human.seed_warmup=kto: {source} holds no scored lines (prompt, response, score)"
+    return None if labels.pairs else f"human.seed_warmup={warmup}: {source} holds no pairs to train on"
 
 
 def teach_stage(run: Run, log: Callable[[str], None] = print) -> JudgeTeaching | None:
@@ -481,7 +492,7 @@ def check_stage_inputs(run: Run, k: int, name: str) -> None:
         "generate": [p.prompts],
         "judge": [p.prompts, p.generations],
         "pair": judged,
-        "train": judged if run.cfg.train.algo in ("rejection-sft", "rest") else [p.pairs],
+        "train": judged if run.cfg.train.algo in ("rejection-sft", "rest", "kto") else [p.pairs],
     }
     for path in needs.get(name, []):
         if not path.exists():
@@ -510,8 +521,8 @@ def preflight(cfg: RunConfig) -> None:
     if human.seed_set:
         with _naming("human.seed_set"):
             seed = load_seed(Path(human.seed_set))
-        if human.seed_warmup != "none" and not seed.pairs:
-            raise SeedError(f"human.seed_warmup={human.seed_warmup}: {human.seed_set} holds no pairs to train on")
+        if human.seed_warmup != "none" and (lacking := warmup_lacks(seed, human.seed_warmup, human.seed_set)):
+            raise SeedError(lacking)
     if rm:
         for key, path in (("train.reward_model.path", rm.path), ("train.reward_model.safety_path", rm.safety_path)):
             if path:

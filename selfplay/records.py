@@ -162,11 +162,27 @@ class ImproveStep(BaseModel):
 # What training produced. Common fields at the top; what only one family of algorithms measures lives in its
 # sub-record (dpo / rl / sft), so no algorithm fills another's fields with None.
 class PreferenceStats(Record):
-    """dpo: training on preference pairs."""
+    """dpo, orpo, simpo: training on preference pairs."""
 
     pairs: int  # pairs trained on
     reward_accuracy: float | None = None  # fraction of pairs whose implicit reward prefers the chosen side, last logged steps
     reward_margin: float | None = None  # mean (chosen - rejected) implicit reward, last logged steps
+    loss: dict[str, float] | None = None  # dpo: TRL loss type -> weight (train.dpo.loss, sft_weight); orpo / simpo: None
+
+
+class KTOStats(Record):
+    """kto: training on single responses, each desirable (score >= threshold) or undesirable."""
+
+    examples: int  # responses trained on: desirable + undesirable
+    desirable: int
+    undesirable: int
+    threshold: float | None  # the cut, in the scores' units (the judge's; the seed warm-up: the labellers'); None = none scored
+    unscored: int = 0  # responses without a usable score: left out
+    empty: int = 0  # empty responses: left out
+    desirable_weight: float | None = None  # the loss weights trained with (None: not trained)
+    undesirable_weight: float | None = None
+    kl_last: float | None = None  # TRL's batch KL estimate (KTO's reference point), nats per response, last logged steps
+    reward_margin: float | None = None  # mean desirable - undesirable implicit reward, last logged steps
 
 
 class RLStats(Record):
@@ -204,6 +220,7 @@ class TrainResult(Record):
     resumed_at_step: int | None = None  # the checkpoint a killed train stage resumed from (train.save_steps)
     skipped: str | None = None  # why training did not run, if it did not; the policy is then carried over
     dpo: PreferenceStats | None = None
+    kto: KTOStats | None = None
     rl: RLStats | None = None
     sft: SFTStats | None = None
 
@@ -214,7 +231,9 @@ class TrainResult(Record):
 
     @property
     def count(self) -> int:
-        """What it trained on: pairs (dpo), prompts (rl) or responses (sft)."""
+        """What it trained on: pairs (dpo, orpo, simpo), prompts (rl) or responses (sft, kto)."""
+        if self.kto:
+            return self.kto.examples
         return self.dpo.pairs if self.dpo else self.rl.prompts if self.rl else self.sft.examples if self.sft else 0
 
     @model_validator(mode="before")

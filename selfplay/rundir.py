@@ -129,7 +129,7 @@ class IterationSummary(BaseModel):
     human_accuracy: float | None = None  # the judge's agreement with the human seed set (human.seed_set), 0..1
     human_kappa: float | None = None  # ... as Cohen's kappa (0 = chance, 1 = perfect)
     injection_lift: float | None = None  # judge.injection_check: mean score an injection added, judge units (InjectionLift)
-    examples: int | None = None  # rejection-sft / rest: responses fine-tuned on
+    examples: int | None = None  # rejection-sft / rest / kto: responses fine-tuned on
     improve: list[dict] | None = None  # rest: per Improve step, threshold, kept fraction, losses
     warnings: list[str] = []  # monitor warnings, one line each
     stopped_by: list[str] = []  # monitors named in monitors.stop_on that warned: the loop stops here
@@ -159,7 +159,7 @@ class IterationSummary(BaseModel):
             human_accuracy=m.judge.get("human_agreement", {}).get("accuracy"),
             human_kappa=m.judge.get("human_agreement", {}).get("kappa"),
             injection_lift=m.judge.get("injection", {}).get("mean_lift"),
-            examples=sft.examples if sft else None,
+            examples=sft.examples if sft else t.kto.examples if t and t.kto else None,
             improve=[s.summary() for s in sft.improve] if sft and sft.improve else None,
             warnings=([m.serving.warning] if m.serving and m.serving.warning else [])
             + (m.monitors.warnings if m.monitors else []),

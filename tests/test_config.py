@@ -327,6 +327,7 @@ UNBOUNDED = {
     "seed": "hashed into every seed; any integer",
     "pairing.min_margin": "judge units",
     "train.sft.threshold": "judge units",
+    "train.kto.threshold": "judge units (the labellers' in the seed warm-up)",
     "train.rest.thresholds": "judge units or quantiles (checked by the section)",
     "train.ppo.value_clip": "reward units",
     "monitors.max_margin_drop": "judge units",

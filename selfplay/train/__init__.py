@@ -1,6 +1,8 @@
 """Trainers: one file per algorithm, each a `Trainer`; `make_trainer` picks one by `train.algo`.
 
-    dpo             dpo.py    iterative DPO on the pairs (TRL DPOTrainer)
+    dpo             dpo.py    iterative DPO on the pairs, any of TRL's DPO losses (TRL DPOTrainer)
+    kto             kto.py    KTO on single judged responses, desirable or undesirable by score (TRL KTOTrainer)
+    orpo / simpo    orpo.py   ORPO / SimPO on the pairs, reference-free (TRL's experimental ORPOTrainer / CPOTrainer)
     ppo             ppo.py    our PPO against a reward model trained on the pairs (InstructGPT recipe)
     rloo / grpo     rloo.py   TRL's RLOOTrainer / GRPOTrainer against that reward model
     rejection-sft   sft.py    fine-tuning on the best judged responses (Llama 2)
@@ -19,6 +21,8 @@ from typing import Protocol
 from selfplay.config import TrainConfig
 from selfplay.records import TrainInputs, TrainResult
 from selfplay.train.dpo import DPOTrainer
+from selfplay.train.kto import KTOTrainer
+from selfplay.train.orpo import ORPOTrainer, SimPOTrainer
 from selfplay.train.ppo import PPOTrainer, RewardFn
 from selfplay.train.rloo import GroupRLTrainer
 from selfplay.train.sft import ChosenSFTTrainer, RejectionSFTTrainer, ReSTTrainer
@@ -37,6 +41,12 @@ def make_trainer(cfg: TrainConfig, seed: int, reward: Callable[[], RewardFn | No
     match cfg.algo:
         case "dpo":
             return DPOTrainer(cfg, seed)
+        case "kto":
+            return KTOTrainer(cfg, seed)
+        case "orpo":
+            return ORPOTrainer(cfg, seed)
+        case "simpo":
+            return SimPOTrainer(cfg, seed)
         case "ppo":
             return PPOTrainer(cfg, seed, reward)
         case "rloo" | "grpo":

@@ -185,7 +185,8 @@ def test_comparison_config_differs_only_in_the_algorithm(name, algo):
     assert cfg.model_dump(exclude={"train": per_algo}) == base.model_dump(exclude={"train": per_algo})
     assert cfg.train.algo == algo and "heldout" in cfg.eval.ifeval and "heldout" not in cfg.prompts.pool
     section = {"dpo": cfg.train.dpo, "rejection-sft": cfg.train.sft, "rest": cfg.train.rest}[algo].model_dump()
-    assert section == {"dpo": {"beta": 0.1, "sft_weight": 0.0, "precompute_ref": False},
+    assert section == {"dpo": {"beta": 0.1, "sft_weight": 0.0, "precompute_ref": False, "loss": "sigmoid",
+                               "label_smoothing": 0.0},
                        "rejection-sft": {"top_k": 1, "threshold": 1.0},
                        "rest": {"thresholds": [0.5, 1.0], "threshold_mode": "score", "top_k": None}}[algo]
 

@@ -356,7 +356,7 @@ class PairingConfig(Section):
 # ---------------------------------------------------------------------------------------------------------------
 # train: the settings every trainer shares, flat; one section per algorithm, selected by train.algo.
 
-Algo = Literal["dpo", "kto", "orpo", "simpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft"]
+Algo = Literal["dpo", "kto", "orpo", "simpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft", "hir"]
 
 # The per-algorithm sections of train and the algorithms that read them. A section is None when the run's
 # algorithm does not use it, filled with its defaults when it does, and an error when set for another algorithm
@@ -369,6 +369,7 @@ ALGO_SECTIONS: dict[str, tuple[str, ...]] = {
     "simpo": ("simpo",),
     "sft": ("rejection-sft",),
     "rest": ("rest",),
+    "hir": ("hir",),
     "reward_model": ("ppo", "rloo", "grpo"),
     "rl": ("ppo", "rloo", "grpo"),
     "ppo": ("ppo",),
@@ -811,6 +812,36 @@ class JudgeTeachingSection(Section):
     measure_samples: int = Field(2, ge=2, le=MAX_SAMPLES, description="responses sampled per measuring prompt (pairs need 2)")
 
 
+class HIRSection(Section):
+    """train.hir: hindsight instruction relabelling (train.algo=hir; Zhang et al. 2023). A response that failed an
+    IFEval instruction is fine-tuned on with the prompt rewritten to what it did (selfplay/ifeval/relabel.py)."""
+
+    instructions: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="the instruction ids that may be relabelled (each needs a relabel rule; preflight names those "
+        "that have one); None = every id with a rule. A response that failed another instruction is not relabelled",
+    )
+    keep_originals: bool = Field(
+        True, description="also fine-tune on the responses that followed their prompt as asked (distinct texts)"
+    )
+    max_per_prompt: int = Field(
+        2, ge=1, le=MAX_SAMPLES, description="relabelled responses kept per prompt at most (distinct texts, in id order)"
+    )
+    skip_cut: bool = Field(
+        True,
+        description="leave out responses that stopped at generation.max_tokens: a count measured on an unfinished "
+        "answer is true, but the answer is not one to imitate",
+    )
+
+    @field_validator("instructions")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"names an instruction twice: {value}")
+        return value
+
+
 class TrainConfig(Section):
     """The train stage. The flat fields are shared by every trainer; the sections after `lora` belong to the
     algorithms in ALGO_SECTIONS."""
@@ -823,7 +854,9 @@ class TrainConfig(Section):
         "on the pairs (InstructGPT recipe); rloo / grpo: TRL's RLOOTrainer / GRPOTrainer against that reward "
         "model; rejection-sft: fine-tuning on the best judged responses (Llama 2); rest: ReST's Improve steps "
         "on them (Gulcehre et al. 2023); revision-sft: supervised fine-tuning on the chosen side of the pairs "
-        "(Constitutional AI's supervised stage, with judge.kind=constitution-revision)",
+        "(Constitutional AI's supervised stage, with judge.kind=constitution-revision); hir: fine-tuning on the "
+        "responses with each failed IFEval instruction relabelled to what the response did (hindsight instruction "
+        "relabelling, Zhang et al. 2023), beside those that passed",
     )
     learning_rate: float = Field(
         5e-5, gt=0.0, le=MAX_LEARNING_RATE, description="policy learning rate (every algorithm but the reward model's)"
@@ -877,8 +910,9 @@ class TrainConfig(Section):
         1,
         ge=1,
         le=MAX_PROMPTS,
-        description="rejection-sft / rest / kto: fewer kept (kto: labelled) responses than this and the fine-tune "
-        "(or ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune",
+        description="rejection-sft / rest / kto / hir: fewer kept (kto: labelled; hir: originals and relabelled) "
+        "responses than this and the fine-tune (or ReST's Improve step) is skipped, recorded, the policy carried over; "
+        "never an empty fine-tune",
     )
     lora: LoRASection = LoRASection()
     dpo: DPOSection | None = Field(None, description="train.algo=dpo (and human.seed_warmup=dpo); None = not used")
@@ -887,6 +921,7 @@ class TrainConfig(Section):
     simpo: SimPOSection | None = Field(None, description="train.algo=simpo; None = not used")
     sft: SFTSection | None = Field(None, description="train.algo=rejection-sft; None = not used")
     rest: ReSTSection | None = Field(None, description="train.algo=rest; None = not used")
+    hir: HIRSection | None = Field(None, description="train.algo=hir; None = not used")
     reward_model: RewardModelSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
     rl: RLSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
     ppo: PPOSection | None = Field(None, description="train.algo=ppo; None = not used")

@@ -67,6 +67,7 @@ from selfplay.serving import check_serving, served_dtype
 from selfplay.teaching import check_teaching, teach_judge
 from selfplay.train import make_trainer
 from selfplay.train.dpo import DPOTrainer
+from selfplay.train.hir import check_hir
 from selfplay.train.kto import KTOTrainer
 from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RESULT_FILE, RewardModel, SafetyGatedReward, check_reward_model, train_reward_model
@@ -492,7 +493,7 @@ def check_stage_inputs(run: Run, k: int, name: str) -> None:
         "generate": [p.prompts],
         "judge": [p.prompts, p.generations],
         "pair": judged,
-        "train": judged if run.cfg.train.algo in ("rejection-sft", "rest", "kto") else [p.pairs],
+        "train": judged if run.cfg.train.algo in ("rejection-sft", "rest", "kto", "hir") else [p.pairs],
     }
     for path in needs.get(name, []):
         if not path.exists():
@@ -512,6 +513,7 @@ def preflight(cfg: RunConfig) -> None:
         heldout_prompts(cfg)
     preflight_judge(cfg.judge)
     check_teaching(cfg)
+    check_hir(cfg)
     if needs_generator(cfg.judge):  # program and human judges read no model
         _checkpoint("judge.model", cfg.judge.model)
         if cfg.judge.endpoint:

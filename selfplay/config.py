@@ -84,13 +84,14 @@ class PromptsConfig(Section):
         le=MAX_PROMPTS,
         description="prompts sampled per iteration; iterations take disjoint slices of one seeded shuffle while the pool lasts",
     )
-    source: Literal["pool", "self-instruct", "mixed"] = Field(
+    source: Literal["pool", "self-instruct", "mixed", "evol"] = Field(
         "pool",
         description="pool: per_iteration prompts from the pool; "
         "self-instruct: the policy writes self_instruct_new new prompts "
         "from few-shot pool examples (Self-Rewarding LMs §2.3; "
-        "Self-Instruct, Wang et al. 2023); mixed: both. Held-out eval "
-        "prompts are never examples",
+        "Self-Instruct, Wang et al. 2023); mixed: both. evol: the pool's prompts, and up to evol_new of them "
+        "rewritten harder by an operation of evol_template (Evol-Instruct, Xu et al. 2023). Held-out eval "
+        "prompts are never examples nor parents",
     )
     self_instruct_new: int = Field(
         16,
@@ -127,6 +128,50 @@ class PromptsConfig(Section):
         "n-grams (over the shorter text's) with a pool, held-out or earlier new prompt is a "
         "duplicate (Self-Instruct dropped ROUGE-L >= 0.7)",
     )
+
+    evol_template: str = Field("evol", description="evol: the operations template in prompts/ (or a path)")
+    evol_operations: list[str] | None = Field(
+        None, min_length=1, description="evol: the template's operations to draw from (None = all of them)"
+    )
+    evol_new: int = Field(16, ge=1, le=MAX_PROMPTS, description="evol: evolved prompts wanted per iteration")
+    evol_oversample: float = Field(
+        2.0,
+        ge=1.0,
+        le=MAX_OVERSAMPLE,
+        description="evol: rewrites attempted per wanted prompt; the filters (empty, too long, refusal, template "
+        "words, copy of the parent, near-duplicate) drop some",
+    )
+    evol_writer: Literal["policy", "judge"] = Field(
+        "policy", description="evol: the model that rewrites: the policy, or the judge's model (judge.model)"
+    )
+    evol_keep_parents: bool = Field(
+        True, description="evol: keep the iteration's pool prompts beside the evolved ones (WizardLM trains on both)"
+    )
+    evol_temperature: float = Field(0.7, gt=0.0, le=2.0, description="evol: sampling temperature of the rewrites")
+    evol_max_tokens: int = Field(160, ge=8, le=MAX_TOKENS, description="evol: longest rewrite, tokens")
+    evol_max_words: int = Field(200, ge=1, le=MAX_TOKENS, description="evol: longer rewrites are dropped")
+    evol_max_parent_overlap: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="evol: a rewrite whose word n-grams are at least this share its parent's is a copy (nothing added)",
+    )
+    evol_ngram: int = Field(2, ge=1, le=MAX_NGRAM, description="evol: word n-gram size for the copy and duplicate checks")
+    evol_max_overlap: float = Field(
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="evol: a rewrite sharing this fraction of its word n-grams (over the shorter text's) with another "
+        "pool prompt, a held-out prompt or an earlier rewrite is a duplicate (two rewrites of one parent compare "
+        "only what each added)",
+    )
+
+    @field_validator("evol_operations")
+    @classmethod
+    def _distinct_operations(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"names an operation twice: {value}")
+        return value
 
     @model_validator(mode="after")
     def _self_instruct_lengths(self) -> PromptsConfig:

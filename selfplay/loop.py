@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from selfplay.config import RunConfig, used
 from selfplay.constitutions import revision_pairs
 from selfplay.errors import SelfplayError
+from selfplay.evol import evol_iteration_prompts, preflight_evol
 from selfplay.external import open_external, preflight_endpoint
 from selfplay.generation import SEEDING, Generator, open_generator
 from selfplay.judges import (
@@ -77,7 +78,7 @@ from selfplay.train.sft import ChosenSFTTrainer
 R = TypeVar("R", bound=BaseModel)
 
 # Side records of the prompts and judge stages, beside their JSONL (read back into the manifest on resume too).
-PROMPT_STATS = "prompt_stats.json"  # self-instruct / mixed: where every written prompt went
+PROMPT_STATS = "prompt_stats.json"  # self-instruct / mixed / evol: where every written prompt went
 AGREEMENT = "seed_agreement.json"  # human.seed_set: the judge's agreement with the human labels
 INJECTION = "injection_check.json"  # judge.injection_check: how far the shipped injections lift a score (InjectionLift)
 JUDGE_PROGRESS = "judge_progress"  # the judge stage's finished chunks while it runs; removed once judgements.jsonl exists
@@ -251,10 +252,16 @@ class Engines:
 
 
 def write_prompts(run: Run, k: int, engines: Engines) -> list[Prompt]:
-    """Iteration k's prompts: from the pool, or written by the policy (self-instruct; its engine opens then)."""
+    """Iteration k's prompts: from the pool, written by the policy (self-instruct), or rewritten from the pool (evol);
+    the writer's engine opens only then."""
     cfg = run.cfg
     exclude = heldout_prompts(cfg) if cfg.prompts.source != "pool" else []
-    prompts, stats = iteration_prompts(cfg.prompts, cfg.seed, k, engines.policy, exclude)
+    stats: BaseModel | None
+    if cfg.prompts.source == "evol":  # the policy, or the judge's model, rewrites pool prompts (selfplay/evol.py)
+        writer = engines.judge if cfg.prompts.evol_writer == "judge" else engines.policy
+        prompts, stats = evol_iteration_prompts(cfg.prompts, cfg.seed, k, writer, exclude)
+    else:
+        prompts, stats = iteration_prompts(cfg.prompts, cfg.seed, k, engines.policy, exclude)
     if stats:
         write_json(run.paths(k).dir / PROMPT_STATS, stats.model_dump(mode="json"))
     return prompts
@@ -509,6 +516,7 @@ def preflight(cfg: RunConfig) -> None:
     human, rm = cfg.human, cfg.train.reward_model
     _checkpoint("model", cfg.model)
     preflight_prompts(cfg.prompts)
+    preflight_evol(cfg.prompts)
     if cfg.prompts.source != "pool":  # the policy writes prompts: the held-out eval prompts are kept out of them
         heldout_prompts(cfg)
     preflight_judge(cfg.judge)

@@ -38,7 +38,7 @@ class Record(BaseModel):
 class Prompt(Record):
     id: str  # unique within a run, e.g. "pool-0042"
     text: str  # the user's instruction, without any chat template
-    source: str = "pool"  # pool | ifeval | self-instruct | seed
+    source: str = "pool"  # pool | ifeval | self-instruct | evol | seed
     meta: dict = {}  # e.g. the IFEval instruction ids and kwargs of a checkable prompt
 
 

@@ -1,6 +1,7 @@
 """Evolved prompts: a model rewrites pool prompts into harder or more specific ones (Evol-Instruct's in-depth
-evolving; Xu et al. 2023, WizardLM), by operations an editable template names (prompts/evol.yaml: add a constraint,
-deepen, concretise, increase the reasoning steps).
+evolving; Xu et al. 2023, WizardLM), by operations an editable template names (prompts/evol.yaml, kind evol: one template over
+{prompt} and {operation}, and the text of each operation: add a constraint, deepen, concretise, increase the
+reasoning steps).
 
 Each attempt takes a parent from the iteration's pool slice and an operation, both drawn with a derived seed, and
 asks the writer (the policy, or the judge's model) for one rewrite. Rewrites are filtered, each drop counted and kept
@@ -24,16 +25,16 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
 from selfplay.config import PromptsConfig
 from selfplay.filtering import ngram_overlap, word_ngrams
 from selfplay.generation import Generator, chat_ids
+from selfplay.judges import check_template
 from selfplay.pool import pool_prompts, sample_prompts
-from selfplay.records import Prompt, derive_seed, file_hash
+from selfplay.records import Prompt, derive_seed
 from selfplay.selfinstruct import REFUSAL, parse_task
-from selfplay.templates import Template, TemplateError, template_path
+from selfplay.templates import Template, TemplateError, load_template
 
 # A rewrite that talks about the rewriting instead of being a request (Evol-Instruct drops those too, §3.2).
 TEMPLATE_WORDS = re.compile(r"\b(?:rewritten|given|original|new) (?:request|prompt|instruction)\b", re.IGNORECASE)
@@ -51,72 +52,16 @@ Reason = Literal[
 ]
 
 
-class EvolTemplate(BaseModel):
-    """prompts/evol.yaml: the operations, each a template over {prompt}, and how to read the rewrite."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    version: int = Field(ge=1)
-    kind: Literal["evol"]
-    description: str = ""
-    output_format: str
-    parse: str  # regex; group 1 is the rewritten request
-    score_prefix: str | None = None  # the forced start of the writer's reply
-    operations: dict[str, str] = Field(min_length=1)  # operation name -> template text with exactly {prompt}
-    hash: str = ""
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    def operation(self, name: str) -> Template:
-        """One operation as a Template (its render escapes delimiters in the parent's text)."""
-        return Template(
-            name=f"{self.name}:{name}",
-            version=self.version,
-            kind="evol",
-            variables=["prompt"],
-            output_format=self.output_format,
-            parse=self.parse,
-            score_prefix=self.score_prefix,
-            template=self.operations[name],
-            hash=self.hash,
-        )
-
-
-def load_evol_template(name: str) -> EvolTemplate:
-    """prompts.evol_template, checked: every field present, the parse regex valid, each operation using exactly
-    {prompt}. Any problem is one TemplateError line naming the file."""
-    path = template_path(name)
-    where = f"prompts.evol_template: {path}"
+def load_evol_template(name: str) -> Template:
+    """prompts.evol_template, checked: a template of kind evol over {prompt} and {operation}, with its operations.
+    Any problem is one TemplateError line."""
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TemplateError(f"{where}: no such template") from None
-    except OSError as err:
-        raise TemplateError(f"{where}: cannot read the template ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise TemplateError(f"{where}: not valid YAML ({err.__class__.__name__})") from None
-    if not isinstance(tree, dict):
-        raise TemplateError(f"{where}: expected a mapping with name, version, kind, parse, operations, ...")
-    try:
-        template = EvolTemplate.model_validate({**tree, "hash": file_hash(path)})
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise TemplateError(f"{where}: {'.'.join(str(x) for x in first['loc']) or 'template'}: {first['msg']}") from None
-    for op in template.operations:
-        try:
-            fields = template.operation(op).fields()
-        except (TemplateError, ValidationError) as err:
-            message = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
-            raise TemplateError(f"{where}: operations.{op}: {message}") from None
-        if fields != {"prompt"}:
-            raise TemplateError(f"{where}: operations.{op} must use exactly {{prompt}}, it uses {sorted(fields) or 'none'}")
-    return template
+        return check_template(load_template(name), "evol")
+    except TemplateError as err:
+        raise TemplateError(f"prompts.evol_template: {err}") from None
 
 
-def evol_operations(template: EvolTemplate, cfg: PromptsConfig) -> list[str]:
+def evol_operations(template: Template, cfg: PromptsConfig) -> list[str]:
     """The operations to draw from: prompts.evol_operations, each one the template defines, or all of them."""
     if cfg.evol_operations is None:
         return list(template.operations)
@@ -196,16 +141,19 @@ def evolve_prompts(
         (eligible[i % len(eligible)], random.Random(derive_seed(seed, iteration, "evol", i)).choice(operations))
         for i in range(attempts)
     ]
-    ops = {op: template.operation(op) for op in operations}
     ids = [
-        chat_ids(gen.tokenizer, ops[op].render(prompt=parent.text), assistant_prefix=template.score_prefix or "")
+        chat_ids(
+            gen.tokenizer,
+            template.render(prompt=parent.text, operation=template.operations[op]),
+            assistant_prefix=template.score_prefix or "",
+        )
         for parent, op in drawn
     ]
     replies = [
         outs[0] if outs else ""
         for outs in gen.complete(ids, n=1, temperature=cfg.evol_temperature, max_tokens=cfg.evol_max_tokens)
     ]
-    texts = [parse_task(ops[op], reply) for (_, op), reply in zip(drawn, replies, strict=True)]
+    texts = [parse_task(template, reply) for reply in replies]
     stats = EvolStats(
         attempts=attempts,
         kept=0,

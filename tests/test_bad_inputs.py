@@ -94,7 +94,8 @@ def files(tmp_path, monkeypatch) -> dict[str, str]:
         "brace.yaml": TEMPLATE.format(name="brace", brace="{"),
         "typo.yaml": "judge:\n  knd: pairwise\n",
         "ppo.yaml": "train:\n  algo: ppo\n",
-        "evol_noops.yaml": "name: e\nversion: 1\nkind: evol\noutput_format: x\nparse: '(.*)'\n",
+        "evol_noops.yaml": "name: evol_noops\nversion: 1\nkind: evol\nvariables: [prompt, operation]\noutput_format: x\n"
+                           "parse: '(.*)'\ntemplate: 'Rewrite {prompt}: {operation}'\n",
         "afile": "not a folder\n",
     }
     for name, text in texts.items():
@@ -139,7 +140,7 @@ CASES = [
      "nowhere_module"),
     ("run-model-nope", ["run", "--set", "model=nope", "--name", "x"], "unknown model"),
     ("run-evol-template-missing-field", ["run", "--set", "prompts.source=evol", "--set", "prompts.evol_template={evol_noops}",
-                                         "--name", "x"], "evol_noops.yaml: operations: Field required"),
+                                         "--name", "x"], "prompts.evol_template: template evol_noops@1: operations: none defined"),
     ("run-hir-pool-without-ids", ["run", "--config", HIR, "--set", "prompts.pool=data/instructions.jsonl", "--name", "x"],
      "train.algo=hir: the pool data/instructions.jsonl has no prompt with IFEval instruction ids"),
     ("run-hir-instruction-without-rule", ["run", "--config", HIR, "--set", "train.hir.instructions=[startend:quotation]",

@@ -97,25 +97,30 @@ def test_evolving_only_held_out_prompts_is_refused():
         evolve_prompts(scripted([]), HELD_OUT, POOL, config(), seed=0, iteration=1, exclude=HELD_OUT)
 
 
+HEAD = "name: mine\nversion: 1\nkind: evol\noutput_format: x\nscore_prefix: 'R: '\n"
+VARS = "variables: [prompt, operation]\n"
+BODY = "template: 'Rewrite {prompt}: {operation}'\n"
+
+
 @pytest.mark.parametrize("text, expected", [
-    ("name: e\nversion: 1\nkind: evol\noutput_format: x\nparse: '(.*)'\n", "operations: Field required"),
-    ("name: e\nversion: 1\nkind: evol\noutput_format: x\noperations: {a: 'Rewrite {prompt}'}\n", "parse: Field required"),
-    ("name: e\nversion: 1\nkind: evol\noutput_format: x\nparse: '(.*)'\noperations: {a: 'Rewrite it'}\n",
-     "operations.a must use exactly {prompt}, it uses none"),
-    ("name: e\nversion: 1\nkind: evol\noutput_format: x\nparse: '(.*)'\noperations: {a: 'Rewrite {prompt} {x}'}\n",
-     "operations.a must use exactly {prompt}, it uses ['prompt', 'x']"),
-    ("name: e\nversion: 1\nkind: evol\noutput_format: x\nparse: '.*'\noperations: {a: 'Rewrite {prompt}'}\n",
-     "operations.a: Value error, parse regex needs one capture group"),
-    ("name: e\nversion: 1\nkind: pointwise\noutput_format: x\nparse: '(.*)'\noperations: {a: 'Rewrite {prompt}'}\n",
-     "kind: Input should be 'evol'"),
-    ("name: e\nversion: 1\nkind: evol\noutput_format: x\nparse: '(.*)'\noperations: {}\n", "operations: Dictionary should have at least 1 item"),
+    (HEAD + VARS + "parse: '(.*)'\n" + BODY, "operations: none defined"),
+    (HEAD + VARS + "operations: {a: harder}\n" + BODY, "parse: Field required"),
+    (HEAD + VARS + "parse: '(.*)'\noperations: {a: harder}\n", "template: Field required"),
+    (HEAD + VARS + "parse: '(.*)'\noperations: {a: harder}\ntemplate: 'Rewrite {prompt}'\n",
+     "variable(s) operation declared but not used in the template"),
+    (HEAD + "variables: [prompt]\nparse: '(.*)'\noperations: {a: harder}\ntemplate: 'Rewrite {prompt}'\n",
+     "variables ['prompt'], but a evol judge fills ['operation', 'prompt']"),
+    (HEAD + VARS + "parse: '.*'\noperations: {a: harder}\n" + BODY, "parse: Value error, parse regex needs one capture group"),
+    (HEAD + VARS + "parse: '(.*)'\noperations: {a: ' '}\n" + BODY, "operations.a is empty"),
+    (HEAD.replace("kind: evol", "kind: pointwise") + VARS + "parse: '(.*)'\noperations: {a: harder}\n" + BODY,
+     "is for kind pointwise, not evol"),
 ])
 def test_template_errors_are_one_line(tmp_path, text, expected):
     path = tmp_path / "mine.yaml"
     path.write_text(text)
     with pytest.raises(TemplateError) as err:
         load_evol_template(str(path))
-    assert expected in str(err.value) and "\n" not in str(err.value) and str(err.value).startswith("prompts.evol_template:")
+    assert expected in str(err.value) and "\n" not in str(err.value) and str(err.value).startswith("prompts.evol_template:"), err.value
 
 
 def test_preflight_checks_the_operations_and_the_config_its_fields():

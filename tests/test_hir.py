@@ -9,7 +9,7 @@ import pytest
 
 from selfplay.config import PROJECT_ROOT, ConfigError, HIRSection, load_config
 from selfplay.ifeval import check
-from selfplay.ifeval.relabel import COUNT_RULES, find_count_phrase, hindsight, round_above, round_below
+from selfplay.ifeval.relabel import RULE_IDS, COUNT_RULES, find_count_phrase, hindsight, round_above, round_below
 from selfplay.pool import load_pool
 from selfplay.records import Generation, Prompt
 from selfplay.train.hir import check_hir, hir_examples
@@ -48,6 +48,12 @@ RELABELS = [
      ["detectable_format:number_bullet_lists", "change_case:english_lowercase"], [{"num_bullets": 2}, {}],
      "* pack light\n* go early\n* have fun", "relabelled",
      "Plan a trip. Use exactly 3 bullet points and write everything in lowercase.", [{"num_bullets": 3}, {}]),
+    # an end phrase becomes the reply's own last words (of its last sentence, at most six)
+    ("Write a note to a coworker. End exactly with 'Thanks in advance.'", ["startend:end_checker"],
+     [{"end_phrase": "Thanks in advance."}], "The meeting moved.\nSee you at nine!", "relabelled",
+     "Write a note to a coworker. End exactly with 'See you at nine!'", [{"end_phrase": "See you at nine!"}]),
+    ("Describe tea. End with 'Cheers.'", ["startend:end_checker"], [{"end_phrase": "Cheers."}], "Tea is 'nice'.",
+     "not_measurable", None, None),
     # nothing measured to relabel to
     (BULLETS, ["detectable_format:number_bullet_lists"], [{"num_bullets": 3}], "Water them less.", "not_measurable", None, None),
     ("Describe tea. Wrap the reply in double quotes.", ["startend:quotation"], [{}], "Tea is nice.", "no_rule", None, None),
@@ -142,13 +148,15 @@ def test_every_relabel_passes_its_checkers_and_says_its_number(monkeypatch):
             assert h.prompt != prompt.text
             for change in h.changes:
                 rule = COUNT_RULES.get(change.instruction_id)
+                if change.instruction_id == "startend:end_checker":
+                    assert change.new_kwargs["end_phrase"] in h.prompt
                 if rule:
                     new = change.new_kwargs[rule.count]
                     said = find_count_phrase(h.prompt, rule, new, change.new_kwargs.get(rule.relation) if rule.relation else None)
                     assert said is not None, (prompt.id, h.prompt, change)
     # every rule fired somewhere: the test above cannot pass by relabelling nothing
     fired = {i for ids in relabelled for i in ids}
-    assert fired >= set(COUNT_RULES) | {"change_case:english_lowercase", "change_case:english_capital"}, fired
+    assert fired == RULE_IDS, fired
 
 
 def model_responses() -> tuple[list[Prompt], list[Generation]]:
@@ -164,12 +172,13 @@ def model_responses() -> tuple[list[Prompt], list[Generation]]:
 
 
 def test_default_model_responses_relabel_rate():
-    """On 420 real responses of the default model, about one failed response in eight gets a true relabel."""
+    """On 420 real responses of the default model, about one failed response in six gets a true relabel."""
     prompts, gens = model_responses()
     examples, relabels, stats = hir_examples(prompts, gens, HIRSection(max_per_prompt=8))
-    assert (stats.responses, stats.passed, stats.relabelled, stats.not_relabellable) == (420, 100, 38, 282)
-    assert stats.relabel_rate == pytest.approx(38 / 320, abs=1e-4)
-    assert len(examples) == 138 and len(relabels) == 38
+    assert (stats.responses, stats.passed, stats.relabelled, stats.not_relabellable) == (420, 100, 58, 262)
+    assert stats.relabel_rate == pytest.approx(58 / 320, abs=1e-4)
+    assert stats.relabelled_per_instruction["startend:end_checker"] == 20
+    assert len(examples) == 158 and len(relabels) == 58
     for r in relabels:
         response = next(g.text for g in gens if g.id == r.generation_id)
         assert all(check(i, kw, response) for i, kw in zip(r.instruction_id_list, r.kwargs))

@@ -4,8 +4,9 @@ Instruction Followers"): a response that failed its instruction is a correct ans
 The checkers know what they measure, so a failed counted instruction can be rewritten to the measured value: a reply
 with 5 bullets to "Use exactly 3 markdown bullet points" followed "Use exactly 5 markdown bullet points"; one of
 140 words to "Keep it under 100 words" followed "Keep it under 150 words"; one in all capitals to "Write in
-lowercase" followed "Write in uppercase". The relabel changes both the prompt text (only the number, or the case
-word, of the instruction's own phrase) and the IFEval kwargs, and is then checked: every instruction of the new
+lowercase" followed "Write in uppercase"; one that did not end with "Thanks in advance." followed "End with '<its
+own last words>'". The relabel changes both the prompt text (only the number, case word or quoted end phrase of the
+instruction's own phrase) and the IFEval kwargs, and is then checked: every instruction of the new
 prompt, with its new kwargs, must pass on the response, or there is no relabel. Pure functions.
 
 Where the new value sits:
@@ -47,6 +48,7 @@ Outcome = Literal["passed", "relabelled", "uncheckable", "excluded", "no_rule", 
 #   uncheckable      an instruction cannot be checked (a language check without langdetect)
 #   excluded         a failed instruction is not in train.hir.instructions
 #   no_rule          a failed instruction has no relabel rule (keywords, quotation, JSON, ...: nothing is measured)
+#   (an end phrase is relabelled to the reply's own last words; see end_words)
 #   not_measurable   the measured value asks for nothing (0 bullets, at least 0 words, one *** paragraph)
 #   text_not_found   the prompt's phrase for the instruction is not found exactly once, or two instructions share it
 #   not_true         the relabelled prompt fails its own checkers (a case swap langdetect does not read as English)
@@ -128,7 +130,10 @@ CASE_PHRASE = re.compile(
     r"\b(?:lower[- ]?case(?: letters)?|upper[- ]?case(?: letters)?|capital letters|capitals|all caps|caps lock)\b",
     re.IGNORECASE,
 )
-RULE_IDS = frozenset(COUNT_RULES) | frozenset(CASE_SWAPS)  # what train.hir.instructions may name
+# An end phrase: a reply that ends otherwise ended with its own last words (at most END_WORDS of them, from its last
+# sentence); the prompt's one quoted copy of the old phrase becomes them.
+END_WORDS = 6
+RULE_IDS = frozenset(COUNT_RULES) | frozenset(CASE_SWAPS) | {"startend:end_checker"}  # what train.hir.instructions may name
 
 _WORD_NUMBERS = {
     w: i
@@ -191,6 +196,19 @@ def _within_words(unit: re.Pattern, text: str, end: int) -> bool:
     """The unit follows the number within four words, with no other number between (which the unit would belong to)."""
     m = unit.match(text, end)
     return m is not None and len(re.findall(r"[\w'*-]+", text[end : m.end()])) <= 5 and not _NUMBER.search(text[end : m.end()])
+
+
+def end_words(response: str) -> str | None:
+    """The response's own ending, as the end checker reads it: the last words of its last line (at most END_WORDS,
+    within its last sentence); None when that ending holds no word or a quote mark (it could not be quoted)."""
+    line = response.strip().strip('"').splitlines()[-1].strip() if response.strip().strip('"') else ""
+    sentences = re.split(r"(?<=[.!?])\s+", line)
+    words = list(re.finditer(r"\S+", sentences[-1] if sentences else ""))
+    if not words:
+        return None
+    offset = len(line) - len(sentences[-1])
+    ending = line[offset + words[-min(END_WORDS, len(words))].start() :]
+    return ending if re.search(r"\w", ending) and not re.search("['\"\u2018\u2019\u201c\u201d]", ending) else None
 
 
 def _number_text(value: int, phrase: Phrase) -> str:
@@ -262,6 +280,16 @@ def hindsight(
             edits.append((phrase.start, phrase.end, _number_text(said, phrase)))
             new_kwargs[index] = changed
             changes.append(Change(instruction_id=instruction_id, old_kwargs=kwargs[index], new_kwargs=changed, measured=measured))
+        elif instruction_id == "startend:end_checker":
+            old, new = kwargs[index]["end_phrase"], end_words(response)
+            if new is None:
+                return Hindsight(outcome="not_measurable", failed=failed, blocking=instruction_id)
+            if text.count(old) != 1:
+                return Hindsight(outcome="text_not_found", failed=failed, blocking=instruction_id)
+            start = text.index(old)
+            edits.append((start, start + len(old), new))
+            new_kwargs[index] = {"end_phrase": new}
+            changes.append(Change(instruction_id=instruction_id, old_kwargs=kwargs[index], new_kwargs=new_kwargs[index]))
         elif instruction_id in CASE_SWAPS:
             other, word = CASE_SWAPS[instruction_id]
             phrases = list(CASE_PHRASE.finditer(text))

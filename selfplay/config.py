@@ -745,9 +745,26 @@ class RLSection(Section):
     )
 
 
-class PPOSection(Section):
-    """train.ppo: our PPO (train.algo=ppo; Schulman et al. 2017, in the recipe of Ziegler et al. 2019 and Ouyang et al. 2022)."""
+PPO_DEFAULTS = {"epochs": 4, "minibatch": 4, "clip": 0.2, "value_clip": 0.2}  # variant=ppo's, where not set
+A2C_UNUSED = {
+    "epochs": "takes one pass over each rollout batch",
+    "minibatch": "takes the whole rollout batch as its one minibatch",
+    "clip": "has no ratio to clip (one on-policy step: the ratio is 1)",
+    "value_clip": "fits the value head unclipped",
+}
 
+
+class PPOSection(Section):
+    """train.ppo: our PPO (train.algo=ppo; Schulman et al. 2017, in the recipe of Ziegler et al. 2019 and Ouyang et al. 2022),
+    or with variant=a2c its one-step, unclipped special case (advantage actor-critic, Mnih et al. 2016)."""
+
+    variant: Literal["ppo", "a2c"] = Field(
+        "ppo",
+        description="ppo: several epochs of minibatches per rollout batch, clipped surrogate and clipped value loss; "
+        "a2c: one optimizer step per rollout batch on the whole batch, policy loss -A * log pi (on-policy, so no "
+        "ratio and no clipping) and an unclipped value loss. a2c refuses epochs other than 1, minibatch, clip and "
+        "value_clip",
+    )
     target_kl: float | None = Field(
         6.0,
         gt=0.0,
@@ -760,15 +777,43 @@ class PPOSection(Section):
         le=MAX_STEPS,
         description="adaptive KL horizon, responses: the coefficient moves by at most 20% per horizon (Ziegler et al. 2019)",
     )
-    epochs: int = Field(4, ge=1, le=MAX_EPOCHS, description="optimisation passes over each rollout batch")
-    minibatch: int = Field(4, ge=1, le=MAX_BATCH, description="responses per PPO minibatch (one optimizer step each)")
-    clip: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017)")
-    value_clip: float = Field(0.2, gt=0.0, description="value prediction clip range around the rollout's values, reward units")
+    epochs: int = Field(4, ge=1, le=MAX_EPOCHS, description="optimisation passes over each rollout batch (a2c: 1)")
+    minibatch: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BATCH,
+        description="responses per minibatch (one optimizer step each); ppo's default 4; None (a2c) = the whole rollout batch",
+    )
+    clip: float | None = Field(
+        None, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017); ppo's default 0.2; a2c: None"
+    )
+    value_clip: float | None = Field(
+        None,
+        gt=0.0,
+        description="value prediction clip range around the rollout's values, reward units; ppo's default 0.2; a2c: None",
+    )
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount per token; 1 = the score counts fully at every token")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda (Schulman et al. 2016): 0 = one-step TD, 1 = Monte Carlo")
     whiten_advantages: bool = Field(True, description="normalise advantages to mean 0, std 1 over the batch's response tokens")
     value_coef: float = Field(0.1, ge=0.0, le=MAX_LOSS_WEIGHT, description="weight of the value loss beside the policy loss")
     max_grad_norm: float = Field(1.0, gt=0.0, le=MAX_GRAD_NORM, description="gradient norm clip per step")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_knobs(cls, data: object) -> object:
+        """ppo fills its defaults where a knob is not set (or null); a2c fixes epochs at 1 and leaves the others None,
+        and refuses any of them set otherwise: a knob a2c would ignore must not look as if it did something. Filled
+        here, so a saved config.yaml (every key written) reads back the same."""
+        if not isinstance(data, dict) or data.get("variant", "ppo") not in ("ppo", "a2c"):
+            return data  # variant's own error says what is allowed
+        data = dict(data)
+        if data.get("variant", "ppo") == "ppo":
+            return {**data, **{k: v for k, v in PPO_DEFAULTS.items() if data.get(k) is None}}
+        for key, why in A2C_UNUSED.items():
+            value = data.get(key)
+            if value is not None and not (key == "epochs" and value == 1):
+                raise ValueError(f"train.ppo.{key}: variant a2c {why}; drop {key}={value!r}, or use variant ppo")
+        return {**data, "epochs": 1}
 
 
 class JudgeTeachingSection(Section):
@@ -951,7 +996,7 @@ class TrainConfig(Section):
             )
         if self.algo == "ppo":
             minibatch, rollout = used(self.ppo, "train.ppo").minibatch, used(self.rl, "train.rl").rollout_prompts
-            if minibatch > rollout:
+            if minibatch is not None and minibatch > rollout:
                 raise ValueError(f"ppo: ppo.minibatch ({minibatch}) exceeds rl.rollout_prompts ({rollout})")
         return self
 

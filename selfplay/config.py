@@ -690,6 +690,23 @@ class RewardModelSection(Section):
         le=MAX_LOSS_WEIGHT,
         description="penalty on mean(r)^2 so rewards centre on 0 (Eisenstein et al. 2023; TRL suggests 0.01); 0 = off",
     )
+    readout: Literal["last", "mean"] = Field(
+        "last",
+        description="how a sequence's reward is read from the classifier's per-token scores: last = at the last "
+        "non-pad token (TRL's sequence classifiers, InstructGPT); mean = the mean over the response's tokens (prompt "
+        "and padding excluded), a token-averaged reward. Recorded with the model, so scoring reads it the same way",
+    )
+    pairs: Literal["best-worst", "all"] = Field(
+        "best-worst",
+        description="the reward model's training pairs: best-worst = the iteration's pairs (and the seed set's); all = "
+        "every ordered pair of each prompt's ranking, C(K,2) from K scored responses (InstructGPT), ties (gaps below "
+        "pairing.min_margin) skipped, from the judged responses and from the seed set's scored and ranking lines",
+    )
+    pair_weight: Literal["prompt", "pair"] = Field(
+        "prompt",
+        description="pairs=all: prompt = each comparison of a K-response ranking weighs 1/C(K,2) in the loss, so every "
+        "prompt counts alike however many responses it ranks (InstructGPT); pair = every pair weighs 1",
+    )
     safety_path: str | None = Field(
         None,
         description="a second, safety reward model (e.g. `selfplay train rm` on a run judged "
@@ -704,6 +721,15 @@ class RewardModelSection(Section):
         "a probability sigmoid(score), is below this gets the safety score as its reward "
         "(Llama 2: 0.15)",
     )
+
+    @model_validator(mode="after")
+    def _pair_weight_needs_rankings(self) -> RewardModelSection:
+        if self.pairs == "best-worst" and "pair_weight" in self.model_fields_set and self.pair_weight != "prompt":
+            raise ValueError(
+                "train.reward_model.pair_weight: weighs the comparisons of a ranking, which pairs=best-worst does not "
+                "make (one pair per prompt); set train.reward_model.pairs=all"
+            )
+        return self
 
 
 class RLSection(Section):

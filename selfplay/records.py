@@ -319,6 +319,9 @@ class RewardResult(BaseModel):
     margin: bool  # trained with the pair margin in the loss
     max_length: int  # tokens; longer inputs are scored on their last max_length tokens
     skipped: str | None = None  # why training did not run, if it did not
+    readout: Literal["last", "mean"] = "last"  # the sequence's reward: last token's score, or the response tokens' mean
+    pair_mode: Literal["best-worst", "all"] = "best-worst"  # train.reward_model.pairs it was trained with
+    weighted: bool = False  # trained with per-pair weights (pairs=all, pair_weight=prompt: 1/C(K,2) per comparison)
 
 
 @dataclass(frozen=True)

@@ -1238,6 +1238,23 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _rankings_need_scores(self) -> RunConfig:
+        rm = self.train.reward_model
+        if rm is None or rm.pairs != "all":
+            return self
+        if self.judge.kind == "constitution-revision":
+            raise ValueError(
+                "train.reward_model.pairs=all ranks each prompt's scored responses; judge.kind=constitution-revision "
+                "scores none (its pairs are revision vs original): use pairs=best-worst"
+            )
+        if self.pairing.revise:
+            raise ValueError(
+                "train.reward_model.pairs=all ranks the judged responses and would leave out pairing.revise's "
+                "revisions: use pairs=best-worst, or unset pairing.revise"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _warmup_sections(self) -> RunConfig:
         # train.dpo and train.kto also serve the seed warm-up of their name, which TrainConfig cannot see: filled for
         # it here, refused without it.

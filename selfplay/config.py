@@ -452,6 +452,22 @@ class LoRASection(Section):
         description="LoRA on the top N transformer layers only (None = all). Backward then "
         "stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)",
     )
+    quantize: Literal["none", "4bit", "8bit"] = Field(
+        "none",
+        description="load the frozen base in k-bit through bitsandbytes on a CUDA GPU and train the adapter on it: 4bit = "
+        "QLoRA (Dettmers et al. 2023: NF4, double quantization, bf16 compute), 8bit = LLM.int8() weights; none = "
+        "fp32. The merged policy is made on the unquantized base (the update is not rounded to k bits). Needs "
+        "enabled; not for rloo / grpo; refused at preflight on a machine without CUDA",
+    )
+
+    @model_validator(mode="after")
+    def _quantize_needs_an_adapter(self) -> LoRASection:
+        if self.quantize != "none" and not self.enabled:
+            raise ValueError(
+                f"train.lora.quantize={self.quantize} trains a LoRA adapter on frozen quantized weights (QLoRA); "
+                "set train.lora.enabled=true, or quantize=none for full fine-tuning"
+            )
+        return self
 
 
 # TRL 1.16 DPOTrainer's loss types (DPOConfig.loss_type, trl/trainer/dpo_trainer.py), every one on a pair's chosen and
@@ -951,6 +967,12 @@ class TrainConfig(Section):
         description="rejection-sft / rest / kto: fewer kept (kto: labelled) responses than this and the fine-tune "
         "(or ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune",
     )
+    optim: Literal["adamw", "adamw_8bit"] = Field(
+        "adamw",
+        description="the policy's and the reward model's optimiser: adamw = torch's AdamW; adamw_8bit = bitsandbytes' "
+        "8-bit AdamW (Dettmers et al. 2022: optimiser states in 8 bits, a quarter of AdamW's memory), CUDA only; "
+        "not for rloo / grpo",
+    )
     lora: LoRASection = LoRASection()
     dpo: DPOSection | None = Field(None, description="train.algo=dpo (and human.seed_warmup=dpo); None = not used")
     kto: KTOSection | None = Field(None, description="train.algo=kto (and human.seed_warmup=kto); None = not used")
@@ -1024,6 +1046,18 @@ class TrainConfig(Section):
             minibatch, rollout = used(self.ppo, "train.ppo").minibatch, used(self.rl, "train.rl").rollout_prompts
             if minibatch is not None and minibatch > rollout:
                 raise ValueError(f"ppo: ppo.minibatch ({minibatch}) exceeds rl.rollout_prompts ({rollout})")
+        return self
+
+    @model_validator(mode="after")
+    def _bitsandbytes_trainers(self) -> TrainConfig:
+        # TRL's RLOO/GRPO trainers here load and step the policy themselves (selfplay/train/rloo.py), without these.
+        if self.algo in ("rloo", "grpo"):
+            for key, value, off in (("lora.quantize", self.lora.quantize, "none"), ("optim", self.optim, "adamw")):
+                if value != off:
+                    raise ValueError(
+                        f"train.{key}={value}: not supported with train.algo={self.algo} (ppo, dpo, kto, "
+                        f"orpo, simpo and the sft paths take it); use {off}"
+                    )
         return self
 
     @model_validator(mode="after")

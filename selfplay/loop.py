@@ -71,7 +71,7 @@ from selfplay.train.dpo import DPOTrainer
 from selfplay.train.kto import KTOTrainer
 from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RESULT_FILE, RewardModel, SafetyGatedReward, check_reward_model, train_reward_model
-from selfplay.train.setup import check_reporting
+from selfplay.train.setup import check_bitsandbytes, check_reporting
 from selfplay.train.sft import ChosenSFTTrainer
 
 R = TypeVar("R", bound=BaseModel)
@@ -531,6 +531,7 @@ def preflight(cfg: RunConfig) -> None:
         if not rm.path:  # the base is read only where a reward model is trained
             _checkpoint("train.reward_model.base", rm.base)
     check_reporting(cfg.logging)
+    check_bitsandbytes(cfg.train)
     check_launcher(cfg)
 
 

@@ -15,6 +15,7 @@ from selfplay.records import RecordError, RewardResult
 from selfplay.rundir import Run
 from selfplay.seed import SeedSet
 from selfplay.train.reward import RewardModel, RewardModelError, train_reward_model
+from selfplay.train.setup import check_bitsandbytes
 
 
 def train_run_reward_model(run: Run, out: Path, seed: SeedSet | None = None, base: str | None = None) -> RewardResult:
@@ -22,6 +23,7 @@ def train_run_reward_model(run: Run, out: Path, seed: SeedSet | None = None, bas
     from `base` (default: the run's model), saved in `out`: on the iterations' pairs, or with
     train.reward_model.pairs=all on every pair of each prompt's ranking (selfplay.pairing.reward_model_pairs). A run
     without pairs (and no seed pairs) is an error, not an empty model."""
+    check_bitsandbytes(run.cfg.train)  # train.optim=adamw_8bit trains the reward model too: CUDA only
     settings = run.cfg.train.reward_model or RewardModelSection()
     paired = sorted(int(path.parent.name.removeprefix("iter_")) for path in run.root.glob("iter_*/pairs.jsonl"))
     pairs, weights = reward_model_pairs(settings, run.cfg.pairing, [read_inputs(run, k) for k in paired], seed)

@@ -122,6 +122,8 @@ CASES = [
     ("run-set-wrong-type", ["run", "--set", "iterations=many", "--name", "x"], "iterations: Input should be a valid integer"),
     ("run-set-yaml-tag", ["run", "--set", "seed=!!python/object:os.system x", "--name", "x"], "--set seed: '!!python/object:os.system x' is not a plain YAML value"),
     ("run-set-no-equals", ["run", "--set", "generation.n", "--name", "x"], "expected key=value"),
+    ("run-qlora-without-cuda", ["run", "--set", "train.lora.quantize=4bit", "--name", "x"],
+     "train.lora.quantize=4bit: bitsandbytes' k-bit weights and 8-bit optimiser need a CUDA GPU"),
     ("run-a2c-with-clip", ["run", "--set", "train.algo=ppo", "--set", "train.ppo.variant=a2c", "--set", "train.ppo.clip=0.2",
                            "--name", "x"], "train.ppo.clip: variant a2c has no ratio to clip"),
     ("run-all-pairs-revision-judge", ["run", "--set", "train.algo=ppo", "--set", "train.reward_model.pairs=all", "--set",

@@ -41,7 +41,7 @@ from selfplay.config import TrainConfig, used
 from selfplay.models import bf16_is_fast
 from selfplay.records import Prompt, RLStats, TrainInputs, TrainResult, derive_seed, write_records
 from selfplay.scale import shard_bounds, under_launch
-from selfplay.train.setup import lora_config, save_policy
+from selfplay.train.setup import is_quantized, load_causal_lm, lora_config, make_optimizer, save_policy
 
 RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> one score per response
 NO_REWARD_MODEL = "no reward model (no pairs to train one on); policy carried over"
@@ -273,7 +273,7 @@ class PPOTrainer:
         if reward_fn is None:
             return TrainResult.skip("ppo", policy_dir, NO_REWARD_MODEL, rl=RLStats(prompts=0))
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         cfg, started, out_dir = self.cfg, time.monotonic(), Path(out_dir)
         rl, ppo = used(cfg.rl, "train.rl"), used(cfg.ppo, "train.ppo")
@@ -283,7 +283,9 @@ class PPOTrainer:
         tokenizer = AutoTokenizer.from_pretrained(policy_dir)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32, use_safetensors=True).to(device)
+        model = load_causal_lm(policy_dir, cfg)  # fp32, or train.lora.quantize's k-bit base already on its GPU
+        if not is_quantized(model):
+            model = model.to(device)
         if cfg.lora.enabled:
             from peft import get_peft_model
 
@@ -301,7 +303,7 @@ class PPOTrainer:
         torch.nn.init.zeros_(value_head.weight)
         torch.nn.init.zeros_(value_head.bias)
         params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+        optimizer = make_optimizer(params, cfg)  # train.optim: AdamW, or bitsandbytes' 8-bit AdamW
         kl_ctl = AdaptiveKLController(rl.kl_coef, ppo.target_kl, ppo.kl_horizon)
 
         def forward(roll: Rollout, rows, use_reference: bool = False):

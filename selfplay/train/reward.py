@@ -27,7 +27,7 @@ from selfplay.config import RewardModelSection, TrainConfig
 from selfplay.errors import SelfplayError
 from selfplay.models import bf16_is_fast, weights_problem
 from selfplay.records import Pair, RewardResult, derive_seed, is_main_process, write_json
-from selfplay.train.setup import history_mean, report_to
+from selfplay.train.setup import history_mean, optim_args, report_to
 
 RESULT_FILE = "reward_model.json"  # written last: a directory without it is a half-saved (or foreign) model
 DEFAULT_MAX_LENGTH = 2048  # scoring limit for foreign checkpoints without reward_model.json, tokens
@@ -248,6 +248,7 @@ def train_reward_model(
             model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
             logging_steps=1,
             save_strategy="no",
+            **optim_args(cfg),
             report_to=report_to(cfg, out_dir / "logs"),
             seed=seed,
             data_seed=seed,

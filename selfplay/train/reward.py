@@ -110,10 +110,12 @@ def encode_conversation(tokenizer, prompt: str, response: str) -> tuple[list[int
     the prompt alone plus the generation prompt (the common prefix: a template may render those differently)."""
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
     ids = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
-    head = tokenizer.apply_chat_template(messages[:1], tokenize=True, return_dict=True, add_generation_prompt=True)
-    start = next(
-        (i for i, (a, b) in enumerate(zip(ids, head["input_ids"], strict=False)) if a != b), min(len(ids), len(head["input_ids"]))
+    head = list(
+        tokenizer.apply_chat_template(messages[:1], tokenize=True, return_dict=True, add_generation_prompt=True)["input_ids"]
     )
+    start = 0
+    while start < min(len(ids), len(head)) and ids[start] == head[start]:
+        start += 1
     return ids, start
 
 

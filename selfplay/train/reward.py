@@ -90,7 +90,7 @@ def readout_rewards(model, input_ids, attention_mask, response_mask, readout: st
     """One reward per row: last = the classifier's own output (its score at the last non-pad token); mean = the
     score head's per-token outputs averaged over `response_mask` (1 on response tokens). transformers' sequence
     classifiers score every position and then pick the last one (modeling_layers.GenericForSequenceClassification),
-    so the per-token scores are the head's output, read by a forward hook."""
+    so the per-token scores are the head's output, read by a forward hook (docs/design.md, "TRL 1.16 and its formats")."""
     seen = []
     hook = score_head(model).register_forward_hook(lambda module, args, out: seen.append(out)) if readout == "mean" else None
     try:
@@ -121,7 +121,8 @@ def encode_conversation(tokenizer, prompt: str, response: str) -> tuple[list[int
 
 def reward_features(pairs: Sequence[Pair], tokenizer, margin: bool, weights: Sequence[float]) -> list[dict]:
     """The tokenised training rows: chosen_ids / rejected_ids (TRL's names, so its length filter applies and its
-    tokenisation is skipped), where each response starts, the weight, and with `margin` the pair's judge margin."""
+    tokenisation is skipped: docs/design.md, "TRL 1.16 and its formats"), where each response starts, the weight,
+    and with `margin` the pair's judge margin."""
     rows = []
     for p, weight in zip(pairs, weights, strict=True):
         chosen, chosen_start = encode_conversation(tokenizer, p.prompt, p.chosen)

@@ -74,7 +74,7 @@ def kbit_training_args(cfg: TrainConfig) -> dict:
 
 def optim_args(cfg: TrainConfig) -> dict:
     """TrainingArguments' optimiser for train.optim: nothing for adamw (transformers' default AdamW), bitsandbytes'
-    8-bit AdamW for adamw_8bit."""
+    8-bit AdamW for adamw_8bit (its name in transformers 5.19: docs/design.md, "TRL 1.16 and its formats")."""
     return {"optim": "adamw_bnb_8bit"} if cfg.optim == "adamw_8bit" else {}
 
 

@@ -498,6 +498,22 @@ class LoRASection(Section):
         description="LoRA on the top N transformer layers only (None = all). Backward then "
         "stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)",
     )
+    quantize: Literal["none", "4bit", "8bit"] = Field(
+        "none",
+        description="load the frozen base in k-bit through bitsandbytes on a CUDA GPU and train the adapter on it: 4bit = "
+        "QLoRA (Dettmers et al. 2023: NF4, double quantization, bf16 compute), 8bit = LLM.int8() weights; none = "
+        "fp32. The merged policy is made on the unquantized base (the update is not rounded to k bits). Needs "
+        "enabled; not for rloo / grpo; refused at preflight on a machine without CUDA",
+    )
+
+    @model_validator(mode="after")
+    def _quantize_needs_an_adapter(self) -> LoRASection:
+        if self.quantize != "none" and not self.enabled:
+            raise ValueError(
+                f"train.lora.quantize={self.quantize} trains a LoRA adapter on frozen quantized weights (QLoRA); "
+                "set train.lora.enabled=true, or quantize=none for full fine-tuning"
+            )
+        return self
 
 
 # TRL 1.16 DPOTrainer's loss types (DPOConfig.loss_type, trl/trainer/dpo_trainer.py), every one on a pair's chosen and
@@ -736,6 +752,23 @@ class RewardModelSection(Section):
         le=MAX_LOSS_WEIGHT,
         description="penalty on mean(r)^2 so rewards centre on 0 (Eisenstein et al. 2023; TRL suggests 0.01); 0 = off",
     )
+    readout: Literal["last", "mean"] = Field(
+        "last",
+        description="how a sequence's reward is read from the classifier's per-token scores: last = at the last "
+        "non-pad token (TRL's sequence classifiers, InstructGPT); mean = the mean over the response's tokens (prompt "
+        "and padding excluded), a token-averaged reward. Recorded with the model, so scoring reads it the same way",
+    )
+    pairs: Literal["best-worst", "all"] = Field(
+        "best-worst",
+        description="the reward model's training pairs: best-worst = the iteration's pairs (and the seed set's); all = "
+        "every ordered pair of each prompt's ranking, C(K,2) from K scored responses (InstructGPT), ties (gaps below "
+        "pairing.min_margin) skipped, from the judged responses and from the seed set's scored and ranking lines",
+    )
+    pair_weight: Literal["prompt", "pair"] = Field(
+        "prompt",
+        description="pairs=all: prompt = each comparison of a K-response ranking weighs 1/C(K,2) in the loss, so every "
+        "prompt counts alike however many responses it ranks (InstructGPT); pair = every pair weighs 1",
+    )
     safety_path: str | None = Field(
         None,
         description="a second, safety reward model (e.g. `selfplay train rm` on a run judged "
@@ -750,6 +783,15 @@ class RewardModelSection(Section):
         "a probability sigmoid(score), is below this gets the safety score as its reward "
         "(Llama 2: 0.15)",
     )
+
+    @model_validator(mode="after")
+    def _pair_weight_needs_rankings(self) -> RewardModelSection:
+        if self.pairs == "best-worst" and "pair_weight" in self.model_fields_set and self.pair_weight != "prompt":
+            raise ValueError(
+                "train.reward_model.pair_weight: weighs the comparisons of a ranking, which pairs=best-worst does not "
+                "make (one pair per prompt); set train.reward_model.pairs=all"
+            )
+        return self
 
 
 class RLSection(Section):
@@ -791,9 +833,26 @@ class RLSection(Section):
     )
 
 
-class PPOSection(Section):
-    """train.ppo: our PPO (train.algo=ppo; Schulman et al. 2017, in the recipe of Ziegler et al. 2019 and Ouyang et al. 2022)."""
+PPO_DEFAULTS = {"epochs": 4, "minibatch": 4, "clip": 0.2, "value_clip": 0.2}  # variant=ppo's, where not set
+A2C_UNUSED = {
+    "epochs": "takes one pass over each rollout batch",
+    "minibatch": "takes the whole rollout batch as its one minibatch",
+    "clip": "has no ratio to clip (one on-policy step: the ratio is 1)",
+    "value_clip": "fits the value head unclipped",
+}
 
+
+class PPOSection(Section):
+    """train.ppo: our PPO (train.algo=ppo; Schulman et al. 2017, in the recipe of Ziegler et al. 2019 and Ouyang et al. 2022),
+    or with variant=a2c its one-step, unclipped special case (advantage actor-critic, Mnih et al. 2016)."""
+
+    variant: Literal["ppo", "a2c"] = Field(
+        "ppo",
+        description="ppo: several epochs of minibatches per rollout batch, clipped surrogate and clipped value loss; "
+        "a2c: one optimizer step per rollout batch on the whole batch, policy loss -A * log pi (on-policy, so no "
+        "ratio and no clipping) and an unclipped value loss. a2c refuses epochs other than 1, minibatch, clip and "
+        "value_clip",
+    )
     target_kl: float | None = Field(
         6.0,
         gt=0.0,
@@ -806,15 +865,43 @@ class PPOSection(Section):
         le=MAX_STEPS,
         description="adaptive KL horizon, responses: the coefficient moves by at most 20% per horizon (Ziegler et al. 2019)",
     )
-    epochs: int = Field(4, ge=1, le=MAX_EPOCHS, description="optimisation passes over each rollout batch")
-    minibatch: int = Field(4, ge=1, le=MAX_BATCH, description="responses per PPO minibatch (one optimizer step each)")
-    clip: float = Field(0.2, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017)")
-    value_clip: float = Field(0.2, gt=0.0, description="value prediction clip range around the rollout's values, reward units")
+    epochs: int = Field(4, ge=1, le=MAX_EPOCHS, description="optimisation passes over each rollout batch (a2c: 1)")
+    minibatch: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BATCH,
+        description="responses per minibatch (one optimizer step each); ppo's default 4; None (a2c) = the whole rollout batch",
+    )
+    clip: float | None = Field(
+        None, gt=0.0, lt=1.0, description="policy ratio clip range epsilon (Schulman et al. 2017); ppo's default 0.2; a2c: None"
+    )
+    value_clip: float | None = Field(
+        None,
+        gt=0.0,
+        description="value prediction clip range around the rollout's values, reward units; ppo's default 0.2; a2c: None",
+    )
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount per token; 1 = the score counts fully at every token")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda (Schulman et al. 2016): 0 = one-step TD, 1 = Monte Carlo")
     whiten_advantages: bool = Field(True, description="normalise advantages to mean 0, std 1 over the batch's response tokens")
     value_coef: float = Field(0.1, ge=0.0, le=MAX_LOSS_WEIGHT, description="weight of the value loss beside the policy loss")
     max_grad_norm: float = Field(1.0, gt=0.0, le=MAX_GRAD_NORM, description="gradient norm clip per step")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_knobs(cls, data: object) -> object:
+        """ppo fills its defaults where a knob is not set (or null); a2c fixes epochs at 1 and leaves the others None,
+        and refuses any of them set otherwise: a knob a2c would ignore must not look as if it did something. Filled
+        here, so a saved config.yaml (every key written) reads back the same."""
+        if not isinstance(data, dict) or data.get("variant", "ppo") not in ("ppo", "a2c"):
+            return data  # variant's own error says what is allowed
+        data = dict(data)
+        if data.get("variant", "ppo") == "ppo":
+            return {**data, **{k: v for k, v in PPO_DEFAULTS.items() if data.get(k) is None}}
+        for key, why in A2C_UNUSED.items():
+            value = data.get(key)
+            if value is not None and not (key == "epochs" and value == 1):
+                raise ValueError(f"train.ppo.{key}: variant a2c {why}; drop {key}={value!r}, or use variant ppo")
+        return {**data, "epochs": 1}
 
 
 class JudgeTeachingSection(Section):
@@ -959,6 +1046,12 @@ class TrainConfig(Section):
         "responses than this and the fine-tune (or ReST's Improve step) is skipped, recorded, the policy carried over; "
         "never an empty fine-tune",
     )
+    optim: Literal["adamw", "adamw_8bit"] = Field(
+        "adamw",
+        description="the policy's and the reward model's optimiser: adamw = torch's AdamW; adamw_8bit = bitsandbytes' "
+        "8-bit AdamW (Dettmers et al. 2022: optimiser states in 8 bits, a quarter of AdamW's memory), CUDA only; "
+        "not for rloo / grpo",
+    )
     lora: LoRASection = LoRASection()
     dpo: DPOSection | None = Field(None, description="train.algo=dpo (and human.seed_warmup=dpo); None = not used")
     kto: KTOSection | None = Field(None, description="train.algo=kto (and human.seed_warmup=kto); None = not used")
@@ -1031,8 +1124,20 @@ class TrainConfig(Section):
             )
         if self.algo == "ppo":
             minibatch, rollout = used(self.ppo, "train.ppo").minibatch, used(self.rl, "train.rl").rollout_prompts
-            if minibatch > rollout:
+            if minibatch is not None and minibatch > rollout:
                 raise ValueError(f"ppo: ppo.minibatch ({minibatch}) exceeds rl.rollout_prompts ({rollout})")
+        return self
+
+    @model_validator(mode="after")
+    def _bitsandbytes_trainers(self) -> TrainConfig:
+        # TRL's RLOO/GRPO trainers here load and step the policy themselves (selfplay/train/rloo.py), without these.
+        if self.algo in ("rloo", "grpo"):
+            for key, value, off in (("lora.quantize", self.lora.quantize, "none"), ("optim", self.optim, "adamw")):
+                if value != off:
+                    raise ValueError(
+                        f"train.{key}={value}: not supported with train.algo={self.algo} (ppo, dpo, kto, "
+                        f"orpo, simpo and the sft paths take it); use {off}"
+                    )
         return self
 
     @model_validator(mode="after")
@@ -1244,6 +1349,23 @@ class RunConfig(Section):
     def _revision_needs_program(self) -> RunConfig:
         if self.pairing.revise and self.judge.kind != "program":
             raise ValueError(f"pairing.revise needs judge.kind=program (its program scores the revisions), not {self.judge.kind}")
+        return self
+
+    @model_validator(mode="after")
+    def _rankings_need_scores(self) -> RunConfig:
+        rm = self.train.reward_model
+        if rm is None or rm.pairs != "all":
+            return self
+        if self.judge.kind == "constitution-revision":
+            raise ValueError(
+                "train.reward_model.pairs=all ranks each prompt's scored responses; judge.kind=constitution-revision "
+                "scores none (its pairs are revision vs original): use pairs=best-worst"
+            )
+        if self.pairing.revise:
+            raise ValueError(
+                "train.reward_model.pairs=all ranks the judged responses and would leave out pairing.revise's "
+                "revisions: use pairs=best-worst, or unset pairing.revise"
+            )
         return self
 
     @model_validator(mode="after")

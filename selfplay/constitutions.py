@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from selfplay.config import PROJECT_ROOT, ConfigError, resolve_data_path
 from selfplay.filtering import SFTExample
-from selfplay.pairing import PairingStats
-from selfplay.records import Generation, Judgement, Pair, Prompt
+from selfplay.records import Generation, Judgement, Pair, PairingStats, Prompt
 
 
 class ConstitutionError(ConfigError):

@@ -42,12 +42,13 @@ from selfplay.judges.program import program_reviser
 from selfplay.metrics import report_iteration
 from selfplay.models import resolve_model
 from selfplay.monitors import monitor_iteration
-from selfplay.pairing import PairingStats, make_pairs
+from selfplay.pairing import make_pairs, reward_model_pairs
 from selfplay.records import (
     Generation,
     Judgement,
     JudgeTeaching,
     Pair,
+    PairingStats,
     Prompt,
     RecordError,
     RewardResult,
@@ -72,7 +73,7 @@ from selfplay.train.hir import check_hir
 from selfplay.train.kto import KTOTrainer
 from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RESULT_FILE, RewardModel, SafetyGatedReward, check_reward_model, train_reward_model
-from selfplay.train.setup import check_reporting
+from selfplay.train.setup import check_bitsandbytes, check_reporting
 from selfplay.train.sft import ChosenSFTTrainer
 
 R = TypeVar("R", bound=BaseModel)
@@ -374,11 +375,10 @@ def reward_model_dir(run: Run, k: int) -> Path | None:
     if (home / RESULT_FILE).exists():
         result = read_record(home / RESULT_FILE, RewardResult)
     else:
-        pairs = [pair for j in range(1, k + 1) for pair in read_records(run.paths(j).pairs, Pair)]
-        if cfg.human.seed_set:
-            pairs += load_seed(Path(cfg.human.seed_set)).pairs
+        seed = load_seed(Path(cfg.human.seed_set)) if cfg.human.seed_set else None
+        pairs, weights = reward_model_pairs(rm, cfg.pairing, [read_inputs(run, j) for j in range(1, k + 1)], seed)
         base = resolve_model(rm.base or cfg.model)
-        result = train_reward_model(pairs, base, home, cfg.train, derive_seed(cfg.seed, k, "reward"))
+        result = train_reward_model(pairs, base, home, cfg.train, derive_seed(cfg.seed, k, "reward"), weights)
     return Path(result.model_dir) if result.model_dir else None
 
 
@@ -398,9 +398,9 @@ def reward_function(run: Run, k: int) -> RewardFn | None:
     rm_dir = reward_model_dir(run, k)
     if rm_dir is None:
         return None
-    reward: RewardFn = RewardModel.load(rm_dir)
+    reward: RewardFn = RewardModel.load(rm_dir, readout=rm.readout)  # a model trained here reads its own readout
     if rm.safety_path:
-        reward = SafetyGatedReward(reward, RewardModel.load(Path(rm.safety_path)), rm.safety_threshold)
+        reward = SafetyGatedReward(reward, RewardModel.load(Path(rm.safety_path), readout=rm.readout), rm.safety_threshold)
     return reward
 
 
@@ -541,6 +541,7 @@ def preflight(cfg: RunConfig) -> None:
         if not rm.path:  # the base is read only where a reward model is trained
             _checkpoint("train.reward_model.base", rm.base)
     check_reporting(cfg.logging)
+    check_bitsandbytes(cfg.train)
     check_launcher(cfg)
 
 

@@ -331,6 +331,17 @@ class JudgeTeaching(BaseModel):
     seconds: float
 
 
+class PairingStats(BaseModel):
+    """The manifest's pairing entry: what pairing made of an iteration's judgements (selfplay.pairing)."""
+
+    prompts: int  # prompts considered
+    pairs: int
+    skipped_few_scored: int  # fewer than two responses with a score
+    skipped_tie: int  # best - worst below the minimum margin (with max_length_gap: no pair within it reached the margin)
+    mean_margin: float | None  # over the pairs made, judge score units
+    revised: int = 0  # pairs whose chosen side is a revision (pairing.revise)
+
+
 class RewardResult(BaseModel):
     """reward_model/result.json: a reward model trained on the pairs (ppo / rloo / grpo, `selfplay train rm`)."""
 
@@ -352,6 +363,9 @@ class RewardResult(BaseModel):
     margin: bool  # trained with the pair margin in the loss
     max_length: int  # tokens; longer inputs are scored on their last max_length tokens
     skipped: str | None = None  # why training did not run, if it did not
+    readout: Literal["last", "mean"] = "last"  # the sequence's reward: last token's score, or the response tokens' mean
+    pair_mode: Literal["best-worst", "all"] = "best-worst"  # train.reward_model.pairs it was trained with
+    weighted: bool = False  # trained with per-pair weights (pairs=all, pair_weight=prompt: 1/C(K,2) per comparison)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from selfplay.config import RunConfig, dump_config, load_config, with_overrides
 from selfplay.errors import SelfplayError
 from selfplay.models import resolve_model
 from selfplay.monitors import MonitorReport
-from selfplay.pairing import PairingStats
 from selfplay.records import (
     RECORDS_VERSION,
     TEACHING_FILE,
     JudgeTeaching,
+    PairingStats,
     RewardResult,
     TrainResult,
     read_record,

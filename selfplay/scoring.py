@@ -7,25 +7,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from selfplay.config import RewardModelSection
+from selfplay.loop import read_inputs
 from selfplay.models import resolve_model
-from selfplay.records import Pair, RecordError, RewardResult, read_records
+from selfplay.pairing import reward_model_pairs
+from selfplay.records import RecordError, RewardResult
 from selfplay.rundir import Run
 from selfplay.seed import SeedSet
 from selfplay.train.reward import RewardModel, RewardModelError, train_reward_model
+from selfplay.train.setup import check_bitsandbytes
 
 
 def train_run_reward_model(run: Run, out: Path, seed: SeedSet | None = None, base: str | None = None) -> RewardResult:
-    """A reward model on every iteration's pairs of `run` plus an optional human seed set (selfplay.seed.load_seed),
-    from `base` (default: the run's model), saved in `out`. A run without pairs (and no seed pairs) is an error,
-    not an empty model."""
-    extra = seed.pairs if seed else []
-    pairs = [p for path in sorted(run.root.glob("iter_*/pairs.jsonl")) for p in read_records(path, Pair)] + extra
+    """A reward model on every paired iteration of `run` plus an optional human seed set (selfplay.seed.load_seed),
+    from `base` (default: the run's model), saved in `out`: on the iterations' pairs, or with
+    train.reward_model.pairs=all on every pair of each prompt's ranking (selfplay.pairing.reward_model_pairs). A run
+    without pairs (and no seed pairs) is an error, not an empty model."""
+    check_bitsandbytes(run.cfg.train)  # train.optim=adamw_8bit trains the reward model too: CUDA only
+    settings = run.cfg.train.reward_model or RewardModelSection()
+    paired = sorted(int(path.parent.name.removeprefix("iter_")) for path in run.root.glob("iter_*/pairs.jsonl"))
+    pairs, weights = reward_model_pairs(settings, run.cfg.pairing, [read_inputs(run, k) for k in paired], seed)
     if not pairs:  # before the base model is resolved (the default one is converted on first use)
         raise RewardModelError(
             f"{run.root}: no pairs to train a reward model on (no iteration has pairs.jsonl"
             f"{'' if seed else ', and no --seed-set was given'})"
         )
-    result = train_reward_model(pairs, resolve_model(base or run.cfg.model), out, run.cfg.train, run.cfg.seed)
+    result = train_reward_model(pairs, resolve_model(base or run.cfg.model), out, run.cfg.train, run.cfg.seed, weights)
     if result.model_dir is None:
         raise RewardModelError(f"reward model not trained: {result.skipped}")
     return result

@@ -4,6 +4,8 @@ Accepted files (every problem is a SeedError naming the file and line, or the ta
 
   JSONL, pairwise   {"prompt", "chosen", "rejected"}   optional: id, prompt_id, label, labeler, note, margin
   JSONL, pointwise  {"prompt", "response", "score"}    optional: id, prompt_id, labeler, note
+  JSONL, ranking    {"prompt", "ranking": [...]}       K responses best first; an entry that is a list holds responses
+                                                       tied at that rank. optional: id, prompt_id, labeler, note
   Label Studio      an export of preference tasks, as JSON (.json: tasks with data and annotations), JSON_MIN (.json:
                     one flat row per annotation) or CSV (.csv: the same rows). Task data holds the prompt and the
                     two texts: the keys of the RLHF preference template (prompt / answer1 / answer2) or of Pairwise
@@ -14,8 +16,10 @@ Accepted files (every problem is a SeedError naming the file and line, or the ta
 A pairwise line's optional `label` is what `label_pairs` writes: the person's verdict on the pair as shown,
 "chosen" (agrees; the default), "rejected" (prefers the other text: the pair is swapped), "tie" or "skip"
 (counted, never a pair). Pointwise lines become pairs too: per prompt, the best-scored response against the worst
-(pairs_from_scored). Pairs from people carry judge="human" and scores 1 (chosen) / 0 (rejected), or margin / 0
-with an explicit margin, or the two scores of a pointwise pair.
+(pairs_from_scored), and so do ranking lines: the first response against the last (pairs_from_rankings); a reward
+model with train.reward_model.pairs=all learns from every pair of a ranking instead (selfplay.pairing). Pairs from
+people carry judge="human" and scores 1 (chosen) / 0 (rejected), or margin / 0 with an explicit margin, or the two
+scores of a pointwise pair, or for a ranking line its tiers counted from the bottom (K-1 .. 0).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ PAIRWISE_KEYS = {"prompt", "chosen", "rejected"}
 PAIRWISE_OPTIONAL = {"id", "prompt_id", "label", "labeler", "note", "margin"}
 POINTWISE_KEYS = {"prompt", "response", "score"}
 POINTWISE_OPTIONAL = {"id", "prompt_id", "labeler", "note"}
+RANKING_KEYS = {"prompt", "ranking"}
+RANKING_OPTIONAL = {"id", "prompt_id", "labeler", "note"}
 LABELS = ("chosen", "rejected", "tie", "skip")
 
 
@@ -61,11 +67,24 @@ class ScoredResponse(Record):
     note: str | None = None
 
 
+class RankedResponses(Record):
+    """A ranking line: a person's order of K responses to one prompt, best first, ties sharing a tier."""
+
+    id: str
+    prompt_id: str
+    prompt: str
+    tiers: list[list[str]]  # best first; the responses of one tier are tied
+    labeler: str | None = None
+    note: str | None = None
+
+
 class SeedSet(BaseModel):
     source: str  # the file it was read from
     pairs: list[Pair]  # every preference, chosen = the person's: pairwise labels, then the pairs from pointwise scores
     scored: list[ScoredResponse]  # pointwise labels
-    from_scored: int = 0  # how many of `pairs` (the last ones) came from pointwise scores (pairs_from_scored)
+    rankings: list[RankedResponses] = []  # ranking lines
+    from_scored: int = 0  # how many of `pairs` (after the pairwise lines') came from pointwise scores (pairs_from_scored)
+    from_ranked: int = 0  # how many of `pairs` (the last ones) came from ranking lines (pairs_from_rankings)
     ties: int = 0  # labels that preferred neither text (tie lines; Label Studio tasks whose annotators split evenly)
     skipped: int = 0  # skip lines; Label Studio tasks without a usable annotation
     judge_compared: int = 0  # Label Studio tasks from `selfplay export` (meta holds the run judge's choice) people decided
@@ -75,12 +94,17 @@ class SeedSet(BaseModel):
     def summary(self) -> str:
         """One line for a load message: what became pairs, and from what."""
         text = f"{self.source}: pairs {len(self.pairs)}"
-        if self.from_scored:
-            text += f" ({self.from_scored} from scored lines)"
+        made = [f"{n} from {what}" for n, what in ((self.from_scored, "scored lines"), (self.from_ranked, "rankings")) if n]
+        if made:
+            text += f" ({', '.join(made)})"
         text += f", ties {self.ties}, skipped {self.skipped}"
         if self.judge_compared:
             text += f"; people chose as the run's judge did on {self.judge_agreed} of {self.judge_compared} exported pairs"
         return "; ".join([text, *self.notes])
+
+    def given_pairs(self) -> list[Pair]:
+        """The pairs labelled as pairs (pairwise lines, Label Studio tasks), without those made from scores or rankings."""
+        return self.pairs[: len(self.pairs) - self.from_scored - self.from_ranked]
 
 
 class LabelStudioKeys(BaseModel):
@@ -168,6 +192,7 @@ def load_seed_jsonl(path: Path) -> SeedSet:
         raise SeedError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     pairs: list[Pair] = []
     scored: list[ScoredResponse] = []
+    rankings: list[RankedResponses] = []
     ties = skipped = 0
     seen: dict[str, int] = {}  # id -> line
 
@@ -192,8 +217,13 @@ def load_seed_jsonl(path: Path) -> SeedSet:
             required, optional, kind = PAIRWISE_KEYS, PAIRWISE_OPTIONAL, "pairwise"
         elif keys & {"response", "score"}:
             required, optional, kind = POINTWISE_KEYS, POINTWISE_OPTIONAL, "pointwise"
+        elif "ranking" in keys:
+            required, optional, kind = RANKING_KEYS, RANKING_OPTIONAL, "ranking"
         else:
-            raise SeedError(f"{where}: neither pairwise (prompt, chosen, rejected) nor pointwise (prompt, response, score)")
+            raise SeedError(
+                f"{where}: neither pairwise (prompt, chosen, rejected) nor pointwise (prompt, response, score) nor a "
+                "ranking (prompt, ranking)"
+            )
         missing = sorted(required - keys)
         if missing:
             raise SeedError(f"{where}: {kind} line is missing {', '.join(repr(k) for k in missing)}")
@@ -207,6 +237,15 @@ def load_seed_jsonl(path: Path) -> SeedSet:
         given_id = _optional_text(obj, "id", where)
         prompt_id = _optional_text(obj, "prompt_id", where) or f"seed-{_short_hash(prompt)}"
         labeler, note = _optional_text(obj, "labeler", where), _optional_text(obj, "note", where)
+        if kind == "ranking":
+            tiers = _tiers(obj.get("ranking"), where)
+            rid = given_id or f"seed-{_short_hash(prompt, *(t for tier in tiers for t in tier))}"
+            claim(rid, lineno, derived=given_id is None)
+            line_ranking = RankedResponses(id=rid, prompt_id=prompt_id, prompt=prompt, tiers=tiers, labeler=labeler, note=note)
+            if len(tiers) < 2:
+                ties += 1  # every response tied: no preference
+            rankings.append(line_ranking)
+            continue
         if kind == "pointwise":
             response, score = _text(obj, "response", where), _number(obj, "score", where)
             rid = given_id or f"seed-{_short_hash(prompt, response)}"
@@ -236,12 +275,38 @@ def load_seed_jsonl(path: Path) -> SeedSet:
             pairs.append(human_pair(rid, prompt_id, prompt, chosen, rejected, margin))
         else:  # the person preferred the text recorded as rejected
             pairs.append(human_pair(rid, prompt_id, prompt, rejected, chosen, margin))
-    if not pairs and not scored and not ties and not skipped:
+    if not pairs and not scored and not rankings and not ties and not skipped:
         raise SeedError(f"{path}: no records")
-    from_scored = pairs_from_scored(scored)
+    from_scored, from_ranked = pairs_from_scored(scored), pairs_from_rankings(rankings)
     return SeedSet(
-        source=str(path), pairs=pairs + from_scored, scored=scored, from_scored=len(from_scored), ties=ties, skipped=skipped
+        source=str(path),
+        pairs=pairs + from_scored + from_ranked,
+        scored=scored,
+        rankings=rankings,
+        from_scored=len(from_scored),
+        from_ranked=len(from_ranked),
+        ties=ties,
+        skipped=skipped,
     )
+
+
+def _tiers(value: object, where: str) -> list[list[str]]:
+    """A ranking line's `ranking`: a list of responses best first, each a non-empty string or a list of them (tied);
+    at least two responses in all, each text once."""
+    if not isinstance(value, list) or not value:
+        raise SeedError(f"{where}: 'ranking' must be a list of responses, best first (a list inside it holds a tie)")
+    tiers = []
+    for entry in value:
+        tier = entry if isinstance(entry, list) else [entry]
+        if not tier or not all(isinstance(t, str) and t.strip() for t in tier):
+            raise SeedError(f"{where}: each 'ranking' entry must be a non-empty string, or a list of them (a tie); got {entry!r}")
+        tiers.append(list(tier))
+    texts = [t for tier in tiers for t in tier]
+    if len(texts) < 2:
+        raise SeedError(f"{where}: a ranking needs at least two responses, got {len(texts)}")
+    if len(set(texts)) != len(texts):
+        raise SeedError(f"{where}: 'ranking' holds the same response twice; each response is ranked once")
+    return tiers
 
 
 @dataclass
@@ -446,6 +511,33 @@ def pairs_from_scored(scored: Sequence[ScoredResponse], min_margin: float = 0.0)
                 chosen_score=best.score,
                 rejected_score=worst.score,
                 margin=best.score - worst.score,
+                judge="human",
+            )
+        )
+    return pairs
+
+
+def pairs_from_rankings(rankings: Sequence[RankedResponses]) -> list[Pair]:
+    """Best vs worst of each ranking line: the first response of its top tier against the first of its bottom one
+    (a line whose responses are all tied gives none). Scored by tier from the bottom, so the margin is the tiers
+    between them."""
+    pairs = []
+    for line in rankings:
+        if len(line.tiers) < 2:
+            continue
+        top = float(len(line.tiers) - 1)
+        pairs.append(
+            Pair(
+                id=f"{line.id}/p",
+                prompt_id=line.prompt_id,
+                prompt=line.prompt,
+                chosen=line.tiers[0][0],
+                rejected=line.tiers[-1][0],
+                chosen_id=f"{line.id}/r0.0",
+                rejected_id=f"{line.id}/r{len(line.tiers) - 1}.0",
+                chosen_score=top,
+                rejected_score=0.0,
+                margin=top,
                 judge="human",
             )
         )

@@ -13,7 +13,7 @@ from selfplay.cli import app as APP
 from selfplay.config import load_config
 from selfplay.rundir import Manifest, Run, StageInfo
 from selfplay.monitors import monitor_iteration
-from selfplay.pairing import PairingStats
+from selfplay.records import PairingStats
 from selfplay.records import Judgement, Pair, PreferenceStats, Prompt, TrainResult, read_records, write_json, write_records
 from selfplay.views import sort_records
 

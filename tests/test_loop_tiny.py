@@ -135,6 +135,27 @@ def test_rlhf_iteration_reward_model_then_rl(tiny_model_dir, tmp_path, algo, ext
     assert row.rl_reward_first is not None and row.kl_last is not None
 
 
+def test_a2c_iteration_against_a_mean_readout_reward_model_of_all_ranked_pairs(tiny_model_dir, tmp_path):
+    """One PPO-variant-a2c iteration whose reward model learns every pair of each prompt's 3 judged responses,
+    weighted 1/C(3,2), and reads its reward as the mean over the response tokens."""
+    from selfplay.loop import read_inputs
+    from selfplay.pairing import reward_model_pairs
+
+    cfg = tiny_config(tiny_model_dir, "iterations=1", "train.algo=ppo", "train.ppo.variant=a2c", "train.rl.steps=2",
+                      "train.rl.rollout_prompts=2", "train.rl.max_new_tokens=8", "train.reward_model.epochs=1",
+                      "train.reward_model.heldout=0.0", "train.reward_model.pairs=all", "train.reward_model.readout=mean")
+    run = Run.create(tmp_path / "a2c", cfg)
+    run_loop(run, log=lambda _: None)
+    rm = json.loads((run.paths(1).dir / "reward_model" / "reward_model.json").read_text())
+    pairs, weights = reward_model_pairs(cfg.train.reward_model, cfg.pairing, [read_inputs(run, 1)], None)
+    assert len(pairs) > len(read_records(run.paths(1).pairs, Pair))  # more than best-worst: the middle response too
+    assert (rm["readout"], rm["pair_mode"], rm["weighted"], rm["pairs"]) == ("mean", "all", True, len(pairs))
+    assert rm["steps"] >= 1 and weights == [1 / 3] * len(pairs)
+    train = json.loads(run.paths(1).train.read_text())
+    stats = [json.loads(line) for line in (run.paths(1).policy / "ppo_stats.jsonl").read_text().splitlines()]
+    assert train["steps"] == 2 and all(s["clip_frac"] is None and s["policy_loss"] is not None for s in stats)
+
+
 def test_cli_train_rm_then_score(finished_run, tmp_path):
     from typer.testing import CliRunner
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from selfplay.config import TrainConfig
 from selfplay.records import Prompt, TrainInputs
 from selfplay.train.ppo import (
-    AdaptiveKLController, PPOTrainer, gae, kl_penalized_rewards, policy_loss, value_loss, whiten,
+    AdaptiveKLController, PPOTrainer, a2c_policy_loss, gae, kl_penalized_rewards, policy_loss, value_loss, whiten,
 )
 
 
@@ -90,6 +90,45 @@ def test_value_loss_by_hand():
     values, old = t([[1.0, 0.0], [3.0, 50.0]]), t([[0.5, 0.0], [2.0, 0.0]])
     returns, mask = t([[2.0, 1.0], [2.0, 0.0]]), t([[1, 1], [1, 0]])
     assert value_loss(values, old, returns, mask, clip=0.2).item() == pytest.approx(0.615, abs=1e-6)
+
+
+def test_a2c_losses_by_hand_and_where_ppo_clipping_differs():
+    # A2C's policy loss is mean over response tokens of -A * log pi. Five tokens (row 1's third is padding):
+    #   -A * logp: -(1.0 * -0.5) = 0.5, -(-2.0 * -1.0) = -2.0, -(0.5 * -2.0) = 1.0, -(2.0 * -0.2) = 0.4, -(1.0 * -3.0) = 3.0
+    #   mean: (0.5 - 2.0 + 1.0 + 0.4 + 3.0) / 5 = 2.9 / 5 = 0.58
+    logp = t([[-0.5, -1.0, -2.0], [-0.2, -3.0, -7.0]]).requires_grad_()
+    advantages = t([[1.0, -2.0, 0.5], [2.0, 1.0, 9.0]])
+    mask = t([[1, 1, 1], [1, 1, 0]])
+    loss = a2c_policy_loss(logp, advantages, mask)
+    assert loss.item() == pytest.approx(0.58, abs=1e-6)
+    loss.backward()
+    # d loss / d logp = -A / 5 on response tokens, 0 on padding:
+    assert torch.allclose(logp.grad, t([[-0.2, 0.4, -0.1], [-0.4, -0.2, 0.0]]), atol=1e-6)
+    # On-policy (new = old, ratio 1) PPO's surrogate has exactly this gradient: one A2C step is the ratio-1 PPO step.
+    at_one = logp.detach().clone().requires_grad_()
+    policy_loss(at_one, logp.detach(), advantages, mask, clip=0.2).backward()
+    assert torch.allclose(at_one.grad, logp.grad, atol=1e-6)
+
+    # Where clipping bites, PPO's loss differs: one token, ratio 1.5 (new - old = ln 1.5), A = 1, clip 0.2.
+    #   PPO: max(-1 * 1.5, -1 * clip(1.5, 0.8, 1.2)) = max(-1.5, -1.2) = -1.2, and its gradient is 0 (clipped);
+    #   the unclipped surrogate -A * ratio = -1.5, with gradient -A * ratio = -1.5; A2C's -A * logp has gradient -1.
+    new = torch.log(t([[1.5]])).requires_grad_()
+    ppo = policy_loss(new, torch.zeros(1, 1), t([[1.0]]), t([[1]]), clip=0.2)
+    assert ppo.item() == pytest.approx(-1.2, abs=1e-6)
+    ppo.backward()
+    assert new.grad.item() == 0.0
+    a2c_new = torch.log(t([[1.5]])).requires_grad_()
+    a2c = a2c_policy_loss(a2c_new, t([[1.0]]), t([[1]]))
+    assert a2c.item() == pytest.approx(-math.log(1.5), abs=1e-6) and a2c.item() != pytest.approx(ppo.item())
+    a2c.backward()
+    assert a2c_new.grad.item() == pytest.approx(-1.0)
+
+    # The value loss is unclipped with clip None: the case of test_value_loss_by_hand, where clipping gave 0.615:
+    #   0.5 * mean((1 - 2)^2, (0 - 1)^2, (3 - 2)^2) = 0.5 * 1 = 0.5
+    values, old = t([[1.0, 0.0], [3.0, 50.0]]), t([[0.5, 0.0], [2.0, 0.0]])
+    returns, vmask = t([[2.0, 1.0], [2.0, 0.0]]), t([[1, 1], [1, 0]])
+    assert value_loss(values, old, returns, vmask, clip=None).item() == pytest.approx(0.5, abs=1e-6)
+    assert value_loss(values, old, returns, vmask, clip=0.2).item() == pytest.approx(0.615, abs=1e-6)
 
 
 def test_adaptive_kl_controller_by_hand():
@@ -179,3 +218,53 @@ def test_ppo_config_is_validated():
         load_config(None, ["train.algo=ppo", "train.ppo.clip=1.5"])
     with pytest.raises(ConfigError, match=r"train\.reward_model\.mode: Input should be 'retrain' or 'frozen'"):
         load_config(None, ["train.algo=ppo", "train.reward_model.mode=sometimes"])
+
+
+def test_a2c_variant_is_validated():
+    from selfplay.config import ConfigError, dump_config, load_config, with_overrides
+
+    cfg = load_config(None, ["train.algo=ppo", "train.ppo.variant=a2c", "train.rl.rollout_prompts=2"])
+    ppo = cfg.train.ppo
+    assert (ppo.epochs, ppo.minibatch, ppo.clip, ppo.value_clip) == (1, None, None, None)
+    # PPO keeps its defaults; an explicit epochs=1 is a2c's own value, not a conflict.
+    assert load_config(None, ["train.algo=ppo"]).train.ppo.model_dump(include={"epochs", "minibatch", "clip", "value_clip"}) == {
+        "epochs": 4, "minibatch": 4, "clip": 0.2, "value_clip": 0.2}
+    assert load_config(None, ["train.algo=ppo", "train.ppo.variant=a2c", "train.ppo.epochs=1"]).train.ppo.epochs == 1
+    # The saved config.yaml reads back to the same config.
+    assert with_overrides(cfg, []).digest() == cfg.digest() and "variant: a2c" in dump_config(cfg)
+    for key, value, why in [("epochs", 4, "takes one pass over each rollout batch"),
+                            ("minibatch", 2, "takes the whole rollout batch as its one minibatch"),
+                            ("clip", 0.2, "has no ratio to clip"), ("value_clip", 0.5, "fits the value head unclipped")]:
+        with pytest.raises(ConfigError, match=rf"^config: train\.ppo\.{key}: variant a2c {why}.*drop {key}={value}, or use "
+                                              "variant ppo$"):
+            load_config(None, ["train.algo=ppo", "train.ppo.variant=a2c", f"train.ppo.{key}={value}"])
+    with pytest.raises(ConfigError, match=r"train\.ppo\.variant: Input should be 'ppo' or 'a2c'"):
+        load_config(None, ["train.algo=ppo", "train.ppo.variant=trpo"])
+
+
+@pytest.mark.slow
+def test_a2c_takes_one_unclipped_step_per_rollout_batch(tiny_chat_model_dir, tmp_path, one_thread, monkeypatch):
+    steps = []
+    real_step = torch.optim.AdamW.step
+
+    def counted(self, *args, **kwargs):
+        steps.append(1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    cfg = TrainConfig(algo="ppo", lora={"enabled": False}, learning_rate=3e-3, precision="fp32",
+                      rl={"rollout_prompts": 8, "max_new_tokens": MAX_NEW, "kl_coef": 0.05, "steps": 6},
+                      ppo={"variant": "a2c"})
+    out = tmp_path / "a2c"
+    result = PPOTrainer(cfg, seed=0, reward=lambda: lambda p, r: [len(x) / MAX_NEW for x in r]).train(
+        TrainInputs(prompts=PROMPTS), tiny_chat_model_dir, out)
+    stats = [json.loads(line) for line in (out / "ppo_stats.jsonl").read_text().splitlines()]
+    # One optimizer step per rollout batch (PPO's defaults would take 4 epochs x 2 minibatches = 8 per batch).
+    assert len(steps) == 6 == result.steps and all(s["skipped"] is None for s in stats)
+    assert all(s["clip_frac"] is None and s["policy_loss"] is not None and s["value_loss"] > 0 for s in stats)
+    assert stats[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+    # The step moved the policy: after it, the batch's log-probabilities changed (approx_kl != 0), weights too.
+    assert all(s["approx_kl"] != 0.0 for s in stats)
+    before = load_file(tiny_chat_model_dir / "model.safetensors")
+    after = load_file(out / "merged" / "model.safetensors")
+    assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)

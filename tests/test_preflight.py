@@ -98,8 +98,16 @@ def test_the_default_config_passes_in_well_under_a_few_seconds_importing_nothing
 
 
 def test_every_shipped_config_passes_preflight(no_wandb_login):
+    import torch
+
     for path in sorted((PROJECT_ROOT / "configs").glob("*.yaml")):
-        preflight(load_config(path))
+        cfg = load_config(path)
+        bitsandbytes = cfg.train.lora.quantize != "none" or cfg.train.optim != "adamw"
+        if bitsandbytes and not torch.cuda.is_available():  # configs/qlora.yaml: refused here in one line, as a user sees it
+            with pytest.raises(ConfigError, match=r"bitsandbytes' k-bit weights and 8-bit optimiser need a CUDA GPU"):
+                preflight(cfg)
+            continue
+        preflight(cfg)
 
 
 # --- human.seed_set -------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 from selfplay.config import TrainConfig
 from selfplay.records import Pair
 from selfplay.train.reward import (
-    RewardModel, RewardModelError, SafetyGatedReward, reward_rows, split_heldout, train_reward_model,
+    RewardModel, RewardModelError, SafetyGatedReward, bradley_terry_loss, collate_features, comparison_weights,
+    encode_conversation, reward_features, split_heldout, train_reward_model,
 )
 
 
@@ -46,13 +47,50 @@ def test_split_holds_out_whole_prompts_seeded():
     assert len(train) == 1 and len(held) == 1
 
 
-def test_reward_rows_are_trl_conversations_with_an_optional_margin():
-    pair = make_pair(0, margin=2.5)
-    (row,) = reward_rows([pair], margin=False)
-    assert row == {"prompt": [{"role": "user", "content": "Question 0?"}],
-                   "chosen": [{"role": "assistant", "content": "yes"}],
-                   "rejected": [{"role": "assistant", "content": "no"}]}
-    assert reward_rows([pair], margin=True)[0]["margin"] == 2.5
+class CharTokenizer:
+    """ChatML over characters: enough to check where a response starts and how rows are padded."""
+
+    def apply_chat_template(self, messages, tokenize=True, return_dict=True, add_generation_prompt=False):
+        text = "".join(f"<{m['role']}>{m['content']}|" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_reward_features_mark_where_each_response_starts_and_carry_weights():
+    tok = CharTokenizer()
+    ids, start = encode_conversation(tok, "Hi?", "yes")
+    assert "".join(map(chr, ids)) == "<user>Hi?|<assistant>yes|" and "".join(map(chr, ids[start:])) == "yes|"
+    pair = make_pair(0, margin=2.5, chosen="yes", rejected="no")
+    (row,) = reward_features([pair], tok, margin=True, weights=[0.5])
+    assert "".join(map(chr, row["chosen_ids"][row["chosen_start"]:])) == "yes|"
+    assert "".join(map(chr, row["rejected_ids"][row["rejected_start"]:])) == "no|"
+    assert row["weight"] == 0.5 and row["margin"] == 2.5
+    assert "margin" not in reward_features([pair], tok, margin=False, weights=[1.0])[0]
+    # The batch: chosen rows then rejected rows, right-padded; the response mask covers only each response.
+    batch = collate_features([row], pad_id=0)
+    assert batch["input_ids"].shape == (2, len(row["chosen_ids"]))
+    assert batch["response_mask"][0].tolist() == [0] * row["chosen_start"] + [1] * 4
+    n = len(row["rejected_ids"])
+    assert batch["response_mask"][1].tolist() == [0] * row["rejected_start"] + [1] * 3 + [0] * (batch["input_ids"].shape[1] - n)
+    assert batch["attention_mask"][1].tolist() == [1] * n + [0] * (batch["input_ids"].shape[1] - n)
+    assert batch["weight"].tolist() == [0.5] and batch["margin"].tolist() == [2.5]
+
+
+def test_weighted_bradley_terry_loss_by_hand():
+    import torch
+
+    # Two pairs, gaps r_c - r_r = 0 and 2: -log sigmoid(0) = ln 2 = 0.693147, -log sigmoid(2) = 0.126928.
+    chosen, rejected = torch.tensor([1.0, 3.0]), torch.tensor([1.0, 1.0])
+    assert bradley_terry_loss(chosen, rejected, torch.ones(2)).item() == pytest.approx((0.693147 + 0.126928) / 2, abs=1e-6)
+    # Weights 1.5 and 0.5 (mean 1): (1.5 * 0.693147 + 0.5 * 0.126928) / 2 = 0.551592
+    assert bradley_terry_loss(chosen, rejected, torch.tensor([1.5, 0.5])).item() == pytest.approx(0.551592, abs=1e-6)
+    # A margin of 2 on the second pair: its gap becomes 0, ln 2 each.
+    loss = bradley_terry_loss(chosen, rejected, torch.ones(2), margin=torch.tensor([0.0, 2.0]))
+    assert loss.item() == pytest.approx(0.693147, abs=1e-6)
+    # Weights are scaled to mean 1: a prompt's 3 comparisons at 1/3 beside one pair at 1 sum to 2 over 4 pairs, so
+    # x 4/2 -> 2/3, 2/3, 2/3, 2 (each prompt still weighs the same: 3 x 2/3 = 2).
+    pairs = [make_pair(i) for i in range(4)]
+    assert comparison_weights(pairs, [1 / 3, 1 / 3, 1 / 3, 1.0]) == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0])
+    assert comparison_weights(pairs, None) == [1.0] * 4
 
 
 def test_a_directory_that_is_not_a_reward_model_is_refused(tmp_path):
@@ -106,3 +144,36 @@ def test_reward_model_learns_a_toy_preference_and_scores_heldout_pairs(tiny_mode
     assert batched[0] > batched[1] and batched[2] > batched[3]
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         rm.score(["a", "b"], ["c"])
+
+
+@pytest.mark.slow
+def test_mean_readout_is_the_average_of_the_response_tokens_scores(tiny_model_dir, tmp_path, one_thread):
+    import torch
+
+    cfg = TrainConfig(algo="ppo", reward_model={"lora": True, "lora_r": 8, "epochs": 3, "learning_rate": 5e-3, "batch_size": 4,
+                                                "heldout": 0.25, "readout": "mean"}, max_length=96, precision="fp32")
+    out = tmp_path / "rm-mean"
+    result = train_reward_model(toy_pairs(16), tiny_model_dir, out, cfg, seed=0)
+    assert result.readout == "mean" and result.steps == 9 and result.loss_last < result.loss_first
+    assert result.heldout_accuracy >= 0.75 and result.heldout_margin > 0, result
+
+    rm = RewardModel.load(out, batch_size=4)  # reads readout=mean from reward_model.json
+    assert rm.readout == "mean"
+    prompts = ["What now?", "Tell me about the sea, and the rivers that run into it.", "Hi", "Why?"]
+    responses = ["yes yes yes", "no no", "yes", "no no no no no no"]
+    batched = rm.score(prompts, responses)  # one batch of four lengths: padding on three rows
+    tok, model = rm.tokenizer, rm.model
+    for prompt, response, got in zip(prompts, responses, batched):
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        ids = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        head = tok.apply_chat_template(messages[:1], tokenize=True, return_dict=True, add_generation_prompt=True)["input_ids"]
+        assert ids[: len(head)] == head  # ChatML: the prompt with its generation prompt is a prefix
+        with torch.no_grad():  # per-token scores by hand: the score head on the trunk's last hidden states, no padding
+            hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state
+            per_token = (hidden @ model.score.weight.T)[0, :, 0]
+        hand = per_token[len(head):].mean().item()  # the response's tokens only: the prompt's are left out
+        assert got == pytest.approx(hand, abs=1e-4)
+        assert got != pytest.approx(per_token[-1].item(), abs=1e-4)  # not the last token's score
+        assert got != pytest.approx(per_token.mean().item(), abs=1e-4)  # nor the mean over the prompt too
+    last = RewardModel(model, tok, rm.max_length, readout="last").score(prompts, responses)
+    assert last != pytest.approx(batched, abs=1e-3)

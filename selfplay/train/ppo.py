@@ -11,6 +11,10 @@ Models from Human Preferences") and Ouyang et al. 2022 (InstructGPT), with PPO f
         several epochs of minibatches: clipped surrogate loss + clipped value loss
         adapt kl_coef toward a target KL (Ziegler et al. 2019)
 
+train.ppo.variant=a2c is the special case of one epoch and one minibatch (the whole rollout batch): the single step
+is on-policy, so the ratio is 1 and there is nothing to clip; the policy loss is -A * log pi (whose gradient is the
+surrogate's at ratio 1) and the value loss is unclipped: advantage actor-critic (Mnih et al. 2016) with GAE.
+
 Under `accelerate launch` (launch.launcher=accelerate) every process rolls out and scores a shard of each rollout
 batch, and the statistics (advantage whitening, KL, token counts) and gradients are summed over the processes:
 each takes the step one process would take on the whole batch (DataParallel below).
@@ -37,7 +41,7 @@ from selfplay.config import TrainConfig, used
 from selfplay.models import bf16_is_fast
 from selfplay.records import Prompt, RLStats, TrainInputs, TrainResult, derive_seed, write_records
 from selfplay.scale import shard_bounds, under_launch
-from selfplay.train.setup import lora_config, save_policy
+from selfplay.train.setup import is_quantized, load_causal_lm, lora_config, make_optimizer, save_policy
 
 RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> one score per response
 NO_REWARD_MODEL = "no reward model (no pairs to train one on); policy carried over"
@@ -117,11 +121,20 @@ def policy_loss(new_logprobs, old_logprobs, advantages, mask, clip: float):
     return masked_mean(torch.maximum(unclipped, clipped), mask)
 
 
-def value_loss(values, old_values, returns, mask, clip: float):
+def a2c_policy_loss(new_logprobs, advantages, mask):
+    """A2C's policy-gradient loss: mean over tokens of -A * log pi(y_t). Its gradient, -A * grad log pi, is that of
+    PPO's surrogate -A * ratio at ratio 1 (grad ratio = ratio * grad log pi), which is all one on-policy step sees."""
+    return masked_mean(-advantages * new_logprobs, mask)
+
+
+def value_loss(values, old_values, returns, mask, clip: float | None):
     """Clipped value loss (as in OpenAI baselines' PPO2): 0.5 * mean over tokens of
-    max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2), so one batch cannot move a value far."""
+    max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2), so one batch cannot move a value far.
+    clip None (a2c): 0.5 * mean (V - R)^2."""
     import torch
 
+    if clip is None:
+        return 0.5 * masked_mean((values - returns) ** 2, mask)
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
 
@@ -160,7 +173,7 @@ class PPOStepStats(BaseModel):
     kl_coef: float  # the coefficient this batch's rewards used
     policy_loss: float | None  # mean over the batch's minibatch steps
     value_loss: float | None
-    clip_frac: float | None  # 0..1, fraction of response tokens whose ratio left [1 - clip, 1 + clip]
+    clip_frac: float | None  # 0..1, fraction of response tokens whose ratio left [1 - clip, 1 + clip]; None for a2c
     approx_kl: float | None  # mean (old - new) logp after the update: how far PPO moved the policy, nats per token
     response_tokens: float  # mean response length, tokens (including the end token)
     ended: float  # 0..1, fraction of responses that produced the end token before rl.max_new_tokens
@@ -260,7 +273,7 @@ class PPOTrainer:
         if reward_fn is None:
             return TrainResult.skip("ppo", policy_dir, NO_REWARD_MODEL, rl=RLStats(prompts=0))
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         cfg, started, out_dir = self.cfg, time.monotonic(), Path(out_dir)
         rl, ppo = used(cfg.rl, "train.rl"), used(cfg.ppo, "train.ppo")
@@ -270,7 +283,9 @@ class PPOTrainer:
         tokenizer = AutoTokenizer.from_pretrained(policy_dir)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32, use_safetensors=True).to(device)
+        model = load_causal_lm(policy_dir, cfg)  # fp32, or train.lora.quantize's k-bit base already on its GPU
+        if not is_quantized(model):
+            model = model.to(device)
         if cfg.lora.enabled:
             from peft import get_peft_model
 
@@ -288,7 +303,7 @@ class PPOTrainer:
         torch.nn.init.zeros_(value_head.weight)
         torch.nn.init.zeros_(value_head.bias)
         params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+        optimizer = make_optimizer(params, cfg)  # train.optim: AdamW, or bitsandbytes' 8-bit AdamW
         kl_ctl = AdaptiveKLController(rl.kl_coef, ppo.target_kl, ppo.kl_horizon)
 
         def forward(roll: Rollout, rows, use_reference: bool = False):
@@ -382,8 +397,8 @@ class PPOTrainer:
 
             pg_losses, vf_losses, clip_fracs = [], [], []
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "ppo-minibatch", step))
-            for _ in range(ppo.epochs):
-                for mb in torch.randperm(len(batch), generator=generator).to(device).split(ppo.minibatch):
+            for _ in range(ppo.epochs):  # a2c: one epoch of one minibatch (minibatch None)
+                for mb in torch.randperm(len(batch), generator=generator).to(device).split(ppo.minibatch or len(batch)):
                     # This process's rows of the minibatch; the loss is a mean over the whole minibatch's response
                     # tokens, so each process weighs its part by its share of them and the gradients are summed.
                     own = mb[(mb >= mine.start) & (mb < mine.stop)] - mine.start
@@ -393,12 +408,15 @@ class PPOTrainer:
                     pg = vf = clipped = torch.zeros((), device=device)
                     if len(own):
                         new_logprobs, values = forward(roll, own)
-                        pg = policy_loss(new_logprobs, old_logprobs[own], advantages[own], mask, ppo.clip) * share
+                        if ppo.clip is None:  # a2c
+                            pg = a2c_policy_loss(new_logprobs, advantages[own], mask) * share
+                        else:
+                            pg = policy_loss(new_logprobs, old_logprobs[own], advantages[own], mask, ppo.clip) * share
+                            with torch.no_grad():
+                                ratio = torch.exp(new_logprobs - old_logprobs[own])
+                                clipped = masked_mean(((ratio - 1.0).abs() > ppo.clip).float(), mask) * share
                         vf = value_loss(values, old_values[own], returns[own], mask, ppo.value_clip) * share
                         (pg + ppo.value_coef * vf).backward()
-                        with torch.no_grad():
-                            ratio = torch.exp(new_logprobs - old_logprobs[own])
-                            clipped = masked_mean(((ratio - 1.0).abs() > ppo.clip).float(), mask) * share
                     dp.sum_gradients(params)
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
                     if not torch.isfinite(grad_norm):  # a NaN/inf gradient: skip this step, count it, keep the weights
@@ -424,7 +442,7 @@ class PPOTrainer:
                     kl_per_token=kl_per_token,
                     policy_loss=_mean(pg_losses),
                     value_loss=_mean(vf_losses),
-                    clip_frac=_mean(clip_fracs),
+                    clip_frac=_mean(clip_fracs) if ppo.clip is not None else None,
                     approx_kl=approx_kl,
                     seconds=round(time.monotonic() - step_started, 2),
                 )

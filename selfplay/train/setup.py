@@ -19,16 +19,108 @@ from selfplay.records import is_main_process
 
 def load_policy(policy: Path, cfg: TrainConfig):
     """(tokenizer, model, peft LoraConfig or None, use_bf16) for a trainer starting at `policy`."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32, use_safetensors=True)
-    peft_config = lora_config(cfg.lora, model) if cfg.lora.enabled else None
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
+    model = load_causal_lm(policy, cfg)
+    peft_config = lora_config(cfg.lora, model) if cfg.lora.enabled else None
     return tokenizer, model, peft_config, use_bf16
+
+
+def load_causal_lm(policy: Path, cfg: TrainConfig):
+    """The policy's weights in fp32, or with train.lora.quantize its frozen base in k-bit on this process's GPU,
+    prepared for adapter training by peft (norms in fp32, input gradients on, activation checkpointing as
+    train.gradient_checkpointing says)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(policy, **policy_load_args(cfg.lora))
+    if cfg.lora.quantize == "none":
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, **kbit_training_args(cfg))
+
+
+def policy_load_args(lora: LoRASection) -> dict:
+    """from_pretrained's arguments for the policy: fp32 safetensors; with quantize, a bitsandbytes config placing
+    the whole model on this process's GPU (LOCAL_RANK under `accelerate launch`, as TRL places k-bit models).
+    4bit is QLoRA's recipe (Dettmers et al. 2023): NF4 weights, double quantization, bf16 compute."""
+    import torch
+
+    args: dict[str, object] = {"dtype": torch.float32, "use_safetensors": True}
+    if lora.quantize == "none":
+        return args
+    from transformers import BitsAndBytesConfig
+
+    if lora.quantize == "4bit":
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    else:
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
+    return {**args, "quantization_config": quantization, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
+
+
+def kbit_training_args(cfg: TrainConfig) -> dict:
+    """peft's prepare_model_for_kbit_training arguments: its activation checkpointing only where the config asks
+    (peft turns it on by default), non-reentrant as the TRL trainers' (it works with frozen inputs)."""
+    if not cfg.gradient_checkpointing:
+        return {"use_gradient_checkpointing": False}
+    return {"use_gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+
+
+def optim_args(cfg: TrainConfig) -> dict:
+    """TrainingArguments' optimiser for train.optim: nothing for adamw (transformers' default AdamW), bitsandbytes'
+    8-bit AdamW for adamw_8bit (its name in transformers 5.19: docs/design.md, "TRL 1.16 and its formats")."""
+    return {"optim": "adamw_bnb_8bit"} if cfg.optim == "adamw_8bit" else {}
+
+
+def make_optimizer(params, cfg: TrainConfig):
+    """Our PPO's optimiser for train.optim: torch's AdamW, or bitsandbytes' AdamW8bit (no weight decay either way)."""
+    if cfg.optim == "adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=0.0)
+    import torch
+
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+
+
+def check_bitsandbytes(cfg: TrainConfig) -> None:
+    """Preflight: train.lora.quantize and train.optim=adamw_8bit run bitsandbytes' CUDA kernels, so a machine without
+    CUDA (or without the package) is refused in one line before anything is written; torch is imported only then."""
+    wanted = [f"train.lora.quantize={cfg.lora.quantize}"] if cfg.lora.quantize != "none" else []
+    wanted += ["train.optim=adamw_8bit"] if cfg.optim == "adamw_8bit" else []
+    if not wanted:
+        return
+    import torch
+
+    what = " and ".join(wanted)
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{what}: bitsandbytes' k-bit weights and 8-bit optimiser need a CUDA GPU, and torch sees none here; "
+            "use train.lora.quantize=none and train.optim=adamw on this machine"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"{what}: needs the bitsandbytes package: pip install bitsandbytes")
+
+
+def is_quantized(model) -> bool:
+    """Whether `model` (or the model under its adapter) holds bitsandbytes k-bit weights, as peft tells."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def merge_unquantized(adapter_dir: Path):
+    """The saved adapter merged into its base loaded unquantized in fp32 (the checkpoint the adapter config names,
+    on the CPU): merging into k-bit weights would round the update to k bits, and the next iteration serves fp32."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=torch.float32, use_safetensors=True)
+    return model.merge_and_unload()
 
 
 def lora_config(lora: LoRASection, model, dropout: float | None = None):
@@ -81,7 +173,7 @@ def save_policy(model, tokenizer, out_dir: Path, adapter: bool) -> tuple[Path, P
         check_finite(model)
         adapter_dir = out_dir / "adapter"
         model.save_pretrained(adapter_dir, safe_serialization=True)
-        model = model.merge_and_unload()
+        model = merge_unquantized(adapter_dir) if is_quantized(model) else model.merge_and_unload()
     check_finite(model)
     model.to(torch.float32).save_pretrained(merged_dir, safe_serialization=True)
     tokenizer.padding_side = "right"

@@ -46,7 +46,15 @@ from selfplay.records import (
     write_json,
     write_records,
 )
-from selfplay.train.setup import checkpointing_args, history_mean, load_policy, report_to, save_policy, train_resumable
+from selfplay.train.setup import (
+    checkpointing_args,
+    history_mean,
+    load_policy,
+    optim_args,
+    report_to,
+    save_policy,
+    train_resumable,
+)
 
 
 @dataclass
@@ -77,6 +85,7 @@ class SFTTrainerRunner:
             bf16=use_bf16,
             logging_steps=1,
             **checkpointing_args(cfg),
+            **optim_args(cfg),
             report_to=report_to(cfg, out_dir / "logs"),
             seed=self.seed,
             data_seed=self.seed,

@@ -84,13 +84,14 @@ class PromptsConfig(Section):
         le=MAX_PROMPTS,
         description="prompts sampled per iteration; iterations take disjoint slices of one seeded shuffle while the pool lasts",
     )
-    source: Literal["pool", "self-instruct", "mixed"] = Field(
+    source: Literal["pool", "self-instruct", "mixed", "evol"] = Field(
         "pool",
         description="pool: per_iteration prompts from the pool; "
         "self-instruct: the policy writes self_instruct_new new prompts "
         "from few-shot pool examples (Self-Rewarding LMs §2.3; "
-        "Self-Instruct, Wang et al. 2023); mixed: both. Held-out eval "
-        "prompts are never examples",
+        "Self-Instruct, Wang et al. 2023); mixed: both. evol: the pool's prompts, and up to evol_new of them "
+        "rewritten harder by an operation of evol_template (Evol-Instruct, Xu et al. 2023). Held-out eval "
+        "prompts are never examples nor parents",
     )
     self_instruct_new: int = Field(
         16,
@@ -127,6 +128,50 @@ class PromptsConfig(Section):
         "n-grams (over the shorter text's) with a pool, held-out or earlier new prompt is a "
         "duplicate (Self-Instruct dropped ROUGE-L >= 0.7)",
     )
+
+    evol_template: str = Field("evol", description="evol: the operations template in prompts/ (or a path)")
+    evol_operations: list[str] | None = Field(
+        None, min_length=1, description="evol: the template's operations to draw from (None = all of them)"
+    )
+    evol_new: int = Field(16, ge=1, le=MAX_PROMPTS, description="evol: evolved prompts wanted per iteration")
+    evol_oversample: float = Field(
+        2.0,
+        ge=1.0,
+        le=MAX_OVERSAMPLE,
+        description="evol: rewrites attempted per wanted prompt; the filters (empty, too long, refusal, template "
+        "words, copy of the parent, near-duplicate) drop some",
+    )
+    evol_writer: Literal["policy", "judge"] = Field(
+        "policy", description="evol: the model that rewrites: the policy, or the judge's model (judge.model)"
+    )
+    evol_keep_parents: bool = Field(
+        True, description="evol: keep the iteration's pool prompts beside the evolved ones (WizardLM trains on both)"
+    )
+    evol_temperature: float = Field(0.7, gt=0.0, le=2.0, description="evol: sampling temperature of the rewrites")
+    evol_max_tokens: int = Field(160, ge=8, le=MAX_TOKENS, description="evol: longest rewrite, tokens")
+    evol_max_words: int = Field(200, ge=1, le=MAX_TOKENS, description="evol: longer rewrites are dropped")
+    evol_max_parent_overlap: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="evol: a rewrite whose word n-grams are at least this share its parent's is a copy (nothing added)",
+    )
+    evol_ngram: int = Field(2, ge=1, le=MAX_NGRAM, description="evol: word n-gram size for the copy and duplicate checks")
+    evol_max_overlap: float = Field(
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="evol: a rewrite sharing this fraction of its word n-grams (over the shorter text's) with another "
+        "pool prompt, a held-out prompt or an earlier rewrite is a duplicate (two rewrites of one parent compare "
+        "only what each added)",
+    )
+
+    @field_validator("evol_operations")
+    @classmethod
+    def _distinct_operations(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"names an operation twice: {value}")
+        return value
 
     @model_validator(mode="after")
     def _self_instruct_lengths(self) -> PromptsConfig:
@@ -356,7 +401,7 @@ class PairingConfig(Section):
 # ---------------------------------------------------------------------------------------------------------------
 # train: the settings every trainer shares, flat; one section per algorithm, selected by train.algo.
 
-Algo = Literal["dpo", "kto", "orpo", "simpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft"]
+Algo = Literal["dpo", "kto", "orpo", "simpo", "ppo", "rloo", "grpo", "rejection-sft", "rest", "revision-sft", "hir"]
 
 # The per-algorithm sections of train and the algorithms that read them. A section is None when the run's
 # algorithm does not use it, filled with its defaults when it does, and an error when set for another algorithm
@@ -369,6 +414,7 @@ ALGO_SECTIONS: dict[str, tuple[str, ...]] = {
     "simpo": ("simpo",),
     "sft": ("rejection-sft",),
     "rest": ("rest",),
+    "hir": ("hir",),
     "reward_model": ("ppo", "rloo", "grpo"),
     "rl": ("ppo", "rloo", "grpo"),
     "ppo": ("ppo",),
@@ -898,6 +944,36 @@ class JudgeTeachingSection(Section):
     measure_samples: int = Field(2, ge=2, le=MAX_SAMPLES, description="responses sampled per measuring prompt (pairs need 2)")
 
 
+class HIRSection(Section):
+    """train.hir: hindsight instruction relabelling (train.algo=hir; Zhang et al. 2023). A response that failed an
+    IFEval instruction is fine-tuned on with the prompt rewritten to what it did (selfplay/ifeval/relabel.py)."""
+
+    instructions: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="the instruction ids that may be relabelled (each needs a relabel rule; preflight names those "
+        "that have one); None = every id with a rule. A response that failed another instruction is not relabelled",
+    )
+    keep_originals: bool = Field(
+        True, description="also fine-tune on the responses that followed their prompt as asked (distinct texts)"
+    )
+    max_per_prompt: int = Field(
+        2, ge=1, le=MAX_SAMPLES, description="relabelled responses kept per prompt at most (distinct texts, in id order)"
+    )
+    skip_cut: bool = Field(
+        True,
+        description="leave out responses that stopped at generation.max_tokens: a count measured on an unfinished "
+        "answer is true, but the answer is not one to imitate",
+    )
+
+    @field_validator("instructions")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"names an instruction twice: {value}")
+        return value
+
+
 class TrainConfig(Section):
     """The train stage. The flat fields are shared by every trainer; the sections after `lora` belong to the
     algorithms in ALGO_SECTIONS."""
@@ -910,7 +986,9 @@ class TrainConfig(Section):
         "on the pairs (InstructGPT recipe); rloo / grpo: TRL's RLOOTrainer / GRPOTrainer against that reward "
         "model; rejection-sft: fine-tuning on the best judged responses (Llama 2); rest: ReST's Improve steps "
         "on them (Gulcehre et al. 2023); revision-sft: supervised fine-tuning on the chosen side of the pairs "
-        "(Constitutional AI's supervised stage, with judge.kind=constitution-revision)",
+        "(Constitutional AI's supervised stage, with judge.kind=constitution-revision); hir: fine-tuning on the "
+        "responses with each failed IFEval instruction relabelled to what the response did (hindsight instruction "
+        "relabelling, Zhang et al. 2023), beside those that passed",
     )
     learning_rate: float = Field(
         5e-5, gt=0.0, le=MAX_LEARNING_RATE, description="policy learning rate (every algorithm but the reward model's)"
@@ -964,8 +1042,9 @@ class TrainConfig(Section):
         1,
         ge=1,
         le=MAX_PROMPTS,
-        description="rejection-sft / rest / kto: fewer kept (kto: labelled) responses than this and the fine-tune "
-        "(or ReST's Improve step) is skipped, recorded, the policy carried over; never an empty fine-tune",
+        description="rejection-sft / rest / kto / hir: fewer kept (kto: labelled; hir: originals and relabelled) "
+        "responses than this and the fine-tune (or ReST's Improve step) is skipped, recorded, the policy carried over; "
+        "never an empty fine-tune",
     )
     optim: Literal["adamw", "adamw_8bit"] = Field(
         "adamw",
@@ -980,6 +1059,7 @@ class TrainConfig(Section):
     simpo: SimPOSection | None = Field(None, description="train.algo=simpo; None = not used")
     sft: SFTSection | None = Field(None, description="train.algo=rejection-sft; None = not used")
     rest: ReSTSection | None = Field(None, description="train.algo=rest; None = not used")
+    hir: HIRSection | None = Field(None, description="train.algo=hir; None = not used")
     reward_model: RewardModelSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
     rl: RLSection | None = Field(None, description="train.algo=ppo / rloo / grpo; None = not used")
     ppo: PPOSection | None = Field(None, description="train.algo=ppo; None = not used")

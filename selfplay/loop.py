@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from selfplay.config import RunConfig, used
 from selfplay.constitutions import revision_pairs
 from selfplay.errors import SelfplayError
+from selfplay.evol import evol_iteration_prompts, preflight_evol
 from selfplay.external import open_external, preflight_endpoint
 from selfplay.generation import SEEDING, Generator, open_generator
 from selfplay.judges import (
@@ -68,6 +69,7 @@ from selfplay.serving import check_serving, served_dtype
 from selfplay.teaching import check_teaching, teach_judge
 from selfplay.train import make_trainer
 from selfplay.train.dpo import DPOTrainer
+from selfplay.train.hir import check_hir
 from selfplay.train.kto import KTOTrainer
 from selfplay.train.ppo import RewardFn
 from selfplay.train.reward import RESULT_FILE, RewardModel, SafetyGatedReward, check_reward_model, train_reward_model
@@ -77,7 +79,7 @@ from selfplay.train.sft import ChosenSFTTrainer
 R = TypeVar("R", bound=BaseModel)
 
 # Side records of the prompts and judge stages, beside their JSONL (read back into the manifest on resume too).
-PROMPT_STATS = "prompt_stats.json"  # self-instruct / mixed: where every written prompt went
+PROMPT_STATS = "prompt_stats.json"  # self-instruct / mixed / evol: where every written prompt went
 AGREEMENT = "seed_agreement.json"  # human.seed_set: the judge's agreement with the human labels
 INJECTION = "injection_check.json"  # judge.injection_check: how far the shipped injections lift a score (InjectionLift)
 JUDGE_PROGRESS = "judge_progress"  # the judge stage's finished chunks while it runs; removed once judgements.jsonl exists
@@ -251,10 +253,16 @@ class Engines:
 
 
 def write_prompts(run: Run, k: int, engines: Engines) -> list[Prompt]:
-    """Iteration k's prompts: from the pool, or written by the policy (self-instruct; its engine opens then)."""
+    """Iteration k's prompts: from the pool, written by the policy (self-instruct), or rewritten from the pool (evol);
+    the writer's engine opens only then."""
     cfg = run.cfg
     exclude = heldout_prompts(cfg) if cfg.prompts.source != "pool" else []
-    prompts, stats = iteration_prompts(cfg.prompts, cfg.seed, k, engines.policy, exclude)
+    stats: BaseModel | None
+    if cfg.prompts.source == "evol":  # the policy, or the judge's model, rewrites pool prompts (selfplay/evol.py)
+        writer = engines.judge if cfg.prompts.evol_writer == "judge" else engines.policy
+        prompts, stats = evol_iteration_prompts(cfg.prompts, cfg.seed, k, writer, exclude)
+    else:
+        prompts, stats = iteration_prompts(cfg.prompts, cfg.seed, k, engines.policy, exclude)
     if stats:
         write_json(run.paths(k).dir / PROMPT_STATS, stats.model_dump(mode="json"))
     return prompts
@@ -492,7 +500,7 @@ def check_stage_inputs(run: Run, k: int, name: str) -> None:
         "generate": [p.prompts],
         "judge": [p.prompts, p.generations],
         "pair": judged,
-        "train": judged if run.cfg.train.algo in ("rejection-sft", "rest", "kto") else [p.pairs],
+        "train": judged if run.cfg.train.algo in ("rejection-sft", "rest", "kto", "hir") else [p.pairs],
     }
     for path in needs.get(name, []):
         if not path.exists():
@@ -508,10 +516,12 @@ def preflight(cfg: RunConfig) -> None:
     human, rm = cfg.human, cfg.train.reward_model
     _checkpoint("model", cfg.model)
     preflight_prompts(cfg.prompts)
+    preflight_evol(cfg.prompts)
     if cfg.prompts.source != "pool":  # the policy writes prompts: the held-out eval prompts are kept out of them
         heldout_prompts(cfg)
     preflight_judge(cfg.judge)
     check_teaching(cfg)
+    check_hir(cfg)
     if needs_generator(cfg.judge):  # program and human judges read no model
         _checkpoint("judge.model", cfg.judge.model)
         if cfg.judge.endpoint:

@@ -38,7 +38,7 @@ class Record(BaseModel):
 class Prompt(Record):
     id: str  # unique within a run, e.g. "pool-0042"
     text: str  # the user's instruction, without any chat template
-    source: str = "pool"  # pool | ifeval | self-instruct | seed
+    source: str = "pool"  # pool | ifeval | self-instruct | evol | seed
     meta: dict = {}  # e.g. the IFEval instruction ids and kwargs of a checkable prompt
 
 
@@ -198,12 +198,45 @@ class RLStats(Record):
     stats: str | None = None  # per-step stats JSONL (reward, KL, coefficient, losses)
 
 
+class HIRStats(BaseModel):
+    """hir: where every response went. responses = empty + echo + cut + passed + relabelled + over_max +
+    not_relabellable (passed = originals + duplicates of an original's text)."""
+
+    responses: int
+    empty: int = 0  # empty text: never fine-tuned on
+    echo: int = 0  # the prompt repeated (selfplay.program_judges.is_echo): passes checks it should not, never used
+    cut: int = 0  # stopped at max_tokens, with train.hir.skip_cut: an unfinished answer is not a target
+    passed: int = 0  # followed every instruction as asked
+    originals: int = 0  # of those, fine-tuned on with their own prompt (train.hir.keep_originals; distinct texts)
+    relabelled: int = 0  # failed, and fine-tuned on with the prompt relabelled to what they did
+    over_max: int = 0  # relabellable, beyond train.hir.max_per_prompt for their prompt (or a repeated text)
+    not_relabellable: int = 0  # failed with no true relabel; why in `reasons`
+    reasons: dict[str, int] = {}  # not_relabellable by reason: no_instruction_ids, no_rule, text_not_found, ...
+    relabelled_per_instruction: dict[str, int] = {}  # instruction id -> relabelled instructions of that id
+    failed_per_instruction: dict[str, int] = {}  # instruction id -> failed instructions of that id (any outcome)
+    relabel_rate: float | None = None  # (relabelled + over_max) / the responses that failed; None = none failed
+
+
 class SFTStats(Record):
-    """rejection-sft, rest, revision-sft, seed-sft: supervised fine-tuning on chosen responses."""
+    """rejection-sft, rest, revision-sft, seed-sft, hir: supervised fine-tuning on chosen responses."""
 
     examples: int  # responses fine-tuned on, after TRL drops any wholly beyond max_length (rest: the last step that trained)
     filtering: FilterStats | None = None  # rejection-sft: kept / dropped responses, in total and per prompt
     improve: list[ImproveStep] | None = None  # rest: per Improve step, its threshold, kept fraction and losses
+    hir: HIRStats | None = None  # hir: originals, relabels and the responses that could not be relabelled
+
+
+class Relabel(Record):
+    """relabels.jsonl (hir): one response and the prompt it did follow (hindsight instruction relabelling)."""
+
+    id: str  # "<generation_id>/hir"
+    prompt_id: str
+    generation_id: str
+    original_prompt: str
+    prompt: str  # the relabelled text: the instruction's number (or case word) rewritten to what the response did
+    instruction_id_list: list[str]  # the relabelled prompt's IFEval ids
+    kwargs: list[dict]  # its kwargs, one per id: every one passes the checkers on the response
+    changes: list[dict]  # per rewritten instruction: instruction_id, old_kwargs, new_kwargs, measured
 
 
 class TrainResult(Record):

@@ -95,7 +95,7 @@ class Manifest(BaseModel):
     stages: dict[str, StageInfo] = {}
     generation: dict = {}  # counts, mean tokens, rate of responses cut at max_tokens, seeding guarantee
     judge: dict = {}  # counts per status, parse rate, mean score, template hash
-    prompts: dict = {}  # self-instruct / mixed: where every written prompt went (SelfInstructStats)
+    prompts: dict = {}  # self-instruct / mixed / evol: where every written prompt went (SelfInstructStats, EvolStats)
     pairing: PairingStats | None = None
     train: TrainResult | None = None
     monitors: MonitorReport | None = None  # reward-hacking and bias checks, with warnings

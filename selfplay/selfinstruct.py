@@ -176,7 +176,7 @@ INDEPENDENT_SET = "data/ifeval/independent.jsonl"  # its second held-out set, ph
 def preflight_prompts(cfg: PromptsConfig) -> None:
     """Checks, before an engine starts, what writing prompts will read: the pool and the template."""
     pool_prompts(cfg)
-    if cfg.source != "pool":
+    if cfg.source in ("self-instruct", "mixed"):
         check_self_instruct_template(load_template(cfg.self_instruct_template))
 
 
@@ -214,4 +214,4 @@ def iteration_prompts(
             new, stats = self_instruct_prompts(policy(), pool_prompts(cfg), cfg, seed, iteration, exclude)
             taken = {p.id for p in base}
             return base + [p for p in new if p.id not in taken], stats
-    raise ValueError(f"unknown prompts.source {cfg.source!r}; pool, self-instruct or mixed")
+    raise ValueError(f"prompts.source {cfg.source!r} is not written here; pool, self-instruct or mixed (evol: selfplay.evol)")

@@ -35,6 +35,7 @@ class Template(BaseModel):
     parse: str  # regex; group 1 is the verdict (a number for pointwise, "A"/"B" for pairwise)
     score_prefix: str | None = None  # forced answer prefix for log-probability scoring, e.g. "Score:"
     scale: tuple[float, float] | None = None  # pointwise score range, inclusive
+    operations: dict[str, str] = {}  # kind evol: operation name -> the text it fills {operation} with (selfplay.evol)
     template: str
     hash: str = ""  # sha256 of the file, first 12 hex; filled on load
 

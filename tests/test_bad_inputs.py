@@ -29,6 +29,7 @@ MARKUP = "Say [/b] hi in [bold]bold[/bold] or [link=x]"  # an unmatched closing 
 TEMPLATE = ("name: {name}\nversion: 1\nkind: pointwise\nvariables: [prompt, response]\noutput_format: 'Score: N'\n"
             "parse: 'Score: ([1-5])'\nscore_prefix: 'Score: '\nscale: [1, 5]\ntemplate: 'Rate {{response}} to {{prompt}} {brace}'\n")
 PROGRAM = "program:selfplay.program_judges:length_bounds"
+HIR = str(PROJECT_ROOT / "configs" / "hir.yaml")
 
 
 def make_run(root: Path) -> Run:
@@ -94,6 +95,8 @@ def files(tmp_path, monkeypatch) -> dict[str, str]:
         "brace.yaml": TEMPLATE.format(name="brace", brace="{"),
         "typo.yaml": "judge:\n  knd: pairwise\n",
         "ppo.yaml": "train:\n  algo: ppo\n",
+        "evol_noops.yaml": "name: evol_noops\nversion: 1\nkind: evol\nvariables: [prompt, operation]\noutput_format: x\n"
+                           "parse: '(.*)'\ntemplate: 'Rewrite {prompt}: {operation}'\n",
         "afile": "not a folder\n",
     }
     for name, text in texts.items():
@@ -144,6 +147,13 @@ CASES = [
     ("run-program-missing", ["run", "--set", "judge.kind=program", "--set", "judge.program=nowhere_module:f", "--name", "x"],
      "nowhere_module"),
     ("run-model-nope", ["run", "--set", "model=nope", "--name", "x"], "unknown model"),
+    ("run-evol-template-missing-field", ["run", "--set", "prompts.source=evol", "--set", "prompts.evol_template={evol_noops}",
+                                         "--name", "x"], "prompts.evol_template: template evol_noops@1: operations: none defined"),
+    ("run-hir-pool-without-ids", ["run", "--config", HIR, "--set", "prompts.pool=data/instructions.jsonl", "--name", "x"],
+     "train.algo=hir: the pool data/instructions.jsonl has no prompt with IFEval instruction ids"),
+    ("run-hir-instruction-without-rule", ["run", "--config", HIR, "--set", "train.hir.instructions=[startend:quotation]",
+                                          "--name", "x"],
+     "train.hir.instructions: 'startend:quotation' has no relabel rule"),
     ("run-set-past-upper-bound", ["run", "--set", "generation.n=40000", "--name", "x"],
      "generation.n: Input should be less than or equal to 1024"),
     ("run-seed-set-missing", ["run", "--set", "human.seed_set={in}/none.jsonl", "--name", "x"], "none.jsonl: no such file"),

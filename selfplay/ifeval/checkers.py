@@ -186,9 +186,14 @@ def _star_paragraphs(response: str) -> list[str] | None:
     return pieces
 
 
-def number_paragraphs(response: str, num_paragraphs: int) -> bool:
+def count_star_paragraphs(response: str) -> int | None:
+    """Paragraphs as number_paragraphs counts them; None when an inner one is empty (never a count)."""
     paragraphs = _star_paragraphs(response)
-    return paragraphs is not None and len(paragraphs) == num_paragraphs
+    return None if paragraphs is None else len(paragraphs)
+
+
+def number_paragraphs(response: str, num_paragraphs: int) -> bool:
+    return count_star_paragraphs(response) == num_paragraphs
 
 
 def nth_paragraph_first_word(response: str, num_paragraphs: int, nth_paragraph: int, first_word: str) -> bool:
@@ -216,16 +221,23 @@ def forbidden_words(response: str, forbidden_words: list[str]) -> bool:
     return not any(re.search(r"\b" + re.escape(w) + r"\b", response, re.IGNORECASE) for w in forbidden_words)
 
 
-def keyword_frequency(response: str, keyword: str, frequency: int, relation: str) -> bool:
+def count_keyword(response: str, keyword: str) -> int:
     # Non-overlapping, case-insensitive substring occurrences, as IFEval.
-    count = len(re.findall(re.escape(keyword.strip()), response, re.IGNORECASE))
-    return _compare(count, relation, frequency)
+    return len(re.findall(re.escape(keyword.strip()), response, re.IGNORECASE))
+
+
+def keyword_frequency(response: str, keyword: str, frequency: int, relation: str) -> bool:
+    return _compare(count_keyword(response, keyword), relation, frequency)
+
+
+def count_letter(response: str, letter: str) -> int:
+    # Any one character, counted case-insensitively: IFEval's files ask for "#" too, which IFEval itself replaces
+    # with a random letter (it only keeps a-z), so its verdict on such a line is a coin toss; we count the "#".
+    return response.lower().count(letter.lower())
 
 
 def letter_frequency(response: str, letter: str, let_frequency: int, let_relation: str) -> bool:
-    # Any one character, counted case-insensitively: IFEval's files ask for "#" too, which IFEval itself replaces
-    # with a random letter (it only keeps a-z), so its verdict on such a line is a coin toss; we count the "#".
-    return _compare(response.lower().count(letter.lower()), let_relation, let_frequency)
+    return _compare(count_letter(response, letter), let_relation, let_frequency)
 
 
 def json_format(response: str) -> bool:
@@ -243,28 +255,40 @@ def json_format(response: str) -> bool:
     return True
 
 
-def number_bullet_lists(response: str, num_bullets: int) -> bool:
-    # Markdown bullets: lines starting with "* " (not "**bold**") or "-". Exactly num_bullets, as IFEval.
+def count_bullets(response: str) -> int:
+    # Markdown bullets: lines starting with "* " (not "**bold**") or "-", as IFEval.
     stars = re.findall(r"^\s*\*[^*].*$", response, re.MULTILINE)
     dashes = re.findall(r"^\s*-.*$", response, re.MULTILINE)
-    return len(stars) + len(dashes) == num_bullets
+    return len(stars) + len(dashes)
+
+
+def number_bullet_lists(response: str, num_bullets: int) -> bool:
+    return count_bullets(response) == num_bullets  # exactly, as IFEval
+
+
+def count_highlights(response: str) -> int:
+    # *italic* and **bold** spans on one line with non-blank text, as IFEval.
+    single = [h for h in re.findall(r"\*[^\n*]*\*", response) if h.strip("*").strip()]
+    double = [h for h in re.findall(r"\*\*[^\n*]*\*\*", response) if h[2:-2].strip()]
+    return len(single) + len(double)
 
 
 def number_highlighted_sections(response: str, num_highlights: int) -> bool:
-    # *italic* and **bold** spans on one line with non-blank text; at least num_highlights, as IFEval.
-    single = [h for h in re.findall(r"\*[^\n*]*\*", response) if h.strip("*").strip()]
-    double = [h for h in re.findall(r"\*\*[^\n*]*\*\*", response) if h[2:-2].strip()]
-    return len(single) + len(double) >= num_highlights
+    return count_highlights(response) >= num_highlights  # at least, as IFEval
 
 
 def title(response: str) -> bool:
     return any(t[2:-2].strip() for t in re.findall(r"<<[^\n]+?>>", response))
 
 
-def multiple_sections(response: str, section_spliter: str, num_sections: int) -> bool:
-    # Sections start with the marker and a number ("SECTION 1"); case-sensitive, at least num_sections.
+def count_sections(response: str, section_spliter: str) -> int:
+    # Sections start with the marker and a number ("SECTION 1"); case-sensitive.
     marker = re.escape(section_spliter.strip())
-    return len(re.split(r"\s?" + marker + r"\s?\d+\s?", response)) - 1 >= num_sections
+    return len(re.split(r"\s?" + marker + r"\s?\d+\s?", response)) - 1
+
+
+def multiple_sections(response: str, section_spliter: str, num_sections: int) -> bool:
+    return count_sections(response, section_spliter) >= num_sections  # at least
 
 
 def constrained_response(response: str) -> bool:
@@ -285,8 +309,12 @@ def postscript(response: str, postscript_marker: str) -> bool:
     return re.search(pattern, response.lower(), re.MULTILINE) is not None
 
 
+def count_placeholders(response: str) -> int:
+    return len(re.findall(r"\[.*?\]", response))
+
+
 def number_placeholders(response: str, num_placeholders: int) -> bool:
-    return len(re.findall(r"\[.*?\]", response)) >= num_placeholders
+    return count_placeholders(response) >= num_placeholders
 
 
 def end_checker(response: str, end_phrase: str) -> bool:

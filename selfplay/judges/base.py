@@ -26,6 +26,7 @@ TEMPLATE_VARIABLES = {
     "constitution-critique": {"prompt", "response", "critique_request"},
     "constitution-revision": {"prompt", "response", "critique", "revision_request"},
     "self-instruct": {"examples"},  # not a judge: the policy writing new prompts (selfplay.selfinstruct)
+    "evol": {"prompt", "operation"},  # not a judge: a model rewriting a pool prompt by one operation (selfplay.evol)
 }
 
 
@@ -39,6 +40,10 @@ def check_template(template: Template, kind: str, method: str | None = None) -> 
         raise TemplateError(
             f"template {template.ref}: variables {sorted(template.variables)}, but a {kind} judge fills {sorted(want)}"
         )
+    if kind == "evol" and not template.operations:
+        raise TemplateError(f"template {template.ref}: operations: none defined; name each with the text {{operation}} takes")
+    if kind == "evol" and (empty := [name for name, text in template.operations.items() if not text.strip()]):
+        raise TemplateError(f"template {template.ref}: operations.{empty[0]} is empty")
     if method == "logprob" and (not template.score_prefix or (kind == "pointwise" and not template.scale)):
         needs = "score_prefix and scale" if kind == "pointwise" else "score_prefix (e.g. 'Verdict: ')"
         raise TemplateError(f"template {template.ref}: judge.method=logprob needs {needs}; set them or use judge.method=text")

@@ -8,6 +8,7 @@
     rejection-sft   sft.py    fine-tuning on the best judged responses (Llama 2)
     rest            sft.py    ReST's Improve steps on the judged responses (Gulcehre et al. 2023)
     revision-sft    sft.py    fine-tuning on the chosen side of the pairs (Constitutional AI's supervised stage)
+    hir             hir.py    fine-tuning on hindsight-relabelled and passing responses (HIR, Zhang et al. 2023)
 
 Heavy imports (torch, transformers, TRL, peft) stay inside the trainers' methods.
 """
@@ -21,6 +22,7 @@ from typing import Protocol
 from selfplay.config import TrainConfig
 from selfplay.records import TrainInputs, TrainResult
 from selfplay.train.dpo import DPOTrainer
+from selfplay.train.hir import HIRTrainer
 from selfplay.train.kto import KTOTrainer
 from selfplay.train.orpo import ORPOTrainer, SimPOTrainer
 from selfplay.train.ppo import PPOTrainer, RewardFn
@@ -57,3 +59,5 @@ def make_trainer(cfg: TrainConfig, seed: int, reward: Callable[[], RewardFn | No
             return ReSTTrainer(cfg, seed)
         case "revision-sft":
             return ChosenSFTTrainer(cfg, seed, algo="revision-sft")
+        case "hir":
+            return HIRTrainer(cfg, seed)

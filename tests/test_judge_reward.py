@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from selfplay.config import ConfigError, JudgeConfig, load_config
+from selfplay.config import PROJECT_ROOT, ConfigError, JudgeConfig, RunConfig, dump_config, load_config
 from selfplay.external import EndpointError
 from selfplay.ifeval import IFEvalPrompt, ifeval_score
 from selfplay.judges import make_judge
-from selfplay.records import Judgement, Prompt, read_records
+from selfplay.records import Generation, Judgement, Prompt, read_records
+from selfplay.rundir import Run
 from selfplay.train.judge_reward import (
     JUDGEMENTS_FILE,
     JudgeReward,
@@ -128,7 +129,6 @@ def test_config_judge_reward_trains_no_reward_model_and_refuses_judges_that_cann
     cfg = load_config(None, ["train.algo=grpo", "train.rl.reward=judge"])
     assert cfg.train.reward_model is None and cfg.train.rl.reward == "judge"
     assert load_config(None, ["train.algo=grpo"]).train.rl.reward == "reward_model"
-    from selfplay.config import RunConfig, dump_config
     import yaml
 
     again = RunConfig.model_validate(yaml.safe_load(dump_config(cfg)))  # config.yaml reads back to the same digest
@@ -144,8 +144,6 @@ def test_config_judge_reward_trains_no_reward_model_and_refuses_judges_that_cann
 
 
 def test_rlvr_config_loads_and_trains_on_the_train_split_only():
-    from selfplay.config import PROJECT_ROOT
-
     cfg = load_config(PROJECT_ROOT / "configs" / "rlvr.yaml")
     assert cfg.train.algo == "grpo" and cfg.train.rl.reward == "judge" and cfg.train.reward_model is None
     assert cfg.judge.kind == "program" and cfg.judge.program == "selfplay.program_judges:ifeval"
@@ -187,7 +185,6 @@ def score(prompt: Prompt, response: str):
 ])
 def test_rl_iteration_with_the_judge_as_reward(tiny_chat_model_dir, tmp_path, algo, extra):
     from selfplay.loop import run_loop
-    from selfplay.rundir import Run
 
     (tmp_path / "judge_len.py").write_text(PROGRAM)
     run = Run.create(tmp_path / algo, tiny_rl_config(tiny_chat_model_dir, algo, f"{tmp_path / 'judge_len.py'}:score", *extra))
@@ -215,3 +212,29 @@ def test_rl_iteration_with_the_judge_as_reward(tiny_chat_model_dir, tmp_path, al
     after = load_file(p.policy / "merged" / "model.safetensors")
     assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
     assert row.rl_reward_first is not None
+
+
+@pytest.mark.slow
+def test_a_judge_that_scores_no_rollout_is_one_line_and_keeps_the_iteration(tiny_chat_model_dir, tmp_path):
+    """selfplay run with a judge that gives no score to anything: the train stage stops with one line, every earlier
+    stage's records stay as written, and nothing claims the iteration finished."""
+    from typer.testing import CliRunner
+
+    from selfplay.cli import app
+
+    (tmp_path / "never.py").write_text("def score(prompt, response):\n    return None\n")
+    cfg = tiny_rl_config(tiny_chat_model_dir, "grpo", f"{tmp_path / 'never.py'}:score", "train.rl.num_generations=4",
+                         "train.batch_size=4")
+    (tmp_path / "never.yaml").write_text(dump_config(cfg))
+    result = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "never.yaml"), "--name", "never"])
+    assert result.exit_code == 1, result.output
+    # The models load by then, so their progress bars may come before it: one error line, no traceback.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in result.output and len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: train.rl.reward=judge: the program judge scored none of the 8 rollouts of step 1 "
+                                "(unparseable: returned None (cannot judge)); nothing to learn from"), errors
+    p = Run.open(tmp_path / "runs" / "never").paths(1)
+    assert len(read_records(p.generations, Generation)) == 8
+    assert all(j.score is None for j in read_records(p.judgements, Judgement))  # the judge stage's own verdicts, kept
+    assert p.prompts.exists() and p.pairs.exists() and not p.train.exists() and not p.manifest.exists()
+    assert len(read_records(p.policy / JUDGEMENTS_FILE, Judgement)) == 8  # what it said of the rollouts

@@ -6,11 +6,11 @@ call, as `Generation` records of their `Prompt` records: the program judge reads
 instruction ids and kwargs), which reach the reward function as dataset columns (TRL's GRPOTrainer and RLOOTrainer
 pass every column but the prompt to their reward functions, one value per completion: docs/design.md).
 
-A rollout the judge fails to score (unparseable, an error, an endpoint that did not answer, an empty response) is
-never a 0: its reward is None, which TRL 1.16 turns into NaN, leaves out of the group baseline and gives an
-advantage of 0, so it moves the policy by its KL term alone. Every rollout's judgement is kept
-(`rl_judgements.jsonl`) and each step's counts go into TrainResult.rl. A step whose rollouts all failed has nothing
-to learn from: that is an error, one line, after writing what was judged.
+A rollout the judge fails to score (unparseable, an error, an endpoint that did not answer, an empty response an LLM
+judge does not judge) is never a 0: its reward is None, which TRL 1.16 turns into NaN, leaves out of the group baseline
+and gives an advantage of 0, so it moves the policy by its KL term alone (PPO, ours, masks the rollout out of its
+losses). Every rollout's judgement is kept (`rl_judgements.jsonl`) and each step's counts go into TrainResult.rl. A
+step whose rollouts all failed has nothing to learn from: that is an error, one line, after writing what was judged.
 """
 
 from __future__ import annotations

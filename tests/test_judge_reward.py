@@ -238,3 +238,28 @@ def test_a_judge_that_scores_no_rollout_is_one_line_and_keeps_the_iteration(tiny
     assert all(j.score is None for j in read_records(p.judgements, Judgement))  # the judge stage's own verdicts, kept
     assert p.prompts.exists() and p.pairs.exists() and not p.train.exists() and not p.manifest.exists()
     assert len(read_records(p.policy / JUDGEMENTS_FILE, Judgement)) == 8  # what it said of the rollouts
+
+
+@pytest.mark.slow
+def test_rloo_with_the_policy_judging_its_rollouts(tiny_model_dir, tmp_path):
+    """An LLM judge as the reward: without judge.model the iteration's starting policy judges (by log-probability)
+    every rollout of its training copy; no reward model, every rollout scored."""
+    from selfplay.loop import run_loop
+
+    cfg = load_config(None, [
+        f"model={tiny_model_dir}", "iterations=1", "prompts.per_iteration=2", "generation.backend=transformers",
+        "generation.n=2", "generation.max_tokens=4", "judge.injection_check=false", "pairing.min_margin=0.0",
+        "train.algo=rloo", "train.rl.reward=judge", "train.rl.steps=1", "train.rl.rollout_prompts=2",
+        "train.rl.num_generations=2", "train.rl.max_new_tokens=4", "train.batch_size=2", "train.max_length=96",
+        "train.learning_rate=1e-2",
+    ])
+    run = Run.create(tmp_path / "self", cfg)
+    run_loop(run, log=lambda _: None)
+    p = run.paths(1)
+    rl = json.loads(p.train.read_text())["rl"]
+    assert (rl["reward"], rl["scored"], rl["failed"]) == ("judge", 4, 0) and not (p.dir / "reward_model").exists()
+    judgements = read_records(Path(rl["judgements"]), Judgement)
+    assert [j.method for j in judgements] == ["logprob"] * 4 and all(1.0 <= j.score <= 5.0 for j in judgements)
+    assert all("score_token_probs" in j.raw[0] for j in judgements)
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(p.policy / "merged" / "model.safetensors")
+    assert any(not before[k].to(after[k].dtype).equal(after[k]) for k in before)

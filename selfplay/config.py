@@ -795,8 +795,17 @@ class RewardModelSection(Section):
 
 
 class RLSection(Section):
-    """train.rl: online RL (ppo / rloo / grpo), sampled rollouts of the policy scored by the reward model."""
+    """train.rl: online RL (ppo / rloo / grpo), sampled rollouts of the policy scored by the reward model, or by the
+    run's own judge (train.rl.reward=judge)."""
 
+    reward: Literal["reward_model", "judge"] = Field(
+        "reward_model",
+        description="what scores the rollouts: reward_model: a reward model trained on the iteration's pairs "
+        "(train.reward_model); judge: the run's own judge (judge.*: a program such as the instruction checkers, i.e. "
+        "verifiable rewards; a pointwise or pairwise LLM judge; a constitution; an endpoint), each step's rollouts "
+        "judged in one batch, no reward model trained; a rollout it fails to score is left out of the advantage and "
+        "counted (rloo / grpo)",
+    )
     steps: int | None = Field(
         None,
         ge=1,
@@ -1092,12 +1101,19 @@ class TrainConfig(Section):
         if algo not in get_args(Algo):
             return data  # the algo field's own error says what is allowed
         data = dict(data)
+        judged = algo in ALGO_SECTIONS["rl"] and _field(data.get("rl"), "reward") == "judge"
+        if judged and data.get("reward_model"):
+            raise ValueError(
+                _belongs("reward_model", data["reward_model"], "train.rl.reward=reward_model", "train.rl.reward=judge")
+            )
         for name, algos in ALGO_SECTIONS.items():
             if algo in algos:
                 if data.get(name) is None:
                     data[name] = {}
             elif data.get(name) is not None and name not in WARMUP_SECTIONS:
-                raise ValueError(_belongs(name, data[name], "train.algo=" + _either(algos), algo))
+                raise ValueError(_belongs(name, data[name], "train.algo=" + _either(algos), f"train.algo={algo}"))
+        if judged:  # the judge scores the rollouts: no reward model is trained, so its section would do nothing
+            data["reward_model"] = None
         return data
 
     @model_validator(mode="before")
@@ -1162,11 +1178,16 @@ def used(section: S | None, key: str) -> S:
     return section
 
 
+def _field(section: object, key: str) -> object:
+    """A key of a section given as a mapping (a file, --set) or as a Section (a config copied in code)."""
+    return section.get(key) if isinstance(section, dict) else getattr(section, key, None)
+
+
 def _either(names: tuple[str, ...]) -> str:
     return " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def _belongs(name: str, given: object, owners: str, algo: str) -> str:
+def _belongs(name: str, given: object, owners: str, this: str) -> str:
     """The error line for per-algorithm section `name` set in a run whose algorithm does not use it, naming the
     first key set in it."""
     if isinstance(given, Section):
@@ -1174,7 +1195,7 @@ def _belongs(name: str, given: object, owners: str, algo: str) -> str:
     else:
         keys = list(given) if isinstance(given, dict) else []
     where = f"train.{name}.{keys[0]}" if keys else f"train.{name}"
-    return f"{where}: belongs to {owners} (this run has train.algo={algo})"
+    return f"{where}: belongs to {owners} (this run has {this})"
 
 
 class HumanConfig(Section):
@@ -1369,6 +1390,23 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _judge_scores_rollouts(self) -> RunConfig:
+        # train.rl.reward=judge scores new rollouts: a judge must give a score to a response it has never seen.
+        if self.train.rl is None or self.train.rl.reward != "judge":
+            return self
+        if self.judge.kind == "human":
+            raise ValueError(
+                "train.rl.reward=judge: judge.kind=human scores only the responses in its labels file, never the policy's "
+                "new rollouts; use a program, pointwise, pairwise or constitution-pairwise judge, or train.rl.reward=reward_model"
+            )
+        if self.judge.kind == "constitution-revision":
+            raise ValueError(
+                "train.rl.reward=judge: judge.kind=constitution-revision revises responses and gives no score; use "
+                "constitution-pairwise (the same constitution, as comparisons) or train.rl.reward=reward_model"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _warmup_sections(self) -> RunConfig:
         # train.dpo and train.kto also serve the seed warm-up of their name, which TrainConfig cannot see: filled for
         # it here, refused without it.
@@ -1379,7 +1417,7 @@ class RunConfig(Section):
                 setattr(self.train, name, get_args(TrainConfig.model_fields[name].annotation)[0]())  # its defaults
             elif self.human.seed_warmup != name and getattr(self.train, name) is not None:
                 owners = f"train.algo={name} or human.seed_warmup={name}"
-                raise ValueError(_belongs(name, getattr(self.train, name), owners, self.train.algo))
+                raise ValueError(_belongs(name, getattr(self.train, name), owners, f"train.algo={self.train.algo}"))
         return self
 
     @model_validator(mode="after")

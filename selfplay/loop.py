@@ -70,8 +70,9 @@ from selfplay.teaching import check_teaching, teach_judge
 from selfplay.train import make_trainer
 from selfplay.train.dpo import DPOTrainer
 from selfplay.train.hir import check_hir
+from selfplay.train.judge_reward import JudgeReward
 from selfplay.train.kto import KTOTrainer
-from selfplay.train.ppo import RewardFn
+from selfplay.train.ppo import Reward, RewardFn
 from selfplay.train.reward import RESULT_FILE, RewardModel, SafetyGatedReward, check_reward_model, train_reward_model
 from selfplay.train.setup import check_bitsandbytes, check_reporting
 from selfplay.train.sft import ChosenSFTTrainer
@@ -343,8 +344,12 @@ def train_policy(run: Run, k: int, inputs: TrainInputs) -> TrainResult:
     if cfg.launch.launcher == "accelerate" and not under_launch():
         launch_train(cfg.launch, run.root, k)
         return read_record(run.paths(k).train, TrainResult)
-    trainer = make_trainer(cfg.train, derive_seed(cfg.seed, k, "train"), reward=lambda: reward_function(run, k))
-    return trainer.train(inputs, run.policy_for(k), run.paths(k).policy)
+    seed = derive_seed(cfg.seed, k, "train")
+    # With train.rl.reward=judge an LLM judge's engine is open while the policy trains (it scores every step's
+    # rollouts); it opens only when the trainer asks for its reward, and closes when training ends.
+    with Engines(run, run.policy_for(k), k) as engines:
+        trainer = make_trainer(cfg.train, seed, reward=lambda: reward_function(run, k, engines, seed))
+        return trainer.train(inputs, run.policy_for(k), run.paths(k).policy)
 
 
 def train_launched(run: Run, k: int) -> None:
@@ -391,9 +396,11 @@ def reward_model_result(run: Run, k: int) -> RewardResult | None:
     return read_record(path, RewardResult) if path.exists() else None
 
 
-def reward_function(run: Run, k: int) -> RewardFn | None:
-    """What the RL algorithms maximise in iteration k: the reward model's score, gated by the safety reward
-    model where train.reward_model.safety_path is set (Llama 2)."""
+def reward_function(run: Run, k: int, engines: Engines, seed: int) -> Reward | None:
+    """What the RL algorithms maximise in iteration k: with train.rl.reward=judge the run's own judge; else the reward
+    model's score, gated by the safety reward model where train.reward_model.safety_path is set (Llama 2)."""
+    if used(run.cfg.train.rl, "train.rl").reward == "judge":
+        return judge_reward(run, k, engines, seed)
     rm = used(run.cfg.train.reward_model, "train.reward_model")
     rm_dir = reward_model_dir(run, k)
     if rm_dir is None:
@@ -402,6 +409,22 @@ def reward_function(run: Run, k: int) -> RewardFn | None:
     if rm.safety_path:
         reward = SafetyGatedReward(reward, RewardModel.load(Path(rm.safety_path), readout=rm.readout), rm.safety_threshold)
     return reward
+
+
+def judge_reward(run: Run, k: int, engines: Engines, seed: int) -> JudgeReward:
+    """Iteration k's judge as the RL reward: the judge the judge stage uses (its engine: judge.model, the taught judge,
+    the endpoint, or without judge.model the iteration's starting policy, frozen while its copy trains)."""
+    cfg, rl = run.cfg, used(run.cfg.train.rl, "train.rl")
+    judge = make_judge(cfg.judge, engines.judge() if needs_generator(cfg.judge) else None, judge_seed(cfg.seed, k))
+    return JudgeReward(
+        judge,
+        cfg.judge.kind,
+        out_dir=run.paths(k).policy,
+        policy=str(run.policy_for(k)),
+        max_tokens=rl.max_new_tokens,
+        temperature=rl.temperature,
+        seed=seed,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

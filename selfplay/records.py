@@ -185,8 +185,18 @@ class KTOStats(Record):
     reward_margin: float | None = None  # mean desirable - undesirable implicit reward, last logged steps
 
 
+class JudgedStep(Record):
+    """train.rl.reward=judge: one rollout batch (optimizer step) as the judge scored it."""
+
+    step: int  # 1-based
+    scored: int  # rollouts the judge scored
+    failed: int  # rollouts it gave no score (unparseable, error, endpoint error, empty): left out of the advantage
+    reward_mean: float | None  # mean judge score of the scored ones, judge units; None = none scored
+
+
 class RLStats(Record):
-    """ppo, rloo, grpo: online RL against a reward model (or program). Rewards are its scores per response."""
+    """ppo, rloo, grpo: online RL against a reward model, or the run's judge (train.rl.reward=judge). Rewards are
+    its scores per response."""
 
     prompts: int  # distinct prompts the rollouts were drawn from
     reward_first: float | None = None  # mean score of the first logged steps' responses
@@ -196,6 +206,11 @@ class RLStats(Record):
     safety_gated: float | None = None  # with train.reward_model.safety_path: fraction of rollouts rewarded by the safety model
     skipped_steps: int = 0  # ppo: rollout batches that did not update the policy (non-finite reward, or every gradient)
     stats: str | None = None  # per-step stats JSONL (reward, KL, coefficient, losses)
+    reward: Literal["reward_model", "judge"] = "reward_model"  # train.rl.reward: what scored the rollouts
+    scored: int | None = None  # reward=judge: rollouts the judge scored, all steps
+    failed: int | None = None  # reward=judge: rollouts it failed to score, excluded from the advantage
+    judged_steps: list[JudgedStep] | None = None  # reward=judge: per step, scored, failed and the mean reward
+    judgements: str | None = None  # reward=judge: every rollout's judgement (rl_judgements.jsonl), raw outputs kept
 
 
 class HIRStats(BaseModel):

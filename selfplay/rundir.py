@@ -125,6 +125,7 @@ class IterationSummary(BaseModel):
     rl_reward_first: float | None = None  # ppo/rloo/grpo: mean reward-model score of the first / last rollouts
     rl_reward_last: float | None = None
     kl_last: float | None = None  # KL to the reference at the last RL steps, nats per response token
+    rl_unscored: float | None = None  # train.rl.reward=judge: share 0..1 of the rollouts the judge failed to score
     rm_accuracy: float | None = None  # reward model's held-out pair accuracy, 0..1
     human_accuracy: float | None = None  # the judge's agreement with the human seed set (human.seed_set), 0..1
     human_kappa: float | None = None  # ... as Cohen's kappa (0 = chance, 1 = perfect)
@@ -155,6 +156,7 @@ class IterationSummary(BaseModel):
             rl_reward_first=rl.reward_first if rl else None,
             rl_reward_last=rl.reward_last if rl else None,
             kl_last=rl.kl_last if rl else None,
+            rl_unscored=rl.failed / (rl.scored + rl.failed) if rl and rl.scored is not None and rl.failed is not None else None,
             rm_accuracy=m.reward_model.heldout_accuracy if m.reward_model else None,
             human_accuracy=m.judge.get("human_agreement", {}).get("accuracy"),
             human_kappa=m.judge.get("human_agreement", {}).get("kappa"),

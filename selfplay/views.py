@@ -48,6 +48,7 @@ OPTIONAL_COLUMNS = (
     ("rew acc", lambda r: _fmt(r.reward_accuracy, 2) if r.reward_accuracy is not None else None),
     ("rl reward", lambda r: f"{_fmt(r.rl_reward_first)}→{_fmt(r.rl_reward_last)}" if r.rl_reward_last is not None else None),
     ("kl", lambda r: _fmt(r.kl_last, 3) if r.kl_last is not None else None),
+    ("rl unscored", lambda r: _fmt(r.rl_unscored, 2) if r.rl_unscored is not None else None),
     ("rm acc", lambda r: _fmt(r.rm_accuracy, 2) if r.rm_accuracy is not None else None),
     ("human acc", lambda r: _fmt(r.human_accuracy, 2) if r.human_accuracy is not None else None),
     ("human κ", lambda r: _fmt(r.human_kappa, 2) if r.human_kappa is not None else None),

@@ -4,7 +4,8 @@
     kto             kto.py    KTO on single judged responses, desirable or undesirable by score (TRL KTOTrainer)
     orpo / simpo    orpo.py   ORPO / SimPO on the pairs, reference-free (TRL's experimental ORPOTrainer / CPOTrainer)
     ppo             ppo.py    our PPO against a reward model trained on the pairs (InstructGPT recipe)
-    rloo / grpo     rloo.py   TRL's RLOOTrainer / GRPOTrainer against that reward model
+    rloo / grpo     rloo.py   TRL's RLOOTrainer / GRPOTrainer against that reward model, or the run's judge
+                              (judge_reward.py: train.rl.reward=judge, e.g. the instruction checkers: RLVR)
     rejection-sft   sft.py    fine-tuning on the best judged responses (Llama 2)
     rest            sft.py    ReST's Improve steps on the judged responses (Gulcehre et al. 2023)
     revision-sft    sft.py    fine-tuning on the chosen side of the pairs (Constitutional AI's supervised stage)
@@ -25,7 +26,7 @@ from selfplay.train.dpo import DPOTrainer
 from selfplay.train.hir import HIRTrainer
 from selfplay.train.kto import KTOTrainer
 from selfplay.train.orpo import ORPOTrainer, SimPOTrainer
-from selfplay.train.ppo import PPOTrainer, RewardFn
+from selfplay.train.ppo import PPOTrainer, Reward
 from selfplay.train.rloo import GroupRLTrainer
 from selfplay.train.sft import ChosenSFTTrainer, RejectionSFTTrainer, ReSTTrainer
 
@@ -37,9 +38,10 @@ class Trainer(Protocol):
         ...
 
 
-def make_trainer(cfg: TrainConfig, seed: int, reward: Callable[[], RewardFn | None]) -> Trainer:
-    """The trainer of `cfg.algo`. `reward` gives the reward function the RL algorithms optimise (None = there is
-    nothing to train a reward model on); it is called only by them, and only when they train."""
+def make_trainer(cfg: TrainConfig, seed: int, reward: Callable[[], Reward | None]) -> Trainer:
+    """The trainer of `cfg.algo`. `reward` gives what the RL algorithms optimise: a reward function, or the run's judge
+    (train.rl.reward=judge); None = there is nothing to train a reward model on. It is called only by them, and only
+    when they train."""
     match cfg.algo:
         case "dpo":
             return DPOTrainer(cfg, seed)

@@ -41,9 +41,11 @@ from selfplay.config import TrainConfig, used
 from selfplay.models import bf16_is_fast
 from selfplay.records import Prompt, RLStats, TrainInputs, TrainResult, derive_seed, write_records
 from selfplay.scale import shard_bounds, under_launch
+from selfplay.train.judge_reward import JudgeReward
 from selfplay.train.setup import is_quantized, load_causal_lm, lora_config, make_optimizer, save_policy
 
 RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> one score per response
+Reward = RewardFn | JudgeReward  # what an RL trainer optimises: a reward model's scores, or the run's judge's
 NO_REWARD_MODEL = "no reward model (no pairs to train one on); policy carried over"
 
 
@@ -263,7 +265,7 @@ class Rollout:
 class PPOTrainer:
     cfg: TrainConfig
     seed: int
-    reward: Callable[[], RewardFn | None]  # the reward model (or program) to optimise; None = none could be trained
+    reward: Callable[[], Reward | None]  # the reward model, or the run's judge, to optimise; None = no reward model
 
     def train(self, inputs: TrainInputs, policy_dir: Path, out_dir: Path) -> TrainResult:
         prompts = inputs.prompts
@@ -349,7 +351,14 @@ class PPOTrainer:
             roll = self._rollout(
                 model, tokenizer, [batch[i] for i in mine], [derive_seed(self.seed, "ppo-rollout", step, i) for i in mine], device
             )
-            scores = [float(s) for s in reward_fn([batch[i].text for i in mine], roll.texts)]
+            unscored: list[int] = []  # rows the judge gave no score (train.rl.reward=judge)
+            if isinstance(reward_fn, JudgeReward):
+                lengths, prompt_lengths = roll.mask.sum(dim=1).tolist(), roll.query_mask.sum(dim=1).tolist()
+                judged = reward_fn.score([batch[i] for i in mine], roll.texts, lengths, prompt_lengths)
+                unscored = [row for row, s in enumerate(judged) if s is None]
+                scores = [0.0 if s is None else float(s) for s in judged]  # 0.0 reaches no loss: the row is masked below
+            else:
+                scores = [float(s) for s in reward_fn([batch[i].text for i in mine], roll.texts)]
             base = dict(
                 step=step,
                 responses=len(batch),
@@ -357,6 +366,8 @@ class PPOTrainer:
                 response_tokens=dp.total(roll.mask.sum().float()).item() / len(batch),
                 ended=dp.total(roll.ended.float().sum()).item() / len(batch),
             )
+            if unscored:  # an unscored rollout takes no part in the advantage, the whitening, the losses or the KL
+                roll.mask[unscored] = 0
             bad = len(scores) != len(mine) or not all(math.isfinite(s) for s in scores)
             if dp.total(torch.tensor(float(bad))).item() > 0:
                 # A NaN or infinite reward would poison every weight it touches: record the batch and skip it
@@ -393,7 +404,8 @@ class PPOTrainer:
                 if ppo.whiten_advantages:
                     advantages = whiten(advantages, roll.mask, total=dp.total)
                 kl_sum = dp.total(((old_logprobs - ref_logprobs) * roll.mask).sum()).item()
-                kl, kl_per_token = kl_sum / len(batch), kl_sum / max(1.0, dp.total(roll.mask.sum().float()).item())
+                counted = dp.total(torch.tensor(float(len(mine) - len(unscored)))).item()  # the rollouts with a score
+                kl, kl_per_token = kl_sum / max(1.0, counted), kl_sum / max(1.0, dp.total(roll.mask.sum().float()).item())
 
             pg_losses, vf_losses, clip_fracs = [], [], []
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "ppo-minibatch", step))
@@ -431,13 +443,13 @@ class PPOTrainer:
                 approx_kl = (
                     dp.total(((old_logprobs - new_logprobs) * roll.mask).sum()) / dp.total(roll.mask.sum()).clamp(min=1)
                 ).item()
-            every_score = torch.tensor(dp.gather(scores))
+            every_score = torch.tensor(dp.gather([s for row, s in enumerate(scores) if row not in unscored]))
             history.append(
                 PPOStepStats(
                     **base,
                     skipped=None if pg_losses else "every minibatch had a non-finite gradient",
                     reward_mean=every_score.mean().item(),
-                    reward_std=every_score.std().item() if len(batch) > 1 else 0.0,
+                    reward_std=every_score.std().item() if len(every_score) > 1 else 0.0,
                     kl=kl,
                     kl_per_token=kl_per_token,
                     policy_loss=_mean(pg_losses),
@@ -513,7 +525,7 @@ class PPOTrainer:
         n_prompts: int,
         started: float,
         out_dir: Path,
-        reward_fn: RewardFn,
+        reward_fn: Reward,
     ) -> TrainResult:
 
         cfg = self.cfg
@@ -547,6 +559,7 @@ class PPOTrainer:
                 kl_coef=kl_ctl.value,
                 skipped_steps=len(history) - len(done),
                 stats=str(stats_path),
-                safety_gated=gated_fraction(reward_fn),
+                safety_gated=None if isinstance(reward_fn, JudgeReward) else gated_fraction(reward_fn),
+                **(reward_fn.record() if isinstance(reward_fn, JudgeReward) else {}),
             ),
         )

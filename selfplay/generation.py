@@ -120,6 +120,7 @@ class VLLMGenerator:
             trust_remote_code=False,
             disable_log_stats=True,
             load_format="safetensors",
+            use_tqdm_on_load=False,  # a bar for loading one shard; our own bars show the work
             tensor_parallel_size=cfg.tensor_parallel_size,
             pipeline_parallel_size=cfg.pipeline_parallel_size,
         )

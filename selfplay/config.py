@@ -1311,6 +1311,11 @@ class EvalConfig(Section):
         "with the run's sampling settings, the scorer's pick): the baseline a trained policy should "
         "beat",
     )
+    after_run: bool = Field(
+        False,
+        description="selfplay run ends by evaluating iteration 0 against the last iteration on eval.ifeval (and "
+        "eval.ifeval_independent), printing before -> after with a paired 95% interval",
+    )
     best_of_n_scorer: str = Field(
         "pointwise",
         description="best-of-N scorer spec (selfplay.bestofn): pointwise[:TEMPLATE], "

@@ -732,3 +732,15 @@ def run_eval(
             if seed_file:
                 result.agreement = agreement_eval(run, seed_file, judge, cfg)
     return result
+
+
+def evaluate_after_run(run: Run, log: Log = lambda _: None) -> EvalResult | None:
+    """The run's closing evaluation (eval.after_run): iteration 0 against the last trained iteration on the
+    held-out IFEval set and, when configured, the independent one. None when no iteration trained a policy."""
+    ks = trained_iterations(run)
+    if len(ks) < 2:
+        return None
+    cfg = run.cfg.eval
+    return run_eval(
+        run, iterations=[0, ks[-1]], ifeval_file=cfg.ifeval, independent_file=cfg.ifeval_independent, cfg=cfg, log=log
+    )

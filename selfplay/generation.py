@@ -24,6 +24,10 @@ from selfplay.records import Generation, Prompt, derive_seed
 from selfplay.scale import RayShardedGenerator
 from selfplay.serving import served_dtype
 
+# Prompts per vLLM call: the progress bar moves once a chunk; vLLM batches within it (32 prompts x n samples keeps
+# its batch full on a CPU while a 64-prompt iteration still shows two steps).
+GENERATE_CHUNK = 32
+
 SEEDING = {
     "vllm": "engine-seeded: identical outputs for the same prompts in the same order on the same machine",
     "transformers": "per-prompt seeds derived from (seed, prompt id): identical outputs per record",
@@ -116,6 +120,7 @@ class VLLMGenerator:
             trust_remote_code=False,
             disable_log_stats=True,
             load_format="safetensors",
+            use_tqdm_on_load=False,  # a bar for loading one shard; our own bars show the work
             tensor_parallel_size=cfg.tensor_parallel_size,
             pipeline_parallel_size=cfg.pipeline_parallel_size,
         )
@@ -142,7 +147,7 @@ class VLLMGenerator:
         )
         records = []
         # Chunks only drive the progress bar; vLLM batches within each chunk.
-        for chunk in progress(_chunks(list(prompts), 64), "generate", unit_scale=64):
+        for chunk in progress(_chunks(list(prompts), GENERATE_CHUNK), "generate", unit="prompt", size=len):
             outputs = self._run([chat_ids(self.tokenizer, p.text) for p in chunk], params)
             for prompt, out in zip(chunk, outputs, strict=True):
                 for j, o in enumerate(out.outputs if out else []):
@@ -261,7 +266,7 @@ class HFGenerator:
 
     def generate(self, prompts: Sequence[Prompt], n: int) -> list[Generation]:
         records = []
-        for prompt in progress(prompts, "generate"):
+        for prompt in progress(prompts, "generate", unit="prompt"):
             # One prompt per call so each record's randomness depends only on (seed, prompt id).
             ids = chat_ids(self.tokenizer, prompt.text)
             seed = derive_seed(self.seed, prompt.id)

@@ -43,6 +43,7 @@ from selfplay.metrics import report_iteration
 from selfplay.models import resolve_model
 from selfplay.monitors import monitor_iteration
 from selfplay.pairing import make_pairs, reward_model_pairs
+from selfplay.progress import Bar
 from selfplay.records import (
     Generation,
     Judgement,
@@ -309,15 +310,18 @@ def judge_in_chunks(
     for g in generations:
         by_prompt.setdefault(g.prompt_id, []).append(g)
     out: list[Judgement] = []
-    for start in range(0, len(prompts), JUDGE_CHUNK):
-        done = progress / f"prompts_{start:06d}.jsonl"
-        if done.exists():
-            out += read_records(done, Judgement)
-            continue
-        chunk = prompts[start : start + JUDGE_CHUNK]
-        judged = judge.judge(chunk, [g for p in chunk for g in by_prompt.get(p.id, [])])
-        write_records(done, judged)
-        out += judged
+    with Bar("judge", total=len(generations), unit="response") as bar:
+        for start in range(0, len(prompts), JUDGE_CHUNK):
+            done = progress / f"prompts_{start:06d}.jsonl"
+            chunk = prompts[start : start + JUDGE_CHUNK]
+            responses = [g for p in chunk for g in by_prompt.get(p.id, [])]
+            if done.exists():
+                judged = read_records(done, Judgement)
+            else:
+                judged = judge.judge(chunk, responses)
+                write_records(done, judged)
+            out += judged
+            bar.advance(len(responses))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
@@ -40,6 +41,26 @@ def _fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def before_after_line(summary: IFEvalSummary, label: str) -> str | None:
+    """One line of a closing evaluation: prompt-level strict accuracy at iteration 0 and at the last iteration, the
+    paired difference with its 95% interval, and the verdict (an improvement only outside the noise)."""
+    by_k = {it.iteration: it for it in summary.iterations}
+    if 0 not in by_k or len(by_k) < 2:
+        return None
+    base, last = by_k[0], by_k[max(by_k)]
+    diff = last.vs_base
+    change = "-"
+    if diff and diff.mean_diff is not None:
+        lo, hi = diff.ci_low, diff.ci_high
+        interval = f" (95% CI {100 * lo:+.1f}, {100 * hi:+.1f})" if lo is not None and hi is not None else ""
+        change = f"{100 * diff.mean_diff:+.1f} points{interval}"
+    return (
+        f"{label} ({Path(summary.file).name}, {base.n_prompts} prompts), prompt-level strict: "
+        f"{pct(base.prompt_level_strict)}% at iteration 0 -> {pct(last.prompt_level_strict)}% at iteration "
+        f"{last.iteration}, {change}: {change_verdict(diff)}"
+    )
 
 
 # Columns shown only when some iteration has a value: DPO's implicit-reward accuracy, RL training, the reward model,

@@ -10,7 +10,8 @@ from selfplay.config import PROJECT_ROOT, ConfigError, load_config, parse_overri
 def test_shipped_default_config_loads():
     cfg = load_config(PROJECT_ROOT / "configs" / "default.yaml")
     assert cfg.model == "default" and cfg.iterations == 2
-    assert cfg.judge.kind == "pointwise" and cfg.train.algo == "dpo" and cfg.generation.backend == "vllm"
+    assert cfg.judge.kind == "program" and cfg.train.algo == "dpo" and cfg.generation.backend == "vllm"
+    assert cfg.eval.after_run and cfg.eval.ifeval == "data/ifeval/heldout.jsonl"
 
 
 @pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -420,3 +420,28 @@ def test_agreement_is_calibrated_for_position_bias(tmp_path):
     assert r.calibrated_accuracy == pytest.approx(2.5 / 3)
     voted = agreement_eval(run, seed, PrefersGood())
     assert voted.first_position_rate == pytest.approx(4 / 6) and voted.calibrated_accuracy == pytest.approx(2.5 / 3)
+
+
+def test_a_run_ends_with_iteration_0_against_its_last_iteration(tmp_path, scripted):
+    """eval.after_run: the closing evaluation compares iteration 0 with the LAST trained iteration (not every one),
+    on both held-out sets, and its line states the change with the paired interval and the verdict."""
+    from selfplay.evaluate import evaluate_after_run
+    from selfplay.views import before_after_line
+
+    main_file = write_jsonl(tmp_path / "ifeval.jsonl", IFEVAL_LINES)
+    other = write_jsonl(tmp_path / "independent.jsonl", INDEPENDENT_LINES)
+    run = make_run(tmp_path, [f"eval.ifeval={main_file}", f"eval.ifeval_independent={other}", "eval.after_run=true"])
+    assert evaluate_after_run(run) is None  # nothing trained yet: nothing to compare
+    scripted["iter2"] = scripted.pop("iter1")
+    for k in (1, 2):
+        write_json(run.paths(k).train, TrainResult(algo="dpo", policy=f"/fake/iter{k}").model_dump())
+    result = evaluate_after_run(run)
+    assert [it.iteration for it in result.ifeval.iterations] == [0, 2]
+    assert [name for name, _ in ScriptedPolicy.calls].count("iter1") == 0  # the middle iteration is not evaluated
+    line = before_after_line(result.ifeval, "held-out")
+    diff = result.ifeval.iterations[1].vs_base
+    assert line.startswith("held-out (ifeval.jsonl, 3 prompts), prompt-level strict: 33.3% at iteration 0 -> 100.0% at iteration 2, +66.7 points (95% CI ")
+    assert line.endswith(f"{100 * diff.ci_high:+.1f}): improved" if diff.ci_low > 0 else "): no measurable change")
+    assert before_after_line(result.ifeval_independent, "independent held-out").endswith(
+        "66.7% at iteration 0 -> 66.7% at iteration 2, +0.0 points (95% CI +0.0, +0.0): no measurable change"
+    )

@@ -337,3 +337,31 @@ def test_wandb_offline_gets_trainer_and_iteration_metrics(tiny_model_dir, tmp_pa
     for k in (1, 2):  # TRL's per-step DPO loss through the trainer's report_to, in that iteration's folder
         [trainer] = (run.paths(k).policy / "logs").rglob("offline-run-*/run-*.wandb")
         assert any("train/loss" in r for r in wandb_history(trainer))
+
+
+def test_cli_run_ends_with_before_and_after_on_held_out_prompts(tiny_model_dir, tmp_path):
+    """`selfplay run` on the default config (the verifiable recipe, eval.after_run): the run's output ends by
+    evaluating iteration 0 against the last iteration on the held-out set, in one line with the interval."""
+    from typer.testing import CliRunner
+
+    from selfplay.cli import app
+
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps(line) + "\n" for line in [
+        {"key": 1, "prompt": "Describe rain in lowercase only.", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
+        {"key": 2, "prompt": "Say hello without commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+    ]))
+    sets = [f"model={tiny_model_dir}", "iterations=1", "prompts.per_iteration=3", "generation.backend=transformers",
+            "generation.n=2", "generation.max_tokens=12", "train.max_length=96", "train.min_pairs=1",
+            f"eval.ifeval={heldout}", "eval.ifeval_independent=null", "eval.max_tokens=8"]
+    result = CliRunner().invoke(app, ["run", "--name", "story", *[arg for s in sets for arg in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("run: ") and "judge program, train dpo" in lines[0]
+    matches = [line for line in lines if line.startswith("held-out (")]
+    assert len(matches) == 1, result.output
+    before_after = matches[0]
+    assert before_after.startswith("held-out (heldout.jsonl, 2 prompts), prompt-level strict: ")
+    assert "at iteration 0 -> " in before_after and "at iteration 1, " in before_after
+    assert before_after.endswith(("improved", "worse", "no measurable change"))
+    assert lines.index(before_after) > next(i for i, line in enumerate(lines) if line.startswith("records: "))

@@ -123,3 +123,40 @@ def test_soak_random_kills_over_three_iterations(tiny_model_dir, tmp_path):
     snapshot = _snapshot(root, iterations=3)
     assert snapshot == _snapshot(tmp_path / "runs" / "ref", iterations=3)
     assert not list(root.rglob("*.tmp")) and not list(root.rglob("checkpoints"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of a chosen size, resized later ("space is back"); skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def resize(size_kib: int, first: bool = False) -> None:
+        opts = f"size={size_kib}k" if first else f"remount,size={size_kib}k"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mount)], check=True, capture_output=True)
+
+    try:
+        resize(64, first=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("needs permission to mount a tmpfs (root)")
+    yield mount, resize
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_space_is_back(tiny_model_dir, tmp_path, small_disk):
+    mount, resize = small_disk
+    env = {**os.environ, "SELFPLAY_RUNS_DIR": str(tmp_path / "runs"), "SELFPLAY_QUIET": "1"}
+    subprocess.run(_cmd(tiny_model_dir, "ref"), env=env, check=True, capture_output=True, timeout=600)
+    ref = tmp_path / "runs" / "ref"
+    used_kib = sum(f.stat().st_size for f in ref.rglob("*") if f.is_file()) // 1024
+    resize(used_kib // 2)  # room for iteration 1's records, not for the run
+    env_full = {**env, "SELFPLAY_RUNS_DIR": str(mount)}
+    full = subprocess.run(_cmd(tiny_model_dir, "full"), env=env_full, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 1, full.stderr[-3000:]
+    lines = [line for line in full.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: no space left on the device while writing") and "Traceback" not in full.stderr
+    assert (mount / "full" / "iter_001" / "prompts.jsonl").exists()  # what finished before the disk filled is kept
+    resize(used_kib * 4)
+    subprocess.run(_cmd(tiny_model_dir, "full", "--resume"), env=env_full, check=True, capture_output=True, timeout=600)
+    assert _snapshot(mount / "full") == _snapshot(ref)
+    assert not list((mount / "full").rglob("*.tmp")) and not list((mount / "full").rglob(".tmp*"))

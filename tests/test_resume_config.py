@@ -22,7 +22,7 @@ def saved_per_iteration(run) -> int:
 
 
 def test_resume_continues_under_the_runs_own_config(run):
-    assert Run.resume(run.root).cfg.prompts.per_iteration == 4  # not configs/default.yaml's 16
+    assert Run.resume(run.root).cfg.prompts.per_iteration == 4  # not configs/default.yaml's 64
 
 
 def test_a_changed_config_needs_force_and_is_recorded_when_writing_starts(run):

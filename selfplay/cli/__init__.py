@@ -12,9 +12,12 @@ them, so `selfplay --help` stays instant.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from selfplay.cli import data, evals, judges, run
+from selfplay.quiet import quiet_libraries, verbose_libraries
 
 app = typer.Typer(
     add_completion=False,
@@ -22,6 +25,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="selfplay: make a language model better from AI feedback (generate, judge, pair, train, repeat).",
 )
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="show the libraries' own logs, warnings and progress bars (vLLM, transformers, TRL)"
+        ),
+    ] = False,
+) -> None:
+    """selfplay: make a language model better from AI feedback (generate, judge, pair, train, repeat)."""
+    if verbose:
+        verbose_libraries()
+    else:
+        quiet_libraries()
+
+
 app.add_typer(run.app)
 app.add_typer(data.app)
 app.add_typer(evals.app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -46,8 +47,29 @@ def guard(fn: F) -> F:
             fail(one_line(str(err)) or type(err).__name__)
         except KeyboardInterrupt:
             fail("interrupted; what finished is on disk (selfplay run --resume continues a run)", code=130)
+        except Exception as err:
+            if not disk_full(err):
+                raise
+            fail(
+                "no space left on the device while writing; what finished is on disk (every record file is written "
+                "whole or not at all): free space, then `selfplay run --name NAME --resume` continues"
+            )
 
     return wrapper  # type: ignore[return-value]
+
+
+def disk_full(err: BaseException | None) -> bool:
+    """A full disk (or quota) anywhere in the exception's chain: Python's OSError, or a library that wraps it in its
+    own error (safetensors' Rust writer says "No space left on device (os error 28)")."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err) or "os error 28" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def runs_dir() -> Path:

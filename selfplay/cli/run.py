@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +12,7 @@ from rich.console import Console
 
 from selfplay.cli.common import IterationOpt, RunOpt, fail, guard, new_run_path, open_run, out_dir, runs_dir
 from selfplay.config import PROJECT_ROOT, load_config, with_overrides
+from selfplay.evaluate import eval_dir, evaluate_after_run
 from selfplay.loop import preflight, run_loop, run_stage
 from selfplay.models import resolve_model
 from selfplay.rundir import Run
@@ -19,7 +20,7 @@ from selfplay.scale import check_launcher
 from selfplay.scoring import train_run_reward_model
 from selfplay.seed import LabelStudioKeys, load_seed
 from selfplay.teaching import teach_judge
-from selfplay.views import summary_table
+from selfplay.views import before_after_line, summary_table
 
 app = typer.Typer()
 train_app = typer.Typer(
@@ -70,13 +71,30 @@ def run(
         preflight(cfg)  # before the run directory exists: a bad input leaves nothing behind
         the_run = Run.create(root, cfg)
     console = Console(width=max(Console().width, 130))
-    # Paths, model names and the loop's messages are data: markup=False, so a '[' in them is printed, not parsed.
-    console.print(
-        f"run: {root}  (model {cfg.model}, {cfg.iterations} iterations, judge {cfg.judge.kind}/{cfg.judge.method})", markup=False
-    )
-    rows = run_loop(the_run, log=lambda msg: console.print(msg, markup=False))
+    # Paths, model names and the loop's messages are data: markup=False, so a '[' in them is printed, not parsed;
+    # soft_wrap: a line longer than the terminal stays one line (a log or a pasted output keeps it whole).
+    say = lambda msg: console.print(msg, markup=False, soft_wrap=True)  # noqa: E731
+    judge = cfg.judge.kind if cfg.judge.kind in ("program", "human") else f"{cfg.judge.kind}/{cfg.judge.method}"
+    say(f"run: {root}  (model {cfg.model}, {cfg.iterations} iterations, judge {judge}, train {cfg.train.algo})")
+    rows = run_loop(the_run, log=say)
     console.print(summary_table(rows, title=f"selfplay run {root.name}"))
-    console.print(f"records: {root}/iter_*/  summary: {root}/summary.jsonl  inspect: selfplay inspect {root}", markup=False)
+    say(f"records: {root}/iter_*/  summary: {root}/summary.jsonl  inspect: selfplay inspect {root}")
+    if cfg.eval.after_run:
+        _before_after(the_run, say)
+
+
+def _before_after(the_run: Run, say: Callable[[str], None]) -> None:
+    """eval.after_run: iteration 0 against the last iteration on the held-out sets, one line each."""
+    say("evaluating iteration 0 and the last iteration on held-out prompts (greedy; eval.after_run)")
+    result = evaluate_after_run(the_run, log=say)
+    if result is None:
+        say("nothing to compare: no iteration trained a policy")
+        return
+    for summary, label in ((result.ifeval, "held-out"), (result.ifeval_independent, "independent held-out")):
+        line = before_after_line(summary, label) if summary else None
+        if line:
+            say(line)
+    say(f"per-prompt results: {eval_dir(the_run)}  (selfplay eval --run {the_run.root} for more)")
 
 
 def _one_stage(run: str, iteration: int, name: str, overrides: Sequence[str] = ()) -> None:

@@ -202,7 +202,7 @@ def train_reward_model(
     from transformers import AutoTokenizer, PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    from selfplay.train.guard import NonFiniteGradGuard, check_finite
+    from selfplay.train.guard import NonFiniteGradGuard, StepBar, check_finite
 
     class BradleyTerryTrainer(RewardTrainer):
         """TRL's RewardTrainer with our loss: the reward read out as train.reward_model.readout says, each pair's
@@ -286,6 +286,7 @@ def train_reward_model(
                 model_dir=None,
                 skipped=f"every training pair is longer than max_length={cfg.max_length} tokens",
             )
+        trainer.add_callback(StepBar("reward model"))
         trainer.train()
         history = trainer.state.log_history
         model = trainer.model.merge_and_unload() if settings.lora else trainer.model

@@ -214,7 +214,10 @@ def last_checkpoint(folder: Path) -> str | None:
 def train_resumable(trainer, folder: Path) -> int | None:
     """`trainer.train()`, resumed from the newest checkpoint a killed train stage left in `folder`;
     returns the step it resumed at (None = it started from step 0)."""
+    from selfplay.train.guard import StepBar
+
     resume = last_checkpoint(folder)
+    trainer.add_callback(StepBar())
     trainer.train(resume_from_checkpoint=resume)
     return checkpoint_step(resume)
 

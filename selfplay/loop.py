@@ -43,6 +43,7 @@ from selfplay.metrics import report_iteration
 from selfplay.models import resolve_model
 from selfplay.monitors import monitor_iteration
 from selfplay.pairing import make_pairs, reward_model_pairs
+from selfplay.policy import lineage
 from selfplay.progress import Bar
 from selfplay.records import (
     Generation,
@@ -95,13 +96,15 @@ def run_iteration(run: Run, k: int, log: Callable[[str], None] = print) -> Itera
         return IterationSummary.from_manifest(read_record(p.manifest, Manifest))
     policy = run.policy_for(k)
     log(f"iteration {k}: policy {policy}")
-    serving = check_serving(policy, run.policy_start(k), served_dtype(cfg.generation.dtype, policy))
+    start = run.policy_start(k)
+    serving = check_serving(policy, start, served_dtype(cfg.generation.dtype, policy))
     if serving.warning:
         log(f"warning: {serving.warning}")
     manifest = Manifest(
         iteration=k,
         policy=str(policy),
         serving=serving,
+        lineage=lineage(policy, start),
         versions=versions(),
         config_digest=cfg.digest(),
         config_changes=run.config_changes(),

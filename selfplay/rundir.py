@@ -27,6 +27,7 @@ from selfplay.config import RunConfig, dump_config, load_config, with_overrides
 from selfplay.errors import SelfplayError
 from selfplay.models import resolve_model
 from selfplay.monitors import MonitorReport
+from selfplay.policy import Lineage
 from selfplay.records import (
     RECORDS_VERSION,
     TEACHING_FILE,
@@ -92,6 +93,7 @@ class Manifest(BaseModel):
     iteration: int
     policy: str  # the model directory this iteration generated with
     serving: ServingCheck | None = None  # how much of its training update the policy keeps as served
+    lineage: Lineage | None = None  # base checkpoint, adapter and what it was trained from (train.lora.serve)
     stages: dict[str, StageInfo] = {}
     generation: dict = {}  # counts, mean tokens, rate of responses cut at max_tokens, seeding guarantee
     judge: dict = {}  # counts per status, parse rate, mean score, template hash

@@ -14,10 +14,12 @@ import json
 import math
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
 from selfplay.models import bf16_is_fast
+from selfplay.policy import ADAPTER_WEIGHTS, base_checkpoint, is_adapter
 
 # Above this share of the update's norm lost to rounding, the served policy is not the one trained.
 ROUNDING_WARN = 0.05
@@ -35,10 +37,11 @@ def stored_dtype(model_dir: Path) -> str | None:
 
 def served_dtype(requested: str, model_dir: Path) -> str:
     """The dtype to serve `model_dir` at. `auto` never rounds a checkpoint below the precision it was saved
-    in: a bf16 checkpoint is served in bf16 where bf16 is fast, everything else in fp32."""
+    in: a bf16 checkpoint is served in bf16 where bf16 is fast, everything else in fp32. An adapter policy is served
+    at its base's precision (vLLM runs the adapter at the model's dtype)."""
     if requested != "auto":
         return requested
-    return "bfloat16" if stored_dtype(model_dir) == "bfloat16" and bf16_is_fast() else "float32"
+    return "bfloat16" if stored_dtype(base_checkpoint(model_dir)) == "bfloat16" and bf16_is_fast() else "float32"
 
 
 class ServingCheck(BaseModel):
@@ -62,6 +65,8 @@ def check_serving(policy: Path, start: Path | None, dtype: str) -> ServingCheck:
     )
     if start is None or Path(start).resolve() == Path(policy).resolve():
         return check  # nothing was trained into this checkpoint
+    if is_adapter(policy):
+        return _with_error(check, *_adapter_rounding(policy, start, dtype))
     import torch
     from safetensors import safe_open
 
@@ -85,13 +90,17 @@ def check_serving(policy: Path, start: Path | None, dtype: str) -> ServingCheck:
                 changed += 1
                 update_sq += update.square().sum().item()
                 error_sq += (trained.to(served).float() - trained).square().sum().item()
-    if not changed:
+    return _with_error(check, changed, update_sq, error_sq)
+
+
+def _with_error(check: ServingCheck, changed: int, update_sq: float, error_sq: float) -> ServingCheck:
+    if not changed or not update_sq:
         return check
     error = math.sqrt(error_sq / update_sq)
     warning = None
     if error > ROUNDING_WARN:
         warning = (
-            f"serving {policy} in {dtype} loses {error:.0%} of its training update to rounding "
+            f"serving {check.policy} in {check.served_dtype} loses {error:.0%} of its training update to rounding "
             f"(over {ROUNDING_WARN:.0%}); set generation.dtype=float32 (or auto) to serve the policy trained"
         )
     return check.model_copy(
@@ -102,3 +111,37 @@ def check_serving(policy: Path, start: Path | None, dtype: str) -> ServingCheck:
             "warning": warning,
         }
     )
+
+
+def _adapter_rounding(policy: Path, start: Path, dtype: str) -> tuple[int, float, float]:
+    """An adapter policy: the update is the change of its weight deltas (scale * B @ A per adapted layer) from the
+    start's (zero when training started from a full checkpoint), and serving rounds A and B to `dtype` (vLLM runs
+    LoRA at the model's dtype; the base is never changed, so it adds no error)."""
+    import torch
+    from safetensors.torch import load_file
+
+    def deltas(folder: Path) -> dict[str, tuple[float, Any, Any]]:
+        if not is_adapter(folder):
+            return {}
+        config = json.loads((folder / "adapter_config.json").read_text())
+        scale = config.get("lora_alpha", 1) / config.get("r", 1)
+        weights = load_file(str(folder / ADAPTER_WEIGHTS))
+        return {
+            name: (scale, weights[name], weights[name.replace("lora_A", "lora_B")])
+            for name in weights
+            if "lora_A" in name and name.replace("lora_A", "lora_B") in weights
+        }
+
+    served = getattr(torch, dtype)
+    before = deltas(Path(start))
+    changed, update_sq, error_sq = 0, 0.0, 0.0
+    for name, (scale, a, b) in deltas(policy).items():
+        trained = scale * (b.float() @ a.float())
+        old = before.get(name)
+        update = trained - (old[0] * (old[2].float() @ old[1].float()) if old else 0.0)
+        if not update.any():
+            continue
+        changed += 1
+        update_sq += update.square().sum().item()
+        error_sq += (scale * (b.to(served).float() @ a.to(served).float()) - trained).square().sum().item()
+    return changed, update_sq, error_sq

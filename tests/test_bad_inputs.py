@@ -298,8 +298,13 @@ def test_bad_input_is_one_line_and_changes_nothing(name, args, expected, files, 
         monkeypatch.setenv("WANDB_CONFIG_DIR", f"{files['dir']}/wandb")
         monkeypatch.setenv("NETRC", f"{files['dir']}/netrc")
     monkeypatch.setenv("EDITOR", "false")  # an edit that got as far as the editor would fail loudly
+    args = [a.format(**files) for a in args]
+    if args[0] == "run" and not {"--config", "--resume"} & set(args):
+        # The rows were written against the loop whose judge is a model (templates, constitutions, judge models and
+        # seed sets are read); the default config's program judge reads none of them, and would start generating.
+        args += ["--config", str(PROJECT_ROOT / "configs" / "self-rewarding.yaml")]
     before = snapshot(tmp_path)
-    result = runner.invoke(app, [a.format(**files) for a in args])
+    result = runner.invoke(app, args)
     assert result.exit_code != 0, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfplay.config import TrainConfig, used
+from selfplay.policy import keep_adapter
 from selfplay.records import Pair, PreferenceStats, TrainInputs, TrainResult
 from selfplay.train.setup import (
     checkpointing_args,
@@ -69,7 +70,8 @@ def fit(trainer, cfg: TrainConfig, algo: str, out_dir: Path, started: float) -> 
     resumed_at = train_resumable(trainer, out_dir / "checkpoints")
     history = trainer.state.log_history
 
-    merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=cfg.lora.enabled)
+    merge = not keep_adapter(cfg.lora.serve)
+    policy_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=cfg.lora.enabled, merge=merge)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: nothing to resume
     result = TrainResult(
         algo=algo,
@@ -77,7 +79,7 @@ def fit(trainer, cfg: TrainConfig, algo: str, out_dir: Path, started: float) -> 
         seconds=round(time.monotonic() - started, 1),
         loss_first=history_mean(history, "loss", last=False),
         loss_last=history_mean(history, "loss", last=True),
-        policy=str(merged_dir),
+        policy=str(policy_dir),
         adapter=str(adapter_dir) if adapter_dir else None,
         nan_steps=guard.skipped_steps,
         resumed_at_step=resumed_at,

@@ -14,26 +14,41 @@ from urllib.parse import urlsplit
 
 from selfplay.config import ConfigError, LoggingConfig, LoRASection, TrainConfig
 from selfplay.models import bf16_is_fast
+from selfplay.policy import base_checkpoint, is_adapter, keep_adapter
 from selfplay.records import is_main_process
 
 
 def load_policy(policy: Path, cfg: TrainConfig):
-    """(tokenizer, model, peft LoraConfig or None, use_bf16) for a trainer starting at `policy`."""
+    """(tokenizer, model, peft LoraConfig or None, use_bf16) for a trainer starting at `policy`.
+
+    A full checkpoint loads with a new LoRA config. An adapter policy (train.lora.serve: the previous iteration kept
+    its adapter) loads its base with the adapter trainable, so training goes on in the same adapter and no config is
+    returned: TRL's DPO and KTO trainers then copy the loaded adapter as their frozen reference ("ref"), the previous
+    policy, as the merged path's reference is.
+    """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast())
-    model = load_causal_lm(policy, cfg)
+    model = load_causal_lm(base_checkpoint(policy), cfg)
     peft_config = lora_config(cfg.lora, model) if cfg.lora.enabled else None
+    if is_adapter(policy):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(policy), is_trainable=cfg.lora.enabled)
+        if cfg.lora.enabled:
+            peft_config = None  # the loaded adapter trains on
+        else:
+            model = model.merge_and_unload()  # full fine-tuning from an adapter policy: from its merged weights
     return tokenizer, model, peft_config, use_bf16
 
 
 def load_causal_lm(policy: Path, cfg: TrainConfig):
-    """The policy's weights in fp32, or with train.lora.quantize its frozen base in k-bit on this process's GPU,
-    prepared for adapter training by peft (norms in fp32, input gradients on, activation checkpointing as
-    train.gradient_checkpointing says)."""
+    """The policy's weights in fp32 (bf16 under a kept adapter on a GPU), or with train.lora.quantize its frozen base
+    in k-bit on this process's GPU, prepared for adapter training by peft (norms in fp32, input gradients on,
+    activation checkpointing as train.gradient_checkpointing says)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(policy, **policy_load_args(cfg.lora))
@@ -50,7 +65,11 @@ def policy_load_args(lora: LoRASection) -> dict:
     4bit is QLoRA's recipe (Dettmers et al. 2023): NF4 weights, double quantization, bf16 compute."""
     import torch
 
-    args: dict[str, object] = {"dtype": torch.float32, "use_safetensors": True}
+    # Where the adapter is kept (train.lora.serve) and bf16 is fast (a GPU), the frozen base loads in bf16: nothing is
+    # merged into it, so its rounding cannot erase an update (the adapter's own weights stay fp32, peft's default).
+    keep = lora.enabled and keep_adapter(lora.serve)
+    dtype = torch.bfloat16 if keep and bf16_is_fast() else torch.float32
+    args: dict[str, object] = {"dtype": dtype, "use_safetensors": True}
     if lora.quantize == "none":
         return args
     from transformers import BitsAndBytesConfig
@@ -155,24 +174,30 @@ def lora_config(lora: LoRASection, model, dropout: float | None = None):
     )
 
 
-def save_policy(model, tokenizer, out_dir: Path, adapter: bool) -> tuple[Path, Path | None]:
-    """Save what the next iteration starts from: the LoRA adapter (when `adapter`) and the merged model.
+def save_policy(model, tokenizer, out_dir: Path, adapter: bool, merge: bool = True) -> tuple[Path, Path | None]:
+    """Save what the next iteration starts from: the LoRA adapter (when `adapter`) and, when `merge`, the merged model.
 
-    Returns (merged_dir, adapter_dir). The merged weights stay in fp32. A few LoRA steps move a weight by less
-    than bf16's rounding step (2.4e-4 at |w| = 0.05), so a bf16 copy silently undoes training: rounding the
-    default run's first merged policy to bf16 lost 99% of its update (relative error 0.986, measured).
+    Returns (policy_dir, adapter_dir): the policy is merged/ or, without merging, the adapter folder itself (with the
+    tokenizer beside it, so it serves and trains like a checkpoint). The merged weights stay in fp32. A few LoRA steps
+    move a weight by less than bf16's rounding step (2.4e-4 at |w| = 0.05), so a bf16 copy silently undoes training:
+    rounding the default run's first merged policy to bf16 lost 99% of its update (relative error 0.986, measured).
     """
     import torch
 
     from selfplay.train.guard import check_finite
 
-    merged_dir, adapter_dir = out_dir / "merged", None
+    merged_dir, adapter_dir = out_dir / "merged", out_dir / "adapter" if adapter else None
     if not is_main_process():  # a distributed launch: every process holds the same weights, rank 0 saves them
-        return merged_dir, out_dir / "adapter" if adapter else None
-    if adapter:
+        return (merged_dir if merge or not adapter_dir else adapter_dir), adapter_dir
+    if adapter_dir:
+        if "ref" in getattr(model, "peft_config", {}):
+            model.delete_adapter("ref")  # TRL's frozen copy of a loaded adapter, the reference: not the policy
         check_finite(model)
-        adapter_dir = out_dir / "adapter"
         model.save_pretrained(adapter_dir, safe_serialization=True)
+        if not merge:
+            tokenizer.padding_side = "right"
+            tokenizer.save_pretrained(adapter_dir)
+            return adapter_dir, adapter_dir
         model = merge_unquantized(adapter_dir) if is_quantized(model) else model.merge_and_unload()
     check_finite(model)
     model.to(torch.float32).save_pretrained(merged_dir, safe_serialization=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 from selfplay.config import TrainConfig, used
 from selfplay.constitutions import chosen_sft_examples
 from selfplay.filtering import SFTExample, rejection_sft_examples, response_scores, rest_schedule
+from selfplay.policy import keep_adapter
 from selfplay.records import (
     FilterStats,
     Generation,
@@ -126,7 +127,10 @@ class SFTTrainerRunner:
         resumed_at = train_resumable(trainer, out_dir / "checkpoints")
         history = trainer.state.log_history
 
-        merged_dir, adapter_dir = save_policy(trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora.enabled)
+        merge = not keep_adapter(self.cfg.lora.serve)
+        policy_dir, adapter_dir = save_policy(
+            trainer.model, trainer.processing_class, out_dir, adapter=self.cfg.lora.enabled, merge=merge
+        )
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the stage is done: nothing to resume
         return TrainResult(
             algo=algo,
@@ -134,7 +138,7 @@ class SFTTrainerRunner:
             seconds=round(time.monotonic() - started, 1),
             loss_first=history_mean(history, "loss", last=False),
             loss_last=history_mean(history, "loss", last=True),
-            policy=str(merged_dir),
+            policy=str(policy_dir),
             adapter=str(adapter_dir) if adapter_dir else None,
             resumed_at_step=resumed_at,
             nan_steps=guard.skipped_steps,
@@ -286,7 +290,8 @@ class ReSTTrainer:
             steps.append(step)
 
         trained = [s for s in steps if s.skipped is None]
-        if cfg.lora.enabled:  # earlier steps' merged weights: base + adapter, not worth their disk (a 7B step is ~14 GB)
+        # Earlier steps' merged weights: base + adapter, not worth their disk (a 7B step is ~14 GB); kept adapters are MBs.
+        if cfg.lora.enabled and not keep_adapter(cfg.lora.serve):
             for s in trained[:-1]:
                 shutil.rmtree(s.policy, ignore_errors=True)
         last = trained[-1] if trained else None

@@ -39,6 +39,7 @@ from pydantic import BaseModel
 
 from selfplay.config import TrainConfig, used
 from selfplay.models import bf16_is_fast
+from selfplay.progress import progress
 from selfplay.records import Prompt, RLStats, TrainInputs, TrainResult, derive_seed, write_records
 from selfplay.scale import shard_bounds, under_launch
 from selfplay.train.judge_reward import JudgeReward
@@ -344,7 +345,7 @@ class PPOTrainer:
         history: list[PPOStepStats] = []
         nan_steps = 0  # minibatch steps skipped for a non-finite gradient
         dp = DataParallel.current()
-        for step in range(1, n_steps + 1):
+        for step in progress(range(1, n_steps + 1), "train", unit="step"):
             step_started = time.monotonic()
             batch = [prompts[order[((step - 1) * R + i) % len(order)]] for i in range(min(R, len(prompts)))]
             mine = dp.shard(len(batch))  # this process's rows of the batch (all of them in one process)

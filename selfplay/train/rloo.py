@@ -74,7 +74,7 @@ class GroupRLTrainer:
         from datasets import Dataset
         from transformers import AutoTokenizer, PrinterCallback
 
-        from selfplay.train.guard import NonFiniteGradGuard
+        from selfplay.train.guard import NonFiniteGradGuard, StepBar
 
         cfg, rl, started, out_dir = self.cfg, used(self.cfg.rl, "train.rl"), time.monotonic(), Path(out_dir)
         if cfg.algo == "rloo":
@@ -137,6 +137,7 @@ class GroupRLTrainer:
             trainer.remove_callback(PrinterCallback)  # our result reports the metrics; per-step dicts would drown the output
             guard = NonFiniteGradGuard()
             trainer.add_callback(guard)
+            trainer.add_callback(StepBar())
             trainer.train()
         history = trainer.state.log_history
         out_dir.mkdir(parents=True, exist_ok=True)

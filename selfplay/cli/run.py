@@ -94,7 +94,7 @@ def _before_after(the_run: Run, say: Callable[[str], None]) -> None:
         line = before_after_line(summary, label) if summary else None
         if line:
             say(line)
-    say(f"per-prompt results: {eval_dir(the_run)}  (selfplay eval --run {the_run.root} for more)")
+    say(f"per-prompt results: {eval_dir(the_run)}  (selfplay eval {the_run.root} for more)")
 
 
 def _one_stage(run: str, iteration: int, name: str, overrides: Sequence[str] = ()) -> None:

@@ -11,12 +11,14 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SELFPLAY = Path(sys.executable).with_name("selfplay")
+# The self-judging loop these tests check (the default config judges with the instruction checkers).
+SELF_REWARDING = Path(__file__).resolve().parent.parent / "configs" / "self-rewarding.yaml"
 
 
 def test_selfplay_run_default_model_through_vllm(tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "SELFPLAY_RUNS_DIR": str(runs), "VLLM_LOGGING_LEVEL": "WARNING"}
-    cmd = [str(SELFPLAY), "run", "--name", "e2e", "--set", "iterations=1", "--set", "prompts.per_iteration=4",
+    cmd = [str(SELFPLAY), "run", "--config", str(SELF_REWARDING), "--name", "e2e", "--set", "iterations=1", "--set", "prompts.per_iteration=4",
            "--set", "generation.n=2", "--set", "generation.max_tokens=48", "--set", "train.min_pairs=1",
            "--set", "train.batch_size=2", "--set", "train.max_length=192"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -59,7 +61,7 @@ def test_pairwise_judges_with_the_real_model_through_vllm(tmp_path, kind):
     """Both orders of every comparison are judged by the real model; the manifest reports position bias."""
     runs = tmp_path / "runs"
     env = {**os.environ, "SELFPLAY_RUNS_DIR": str(runs)}
-    cmd = [str(SELFPLAY), "run", "--name", "pw", "--set", "iterations=1", "--set", "prompts.per_iteration=3",
+    cmd = [str(SELFPLAY), "run", "--config", str(SELF_REWARDING), "--name", "pw", "--set", "iterations=1", "--set", "prompts.per_iteration=3",
            "--set", "generation.n=2", "--set", "generation.max_tokens=32", "--set", f"judge.kind={kind}",
            "--set", "judge.constitution=follow-instructions", "--set", "train.min_pairs=1000",  # judging only: no training
            "--set", "judge.injection_cases=8"]  # the full 80-case injection check is 480 comparisons: tested elsewhere
